@@ -1,0 +1,62 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_oauth_sendmail_global_optspecs
+    string join \n h/help V/version
+end
+
+function __fish_oauth_sendmail_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_oauth_sendmail_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_oauth_sendmail_using_subcommand
+    set -l cmd (__fish_oauth_sendmail_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -s V -l version -d 'Print version'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s f -d 'Envelope sender address; "<>" or "" for a null sender (bounces); -r is the same' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s F -d 'Full name of the sender, used when the message has no From header' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s b -d 'Mode: m deliver (default), p list the queue, v verify recipients, i check aliases, s SMTP on stdin/stdout' -r -f -a "m\t'Deliver mail (the default)'
+p\t'List the queue'
+s\t'Speak SMTP on stdin/stdout'
+v\t'Verify recipients without sending'
+i\t'Check the aliases'"
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s q -d 'Deliver the queued messages now (an interval, as in -q30m, is ignored)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s o -d 'Set a sendmail option: -oi is -i; the others (-oem, -odi, -oQ...) are ignored' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s C -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l account -d 'Send through this account of the configuration' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s B -d 'Body type (7BIT, 8BITMIME): detected from the message instead' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s N -d 'Delivery status notification conditions' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s R -d 'What to return in a bounce (full, hdrs)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s V -d 'Envelope id for delivery status notifications' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s L -d 'Syslog tag' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s X -d 'Traffic log file' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s h -d 'Hop count' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s O -d 'Long-form sendmail option (option=value)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s A -d 'Submission mode (-Ac, -Am)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s t -d 'Read recipients from the To, Cc and Bcc headers (Resent-To/Cc/Bcc when the message has Resent- headers), in addition to those on the command line'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s i -d 'Read the message until end of input: a line holding only "." does not end it'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s v -d 'Print the SMTP dialogue on stderr (secrets are redacted)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l dry-run -d 'Print the envelope and the message as they would be sent; send nothing'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s G -d 'Relay (gateway) submission'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s U -d 'Initial user submission'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s n -d 'Do not expand aliases (aliases are configured, not system-wide)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s m -d 'Also send to the sender when in an alias expansion'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l version -d 'Print version'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send help" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,131 @@
+//! The one error type of the program, and the one place that maps it to a sysexits.h code.
+//!
+//! Every failure carries a `Kind` chosen where it happened; `main` turns it into the exit
+//! status through [`Error::exit_code`] and nowhere else. Callers ask predicates
+//! (`is_transient`) instead of matching message text.
+
+use std::fmt;
+
+/// What went wrong, at the granularity a caller of sendmail can act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Bad command line, or no recipients (EX_USAGE).
+    Usage,
+    /// The message or an address in it cannot be used (EX_DATAERR).
+    BadInput,
+    /// A recipient was refused or cannot be resolved (EX_NOUSER).
+    RecipientRefused,
+    /// The server refused the message for good (EX_UNAVAILABLE).
+    Unavailable,
+    /// A bug or an impossible state (EX_SOFTWARE).
+    Internal,
+    /// A spool or output file could not be created (EX_CANTCREAT).
+    CannotCreate,
+    /// Reading stdin or a local file failed (EX_IOERR).
+    Io,
+    /// Try again later: 4xx, network down, timeout (EX_TEMPFAIL).
+    Temporary,
+    /// The server said something that is not SMTP (EX_PROTOCOL).
+    Protocol,
+    /// The server or token endpoint refused our credentials (EX_NOPERM).
+    AuthRefused,
+    /// The configuration is missing or wrong (EX_CONFIG).
+    Config,
+}
+
+/// A failure: what happened, why, and (when there is one) what to do next.
+#[derive(Debug)]
+pub struct Error {
+    kind: Kind,
+    what: String,
+    why: String,
+    hint: Option<String>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: Kind, what: impl Into<String>, why: impl fmt::Display) -> Error {
+        Error {
+            kind,
+            what: what.into(),
+            why: why.to_string(),
+            hint: None,
+        }
+    }
+
+    /// Adds a next step a person can take, printed after the reason (several stack up).
+    pub fn hint(mut self, hint: impl Into<String>) -> Error {
+        let hint = hint.into();
+        self.hint = Some(match self.hint.take() {
+            Some(earlier) => format!("{earlier}\n  {hint}"),
+            None => hint,
+        });
+        self
+    }
+
+    /// Worth retrying later with the same message and configuration.
+    pub fn is_transient(&self) -> bool {
+        self.kind == Kind::Temporary
+    }
+
+    /// The sysexits.h status for this failure: the only mapping in the program.
+    pub fn exit_code(&self) -> u8 {
+        match self.kind {
+            Kind::Usage => 64,
+            Kind::BadInput => 65,
+            Kind::RecipientRefused => 67,
+            Kind::Unavailable => 69,
+            Kind::Internal => 70,
+            Kind::CannotCreate => 73,
+            Kind::Io => 74,
+            Kind::Temporary => 75,
+            Kind::Protocol => 76,
+            Kind::AuthRefused => 77,
+            Kind::Config => 78,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.why)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_sysexits() {
+        let code = |kind| Error::new(kind, "x", "y").exit_code();
+        assert_eq!(code(Kind::Usage), 64);
+        assert_eq!(code(Kind::RecipientRefused), 67);
+        assert_eq!(code(Kind::Temporary), 75);
+        assert_eq!(code(Kind::AuthRefused), 77);
+        assert_eq!(code(Kind::Config), 78);
+    }
+
+    #[test]
+    fn display_is_what_then_why_then_hint() {
+        let e =
+            Error::new(Kind::Config, "cannot read /etc/x", "permission denied").hint("run as root");
+        assert_eq!(
+            e.to_string(),
+            "cannot read /etc/x: permission denied\n  run as root"
+        );
+    }
+
+    #[test]
+    fn only_temporary_failures_are_transient() {
+        assert!(Error::new(Kind::Temporary, "a", "b").is_transient());
+        assert!(!Error::new(Kind::AuthRefused, "a", "b").is_transient());
+    }
+}
