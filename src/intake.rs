@@ -9,6 +9,7 @@ use std::io::{self, BufRead};
 use mail_builder::headers::address::Address as BuiltAddress;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::Header;
+use mail_parser::{Encoding, MessageParser, PartType};
 
 use crate::address::{self, Entry, Mailbox, Resolver};
 use crate::error::{Error, Kind, Result};
@@ -125,12 +126,9 @@ pub fn prepare(raw: &[u8], options: &Options) -> Result<Prepared> {
     }
 
     let mut data = header;
-    let body = match long_line(body) {
-        true => reencode_body(&mut data, &fields, body),
-        false => body.to_vec(),
-    };
     data.extend_from_slice(b"\r\n");
-    data.extend_from_slice(&body);
+    data.extend_from_slice(body);
+    let data = reencode_long_lines(data);
     let eight_bit = !data.is_ascii();
     Ok(Prepared {
         envelope: Envelope { sender, recipients },
@@ -397,49 +395,64 @@ fn write_folded(out: &mut Vec<u8>, raw: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Re-encodes a body with over-long lines as quoted-printable, which a reader decodes
-/// back to the same bytes. Rewrites Content-Transfer-Encoding in `header` (already
-/// written) and adds MIME-Version when missing. A multipart body or one already encoded
-/// is returned unchanged (its parts were encoded by the program that made them).
-fn reencode_body(header: &mut Vec<u8>, fields: &[Field], body: &[u8]) -> Vec<u8> {
-    let value = |name: &str| {
-        fields.iter().find(|f| f.is(name)).map(|f| {
-            String::from_utf8_lossy(f.value())
-                .trim()
-                .to_ascii_lowercase()
-        })
+/// Re-encodes as quoted-printable every MIME leaf part that has a line over 998 octets
+/// and no transfer encoding of its own; a reader decodes it back to the same bytes, so
+/// nothing is cut. Parts already in base64 or quoted-printable cannot have such lines.
+fn reencode_long_lines(message: Vec<u8>) -> Vec<u8> {
+    if !long_line(&message) {
+        return message;
+    }
+    let Some(parsed) = MessageParser::new().parse(&message) else {
+        return message;
     };
-    let multipart = value("Content-Type")
-        .is_some_and(|t| t.starts_with("multipart/") || t.starts_with("message/"));
-    let encoded = value("Content-Transfer-Encoding")
-        .is_some_and(|e| e == "base64" || e == "quoted-printable");
-    if multipart || encoded {
-        return body.to_vec();
-    }
-    remove_field(header, "Content-Transfer-Encoding");
-    if value("MIME-Version").is_none() {
-        header.extend_from_slice(b"MIME-Version: 1.0\r\n");
-    }
-    header.extend_from_slice(b"Content-Transfer-Encoding: quoted-printable\r\n");
-    quoted_printable(body)
-}
-
-fn remove_field(header: &mut Vec<u8>, name: &str) {
-    let (fields, _) = split_header(header);
-    let kept: Vec<u8> = fields
+    let span = |from: u32, to: u32| from as usize..to as usize;
+    let edits: Vec<_> = parsed
+        .parts
         .iter()
-        .filter(|f| !f.is(name))
-        .flat_map(|f| f.raw.iter().copied())
+        .filter(|part| !matches!(part.body, PartType::Multipart(_) | PartType::Message(_)))
+        .filter(|part| part.encoding == Encoding::None)
+        .map(|part| {
+            (
+                span(part.offset_header, part.offset_body),
+                span(part.offset_body, part.offset_end),
+            )
+        })
+        .filter(|(_, body)| long_line(&message[body.clone()]))
         .collect();
-    *header = kept;
+    drop(parsed);
+    let mut out = message.clone();
+    // From the last part back, so the offsets of the earlier ones stay right.
+    for (header, body) in edits.into_iter().rev() {
+        let encoded = quoted_printable(&message[body.clone()]);
+        out.splice(body, encoded);
+        let rewritten = declare_quoted_printable(&message[header.clone()], header.start == 0);
+        out.splice(header, rewritten);
+    }
+    out
 }
 
-/// Quoted-printable (RFC 2045 6.7) of CRLF text: line breaks stay hard breaks, lines
-/// are soft-broken at 76 characters.
+/// A part's header block (blank line included) saying quoted-printable; the message's
+/// own header also gets MIME-Version when it lacks one.
+fn declare_quoted_printable(header: &[u8], top_level: bool) -> Vec<u8> {
+    let (fields, _) = split_header(header);
+    let mut out = Vec::with_capacity(header.len() + 64);
+    for field in fields.iter().filter(|f| !f.is("Content-Transfer-Encoding")) {
+        out.extend_from_slice(&field.raw);
+    }
+    if top_level && !fields.iter().any(|f| f.is("MIME-Version")) {
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
+    out.extend_from_slice(b"Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+    out
+}
+
+/// Quoted-printable (RFC 2045 6.7) of CRLF text: line breaks stay hard breaks, long
+/// lines get soft breaks before 76 characters.
 fn quoted_printable(text: &[u8]) -> Vec<u8> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = Vec::with_capacity(text.len() + text.len() / 8);
-    for line in lines(text) {
+    for piece in text.split_inclusive(|&b| b == b'\n') {
+        let line = without_crlf(piece);
         let mut column = 0;
         for (i, &byte) in line.iter().enumerate() {
             let last = i + 1 == line.len();
@@ -461,7 +474,9 @@ fn quoted_printable(text: &[u8]) -> Vec<u8> {
             }
             column += width;
         }
-        out.extend_from_slice(b"\r\n");
+        if line.len() < piece.len() {
+            out.extend_from_slice(b"\r\n");
+        }
     }
     out
 }
@@ -666,6 +681,41 @@ mod tests {
             decode_qp(body_of(&p)),
             format!("{long}\r\nshort\r\n").as_bytes()
         );
+    }
+
+    #[test]
+    fn long_lines_in_a_multipart_part_are_reencoded_there_only() {
+        let long = "y".repeat(2000);
+        let raw = format!(
+            "Subject: s\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nshort\n--B\nContent-Type: text/csv\nContent-Transfer-Encoding: 8bit\n\n{long}\nend\n--B--\n"
+        );
+        let p = prep(raw.as_bytes(), false, &["a@x.org"], None).unwrap();
+        let text = String::from_utf8(p.data.clone()).unwrap();
+        assert!(
+            p.data.split(|&b| b == b'\n').all(|l| l.len() <= 78),
+            "{text}"
+        );
+        assert!(
+            text.contains("--B\r\nContent-Type: text/plain\r\n\r\nshort\r\n--B\r\n"),
+            "{text}"
+        );
+        let part = text.split("Content-Type: text/csv\r\n").nth(1).unwrap();
+        assert!(
+            part.starts_with("Content-Transfer-Encoding: quoted-printable\r\n\r\n"),
+            "{text}"
+        );
+        let encoded = part
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap()
+            .split("\r\n--B--")
+            .next()
+            .unwrap();
+        assert_eq!(
+            decode_qp(encoded.as_bytes()),
+            format!("{long}\r\nend").as_bytes()
+        );
+        assert_eq!(text.matches("MIME-Version").count(), 1, "{text}");
     }
 
     #[test]
