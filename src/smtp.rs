@@ -67,7 +67,11 @@ pub fn submit(
     let server = format!("{}:{}", account.host, account.port);
     let mut conn = connect(account, &server, &log)?;
     if let (AuthMethod::Xoauth2 | AuthMethod::Password, Some(secret)) = (account.auth, secret) {
-        authenticate(&mut conn, account, secret, &server, &log)?;
+        if let Err(err) = authenticate(&mut conn, account, secret, &server, &log) {
+            // Says QUIT and closes TLS properly: the server deserves to know we left.
+            conn.abort();
+            return Err(err);
+        }
     }
     let delivery = transmit(&mut conn, message, &server, &log);
     log.sent("QUIT");
@@ -318,7 +322,13 @@ fn describe(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {
+        // rustls appends a documentation link to some errors: noise in a mail log.
         let cause_text = cause.to_string();
+        let cause_text = cause_text
+            .split(": https://")
+            .next()
+            .unwrap_or_default()
+            .to_string();
         if !text.contains(&cause_text) {
             text = format!("{text}: {cause_text}");
         }

@@ -1,0 +1,294 @@
+//! Runs the real `oauth-sendmail` binary against a `TestServer`, in a private HOME with a
+//! config file (per tests/CONTRACT.md) that points at that server.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use super::smtp_server::{
+    AuthCheck, ServerOptions, TestServer, TlsMode, TEST_PASSWORD, TEST_TOKEN, TEST_USER,
+};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_oauth-sendmail");
+
+/// A client that takes longer than this is hung: kill it and fail the test.
+const WALL_LIMIT: Duration = Duration::from_secs(30);
+
+pub struct Harness {
+    pub home: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub server: TestServer,
+}
+
+impl Harness {
+    /// A server per `opts` and a config whose only account ("test") uses it.
+    pub fn new(opts: ServerOptions) -> Harness {
+        Harness::with_config(opts, |_| {})
+    }
+
+    /// Like `new`, but `edit` may change the config text before it is written. The text
+    /// names the secret file as `<home>/secret`.
+    pub fn with_config(opts: ServerOptions, edit: impl FnOnce(&mut String)) -> Harness {
+        let home = tempfile::tempdir().expect("tempdir for HOME");
+        let server = TestServer::start(opts.clone());
+
+        let secret_path = home.path().join("secret");
+        match &opts.auth {
+            // A trailing newline, as `echo token > file` leaves it: the binary must cope.
+            AuthCheck::Xoauth2 { .. } => write_private(&secret_path, &format!("{TEST_TOKEN}\n")),
+            AuthCheck::Plain { .. } => write_private(&secret_path, &format!("{TEST_PASSWORD}\n")),
+            AuthCheck::None => {}
+        }
+
+        let mut config = config_text(&server, &opts, &secret_path);
+        edit(&mut config);
+        let config_path = home.path().join("config.toml");
+        std::fs::write(&config_path, &config).expect("write config.toml");
+
+        // argv[0] personality: the name `sendmail`, anywhere.
+        let bin_dir = home.path().join("bin");
+        std::fs::create_dir(&bin_dir).expect("create <home>/bin");
+        link_binary(&bin_dir.join("sendmail"));
+
+        Harness {
+            home,
+            config_path,
+            server,
+        }
+    }
+
+    /// `oauth-sendmail send ARGS` with `stdin` piped in.
+    pub fn send(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("send").args(args);
+        self.run(cmd, stdin)
+    }
+
+    /// The same binary called through `<home>/bin/sendmail` (the sendmail personality).
+    pub fn sendmail(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut cmd = Command::new(self.home.path().join("bin").join("sendmail"));
+        cmd.args(args);
+        self.run(cmd, stdin)
+    }
+
+    /// `<home>/dead.letter`, if the binary wrote one.
+    pub fn dead_letter(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.home.path().join("dead.letter")).ok()
+    }
+
+    /// Runs `cmd` in this harness's environment and returns its output.
+    pub fn run(&self, mut cmd: Command, stdin: &[u8]) -> Output {
+        let home = self.home.path();
+        // Inherit the rest (PATH, coverage and backtrace settings) but nothing that could
+        // point the binary at the developer's real config, state, keyring or mailbox.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OAUTH_SENDMAIL") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env("HOME", home)
+            .env("OAUTH_SENDMAIL_CONFIG", &self.config_path)
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_STATE_HOME", home.join(".local/state"))
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("MAIL")
+            .current_dir(home);
+        run_with_limit(cmd, stdin, WALL_LIMIT)
+    }
+}
+
+/// Spawns `cmd` with piped stdio, feeds `stdin`, and waits at most `limit`; a hung child is
+/// killed and the test fails with what it printed so far.
+pub fn run_with_limit(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let description = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {description}: {e}"));
+
+    // Separate threads: a child that does not read stdin, or fills a pipe, must not deadlock
+    // the test.
+    let input = stdin.to_vec();
+    let mut child_stdin = child.stdin.take().expect("stdin piped");
+    let writer = thread::spawn(move || {
+        // A child that exits without reading all of stdin makes this fail: that is its right.
+        let _ = child_stdin.write_all(&input);
+    });
+    let stdout = reader(child.stdout.take().expect("stdout piped"));
+    let stderr = reader(child.stderr.take().expect("stderr piped"));
+
+    let deadline = Instant::now() + limit;
+    let status: ExitStatus = loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = writer.join();
+            let out = String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned();
+            let err = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+            panic!(
+                "{description} still running after {limit:?}: killed\n--- stdout ---\n{out}\n\
+                 --- stderr ---\n{err}"
+            );
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+fn reader(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+/// stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The exit code; a child killed by a signal fails the test (that is never a valid outcome).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or_else(|| {
+        panic!(
+            "child ended without an exit code ({}); stderr:\n{}",
+            o.status,
+            stderr(o)
+        )
+    })
+}
+
+/// Every form in which a test secret could leak: raw, and base64 as it goes on the wire
+/// (the whole XOAUTH2 string, the PLAIN string, the LOGIN password line, the bare token).
+pub fn secret_forms() -> Vec<String> {
+    vec![
+        TEST_TOKEN.to_string(),
+        TEST_PASSWORD.to_string(),
+        B64.encode(format!(
+            "user={TEST_USER}\x01auth=Bearer {TEST_TOKEN}\x01\x01"
+        )),
+        B64.encode(format!("\0{TEST_USER}\0{TEST_PASSWORD}")),
+        B64.encode(format!("{TEST_USER}\0{TEST_USER}\0{TEST_PASSWORD}")),
+        B64.encode(TEST_PASSWORD),
+        B64.encode(TEST_TOKEN),
+    ]
+}
+
+/// Fails if any secret form appears in the child's stdout or stderr.
+pub fn assert_no_secrets(o: &Output) {
+    let out = stdout(o);
+    let err = stderr(o);
+    for secret in secret_forms() {
+        assert!(
+            !out.contains(&secret),
+            "a secret ({secret}) leaked to stdout:\n{out}"
+        );
+        assert!(
+            !err.contains(&secret),
+            "a secret ({secret}) leaked to stderr:\n{err}"
+        );
+    }
+}
+
+/// The config per tests/CONTRACT.md for one account "test" at `server`.
+fn config_text(server: &TestServer, opts: &ServerOptions, secret_path: &Path) -> String {
+    let tls = match opts.tls {
+        TlsMode::StartTls => "starttls",
+        TlsMode::Implicit => "implicit",
+        TlsMode::Plain => "none",
+    };
+    let auth = match &opts.auth {
+        AuthCheck::Xoauth2 { user, .. } => format!(
+            "user = {}\nauth = \"xoauth2\"\nsecret = {{ file = {} }}\n",
+            toml_str(user),
+            toml_str(&secret_path.to_string_lossy())
+        ),
+        AuthCheck::Plain { user, .. } => format!(
+            "user = {}\nauth = \"password\"\nsecret = {{ file = {} }}\n",
+            toml_str(user),
+            toml_str(&secret_path.to_string_lossy())
+        ),
+        AuthCheck::None => "auth = \"none\"\n".to_string(),
+    };
+    format!(
+        "domain = \"example.com\"\n\
+         \n\
+         [aliases]\n\
+         root = \"admin@example.com\"\n\
+         \n\
+         [accounts.test]\n\
+         provider = \"custom\"\n\
+         host = \"127.0.0.1\"\n\
+         port = {port}\n\
+         tls = \"{tls}\"\n\
+         ca_file = {ca}\n\
+         timeout = 20\n\
+         from = {from}\n\
+         {auth}",
+        port = server.port,
+        ca = toml_str(&server.ca_file.to_string_lossy()),
+        from = toml_str(TEST_USER),
+    )
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Writes a file only its owner may read, as a secret file must be.
+pub fn write_private(path: &Path, contents: &str) {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    file.write_all(contents.as_bytes())
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn link_binary(link: &Path) {
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(BIN, link).expect("symlink <home>/bin/sendmail");
+    #[cfg(not(unix))]
+    std::fs::copy(BIN, link).expect("copy the binary to <home>/bin/sendmail");
+}

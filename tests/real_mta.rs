@@ -1,0 +1,394 @@
+//! Delivery through an SMTP server we did not write: aiosmtpd (tests/mta/mailbox_server.py),
+//! STARTTLS and XOAUTH2 required, storing into a Maildir. Every caller of
+//! tests/common/callers.rs goes through the binary and is checked in that Maildir.
+//!
+//! Needs python3 with aiosmtpd (scripts/install-test-deps). Without it the tests say why and
+//! pass, except under CI=true, where a missing server is a failure.
+
+#[path = "common/callers.rs"]
+mod callers;
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::harness::{code, run_with_limit, stderr, write_private, BIN};
+use common::smtp_server::{TEST_TOKEN, TEST_USER};
+use common::tls;
+
+/// How long the Python server may take to print its port.
+const STARTUP_LIMIT: Duration = Duration::from_secs(30);
+/// How long one run of the binary may take.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// True when aiosmtpd can be imported. Otherwise: under CI=true, fail; elsewhere, print why
+/// the test is skipped and return false.
+fn aiosmtpd_available(test: &str) -> bool {
+    let probe = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdin(Stdio::null())
+        .output();
+    let why = match probe {
+        Ok(out) if out.status.success() => return true,
+        Ok(out) => format!(
+            "python3 cannot import aiosmtpd: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => format!("cannot run python3: {e}"),
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why}; CI must run this test: scripts/install-test-deps installs it");
+    }
+    // Straight to the stderr handle: libtest captures eprintln! of passing tests, and a skip
+    // must be seen.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: SKIPPED: {why} (run scripts/install-test-deps)"
+    );
+    false
+}
+
+/// tests/mta/mailbox_server.py running on a free port, with its Maildir and the files the
+/// binary needs (CA, token, config, `sendmail` symlink) in one temporary directory.
+struct Mailbox {
+    child: Child,
+    /// Kept open: the server exits when it closes (--stop-on-stdin-eof), so it dies with us.
+    _stdin: ChildStdin,
+    port: u16,
+    dir: tempfile::TempDir,
+    /// Maildir keys already handed out by `take_new`.
+    seen: HashSet<String>,
+}
+
+/// One message as aiosmtpd stored it, with its envelope sidecar.
+struct Stored {
+    key: String,
+    data: Vec<u8>,
+    /// The sidecar's "name value" lines (see mailbox_server.py).
+    envelope: Vec<(String, String)>,
+}
+
+impl Stored {
+    fn values(&self, name: &str) -> Vec<String> {
+        self.envelope
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn value(&self, name: &str) -> String {
+        self.values(name).into_iter().next().unwrap_or_default()
+    }
+}
+
+impl Mailbox {
+    fn start() -> Mailbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = tls::pki();
+        let cert = dir.path().join("server-cert.pem");
+        let key = dir.path().join("server-key.pem");
+        std::fs::write(&cert, &pki.server_cert_pem).expect("write server cert");
+        write_private(&key, &pki.server_key_pem);
+        let server_log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
+
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mta/mailbox_server.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .args(["--user", TEST_USER, "--token", TEST_TOKEN])
+            .arg("--maildir")
+            .arg(dir.path().join("Maildir"))
+            .arg("--stop-on-stdin-eof")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(server_log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
+        let stdin = child.stdin.take().expect("server stdin piped");
+
+        // The first stdout line is the port; read it in a thread so a stuck server times out.
+        let stdout = child.stdout.take().expect("server stdout piped");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(STARTUP_LIMIT).unwrap_or_default();
+        let Ok(port) = line.trim().parse::<u16>() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "mailbox_server.py printed {line:?} instead of its port; its log:\n{}",
+                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+            );
+        };
+
+        let mailbox = Mailbox {
+            child,
+            _stdin: stdin,
+            port,
+            dir,
+            seen: HashSet::new(),
+        };
+        mailbox.write_client_files(TEST_TOKEN);
+        mailbox
+    }
+
+    /// CA file, secret file, config and the `sendmail` symlink for the binary.
+    fn write_client_files(&self, token: &str) {
+        let home = self.dir.path();
+        let ca_file = tls::write_ca_file(home);
+        let secret = home.join("secret");
+        write_private(&secret, &format!("{token}\n"));
+        let config = format!(
+            "domain = \"example.com\"\n\
+             \n\
+             [aliases]\n\
+             root = \"admin@example.com\"\n\
+             \n\
+             [accounts.test]\n\
+             provider = \"custom\"\n\
+             host = \"127.0.0.1\"\n\
+             port = {port}\n\
+             tls = \"starttls\"\n\
+             ca_file = \"{ca}\"\n\
+             timeout = 20\n\
+             from = \"{user}\"\n\
+             user = \"{user}\"\n\
+             auth = \"xoauth2\"\n\
+             secret = {{ file = \"{secret}\" }}\n",
+            port = self.port,
+            ca = ca_file.display(),
+            user = TEST_USER,
+            secret = secret.display(),
+        );
+        std::fs::write(self.config_path(), config).expect("write config.toml");
+        let link = self.bin_dir().join("sendmail");
+        if !link.exists() {
+            std::fs::create_dir_all(self.bin_dir()).expect("create bin dir");
+            std::os::unix::fs::symlink(BIN, &link).expect("symlink sendmail");
+        }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    fn bin_dir(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    /// Runs the binary as `sendmail ARGS` with `stdin`, HOME being the temporary directory.
+    fn sendmail(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let home = self.dir.path();
+        let mut cmd = Command::new(self.bin_dir().join("sendmail"));
+        cmd.args(args);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OAUTH_SENDMAIL") {
+                cmd.env_remove(&key);
+            }
+        }
+        cmd.env("HOME", home)
+            .env("OAUTH_SENDMAIL_CONFIG", self.config_path())
+            .env("XDG_CONFIG_HOME", home.join(".config"))
+            .env("XDG_STATE_HOME", home.join(".local/state"))
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_CACHE_HOME", home.join(".cache"))
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            .env_remove("MAIL")
+            .current_dir(home);
+        run_with_limit(cmd, stdin, RUN_LIMIT)
+    }
+
+    /// Messages delivered since the last call, oldest first.
+    fn take_new(&mut self) -> Vec<Stored> {
+        let maildir = self.dir.path().join("Maildir");
+        let mut fresh: Vec<(std::time::SystemTime, String)> = Vec::new();
+        for entry in std::fs::read_dir(maildir.join("new")).expect("read Maildir/new") {
+            let entry = entry.expect("Maildir entry");
+            let key = entry.file_name().to_string_lossy().into_owned();
+            if self.seen.insert(key.clone()) {
+                let modified = entry.metadata().and_then(|m| m.modified()).expect("mtime");
+                fresh.push((modified, key));
+            }
+        }
+        fresh.sort();
+        fresh
+            .into_iter()
+            .map(|(_, key)| {
+                let data = std::fs::read(maildir.join("new").join(&key)).expect("read message");
+                let sidecar = std::fs::read_to_string(maildir.join("envelope").join(&key))
+                    .unwrap_or_else(|e| panic!("envelope sidecar of {key}: {e}"));
+                let envelope = sidecar
+                    .lines()
+                    .map(|line| {
+                        let (name, value) = line.split_once(' ').unwrap_or((line, ""));
+                        (name.to_string(), value.to_string())
+                    })
+                    .collect();
+                Stored {
+                    key,
+                    data,
+                    envelope,
+                }
+            })
+            .collect()
+    }
+
+    fn dead_letter(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.path().join("dead.letter")).ok()
+    }
+
+    fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What is wrong with one caller's run through aiosmtpd (empty: nothing).
+fn problems_with(mailbox: &mut Mailbox, caller: &callers::Caller) -> Vec<String> {
+    let out = mailbox.sendmail(caller.argv, caller.stdin.as_bytes());
+    let delivered = mailbox.take_new();
+    let mut problems = Vec::new();
+    if code(&out) != 0 {
+        problems.push(format!(
+            "exit code {}, stderr:\n{}",
+            code(&out),
+            stderr(&out)
+        ));
+    } else if !out.stderr.is_empty() {
+        problems.push(format!("exit 0 but stderr is not empty:\n{}", stderr(&out)));
+    }
+    let [stored] = delivered.as_slice() else {
+        problems.push(format!(
+            "{} messages in the Maildir, expected 1",
+            delivered.len()
+        ));
+        return problems;
+    };
+
+    let mail_params = stored.values("mail_option");
+    let rcpt_to = stored.values("rcpt_to");
+    let mail_from = stored.value("mail_from");
+    let found = callers::check(
+        caller,
+        &callers::Delivery {
+            mail_from: &mail_from,
+            mail_params: &mail_params,
+            rcpt_to: &rcpt_to,
+            data: &stored.data,
+        },
+    );
+    problems.extend(found);
+
+    // The session really was TLS + XOAUTH2 as the account.
+    if stored.value("auth_user") != TEST_USER {
+        problems.push(format!("authenticated as {:?}", stored.value("auth_user")));
+    }
+    if !stored.value("tls").starts_with("TLS") {
+        problems.push(format!("TLS version {:?}", stored.value("tls")));
+    }
+
+    // Python's email package, a parser independent of ours, reads the same addresses.
+    let want = &caller.expect;
+    for (name, expected) in [
+        ("header_from", vec![want.from]),
+        ("header_to", want.to.to_vec()),
+        ("header_cc", want.cc.to_vec()),
+    ] {
+        let got = stored.values(name);
+        if got != expected {
+            problems.push(format!(
+                "Python reads {name} as {got:?}, expected {expected:?}"
+            ));
+        }
+    }
+    for defect in stored.values("header_defect") {
+        problems.push(format!("Python's email parser reports: {defect}"));
+    }
+
+    if !problems.is_empty() {
+        problems.push(format!(
+            "(message {} as stored:)\n{}",
+            stored.key,
+            String::from_utf8_lossy(&stored.data)
+        ));
+    }
+    problems
+}
+
+#[test]
+fn every_caller_delivers_through_aiosmtpd() {
+    if !aiosmtpd_available("every_caller_delivers_through_aiosmtpd") {
+        return;
+    }
+    let mut mailbox = Mailbox::start();
+
+    let mut report = String::new();
+    let mut failed = 0;
+    for caller in callers::CALLERS {
+        let problems = problems_with(&mut mailbox, caller);
+        if !problems.is_empty() {
+            failed += 1;
+            report.push_str(&format!(
+                "\n=== {} (sendmail {:?}):\n- {}\n",
+                caller.name,
+                caller.argv,
+                problems.join("\n- ")
+            ));
+        }
+    }
+    assert!(
+        failed == 0,
+        "{failed} of {} callers failed through aiosmtpd:{report}\n=== server log:\n{}",
+        callers::CALLERS.len(),
+        mailbox.server_log()
+    );
+}
+
+/// A refused token at a real server (aiosmtpd answering the way Gmail does: 334 with a JSON
+/// error, then 535) is exit 77, nothing delivered, and the message kept in dead.letter.
+#[test]
+fn refused_token_is_exit_77() {
+    if !aiosmtpd_available("refused_token_is_exit_77") {
+        return;
+    }
+    let mut mailbox = Mailbox::start();
+    mailbox.write_client_files("ya29.a-token-the-server-does-not-know");
+    let caller = callers::caller("logwatch");
+
+    let out = mailbox.sendmail(caller.argv, caller.stdin.as_bytes());
+
+    assert_eq!(
+        code(&out),
+        77,
+        "expected 77 (authentication refused); stderr:\n{}\nserver log:\n{}",
+        stderr(&out),
+        mailbox.server_log()
+    );
+    assert!(
+        mailbox.take_new().is_empty(),
+        "a message was delivered with a wrong token"
+    );
+    let dead = mailbox.dead_letter().unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&dead).contains("Logwatch for web1"),
+        "the refused message is not in dead.letter"
+    );
+}
