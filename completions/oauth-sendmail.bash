@@ -19,14 +19,77 @@ _oauth__sendmail() {
             oauth__sendmail,help)
                 cmd="oauth__sendmail__subcmd__help"
                 ;;
+            oauth__sendmail,log)
+                cmd="oauth__sendmail__subcmd__log"
+                ;;
+            oauth__sendmail,queue)
+                cmd="oauth__sendmail__subcmd__queue"
+                ;;
             oauth__sendmail,send)
                 cmd="oauth__sendmail__subcmd__send"
                 ;;
             oauth__sendmail__subcmd__help,help)
                 cmd="oauth__sendmail__subcmd__help__subcmd__help"
                 ;;
+            oauth__sendmail__subcmd__help,log)
+                cmd="oauth__sendmail__subcmd__help__subcmd__log"
+                ;;
+            oauth__sendmail__subcmd__help,queue)
+                cmd="oauth__sendmail__subcmd__help__subcmd__queue"
+                ;;
             oauth__sendmail__subcmd__help,send)
                 cmd="oauth__sendmail__subcmd__help__subcmd__send"
+                ;;
+            oauth__sendmail__subcmd__help__subcmd__queue,flush)
+                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__flush"
+                ;;
+            oauth__sendmail__subcmd__help__subcmd__queue,list)
+                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__list"
+                ;;
+            oauth__sendmail__subcmd__help__subcmd__queue,remove)
+                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__remove"
+                ;;
+            oauth__sendmail__subcmd__help__subcmd__queue,retry)
+                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__retry"
+                ;;
+            oauth__sendmail__subcmd__help__subcmd__queue,show)
+                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__show"
+                ;;
+            oauth__sendmail__subcmd__queue,flush)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__flush"
+                ;;
+            oauth__sendmail__subcmd__queue,help)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__help"
+                ;;
+            oauth__sendmail__subcmd__queue,list)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__list"
+                ;;
+            oauth__sendmail__subcmd__queue,remove)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__remove"
+                ;;
+            oauth__sendmail__subcmd__queue,retry)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__retry"
+                ;;
+            oauth__sendmail__subcmd__queue,show)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__show"
+                ;;
+            oauth__sendmail__subcmd__queue__subcmd__help,flush)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__flush"
+                ;;
+            oauth__sendmail__subcmd__queue__subcmd__help,help)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__help"
+                ;;
+            oauth__sendmail__subcmd__queue__subcmd__help,list)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__list"
+                ;;
+            oauth__sendmail__subcmd__queue__subcmd__help,remove)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__remove"
+                ;;
+            oauth__sendmail__subcmd__queue__subcmd__help,retry)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__retry"
+                ;;
+            oauth__sendmail__subcmd__queue__subcmd__help,show)
+                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__show"
                 ;;
             *)
                 ;;
@@ -35,12 +98,16 @@ _oauth__sendmail() {
 
     case "${cmd}" in
         oauth__sendmail)
-            opts="-h -V --help --version send help"
+            opts="-h -V --config --help --version send queue log help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -49,7 +116,7 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__help)
-            opts="send help"
+            opts="send queue log help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -76,6 +143,104 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__log)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__queue)
+            opts="list show retry remove flush"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__flush)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         oauth__subcmd__sendmail__subcmd__help__subcmd__send)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -83,6 +248,242 @@ _oauth__sendmail() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__log)
+            opts="-h --since --status --format --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --since)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status)
+                    COMPREPLY=($(compgen -W "sent queued deferred bounced failed" -- "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "table csv json" -- "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue)
+            opts="-h --config --help list show retry remove flush help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__flush)
+            opts="-v -h --verbose --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__help)
+            opts="list show retry remove flush help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__flush)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__retry)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__list)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__remove)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__retry)
+            opts="-h --all --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__queue__subcmd__show)
+            opts="-h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_oauth_sendmail_global_optspecs
-    string join \n h/help V/version
+    string join \n config= h/help V/version
 end
 
 function __fish_oauth_sendmail_needs_command
@@ -24,9 +24,12 @@ function __fish_oauth_sendmail_using_subcommand
     contains -- $cmd[1] $argv
 end
 
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -s V -l version -d 'Print version'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "queue" -d 'Show and manage the messages waiting in the queue'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "log" -d 'Show the delivery log: what was sent, queued, deferred, bounced or failed'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s f -d 'Envelope sender address; "<>" or "" for a null sender (bounces); -r is the same' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s F -d 'Full name of the sender, used when the message has no From header' -r
@@ -58,5 +61,49 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s n
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s m -d 'Also send to the sender when in an alias expansion'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l help -d 'Print help'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l version -d 'Print version'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send help" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "list" -d 'List the queued messages (what mailq shows)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "show" -d 'Show one queued message: its state, then its text'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "retry" -d 'Try messages again now, whatever their retry time'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "remove" -d 'Remove messages from the queue without sending them'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "flush" -d 'Deliver the messages whose retry time has come (what sendmail -q does)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from list" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from show" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from retry" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from retry" -l all -d 'Every queued message'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from retry" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from remove" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from flush" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from flush" -s v -l verbose -d 'Print the SMTP dialogue on stderr (secrets are redacted)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from flush" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the queued messages (what mailq shows)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one queued message: its state, then its text'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "retry" -d 'Try messages again now, whatever their retry time'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove messages from the queue without sending them'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "flush" -d 'Deliver the messages whose retry time has come (what sendmail -q does)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l since -d 'Only attempts newer than this: 30m, 12h, 1d, 2w' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l status -d 'Only attempts with this result' -r -f -a "sent\t'The server accepted it'
+queued\t'It could not go now and waits in the queue'
+deferred\t'A queued message was tried again and must wait more'
+bounced\t'Given up: the sender was (or could not be) told'
+failed\t'Refused for good and not queued; the caller got an error'"
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l format -d 'Output format: a table to read, CSV for a spreadsheet, JSON Lines for scripts' -r -f -a "table\t''
+csv\t''
+json\t''"
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log help" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log help" -f -a "queue" -d 'Show and manage the messages waiting in the queue'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log help" -f -a "log" -d 'Show the delivery log: what was sent, queued, deferred, bounced or failed'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'List the queued messages (what mailq shows)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "show" -d 'Show one queued message: its state, then its text'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "retry" -d 'Try messages again now, whatever their retry time'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "remove" -d 'Remove messages from the queue without sending them'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "flush" -d 'Deliver the messages whose retry time has come (what sendmail -q does)'

@@ -6,9 +6,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::config::parse_duration;
+use crate::delivery_log::{Format, Status};
 use crate::error::{Error, Kind, Result};
 
 /// What the process was asked to do.
@@ -16,12 +19,36 @@ use crate::error::{Error, Kind, Result};
 pub enum Action {
     /// Read a message on stdin and submit it (or verify its recipients, with `-bv`).
     Send(Invocation),
-    /// `mailq`, `sendmail -bp`: list the queue.
-    ListQueue,
-    /// `sendmail -q`: deliver what is queued.
-    FlushQueue,
+    /// `mailq`, `sendmail -bp`, `queue list`: list the queue.
+    ListQueue { config: Option<PathBuf> },
+    /// `sendmail -q`, `queue flush`: deliver what is due.
+    FlushQueue {
+        config: Option<PathBuf>,
+        verbose: bool,
+    },
+    /// `queue show|retry|remove`.
+    Queue {
+        config: Option<PathBuf>,
+        command: QueueCommand,
+    },
+    /// `oauth-sendmail log`: the delivery log, filtered.
+    Log {
+        config: Option<PathBuf>,
+        since: Option<Duration>,
+        status: Option<Status>,
+        format: Format,
+    },
     /// `newaliases`, `sendmail -bi`: check the aliases of the configuration.
     CheckAliases { config: Option<PathBuf> },
+}
+
+/// What to do to queued messages.
+#[derive(Debug, PartialEq)]
+pub enum QueueCommand {
+    Show(String),
+    /// Try these again now (all of them when empty).
+    Retry(Vec<String>),
+    Remove(Vec<String>),
 }
 
 /// A sendmail command line, reduced to what the rest of the program acts on.
@@ -235,6 +262,10 @@ struct SendmailCli {
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Read the configuration from FILE instead of the default locations
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,7 +277,63 @@ enum Command {
         args_override_self = true,
         version
     )]
-    Send(SendmailArgs),
+    Send(Box<SendmailArgs>),
+
+    /// Show and manage the messages waiting in the queue
+    #[command(subcommand)]
+    Queue(QueueArgs),
+
+    /// Show the delivery log: what was sent, queued, deferred, bounced or failed
+    Log(LogArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum QueueArgs {
+    /// List the queued messages (what mailq shows)
+    List,
+    /// Show one queued message: its state, then its text
+    Show {
+        /// Queue id, as `queue list` shows it
+        id: String,
+    },
+    /// Try messages again now, whatever their retry time
+    Retry {
+        /// Queue ids
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every queued message
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Remove messages from the queue without sending them
+    Remove {
+        /// Queue ids
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Deliver the messages whose retry time has come (what sendmail -q does)
+    Flush {
+        /// Print the SMTP dialogue on stderr (secrets are redacted)
+        #[arg(short, long)]
+        verbose: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct LogArgs {
+    /// Only attempts newer than this: 30m, 12h, 1d, 2w
+    #[arg(long, value_name = "AGE", value_parser = parse_age)]
+    since: Option<Duration>,
+    /// Only attempts with this result
+    #[arg(long, value_enum)]
+    status: Option<Status>,
+    /// Output format: a table to read, CSV for a spreadsheet, JSON Lines for scripts
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+fn parse_age(text: &str) -> std::result::Result<Duration, String> {
+    parse_duration(text).ok_or_else(|| format!("`{text}` is not an age like 30m, 12h, 1d or 2w"))
 }
 
 /// The clap definition of the program under its own name (for man page and completions).
@@ -259,7 +346,7 @@ fn command() -> clap::Command {
 pub fn parse(argv: &[OsString]) -> Result<Action> {
     let argv0 = argv.first().map(OsString::as_os_str).unwrap_or_default();
     match Personality::from_argv0(argv0) {
-        Personality::Mailq => Ok(Action::ListQueue),
+        Personality::Mailq => Ok(Action::ListQueue { config: None }),
         Personality::Newaliases => Ok(Action::CheckAliases { config: None }),
         Personality::Sendmail => {
             let matches = SendmailCli::command()
@@ -270,15 +357,47 @@ pub fn parse(argv: &[OsString]) -> Result<Action> {
         }
         Personality::Own => {
             let matches = Cli::command().try_get_matches_from(argv).map_err(usage)?;
-            let Command::Send(args) = Cli::from_arg_matches(&matches).map_err(usage)?.command;
-            action_for(args)
+            let cli = Cli::from_arg_matches(&matches).map_err(usage)?;
+            let config = cli.config;
+            Ok(match cli.command {
+                Command::Send(args) => {
+                    let mut args = *args;
+                    args.config = args.config.or(config);
+                    return action_for(args);
+                }
+                Command::Queue(QueueArgs::List) => Action::ListQueue { config },
+                Command::Queue(QueueArgs::Flush { verbose }) => {
+                    Action::FlushQueue { config, verbose }
+                }
+                Command::Queue(QueueArgs::Show { id }) => Action::Queue {
+                    config,
+                    command: QueueCommand::Show(id),
+                },
+                Command::Queue(QueueArgs::Retry { ids, .. }) => Action::Queue {
+                    config,
+                    command: QueueCommand::Retry(ids),
+                },
+                Command::Queue(QueueArgs::Remove { ids }) => Action::Queue {
+                    config,
+                    command: QueueCommand::Remove(ids),
+                },
+                Command::Log(log) => Action::Log {
+                    config,
+                    since: log.since,
+                    status: log.status,
+                    format: log.format,
+                },
+            })
         }
     }
 }
 
 fn action_for(args: SendmailArgs) -> Result<Action> {
     if args.queue.is_some() {
-        return Ok(Action::FlushQueue);
+        return Ok(Action::FlushQueue {
+            config: args.config,
+            verbose: args.verbose,
+        });
     }
     let mut ignore_dots = args.ignore_dots;
     for option in &args.option {
@@ -290,7 +409,11 @@ fn action_for(args: SendmailArgs) -> Result<Action> {
     let verify_only = match args.mode.unwrap_or(Mode::Deliver) {
         Mode::Deliver => false,
         Mode::Verify => true,
-        Mode::ListQueue => return Ok(Action::ListQueue),
+        Mode::ListQueue => {
+            return Ok(Action::ListQueue {
+                config: args.config,
+            })
+        }
         Mode::Aliases => {
             return Ok(Action::CheckAliases {
                 config: args.config,
@@ -384,7 +507,10 @@ mod tests {
 
     #[test]
     fn mailq_and_newaliases_need_no_arguments() {
-        assert_eq!(parse(&["mailq".into()]).unwrap(), Action::ListQueue);
+        assert_eq!(
+            parse(&["mailq".into()]).unwrap(),
+            Action::ListQueue { config: None }
+        );
         assert_eq!(
             parse(&["newaliases".into()]).unwrap(),
             Action::CheckAliases { config: None }
@@ -408,6 +534,104 @@ mod tests {
         assert!(inv.extract_recipients && inv.ignore_dots);
         assert_eq!(inv.sender.as_deref(), Some("a@b.c"));
         assert_eq!(inv.recipients, ["x@y.z"]);
+    }
+
+    fn own(args: &[&str]) -> Result<Action> {
+        let argv: Vec<OsString> = std::iter::once("oauth-sendmail")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        parse(&argv)
+    }
+
+    #[test]
+    fn queue_subcommands() {
+        let config = Some(PathBuf::from("/c.toml"));
+        assert_eq!(
+            own(&["queue", "list", "--config", "/c.toml"]).unwrap(),
+            Action::ListQueue {
+                config: config.clone()
+            }
+        );
+        assert_eq!(
+            own(&["queue", "flush", "-v"]).unwrap(),
+            Action::FlushQueue {
+                config: None,
+                verbose: true
+            }
+        );
+        assert_eq!(
+            own(&["queue", "show", "AB12"]).unwrap(),
+            Action::Queue {
+                config: None,
+                command: QueueCommand::Show("AB12".into())
+            }
+        );
+        assert_eq!(
+            own(&["queue", "retry", "--all"]).unwrap(),
+            Action::Queue {
+                config: None,
+                command: QueueCommand::Retry(vec![])
+            }
+        );
+        assert_eq!(
+            own(&["queue", "retry", "A", "B"]).unwrap(),
+            Action::Queue {
+                config: None,
+                command: QueueCommand::Retry(vec!["A".into(), "B".into()])
+            }
+        );
+        assert_eq!(own(&["queue", "retry"]).unwrap_err().exit_code(), 64);
+        assert_eq!(own(&["queue", "remove"]).unwrap_err().exit_code(), 64);
+        assert_eq!(
+            own(&["--config", "/c.toml", "queue", "remove", "A"]).unwrap(),
+            Action::Queue {
+                config,
+                command: QueueCommand::Remove(vec!["A".into()])
+            }
+        );
+    }
+
+    #[test]
+    fn log_options() {
+        assert_eq!(
+            own(&["log", "--since", "1d", "--status", "failed", "--format", "csv"]).unwrap(),
+            Action::Log {
+                config: None,
+                since: Some(Duration::from_secs(86400)),
+                status: Some(Status::Failed),
+                format: Format::Csv
+            }
+        );
+        assert_eq!(
+            own(&["log"]).unwrap(),
+            Action::Log {
+                config: None,
+                since: None,
+                status: None,
+                format: Format::Table
+            }
+        );
+        assert_eq!(
+            own(&["log", "--since", "yesterday"])
+                .unwrap_err()
+                .exit_code(),
+            64
+        );
+    }
+
+    #[test]
+    fn send_takes_the_global_config_unless_c_is_given() {
+        let Action::Send(inv) = own(&["--config", "/g.toml", "send", "x@y.z"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(inv.config, Some(PathBuf::from("/g.toml")));
+        let Action::Send(inv) =
+            own(&["--config", "/g.toml", "send", "-C", "/c.toml", "x@y.z"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(inv.config, Some(PathBuf::from("/c.toml")));
     }
 
     #[test]
@@ -462,7 +686,10 @@ mod tests {
     fn option_b_modes() {
         assert!(!invocation(&["-bm", "x"]).verify_only);
         assert!(invocation(&["-bv", "x"]).verify_only);
-        assert_eq!(sendmail(&["-bp"]).unwrap(), Action::ListQueue);
+        assert_eq!(
+            sendmail(&["-bp"]).unwrap(),
+            Action::ListQueue { config: None }
+        );
         assert_eq!(
             sendmail(&["-bi"]).unwrap(),
             Action::CheckAliases { config: None }
@@ -473,9 +700,13 @@ mod tests {
 
     #[test]
     fn option_q_with_and_without_interval() {
-        assert_eq!(sendmail(&["-q"]).unwrap(), Action::FlushQueue);
-        assert_eq!(sendmail(&["-q30m"]).unwrap(), Action::FlushQueue);
-        assert_eq!(sendmail(&["-v", "-q"]).unwrap(), Action::FlushQueue);
+        let flush = |verbose| Action::FlushQueue {
+            config: None,
+            verbose,
+        };
+        assert_eq!(sendmail(&["-q"]).unwrap(), flush(false));
+        assert_eq!(sendmail(&["-q30m"]).unwrap(), flush(false));
+        assert_eq!(sendmail(&["-v", "-q"]).unwrap(), flush(true));
     }
 
     #[test]

@@ -21,6 +21,79 @@ pub struct Config {
     pub aliases: BTreeMap<String, Vec<String>>,
     pub accounts: BTreeMap<String, Account>,
     default_account: Option<String>,
+    pub queue: QueueSettings,
+}
+
+/// When messages are spooled, where, and how long they are retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSettings {
+    pub mode: QueueMode,
+    pub dir: PathBuf,
+    /// The delivery log (JSON Lines).
+    pub log_file: PathBuf,
+    /// The first retry comes this long after a failure; each next one twice as long...
+    pub retry_initial: Duration,
+    /// ...but never longer than this.
+    pub retry_max: Duration,
+    /// A message still undelivered after this long is bounced.
+    pub max_age: Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> QueueSettings {
+        let state = state_dir();
+        QueueSettings {
+            mode: QueueMode::OnFailure,
+            dir: state.join("queue"),
+            log_file: state.join("delivery.log"),
+            retry_initial: Duration::from_secs(60),
+            retry_max: Duration::from_secs(4 * 3600),
+            max_age: Duration::from_secs(5 * 86400),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueMode {
+    /// Send now; spool only what fails for a temporary reason.
+    OnFailure,
+    /// Spool every message first, then deliver it.
+    Always,
+    /// Never spool: a temporary failure is exit 75 (what msmtp does).
+    Never,
+}
+
+/// `$XDG_STATE_HOME/oauth-sendmail`, by default `~/.local/state/oauth-sendmail`.
+fn state_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/var/spool"));
+    base.join("oauth-sendmail")
+}
+
+/// "90s", "15m", "4h", "5d", "1w", or plain seconds.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let seconds = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return None,
+    };
+    number
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(seconds)
+        .map(Duration::from_secs)
 }
 
 /// One way of submitting mail: a server, who we are there, and how we prove it.
@@ -79,6 +152,12 @@ struct ConfigFile {
     aliases: BTreeMap<String, OneOrMany>,
     #[serde(default)]
     accounts: BTreeMap<String, AccountFile>,
+    queue: Option<QueueMode>,
+    queue_dir: Option<PathBuf>,
+    log_file: Option<PathBuf>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
+    max_age: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -187,12 +266,30 @@ impl Config {
             .into_iter()
             .map(|(name, targets)| (name.to_ascii_lowercase(), targets.into_vec()))
             .collect();
+        let defaults = QueueSettings::default();
+        let duration = |key: &str, value: Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => parse_duration(&text).ok_or_else(|| {
+                bad(format!(
+                    "{key} = \"{text}\" is not a duration like \"90s\", \"15m\", \"4h\" or \"5d\""
+                ))
+            }),
+        };
+        let queue = QueueSettings {
+            mode: file.queue.unwrap_or(defaults.mode),
+            dir: file.queue_dir.unwrap_or(defaults.dir),
+            log_file: file.log_file.unwrap_or(defaults.log_file),
+            retry_initial: duration("retry_initial", file.retry_initial, defaults.retry_initial)?,
+            retry_max: duration("retry_max", file.retry_max, defaults.retry_max)?,
+            max_age: duration("max_age", file.max_age, defaults.max_age)?,
+        };
         Ok(Config {
             path: Some(path.to_path_buf()),
             domain: file.domain,
             aliases,
             accounts,
             default_account: file.default_account,
+            queue,
         })
     }
 
@@ -453,12 +550,45 @@ mod tests {
     }
 
     #[test]
+    fn queue_settings_default_and_override() {
+        let config = parse("").unwrap();
+        assert_eq!(config.queue.mode, QueueMode::OnFailure);
+        assert_eq!(config.queue.max_age, Duration::from_secs(5 * 86400));
+        let config = parse("queue = \"never\"\nqueue_dir = \"/var/spool/x\"\nretry_initial = \"30s\"\nretry_max = \"2h\"\nmax_age = \"1d\"\n").unwrap();
+        assert_eq!(config.queue.mode, QueueMode::Never);
+        assert_eq!(config.queue.dir, PathBuf::from("/var/spool/x"));
+        assert_eq!(config.queue.retry_initial, Duration::from_secs(30));
+        assert_eq!(config.queue.retry_max, Duration::from_secs(7200));
+        assert_eq!(config.queue.max_age, Duration::from_secs(86400));
+        assert_eq!(
+            parse("queue = \"on-failure\"\n").unwrap().queue.mode,
+            QueueMode::OnFailure
+        );
+        assert_eq!(
+            parse("queue = \"always\"\n").unwrap().queue.mode,
+            QueueMode::Always
+        );
+        let err = parse("max_age = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("max_age"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1w"), Some(Duration::from_secs(604800)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("m"), None);
+        assert_eq!(parse_duration("99999999999999999999d"), None);
+    }
+
+    #[test]
     fn default_account_must_exist() {
         assert!(parse("default_account = \"x\"\n").is_err());
     }
 
     #[test]
-    fn missing_file_is_an_empty_config_unless_named() {
+    fn a_named_file_that_is_missing_is_an_error() {
         let missing = Path::new("/nonexistent/oauth-sendmail.toml");
         assert_eq!(Config::load(Some(missing)).unwrap_err().exit_code(), 78);
     }

@@ -34,12 +34,13 @@ pub enum Kind {
 }
 
 /// A failure: what happened, why, and (when there is one) what to do next.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Error {
     kind: Kind,
     what: String,
     why: String,
     hint: Option<String>,
+    message_kept: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,6 +52,7 @@ impl Error {
             what: what.into(),
             why: why.to_string(),
             hint: None,
+            message_kept: false,
         }
     }
 
@@ -64,9 +66,38 @@ impl Error {
         self
     }
 
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     /// Worth retrying later with the same message and configuration.
     pub fn is_transient(&self) -> bool {
         self.kind == Kind::Temporary
+    }
+
+    /// Retrying the same message will fail the same way: the server refused it or it
+    /// cannot be sent as it is. (Credentials and configuration can be fixed, so a
+    /// queued message waits for them.)
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::BadInput | Kind::RecipientRefused | Kind::Unavailable
+        )
+    }
+
+    /// Marks a failure after which the message is safe (queued): nothing more to save.
+    pub fn message_kept(mut self) -> Error {
+        self.message_kept = true;
+        self
+    }
+
+    pub fn is_message_kept(&self) -> bool {
+        self.message_kept
+    }
+
+    /// What happened and why, without the hints: one line for notices and logs.
+    pub fn summary(&self) -> String {
+        format!("{}: {}", self.what, self.why)
     }
 
     /// The sysexits.h status for this failure: the only mapping in the program.
@@ -127,5 +158,8 @@ mod tests {
     fn only_temporary_failures_are_transient() {
         assert!(Error::new(Kind::Temporary, "a", "b").is_transient());
         assert!(!Error::new(Kind::AuthRefused, "a", "b").is_transient());
+        assert!(Error::new(Kind::Unavailable, "a", "b").is_permanent());
+        assert!(!Error::new(Kind::AuthRefused, "a", "b").is_permanent());
+        assert!(!Error::new(Kind::Temporary, "a", "b").is_permanent());
     }
 }

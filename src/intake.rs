@@ -30,6 +30,8 @@ pub struct Prepared {
     pub data: Vec<u8>,
     /// Has bytes above 127: goes out with BODY=8BITMIME.
     pub eight_bit: bool,
+    /// The Message-ID header's value, for the delivery log.
+    pub message_id: Option<String>,
 }
 
 /// What intake needs to know beyond the message itself.
@@ -119,11 +121,14 @@ pub fn prepare(raw: &[u8], options: &Options) -> Result<Prepared> {
     if !has.date {
         write_header(&mut header, "Date", &Date::now());
     }
-    if !has.message_id {
-        header.extend_from_slice(
-            format!("Message-ID: {}\r\n", new_message_id(from_address)).as_bytes(),
-        );
-    }
+    let message_id = match fields.iter().find(|f| f.is("Message-ID")) {
+        Some(field) => Some(String::from_utf8_lossy(field.value()).trim().to_string()),
+        None => {
+            let id = new_message_id(from_address);
+            header.extend_from_slice(format!("Message-ID: {id}\r\n").as_bytes());
+            Some(id)
+        }
+    };
 
     let mut data = header;
     data.extend_from_slice(b"\r\n");
@@ -134,6 +139,7 @@ pub fn prepare(raw: &[u8], options: &Options) -> Result<Prepared> {
         envelope: Envelope { sender, recipients },
         data,
         eight_bit,
+        message_id,
     })
 }
 
@@ -284,14 +290,12 @@ impl Field {
 struct HasFields {
     from: bool,
     date: bool,
-    message_id: bool,
 }
 
 impl HasFields {
     fn note(&mut self, name: &str) {
         self.from |= name.eq_ignore_ascii_case("From");
         self.date |= name.eq_ignore_ascii_case("Date");
-        self.message_id |= name.eq_ignore_ascii_case("Message-ID");
     }
 }
 

@@ -2,27 +2,37 @@
 //!
 //! Where things are: argv in `cli`, configuration and accounts in `config`, address
 //! aliases and qualification in `address`, header rewriting in `intake`, secrets in
-//! `credential`, the SMTP client in `smtp`, exit codes in `error`.
+//! `credential`, the SMTP client in `smtp`, sending one message in `send`, the spool in
+//! `queue` and its delivery in `flush`, bounces in `bounce`, the delivery log in
+//! `delivery_log`, exit codes in `error`.
 
 mod address;
+mod bounce;
 mod cli;
 mod config;
 mod credential;
 mod dead_letter;
+mod delivery_log;
 mod error;
+mod flush;
 mod intake;
+mod queue;
+mod send;
 mod smtp;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use address::Resolver;
-use cli::{Action, Invocation};
-use config::{Account, Config};
+use cli::{Action, Invocation, QueueCommand};
+use config::Config;
+use delivery_log::{DeliveryLog, Format, Status};
 use error::{Error, Kind, Result};
-use intake::Prepared;
+use flush::{Flusher, Selection};
+use queue::{Entry, Queue};
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -38,109 +48,31 @@ fn main() -> ExitCode {
 fn run(action: Action) -> Result<()> {
     match action {
         Action::Send(invocation) if invocation.verify_only => verify(&invocation),
-        Action::Send(invocation) => send(&invocation),
-        Action::ListQueue => list_queue(),
-        Action::FlushQueue => flush_queue(),
+        Action::Send(invocation) => send::send(&invocation),
+        Action::ListQueue { config } => list_queue(config.as_deref()),
+        Action::FlushQueue { config, verbose } => {
+            flush_queue(config.as_deref(), Selection::Due, verbose)
+        }
+        Action::Queue {
+            config,
+            command: QueueCommand::Show(id),
+        } => show_queued(config.as_deref(), &id),
+        Action::Queue {
+            config,
+            command: QueueCommand::Retry(ids),
+        } => retry_queued(config.as_deref(), ids),
+        Action::Queue {
+            config,
+            command: QueueCommand::Remove(ids),
+        } => remove_queued(config.as_deref(), &ids),
+        Action::Log {
+            config,
+            since,
+            status,
+            format,
+        } => show_log(config.as_deref(), since, status, format),
         Action::CheckAliases { config } => check_aliases(config.as_deref()),
     }
-}
-
-/// sendmail's main mode: read the message, then deliver it or keep it in dead.letter.
-fn send(invocation: &Invocation) -> Result<()> {
-    let raw = intake::read_message(io::stdin().lock(), invocation.ignore_dots)
-        .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
-    deliver(invocation, &raw).map_err(|err| match invocation.dry_run {
-        true => err,
-        false => keep(err, &raw),
-    })
-}
-
-fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
-    let config = Config::load(invocation.config.as_deref())?;
-    let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
-    let sender_hint = invocation
-        .sender
-        .as_deref()
-        .map(|s| resolver.sender(s, ""))
-        .filter(|s| !s.is_empty());
-    let account = config.choose_account(invocation.account.as_deref(), sender_hint.as_deref());
-    if invocation.dry_run {
-        // A dry run needs no account: it shows what intake makes of the message.
-        let account = account.ok();
-        let default_sender = account.map_or_else(local_sender, |a| a.address().to_string());
-        let prepared =
-            intake::prepare(raw, &intake_options(invocation, &resolver, &default_sender))?;
-        return print_dry_run(account, &prepared);
-    }
-    let account = account?;
-    let prepared = intake::prepare(
-        raw,
-        &intake_options(invocation, &resolver, account.address()),
-    )?;
-    let secret = account
-        .secret
-        .as_ref()
-        .map(|source| source.fetch())
-        .transpose()?;
-    let delivery = smtp::submit(account, secret.as_ref(), &prepared, invocation.verbose)?;
-    delivery.failure().map_or(Ok(()), Err)
-}
-
-fn intake_options<'a>(
-    invocation: &'a Invocation,
-    resolver: &'a Resolver,
-    default_sender: &'a str,
-) -> intake::Options<'a> {
-    intake::Options {
-        extract_recipients: invocation.extract_recipients,
-        sender: invocation.sender.as_deref(),
-        full_name: invocation.full_name.as_deref(),
-        recipients: &invocation.recipients,
-        resolver,
-        default_sender,
-    }
-}
-
-/// Saves a message that could not be sent, and says where in the error.
-fn keep(err: Error, raw: &[u8]) -> Error {
-    let temporary = err.is_transient();
-    let err = match dead_letter::save(raw) {
-        Ok(path) => err.hint(format!("the message was saved to {}", path.display())),
-        Err(save_err) => return err.hint(format!("the message was LOST: {save_err}")),
-    };
-    match temporary {
-        true => err.hint("the failure is temporary: sending it again later should work"),
-        false => err,
-    }
-}
-
-fn print_dry_run(account: Option<&Account>, prepared: &Prepared) -> Result<()> {
-    let envelope = &prepared.envelope;
-    let recipients: Vec<String> = envelope
-        .recipients
-        .iter()
-        .map(|r| format!("<{r}>"))
-        .collect();
-    let via = match account {
-        Some(a) => format!("{} ({}:{})", a.name, a.host, a.port),
-        None => "none (no account configured; nothing would be sent)".into(),
-    };
-    let mut out = io::stdout().lock();
-    let body = if prepared.eight_bit {
-        "8BITMIME"
-    } else {
-        "7BIT"
-    };
-    let written = write!(
-        out,
-        "Account: {via}\nEnvelope sender: <{}>\nEnvelope recipients: {}\nBody: {body}\nMessage ({} bytes):\n",
-        envelope.sender,
-        recipients.join(", "),
-        prepared.data.len()
-    )
-    .and_then(|()| out.write_all(&prepared.data))
-    .and_then(|()| out.flush());
-    written.map_err(|e| Error::new(Kind::Io, "cannot write to stdout", e))
 }
 
 /// `sendmail -bv`: how each recipient resolves, without reading or sending a message.
@@ -177,16 +109,108 @@ fn verify(invocation: &Invocation) -> Result<()> {
     }
 }
 
-/// `mailq`: messages are not queued yet (a failed message goes to dead.letter), so the
-/// queue is always empty.
-fn list_queue() -> Result<()> {
-    println!("Mail queue is empty");
+/// `mailq`: the queue in the layout of Postfix's mailq.
+fn list_queue(config_path: Option<&Path>) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let entries = match Queue::existing(&config.queue.dir) {
+        Some(queue) => queue.all()?,
+        None => Vec::new(),
+    };
+    let mut out = io::stdout().lock();
+    queue::render_listing(&entries, &mut out).map_err(stdout_error)
+}
+
+/// `sendmail -q`, `queue flush`, `queue retry`: deliver what is selected.
+fn flush_queue(config_path: Option<&Path>, selection: Selection, verbose: bool) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let Some(queue) = Queue::existing(&config.queue.dir) else {
+        return Ok(());
+    };
+    let report = Flusher::new(&config, &queue, verbose, None).run(selection, None)?;
+    if report.busy {
+        eprintln!("oauth-sendmail: another flush is running; it will deliver the queue");
+    } else if verbose {
+        eprintln!(
+            "delivered {}, deferred {}, bounced {}",
+            report.delivered, report.deferred, report.bounced
+        );
+    }
     Ok(())
 }
 
-/// `sendmail -q`: nothing is ever queued yet, so there is nothing to deliver.
-fn flush_queue() -> Result<()> {
+/// `queue retry`: those messages now, whatever their retry time.
+fn retry_queued(config_path: Option<&Path>, ids: Vec<String>) -> Result<()> {
+    let ids = match ids.is_empty() {
+        false => ids,
+        true => {
+            let config = Config::load(config_path)?;
+            Queue::existing(&config.queue.dir)
+                .map(|q| q.ids())
+                .transpose()?
+                .unwrap_or_default()
+        }
+    };
+    flush_queue(config_path, Selection::Ids(ids), true)
+}
+
+/// `queue show ID`: the state, then the message.
+fn show_queued(config_path: Option<&Path>, id: &str) -> Result<()> {
+    let (queue, entry) = find_queued(config_path, id)?;
+    let message = queue.message(id)?;
+    let mut out = io::stdout().lock();
+    queue::render_entry(&entry, &mut out)
+        .and_then(|()| out.write_all(&message))
+        .map_err(stdout_error)
+}
+
+/// `queue remove ID...`: out of the queue, unsent (a message being delivered is left).
+fn remove_queued(config_path: Option<&Path>, ids: &[String]) -> Result<()> {
+    for id in ids {
+        let (queue, _) = find_queued(config_path, id)?;
+        let Some(_lock) = queue.lock(id)? else {
+            return Err(Error::new(
+                Kind::Temporary,
+                format!("cannot remove {id}"),
+                "it is being delivered right now",
+            ));
+        };
+        queue.remove(id)?;
+        println!("{id}: removed");
+    }
     Ok(())
+}
+
+fn find_queued(config_path: Option<&Path>, id: &str) -> Result<(Queue, Entry)> {
+    let config = Config::load(config_path)?;
+    let not_queued = || {
+        Error::new(
+            Kind::Usage,
+            format!("no queued message {id}"),
+            "see `oauth-sendmail queue list`",
+        )
+    };
+    let queue = Queue::existing(&config.queue.dir).ok_or_else(not_queued)?;
+    let entry = queue.load(id)?.ok_or_else(not_queued)?;
+    Ok((queue, entry))
+}
+
+/// `oauth-sendmail log`: the delivery attempts, newest last.
+fn show_log(
+    config_path: Option<&Path>,
+    since: Option<Duration>,
+    status: Option<Status>,
+    format: Format,
+) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let oldest = since.map_or(0, |age| queue::now().saturating_sub(age.as_secs()));
+    let mut records = DeliveryLog::new(&config.queue.log_file).read()?;
+    records.retain(|r| r.unix >= oldest && status.is_none_or(|s| r.result == s));
+    let mut out = io::stdout().lock();
+    delivery_log::render(&records, format, &mut out).map_err(stdout_error)
+}
+
+fn stdout_error(e: io::Error) -> Error {
+    Error::new(Kind::Io, "cannot write to stdout", e)
 }
 
 /// `newaliases`: every alias must resolve to qualified addresses.
@@ -204,17 +228,4 @@ fn check_aliases(config_path: Option<&Path>) -> Result<()> {
         .map_or("no configuration file".into(), |p| p.display().to_string());
     println!("{source}: {} aliases", config.aliases.len());
     Ok(())
-}
-
-/// user@host for a dry run without an account, as a local sendmail would use.
-fn local_sender() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "root".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    format!(
-        "{user}@{}",
-        if host.is_empty() { "localhost" } else { host }
-    )
 }

@@ -56,27 +56,60 @@ impl Delivery {
     }
 }
 
-/// Submits one message through `account`, authenticating with `secret`.
-pub fn submit(
-    account: &Account,
-    secret: Option<&Secret>,
-    message: &Prepared,
-    verbose: bool,
-) -> Result<Delivery> {
-    let log = Transcript { on: verbose };
-    let server = format!("{}:{}", account.host, account.port);
-    let mut conn = connect(account, &server, &log)?;
-    if let (AuthMethod::Xoauth2 | AuthMethod::Password, Some(secret)) = (account.auth, secret) {
-        if let Err(err) = authenticate(&mut conn, account, secret, &server, &log) {
-            // Says QUIT and closes TLS properly: the server deserves to know we left.
-            conn.abort();
-            return Err(err);
+/// An open, authenticated connection to an account's server, good for several messages.
+pub struct Session {
+    conn: SmtpConnection,
+    server: String,
+    log: Transcript,
+    broken: bool,
+}
+
+impl Session {
+    /// Connects, secures and authenticates with `secret`.
+    pub fn open(account: &Account, secret: Option<&Secret>, verbose: bool) -> Result<Session> {
+        let log = Transcript { on: verbose };
+        let server = format!("{}:{}", account.host, account.port);
+        let mut conn = connect(account, &server, &log)?;
+        if let (AuthMethod::Xoauth2 | AuthMethod::Password, Some(secret)) = (account.auth, secret) {
+            if let Err(err) = authenticate(&mut conn, account, secret, &server, &log) {
+                // Says QUIT and closes TLS properly: the server deserves to know we left.
+                conn.abort();
+                return Err(err);
+            }
         }
+        Ok(Session {
+            conn,
+            server,
+            log,
+            broken: false,
+        })
     }
-    let delivery = transmit(&mut conn, message, &server, &log);
-    log.sent("QUIT");
-    let _ = conn.quit();
-    delivery
+
+    /// Sends one message: MAIL, RCPT for each recipient, DATA.
+    pub fn send(&mut self, message: &Prepared) -> Result<Delivery> {
+        let result = transmit(&mut self.conn, message, &self.server, &self.log);
+        if let Err(err) = &result {
+            if err.kind() == Kind::Temporary || err.kind() == Kind::Protocol {
+                // The connection may be half-way through a command: do not reuse it.
+                self.broken = true;
+            } else {
+                // A refused transaction leaves the session usable once reset.
+                self.log.sent("RSET");
+                self.broken = self.conn.command(Rset).is_err();
+            }
+        }
+        result
+    }
+
+    /// Still fit for another message.
+    pub fn is_usable(&self) -> bool {
+        !self.broken
+    }
+
+    pub fn close(mut self) {
+        self.log.sent("QUIT");
+        let _ = self.conn.quit();
+    }
 }
 
 fn connect(account: &Account, server: &str, log: &Transcript) -> Result<SmtpConnection> {

@@ -386,9 +386,10 @@ fn refused_token_is_exit_77() {
         mailbox.take_new().is_empty(),
         "a message was delivered with a wrong token"
     );
-    let dead = mailbox.dead_letter().unwrap_or_default();
+    // Kept in the queue until the login is fixed (the queue's own tests check it further).
     assert!(
-        String::from_utf8_lossy(&dead).contains("Logwatch for web1"),
-        "the refused message is not in dead.letter"
+        stderr(&out).contains("queued as"),
+        "the refused message was not queued; stderr:\n{}",
+        stderr(&out)
     );
 }

@@ -14,6 +14,55 @@ const MESSAGE: &[u8] =
     b"To: rcpt@example.com\nSubject: fault test\n\nBody line of the fault test.\n";
 const BODY_LINE: &str = "Body line of the fault test.";
 
+/// A temporary failure, twice: with the default `queue = "on-failure"` the message is
+/// spooled and sendmail exits 0 with a one-line notice; with `queue = "never"` it is exit 75
+/// and dead.letter, as msmtp does.
+fn assert_temporary(fault: Fault, needle: &str) {
+    let h = Harness::new(with_fault(fault.clone()));
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_exit(&h, &o, 0);
+    assert_stderr_has(&h, &o, "queued as");
+    assert_stderr_has(&h, &o, needle);
+    assert_eq!(
+        stderr(&o).lines().count(),
+        1,
+        "the notice is one line\n{}",
+        explain(&h, &o)
+    );
+    assert!(h.server.received().is_empty());
+    assert!(
+        h.dead_letter().is_none(),
+        "a queued message is not also a dead letter"
+    );
+    let (ids, listing) = h.queue_listing();
+    assert_eq!(ids.len(), 1, "{listing}");
+    assert!(listing.contains("rcpt@example.com"), "{listing}");
+
+    let h = Harness::with_config(with_fault(fault), |config| {
+        config.insert_str(0, "queue = \"never\"\n")
+    });
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_exit(&h, &o, 75);
+    assert_stderr_has(&h, &o, needle);
+    assert!(h.server.received().is_empty());
+    assert_dead_letter(&h, &o);
+    assert!(h.queue_listing().0.is_empty());
+}
+
+/// A refused login: exit 77 so the caller and the admin see it, and the message waits in
+/// the queue for the fix (not in dead.letter).
+fn assert_auth_refused_and_queued(h: &Harness, o: &Output) {
+    assert_exit(h, o, 77);
+    assert!(
+        h.dead_letter().is_none(),
+        "queued, so not a dead letter\n{}",
+        explain(h, o)
+    );
+    assert_stderr_has(h, o, "queued as");
+    let (ids, listing) = h.queue_listing();
+    assert_eq!(ids.len(), 1, "{listing}");
+}
+
 fn with_fault(fault: Fault) -> ServerOptions {
     ServerOptions {
         fault,
@@ -123,7 +172,6 @@ fn wrong_password_is_an_authentication_failure() {
         "not-the-app-password\n",
     );
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
-    assert_exit(&h, &o, 77);
     assert_stderr_has(&h, &o, "535");
     assert!(h.server.received().is_empty());
     assert!(
@@ -131,25 +179,17 @@ fn wrong_password_is_an_authentication_failure() {
         "the binary never tried to authenticate\n{}",
         explain(&h, &o)
     );
-    assert_dead_letter(&h, &o);
+    assert_auth_refused_and_queued(&h, &o);
 }
 
 #[test]
 fn greeting_421_is_temporary() {
-    let h = Harness::new(with_fault(Fault::Greeting421));
-    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
-    assert_exit(&h, &o, 75);
-    assert_stderr_has(&h, &o, "421");
-    assert!(h.server.received().is_empty());
+    assert_temporary(Fault::Greeting421, "421");
 }
 
 #[test]
 fn data_451_is_temporary() {
-    let h = Harness::new(with_fault(Fault::Data451));
-    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
-    assert_exit(&h, &o, 75);
-    assert_stderr_has(&h, &o, "451");
-    assert!(h.server.received().is_empty());
+    assert_temporary(Fault::Data451, "451");
 }
 
 #[test]
@@ -167,17 +207,13 @@ fn rcpt_550_refuses_one_recipient_the_other_gets_the_message() {
 
 #[test]
 fn connection_dropped_after_mail_is_temporary() {
-    let h = Harness::new(with_fault(Fault::DropAfterMail));
-    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
-    assert_exit(&h, &o, 75);
-    assert!(h.server.received().is_empty());
+    assert_temporary(Fault::DropAfterMail, "MAIL FROM");
 }
 
 #[test]
 fn gmail_xoauth2_rejection_is_an_authentication_failure() {
     let h = Harness::new(with_fault(Fault::Xoauth2Reject));
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
-    assert_exit(&h, &o, 77);
     let err = stderr(&o);
     let lower = err.to_lowercase();
     assert!(
@@ -195,7 +231,7 @@ fn gmail_xoauth2_rejection_is_an_authentication_failure() {
         explain(&h, &o)
     );
     assert!(h.server.received().is_empty());
-    assert_dead_letter(&h, &o);
+    assert_auth_refused_and_queued(&h, &o);
 }
 
 #[test]

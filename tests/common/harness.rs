@@ -77,6 +77,27 @@ impl Harness {
         self.run(cmd, stdin)
     }
 
+    /// `oauth-sendmail ARGS` (its own commands: queue, log, ...).
+    pub fn own(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        self.run(cmd, b"")
+    }
+
+    /// The ids `oauth-sendmail queue list` shows, with the text of the listing.
+    pub fn queue_listing(&self) -> (Vec<String>, String) {
+        let out = self.own(&["queue", "list"]);
+        assert_eq!(code(&out), 0, "queue list failed: {}", stderr(&out));
+        let text = stdout(&out);
+        let ids = text
+            .lines()
+            .filter_map(|line| line.split_whitespace().next())
+            .filter(|word| word.len() > 8 && word.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_string)
+            .collect();
+        (ids, text)
+    }
+
     /// `<home>/dead.letter`, if the binary wrote one.
     pub fn dead_letter(&self) -> Option<Vec<u8>> {
         std::fs::read(self.home.path().join("dead.letter")).ok()

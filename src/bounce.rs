@@ -1,0 +1,169 @@
+//! Bounces: the delivery status notification (RFC 3464, multipart/report) that tells a
+//! sender which recipients did not get their message, and why.
+
+use mail_builder::headers::address::Address;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::raw::Raw;
+use mail_builder::mime::MimePart;
+use mail_builder::MessageBuilder;
+
+use crate::delivery_log::rfc3339;
+use crate::queue::Entry;
+
+/// A recipient that will not get the message, with the reason.
+pub struct Failure<'a> {
+    pub address: &'a str,
+    /// The server's reply or our own explanation (e.g. expiry).
+    pub reason: &'a str,
+    /// An RFC 3463 status such as 5.1.1 (4.4.7 for a message that expired).
+    pub status: &'a str,
+}
+
+/// Builds the bounce for `entry` from `from` (the account's address) to its sender.
+/// `original` is the queued message; only its header block is returned to the sender.
+pub fn build(entry: &Entry, failures: &[Failure], from: &str, original: &[u8]) -> Vec<u8> {
+    let hostname = hostname();
+    let mut explanation = format!(
+        "This is the mail system at host {hostname} (oauth-sendmail).\r\n\r\n\
+         Your message could not be delivered to one or more recipients.\r\n\
+         It was sent {}; the details follow.\r\n\r\n",
+        rfc3339(entry.arrival)
+    );
+    for failure in failures {
+        explanation.push_str(&format!("<{}>: {}\r\n", failure.address, failure.reason));
+    }
+
+    let mut status = format!(
+        "Reporting-MTA: dns; {hostname}\r\nX-Queue-ID: {}\r\nArrival-Date: {}\r\n",
+        entry.id,
+        rfc3339(entry.arrival)
+    );
+    for failure in failures {
+        status.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\n",
+            failure.address,
+            failure.status,
+            one_line(failure.reason)
+        ));
+    }
+
+    let report = MimePart::new(
+        ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
+        vec![
+            MimePart::new("text/plain", explanation),
+            MimePart::new(
+                ContentType::new("message/delivery-status"),
+                status.into_bytes(),
+            )
+            .transfer_encoding("7bit"),
+            MimePart::new(
+                ContentType::new("text/rfc822-headers"),
+                header_block(original).to_vec(),
+            )
+            .transfer_encoding("8bit"),
+        ],
+    );
+    MessageBuilder::new()
+        .from(Address::new_address(Some("Mail Delivery System"), from))
+        .to(Address::new_address(None::<&str>, entry.sender.as_str()))
+        .subject("Undelivered Mail Returned to Sender")
+        .header("Auto-Submitted", Raw::new("auto-replied"))
+        .body(report)
+        .write_to_vec()
+        .expect("writing to a Vec cannot fail")
+}
+
+/// The status code for a server reply: its enhanced code when it has one ("550 5.1.1 ..."),
+/// else 5.0.0.
+pub fn status_of(reply: &str) -> String {
+    reply
+        .split_whitespace()
+        .find(|word| {
+            let parts: Vec<&str> = word.split('.').collect();
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter(|code| code.starts_with('5') || code.starts_with('4'))
+        .unwrap_or("5.0.0")
+        .to_string()
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn header_block(message: &[u8]) -> &[u8] {
+    match message.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => &message[..end + 2],
+        None => message,
+    }
+}
+
+fn hostname() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match host.trim() {
+        "" => "localhost".into(),
+        host => host.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intake::{Envelope, Prepared};
+
+    #[test]
+    fn dsn_names_each_failed_recipient_and_returns_the_headers() {
+        let message = Prepared {
+            envelope: Envelope {
+                sender: "cron@x.org".into(),
+                recipients: vec!["bad@y.org".into()],
+            },
+            data: b"Subject: nightly backup\r\nFrom: cron@x.org\r\n\r\nsecret body\r\n".to_vec(),
+            eight_bit: false,
+            message_id: None,
+        };
+        let entry = Entry::new("acct", &message, &message.envelope.recipients);
+        let failures = [Failure {
+            address: "bad@y.org",
+            reason: "550 5.1.1 no such user",
+            status: "5.1.1",
+        }];
+        let bounce =
+            String::from_utf8(build(&entry, &failures, "me@x.org", &message.data)).unwrap();
+        assert!(
+            bounce.contains("Content-Type: multipart/report"),
+            "{bounce}"
+        );
+        assert!(
+            bounce.contains("report-type=\"delivery-status\"")
+                || bounce.contains("report-type=delivery-status"),
+            "{bounce}"
+        );
+        assert!(
+            bounce
+                .contains("Final-Recipient: rfc822; bad@y.org\r\nAction: failed\r\nStatus: 5.1.1"),
+            "{bounce}"
+        );
+        assert!(bounce.contains("Subject: nightly backup"), "{bounce}");
+        assert!(!bounce.contains("secret body"), "the body is not returned");
+        assert!(bounce.contains("To: <cron@x.org>"), "{bounce}");
+        let parsed = mail_parser::MessageParser::new()
+            .parse(bounce.as_bytes())
+            .unwrap();
+        assert_eq!(parsed.parts.len(), 4, "report + three parts");
+    }
+
+    #[test]
+    fn status_from_reply() {
+        assert_eq!(
+            status_of("permanent error (550): 5.1.1 user unknown"),
+            "5.1.1"
+        );
+        assert_eq!(status_of("550 no such user"), "5.0.0");
+        assert_eq!(status_of("4.4.7 expired"), "4.4.7");
+        assert_eq!(status_of("version 1.2.3 of x"), "5.0.0");
+    }
+}

@@ -1,0 +1,350 @@
+//! The delivery log: one JSON line per delivery attempt, answering "did my mail go out?".
+//! Appended with O_APPEND (one write a record, so concurrent senders never interleave),
+//! rotated to `.1` past a size cap, read back by `oauth-sendmail log`. Never a secret.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind, Result};
+
+/// One attempt at delivering one message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// Unix seconds (for filtering).
+    pub unix: u64,
+    pub queue_id: Option<String>,
+    pub message_id: Option<String>,
+    pub account: String,
+    pub sender: String,
+    pub recipients: Vec<Outcome>,
+    pub size: u64,
+    pub duration_ms: u64,
+    pub result: Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub address: String,
+    pub status: Status,
+    pub reply: Option<String>,
+}
+
+/// What became of a message, or of one recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The server accepted it.
+    Sent,
+    /// It could not go now and waits in the queue.
+    Queued,
+    /// A queued message was tried again and must wait more.
+    Deferred,
+    /// Given up: the sender was (or could not be) told.
+    Bounced,
+    /// Refused for good and not queued; the caller got an error.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Sent => "sent",
+            Status::Queued => "queued",
+            Status::Deferred => "deferred",
+            Status::Bounced => "bounced",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// The message's status from its recipients': the worst one wins.
+    pub fn overall(recipients: &[Outcome]) -> Status {
+        let rank = |s: Status| match s {
+            Status::Sent => 0,
+            Status::Queued => 1,
+            Status::Deferred => 2,
+            Status::Bounced => 3,
+            Status::Failed => 4,
+        };
+        recipients
+            .iter()
+            .map(|r| r.status)
+            .max_by_key(|s| rank(*s))
+            .unwrap_or(Status::Failed)
+    }
+}
+
+/// Past this size the log moves to `<name>.1` (replacing the older one).
+pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
+
+pub struct DeliveryLog {
+    path: PathBuf,
+    max_bytes: u64,
+}
+
+impl DeliveryLog {
+    pub fn new(path: &Path) -> DeliveryLog {
+        DeliveryLog {
+            path: path.to_path_buf(),
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+
+    /// Appends a record. A log that cannot be written must not stop mail, so the caller
+    /// gets the error to print as a warning, not to fail on.
+    pub fn append(&self, record: &Record) -> Result<()> {
+        let failed = |e: io::Error| {
+            Error::new(
+                Kind::Io,
+                format!("cannot write the delivery log {}", self.path.display()),
+                e,
+            )
+        };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(failed)?;
+        }
+        if fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.max_bytes) {
+            fs::rename(&self.path, rotated(&self.path)).map_err(failed)?;
+        }
+        let mut line = serde_json::to_vec(record).expect("a record always serializes");
+        line.push(b'\n');
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)
+            .map_err(failed)?;
+        file.write_all(&line).map_err(failed)
+    }
+
+    /// Every record, oldest first (the rotated file, then the current one); lines that
+    /// do not parse (a torn write after a crash) are skipped.
+    pub fn read(&self) -> Result<Vec<Record>> {
+        let mut records = Vec::new();
+        for path in [rotated(&self.path), self.path.clone()] {
+            let text = match fs::read(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(Error::new(
+                        Kind::Io,
+                        format!("cannot read the delivery log {}", path.display()),
+                        e,
+                    ))
+                }
+            };
+            records.extend(
+                text.split(|&b| b == b'\n')
+                    .filter_map(|line| serde_json::from_slice::<Record>(line).ok()),
+            );
+        }
+        Ok(records)
+    }
+}
+
+fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// `seconds` since the epoch as RFC 3339 UTC ("2026-11-26T04:39:12Z").
+pub fn rfc3339(seconds: u64) -> String {
+    let days = (seconds / 86400) as i64;
+    let rest = seconds % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The output formats of `oauth-sendmail log`.
+#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+/// CSV and table rows are one per recipient of an attempt, so a spreadsheet can filter.
+const COLUMNS: [&str; 11] = [
+    "time",
+    "queue_id",
+    "message_id",
+    "account",
+    "sender",
+    "recipient",
+    "status",
+    "reply",
+    "size",
+    "duration_ms",
+    "result",
+];
+
+pub fn render(records: &[Record], format: Format, out: &mut impl Write) -> io::Result<()> {
+    match format {
+        Format::Json => {
+            for record in records {
+                serde_json::to_writer(&mut *out, record)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Format::Csv => {
+            writeln!(out, "{}", COLUMNS.join(","))?;
+            for row in rows(records) {
+                let cells: Vec<String> = row.iter().map(|cell| csv_cell(cell)).collect();
+                writeln!(out, "{}", cells.join(","))?;
+            }
+        }
+        Format::Table => {
+            writeln!(
+                out,
+                "{:<20}  {:<8}  {:<22}  {:<30}  {:<30}  REPLY",
+                "TIME", "STATUS", "QUEUE ID", "FROM", "TO"
+            )?;
+            for row in rows(records) {
+                writeln!(
+                    out,
+                    "{:<20}  {:<8}  {:<22}  {:<30}  {:<30}  {}",
+                    row[0], row[6], row[1], row[4], row[5], row[7]
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rows(records: &[Record]) -> impl Iterator<Item = [String; 11]> + '_ {
+    records.iter().flat_map(|r| {
+        r.recipients.iter().map(move |recipient| {
+            [
+                r.time.clone(),
+                r.queue_id.clone().unwrap_or_default(),
+                r.message_id.clone().unwrap_or_default(),
+                r.account.clone(),
+                r.sender.clone(),
+                recipient.address.clone(),
+                recipient.status.as_str().to_string(),
+                recipient.reply.clone().unwrap_or_default(),
+                r.size.to_string(),
+                r.duration_ms.to_string(),
+                r.result.as_str().to_string(),
+            ]
+        })
+    })
+}
+
+/// RFC 4180: quote a cell holding a comma, quote or line break; double inner quotes.
+fn csv_cell(cell: &str) -> String {
+    if cell.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", cell.replace('"', "\"\""))
+    } else {
+        cell.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(unix: u64, status: Status) -> Record {
+        Record {
+            time: rfc3339(unix),
+            unix,
+            queue_id: Some("ABC".into()),
+            message_id: Some("<m@x>".into()),
+            account: "gmail".into(),
+            sender: "me@x.org".into(),
+            recipients: vec![Outcome {
+                address: "a@x.org".into(),
+                status,
+                reply: Some("250 2.0.0 OK, \"queued\"".into()),
+            }],
+            size: 10,
+            duration_ms: 5,
+            result: status,
+        }
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_668_586), "2026-11-26T04:49:46Z");
+    }
+
+    #[test]
+    fn append_read_and_rotate() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = DeliveryLog::new(&dir.path().join("state/delivery.log"));
+        log.max_bytes = 300;
+        for i in 0..6 {
+            log.append(&record(1000 + i, Status::Sent)).unwrap();
+        }
+        assert!(dir.path().join("state/delivery.log.1").exists());
+        let records = log.read().unwrap();
+        assert!(records.len() >= 2 && records.len() < 6, "{}", records.len());
+        assert_eq!(records.last().unwrap().unix, 1005);
+        assert!(records.windows(2).all(|w| w[0].unix < w[1].unix));
+    }
+
+    #[test]
+    fn a_torn_line_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = DeliveryLog::new(&dir.path().join("delivery.log"));
+        log.append(&record(1, Status::Sent)).unwrap();
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("delivery.log"))
+            .unwrap();
+        file.write_all(b"{\"time\":\"19").unwrap();
+        assert_eq!(log.read().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        let mut out = Vec::new();
+        render(&[record(1, Status::Bounced)], Format::Csv, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next().unwrap(), COLUMNS.join(","));
+        assert_eq!(
+            lines.next().unwrap(),
+            "1970-01-01T00:00:01Z,ABC,<m@x>,gmail,me@x.org,a@x.org,bounced,\"250 2.0.0 OK, \"\"queued\"\"\",10,5,bounced"
+        );
+    }
+
+    #[test]
+    fn overall_status_is_the_worst() {
+        let outcome = |status| Outcome {
+            address: "a".into(),
+            status,
+            reply: None,
+        };
+        assert_eq!(
+            Status::overall(&[outcome(Status::Sent), outcome(Status::Deferred)]),
+            Status::Deferred
+        );
+        assert_eq!(
+            Status::overall(&[outcome(Status::Bounced), outcome(Status::Sent)]),
+            Status::Bounced
+        );
+    }
+}

@@ -1,0 +1,414 @@
+//! Delivering the queue: one flusher at a time, each message locked while in flight, one
+//! connection per account reused for consecutive messages, retries with exponential
+//! backoff, and a bounce when a recipient is refused or the message grows too old.
+
+use std::time::{Duration, Instant};
+
+use crate::bounce::{self, Failure};
+use crate::config::{Account, Config, QueueSettings};
+use crate::dead_letter;
+use crate::delivery_log::{rfc3339, DeliveryLog, Outcome, Record, Status};
+use crate::error::{Error, Kind, Result};
+use crate::queue::{self, Entry, Queue, RecipientState};
+use crate::smtp::{Delivery, Session};
+
+/// Which messages a flush tries.
+pub enum Selection {
+    /// Those whose retry time has come.
+    Due,
+    /// Those whose retry time has come, of one account only (after a direct send).
+    DueFor(String),
+    /// These, whatever their retry time (`queue retry`, `queue = "always"`).
+    Ids(Vec<String>),
+}
+
+/// What one flush did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Report {
+    pub delivered: usize,
+    pub deferred: usize,
+    pub bounced: usize,
+    /// Another flusher holds the queue.
+    pub busy: bool,
+}
+
+pub struct Flusher<'a> {
+    config: &'a Config,
+    queue: &'a Queue,
+    log: DeliveryLog,
+    verbose: bool,
+    /// The open connection, and its account's name.
+    session: Option<(String, Session)>,
+    /// Accounts that could not be reached in this flush, with why: not tried again for
+    /// each of their messages.
+    unreachable: Vec<(String, Error)>,
+}
+
+impl<'a> Flusher<'a> {
+    /// `session` is a connection already open (after a direct send) to reuse.
+    pub fn new(
+        config: &'a Config,
+        queue: &'a Queue,
+        verbose: bool,
+        session: Option<(String, Session)>,
+    ) -> Flusher<'a> {
+        Flusher {
+            config,
+            queue,
+            log: DeliveryLog::new(&config.queue.log_file),
+            verbose,
+            session,
+            unreachable: Vec::new(),
+        }
+    }
+
+    /// Tries the selected messages until done or `deadline`.
+    pub fn run(mut self, selection: Selection, deadline: Option<Instant>) -> Result<Report> {
+        let mut report = Report::default();
+        let Some(_flusher) = self.queue.lock_flusher()? else {
+            report.busy = true;
+            self.close();
+            return Ok(report);
+        };
+        // No writer takes an hour between its two renames.
+        self.queue.remove_leftovers(Duration::from_secs(3600));
+        let now = queue::now();
+        let mut entries: Vec<Entry> = self.queue.all()?;
+        entries.retain(|entry| match &selection {
+            Selection::Due => entry.is_due(now),
+            Selection::DueFor(account) => entry.is_due(now) && &entry.account == account,
+            Selection::Ids(ids) => ids.contains(&entry.id),
+        });
+        // Consecutive messages of one account share a connection.
+        entries.sort_by(|a, b| (&a.account, &a.id).cmp(&(&b.account, &b.id)));
+        for entry in entries {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            match self.attempt(&entry.id)? {
+                Some(Status::Sent) => report.delivered += 1,
+                Some(Status::Bounced | Status::Failed) => report.bounced += 1,
+                Some(Status::Deferred | Status::Queued) => report.deferred += 1,
+                None => {}
+            }
+        }
+        self.close();
+        Ok(report)
+    }
+
+    fn close(&mut self) {
+        if let Some((_, session)) = self.session.take() {
+            session.close();
+        }
+    }
+
+    /// One delivery attempt of one message; `None` when another process has it or it
+    /// has left the queue.
+    fn attempt(&mut self, id: &str) -> Result<Option<Status>> {
+        let Some(_lock) = self.queue.lock(id)? else {
+            return Ok(None);
+        };
+        // Loaded again under the lock: another flusher may have finished it meanwhile.
+        let Some(mut entry) = self.queue.load(id)? else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let data = self.queue.message(id)?;
+        let message = entry.prepared(data);
+        let attempted: Vec<String> = message.envelope.recipients.clone();
+        let account = self.config.accounts.get(&entry.account).cloned();
+        let result = match &account {
+            None => Err(Error::new(
+                Kind::Config,
+                format!("account `{}` is not in the configuration", entry.account),
+                "the message waits until it is back",
+            )),
+            Some(account) => self.send(account, &message),
+        };
+
+        let mut failures: Vec<(String, String, String)> = Vec::new();
+        match result {
+            Ok(delivery) => record_delivery(&mut entry, &delivery, &mut failures),
+            Err(err) if err.is_permanent() => {
+                for recipient in entry
+                    .recipients
+                    .iter_mut()
+                    .filter(|r| r.state == RecipientState::Pending)
+                {
+                    recipient.state = RecipientState::Bounced;
+                    recipient.reply = Some(err.to_string());
+                    failures.push((
+                        recipient.address.clone(),
+                        err.to_string(),
+                        bounce::status_of(&err.to_string()),
+                    ));
+                }
+            }
+            Err(err) => entry.last_error = Some(first_line(&err.to_string())),
+        }
+        entry.attempts += 1;
+        let now = queue::now();
+        if entry.pending().next().is_some() {
+            if now.saturating_sub(entry.arrival) >= self.config.queue.max_age.as_secs() {
+                expire(&mut entry, &self.config.queue, &mut failures);
+            } else {
+                entry.next_try = now + backoff(&self.config.queue, entry.attempts).as_secs();
+            }
+        }
+        // The new state is on disk before anyone is told: a crash now cannot resend to
+        // recipients that have the message.
+        match entry.pending().next() {
+            None => self.queue.remove(id)?,
+            Some(_) => self.queue.save(&entry)?,
+        }
+        if !failures.is_empty() {
+            self.bounce(&entry, account.as_ref(), &failures, &message.data);
+        }
+        let outcomes: Vec<Outcome> = attempted
+            .iter()
+            .filter_map(|address| entry.recipients.iter().find(|r| &r.address == address))
+            .map(|r| Outcome {
+                address: r.address.clone(),
+                status: match r.state {
+                    RecipientState::Delivered => Status::Sent,
+                    RecipientState::Bounced => Status::Bounced,
+                    RecipientState::Pending => Status::Deferred,
+                },
+                reply: r.reply.clone().or_else(|| entry.last_error.clone()),
+            })
+            .collect();
+        let status = Status::overall(&outcomes);
+        let record = Record {
+            time: rfc3339(now),
+            unix: now,
+            queue_id: Some(entry.id.clone()),
+            message_id: entry.message_id.clone(),
+            account: entry.account.clone(),
+            sender: entry.sender.clone(),
+            recipients: outcomes,
+            size: entry.size,
+            duration_ms: started.elapsed().as_millis() as u64,
+            result: status,
+        };
+        if let Err(err) = self.log.append(&record) {
+            eprintln!("oauth-sendmail: warning: {err}");
+        }
+        Ok(Some(status))
+    }
+
+    /// Sends through the open session for `account`, opening one when needed.
+    fn send(&mut self, account: &Account, message: &crate::intake::Prepared) -> Result<Delivery> {
+        if let Some((_, err)) = self
+            .unreachable
+            .iter()
+            .find(|(name, _)| name == &account.name)
+        {
+            return Err(err.clone());
+        }
+        let reusable = matches!(&self.session, Some((name, session)) if name == &account.name && session.is_usable());
+        if !reusable {
+            self.close();
+            let opened = account
+                .secret
+                .as_ref()
+                .map(|source| source.fetch())
+                .transpose()
+                .and_then(|secret| Session::open(account, secret.as_ref(), self.verbose));
+            match opened {
+                Ok(session) => self.session = Some((account.name.clone(), session)),
+                Err(err) => {
+                    self.unreachable.push((account.name.clone(), err.clone()));
+                    return Err(err);
+                }
+            }
+        }
+        let (_, session) = self.session.as_mut().expect("a session was just opened");
+        session.send(message)
+    }
+
+    /// Tells the sender which recipients will not get the message. A null sender gets no
+    /// bounce (that would loop), and a bounce that cannot be sent: the message goes to
+    /// dead.letter instead, so someone can still read it.
+    fn bounce(
+        &mut self,
+        entry: &Entry,
+        account: Option<&Account>,
+        failures: &[(String, String, String)],
+        original: &[u8],
+    ) {
+        let sent = match (entry.sender.is_empty(), account) {
+            (false, Some(account)) => {
+                let list: Vec<Failure> = failures
+                    .iter()
+                    .map(|(address, reason, status)| Failure {
+                        address,
+                        reason,
+                        status,
+                    })
+                    .collect();
+                let data = bounce::build(entry, &list, account.address(), original);
+                let notice = crate::intake::Prepared {
+                    envelope: crate::intake::Envelope {
+                        sender: String::new(),
+                        recipients: vec![entry.sender.clone()],
+                    },
+                    eight_bit: !data.is_ascii(),
+                    data,
+                    message_id: None,
+                };
+                self.send(account, &notice)
+                    .map_err(|e| e.to_string())
+                    .and_then(|delivery| match delivery.failure() {
+                        None => Ok(()),
+                        Some(err) => Err(err.to_string()),
+                    })
+            }
+            _ => Err("the message has no sender to tell".to_string()),
+        };
+        if let Err(why) = sent {
+            let kept = match dead_letter::save(original) {
+                Ok(path) => format!("saved to {}", path.display()),
+                Err(err) => format!("LOST: {err}"),
+            };
+            eprintln!(
+                "oauth-sendmail: cannot bounce queued message {}: {}; {kept}",
+                entry.id,
+                first_line(&why)
+            );
+        }
+    }
+}
+
+/// Marks what the server said of each recipient.
+fn record_delivery(
+    entry: &mut Entry,
+    delivery: &Delivery,
+    failures: &mut Vec<(String, String, String)>,
+) {
+    for recipient in entry.recipients.iter_mut() {
+        if delivery.accepted.contains(&recipient.address) {
+            recipient.state = RecipientState::Delivered;
+            recipient.reply = None;
+        } else if let Some((_, reply)) = delivery
+            .refused
+            .iter()
+            .find(|(a, _)| a == &recipient.address)
+        {
+            recipient.state = RecipientState::Bounced;
+            recipient.reply = Some(reply.clone());
+            failures.push((
+                recipient.address.clone(),
+                reply.clone(),
+                bounce::status_of(reply),
+            ));
+        } else if let Some((_, reply)) = delivery
+            .deferred
+            .iter()
+            .find(|(a, _)| a == &recipient.address)
+        {
+            recipient.reply = Some(reply.clone());
+            entry.last_error = Some(reply.clone());
+        }
+    }
+}
+
+/// Gives up on the recipients still pending.
+fn expire(
+    entry: &mut Entry,
+    settings: &QueueSettings,
+    failures: &mut Vec<(String, String, String)>,
+) {
+    let last = entry
+        .last_error
+        .clone()
+        .unwrap_or_else(|| "no reason recorded".into());
+    let why = format!(
+        "gave up after {} attempts over {} days: {last}",
+        entry.attempts,
+        settings.max_age.as_secs().div_ceil(86400)
+    );
+    for recipient in entry
+        .recipients
+        .iter_mut()
+        .filter(|r| r.state == RecipientState::Pending)
+    {
+        recipient.state = RecipientState::Bounced;
+        recipient.reply = Some(why.clone());
+        failures.push((recipient.address.clone(), why.clone(), "4.4.7".into()));
+    }
+}
+
+/// The wait after the `attempts`-th failure: the initial delay, doubled each time, capped.
+pub fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(30);
+    settings
+        .retry_initial
+        .saturating_mul(1 << doublings)
+        .min(settings.retry_max)
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let settings = QueueSettings::default();
+        let minutes = |n| backoff(&settings, n).as_secs() / 60;
+        assert_eq!(
+            [minutes(1), minutes(2), minutes(3), minutes(9)],
+            [1, 2, 4, 240]
+        );
+        assert_eq!(minutes(1000), 240);
+    }
+
+    #[test]
+    fn delivery_marks_each_recipient() {
+        let message = crate::intake::Prepared {
+            envelope: crate::intake::Envelope {
+                sender: "s@x.org".into(),
+                recipients: vec![],
+            },
+            data: vec![],
+            eight_bit: false,
+            message_id: None,
+        };
+        let all = [
+            "a@x.org".to_string(),
+            "b@x.org".to_string(),
+            "c@x.org".to_string(),
+        ];
+        let mut entry = Entry::new("acct", &message, &all);
+        let delivery = Delivery {
+            accepted: vec!["a@x.org".into()],
+            refused: vec![("b@x.org".into(), "550 5.1.1 unknown".into())],
+            deferred: vec![("c@x.org".into(), "451 4.3.0 later".into())],
+        };
+        let mut failures = Vec::new();
+        record_delivery(&mut entry, &delivery, &mut failures);
+        let states: Vec<RecipientState> = entry.recipients.iter().map(|r| r.state).collect();
+        assert_eq!(
+            states,
+            [
+                RecipientState::Delivered,
+                RecipientState::Bounced,
+                RecipientState::Pending
+            ]
+        );
+        assert_eq!(
+            failures,
+            [(
+                "b@x.org".to_string(),
+                "550 5.1.1 unknown".to_string(),
+                "5.1.1".to_string()
+            )]
+        );
+        expire(&mut entry, &QueueSettings::default(), &mut failures);
+        assert_eq!(entry.recipients[2].state, RecipientState::Bounced);
+        assert_eq!(failures[1].2, "4.4.7");
+    }
+}

@@ -1,0 +1,519 @@
+//! The spool: messages waiting for delivery, each a pair of files written durably.
+//!
+//! `ID.msg` holds the message bytes and never changes; `ID.json` holds the envelope and
+//! the delivery state and is replaced atomically. A message is in the queue exactly when
+//! its `ID.json` exists: the `.msg` is made durable first, so a writer killed at any
+//! point leaves either nothing or a `.msg` no flusher looks at (removed later as an
+//! orphan). Locks are flock(2) on the `.msg` (never replaced, so every process locks the
+//! same inode) and on `.flush.lock` for the one flusher at a time.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Kind, Result};
+use crate::intake::{Envelope, Prepared};
+
+/// One queued message's envelope and delivery state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    pub account: String,
+    /// Empty for the null sender.
+    pub sender: String,
+    pub recipients: Vec<Recipient>,
+    /// Unix seconds.
+    pub arrival: u64,
+    pub attempts: u32,
+    /// Unix seconds; not tried before then unless forced.
+    pub next_try: u64,
+    pub last_error: Option<String>,
+    pub message_id: Option<String>,
+    pub size: u64,
+    pub eight_bit: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipient {
+    pub address: String,
+    pub state: RecipientState,
+    /// The server's last words about this recipient.
+    pub reply: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientState {
+    Pending,
+    Delivered,
+    Bounced,
+}
+
+impl Entry {
+    /// A new entry for `message`, for the recipients still to be served.
+    pub fn new(account: &str, message: &Prepared, recipients: &[String]) -> Entry {
+        let now = now();
+        Entry {
+            id: new_id(),
+            account: account.to_string(),
+            sender: message.envelope.sender.clone(),
+            recipients: recipients
+                .iter()
+                .map(|address| Recipient {
+                    address: address.clone(),
+                    state: RecipientState::Pending,
+                    reply: None,
+                })
+                .collect(),
+            arrival: now,
+            attempts: 0,
+            next_try: now,
+            last_error: None,
+            message_id: message.message_id.clone(),
+            size: message.data.len() as u64,
+            eight_bit: message.eight_bit,
+        }
+    }
+
+    pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
+        self.recipients
+            .iter()
+            .filter(|r| r.state == RecipientState::Pending)
+    }
+
+    /// The message to send now: only to the recipients still pending.
+    pub fn prepared(&self, data: Vec<u8>) -> Prepared {
+        Prepared {
+            envelope: Envelope {
+                sender: self.sender.clone(),
+                recipients: self.pending().map(|r| r.address.clone()).collect(),
+            },
+            data,
+            eight_bit: self.eight_bit,
+            message_id: self.message_id.clone(),
+        }
+    }
+
+    pub fn is_due(&self, at: u64) -> bool {
+        self.next_try <= at
+    }
+}
+
+/// The spool directory.
+pub struct Queue {
+    dir: PathBuf,
+}
+
+/// Held while a message is in flight; released when dropped (the file closes).
+pub struct MessageLock {
+    _file: File,
+}
+
+/// Held by the one flusher.
+pub struct FlushLock {
+    _file: File,
+}
+
+impl Queue {
+    /// Opens the spool, creating it (mode 0700: messages are private) when missing.
+    pub fn open(dir: &Path) -> Result<Queue> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| {
+                Error::new(
+                    Kind::CannotCreate,
+                    format!("cannot create the queue {}", dir.display()),
+                    e,
+                )
+            })?;
+        Ok(Queue {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Opens the spool if it exists; `None` means nothing was ever queued there.
+    pub fn existing(dir: &Path) -> Option<Queue> {
+        dir.is_dir().then(|| Queue {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes a message and its entry durably; once this returns, the message is safe.
+    pub fn add(&self, entry: &Entry, data: &[u8]) -> Result<()> {
+        let failed = |e: io::Error| {
+            Error::new(
+                Kind::CannotCreate,
+                format!("cannot queue the message in {}", self.dir.display()),
+                e,
+            )
+        };
+        write_durably(&self.dir, &format!("{}.msg", entry.id), data).map_err(failed)?;
+        write_durably(&self.dir, &format!("{}.json", entry.id), &serialize(entry)).map_err(failed)
+    }
+
+    /// Replaces an entry's state (after an attempt).
+    pub fn save(&self, entry: &Entry) -> Result<()> {
+        write_durably(&self.dir, &format!("{}.json", entry.id), &serialize(entry)).map_err(|e| {
+            Error::new(
+                Kind::Io,
+                format!("cannot update queued message {}", entry.id),
+                e,
+            )
+        })
+    }
+
+    /// The ids of the queued messages, oldest first (ids sort by time).
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let read = fs::read_dir(&self.dir).map_err(|e| self.io_error(e))?;
+        let mut ids: Vec<String> = read
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|name| {
+                name.strip_suffix(".json")
+                    .filter(|id| valid_id(id))
+                    .map(str::to_string)
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The entry, or `None` when it has left the queue (delivered by another flusher).
+    pub fn load(&self, id: &str) -> Result<Option<Entry>> {
+        if !valid_id(id) {
+            return Ok(None);
+        }
+        match fs::read(self.dir.join(format!("{id}.json"))) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::new(Kind::Io, format!("queued message {id} is unreadable"), e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error(e)),
+        }
+    }
+
+    pub fn all(&self) -> Result<Vec<Entry>> {
+        let mut entries = Vec::new();
+        for id in self.ids()? {
+            entries.extend(self.load(&id)?);
+        }
+        Ok(entries)
+    }
+
+    pub fn message(&self, id: &str) -> Result<Vec<u8>> {
+        fs::read(self.dir.join(format!("{id}.msg"))).map_err(|e| self.io_error(e))
+    }
+
+    /// Takes a message out of the queue: the entry first, so no flusher picks it up again.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        for suffix in ["json", "msg"] {
+            match fs::remove_file(self.dir.join(format!("{id}.{suffix}"))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(self.io_error(e)),
+                _ => {}
+            }
+        }
+        sync_dir(&self.dir).map_err(|e| self.io_error(e))
+    }
+
+    /// Locks a message for delivery; `None` when another process has it, or when it left
+    /// the queue while we waited (the caller must load the entry again after this).
+    pub fn lock(&self, id: &str) -> Result<Option<MessageLock>> {
+        let file = match File::open(self.dir.join(format!("{id}.msg"))) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error(e)),
+        };
+        Ok(try_flock(&file).then_some(MessageLock { _file: file }))
+    }
+
+    /// The flusher's lock; `None` when another flush is running.
+    pub fn lock_flusher(&self) -> Result<Option<FlushLock>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(self.dir.join(".flush.lock"))
+            .map_err(|e| self.io_error(e))?;
+        Ok(try_flock(&file).then_some(FlushLock { _file: file }))
+    }
+
+    /// Removes what a killed writer left: `.msg` files without an entry and temporary
+    /// files, once they are old enough that no writer can still be at work on them.
+    pub fn remove_leftovers(&self, older_than: Duration) {
+        let Ok(read) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for dirent in read.flatten() {
+            let name = dirent.file_name().to_string_lossy().into_owned();
+            let orphan = match name.strip_suffix(".msg") {
+                Some(id) => !self.dir.join(format!("{id}.json")).exists(),
+                None => name.starts_with(".tmp."),
+            };
+            let old = dirent
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > older_than);
+            if orphan && old {
+                let _ = fs::remove_file(dirent.path());
+            }
+        }
+    }
+
+    fn io_error(&self, e: io::Error) -> Error {
+        Error::new(
+            Kind::Io,
+            format!("cannot use the queue {}", self.dir.display()),
+            e,
+        )
+    }
+}
+
+fn serialize(entry: &Entry) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(entry).expect("an entry always serializes");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Queue ids: hex of the time and a per-process part, so they sort by arrival and two
+/// processes (or two messages of one process) never pick the same one.
+fn new_id() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let sequence = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{:09X}{:05X}{:06X}{:02X}",
+        since.as_secs(),
+        since.subsec_micros(),
+        std::process::id() & 0xFF_FFFF,
+        sequence & 0xFF
+    )
+}
+
+/// Ids are ours to make, and end up in paths: nothing but hex digits.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// Temporary file, fsync, rename over `name`, fsync of the directory: after a crash the
+/// file is either the old one or the new one, whole.
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let temporary = dir.join(format!(".tmp.{name}.{}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, dir.join(name))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn try_flock(file: &File) -> bool {
+    // SAFETY: flock on a descriptor we own; LOCK_NB makes it return at once.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// The queue as Postfix's mailq shows it: id, size, arrival, sender, then the last
+/// error in parentheses and the recipients still waiting.
+pub fn render_listing(entries: &[Entry], out: &mut impl Write) -> io::Result<()> {
+    if entries.is_empty() {
+        return writeln!(out, "Mail queue is empty");
+    }
+    writeln!(
+        out,
+        "{:<24} {:>8} {:<20}  Sender/Recipient",
+        "-Queue ID-", "--Size--", "---Arrival Time---"
+    )?;
+    let mut total = 0;
+    for entry in entries {
+        total += entry.size;
+        let sender = if entry.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &entry.sender
+        };
+        writeln!(
+            out,
+            "{:<24} {:>8} {:<20}  {sender}",
+            entry.id,
+            entry.size,
+            crate::delivery_log::rfc3339(entry.arrival)
+        )?;
+        let error = entry.last_error.as_deref().unwrap_or("not tried yet");
+        writeln!(
+            out,
+            "{:56}(attempts: {}, next try: {}) {error}",
+            "",
+            entry.attempts,
+            crate::delivery_log::rfc3339(entry.next_try)
+        )?;
+        for recipient in entry.pending() {
+            writeln!(out, "{:56}{}", "", recipient.address)?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "-- {} Kbytes in {} Request{}.",
+        total.div_ceil(1024),
+        entries.len(),
+        if entries.len() == 1 { "" } else { "s" }
+    )
+}
+
+/// `queue show`: the entry's state, one field a line, then a blank line.
+pub fn render_entry(entry: &Entry, out: &mut impl Write) -> io::Result<()> {
+    let time = crate::delivery_log::rfc3339;
+    writeln!(out, "Queue-ID: {}", entry.id)?;
+    writeln!(out, "Account: {}", entry.account)?;
+    writeln!(out, "Sender: <{}>", entry.sender)?;
+    for recipient in &entry.recipients {
+        let state = match recipient.state {
+            RecipientState::Pending => "pending",
+            RecipientState::Delivered => "delivered",
+            RecipientState::Bounced => "bounced",
+        };
+        let reply = recipient
+            .reply
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        writeln!(out, "Recipient: <{}> {state}{reply}", recipient.address)?;
+    }
+    writeln!(out, "Arrival: {}", time(entry.arrival))?;
+    writeln!(out, "Attempts: {}", entry.attempts)?;
+    writeln!(out, "Next-Try: {}", time(entry.next_try))?;
+    if let Some(error) = &entry.last_error {
+        writeln!(out, "Last-Error: {error}")?;
+    }
+    writeln!(out, "Size: {}", entry.size)?;
+    writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message() -> Prepared {
+        Prepared {
+            envelope: Envelope {
+                sender: "s@x.org".into(),
+                recipients: vec!["a@x.org".into(), "b@x.org".into()],
+            },
+            data: b"Subject: s\r\n\r\nbody\r\n".to_vec(),
+            eight_bit: false,
+            message_id: Some("<1@x.org>".into()),
+        }
+    }
+
+    #[test]
+    fn add_load_save_remove() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let message = message();
+        let mut entry = Entry::new("acct", &message, &message.envelope.recipients);
+        queue.add(&entry, &message.data).unwrap();
+        assert_eq!(queue.ids().unwrap(), [entry.id.clone()]);
+        assert_eq!(queue.load(&entry.id).unwrap().as_ref(), Some(&entry));
+        assert_eq!(queue.message(&entry.id).unwrap(), message.data);
+        entry.recipients[0].state = RecipientState::Delivered;
+        queue.save(&entry).unwrap();
+        let loaded = queue.load(&entry.id).unwrap().unwrap();
+        assert_eq!(loaded.prepared(vec![]).envelope.recipients, ["b@x.org"]);
+        queue.remove(&entry.id).unwrap();
+        assert!(queue.ids().unwrap().is_empty());
+        assert_eq!(queue.load(&entry.id).unwrap(), None);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no temporary file left"
+        );
+    }
+
+    #[test]
+    fn ids_are_unique_and_sort_by_arrival() {
+        let ids: Vec<String> = (0..200).map(|_| new_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, ids);
+        assert!(ids.iter().all(|id| valid_id(id)));
+    }
+
+    #[test]
+    fn ids_from_outside_cannot_name_other_files() {
+        assert!(!valid_id("../../etc/passwd"));
+        assert!(!valid_id(""));
+        assert!(!valid_id("ABC.json"));
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Queue::open(dir.path()).unwrap().load("../x").unwrap(), None);
+    }
+
+    #[test]
+    fn a_locked_message_cannot_be_locked_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let message = message();
+        let entry = Entry::new("acct", &message, &message.envelope.recipients);
+        queue.add(&entry, &message.data).unwrap();
+        let held = queue.lock(&entry.id).unwrap();
+        assert!(held.is_some());
+        assert!(queue.lock(&entry.id).unwrap().is_none());
+        drop(held);
+        assert!(queue.lock(&entry.id).unwrap().is_some());
+        let flusher = queue.lock_flusher().unwrap();
+        assert!(flusher.is_some() && queue.lock_flusher().unwrap().is_none());
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_writer_are_removed_entries_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let message = message();
+        let entry = Entry::new("acct", &message, &message.envelope.recipients);
+        queue.add(&entry, &message.data).unwrap();
+        fs::write(dir.path().join("0123ABC.msg"), b"half a mess").unwrap();
+        fs::write(dir.path().join(".tmp.0123ABD.json.77"), b"{").unwrap();
+        assert_eq!(
+            queue.ids().unwrap(),
+            std::slice::from_ref(&entry.id),
+            "a .msg alone is not queued"
+        );
+        queue.remove_leftovers(Duration::ZERO);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [format!("{}.json", entry.id), format!("{}.msg", entry.id)]
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! The sendmail mode: one message from stdin, sent now, queued when it cannot go now, or
+//! kept in dead.letter when it cannot go at all; each attempt in the delivery log.
+
+use std::io::{self, Write};
+use std::time::{Duration, Instant};
+
+use crate::address::Resolver;
+use crate::cli::Invocation;
+use crate::config::{Account, Config, QueueMode};
+use crate::dead_letter;
+use crate::delivery_log::{rfc3339, DeliveryLog, Outcome, Record, Status};
+use crate::error::{Error, Kind, Result};
+use crate::flush::{self, Flusher, Selection};
+use crate::intake::{self, Prepared};
+use crate::queue::{self, Entry, Queue};
+use crate::smtp::{Delivery, Session};
+
+/// After a message went out, queued ones of the same account may follow on the same
+/// connection, but the caller (cron, PHP) is waiting: this long at most.
+const OPPORTUNISTIC_FLUSH: Duration = Duration::from_secs(10);
+
+/// Reads the message, then delivers it or keeps it.
+pub fn send(invocation: &Invocation) -> Result<()> {
+    let raw = intake::read_message(io::stdin().lock(), invocation.ignore_dots)
+        .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
+    deliver(invocation, &raw).map_err(|err| match invocation.dry_run || err.is_message_kept() {
+        true => err,
+        false => keep(err, &raw),
+    })
+}
+
+/// Delivers one message as sendmail would: `Ok` once it is sent or safely queued.
+pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
+    let config = Config::load(invocation.config.as_deref())?;
+    let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
+    let sender_hint = invocation
+        .sender
+        .as_deref()
+        .map(|s| resolver.sender(s, ""))
+        .filter(|s| !s.is_empty());
+    let account = config.choose_account(invocation.account.as_deref(), sender_hint.as_deref());
+    if invocation.dry_run {
+        // A dry run needs no account: it shows what intake makes of the message.
+        let account = account.ok();
+        let default_sender = account.map_or_else(local_sender, |a| a.address().to_string());
+        let prepared =
+            intake::prepare(raw, &intake_options(invocation, &resolver, &default_sender))?;
+        return print_dry_run(account, &prepared);
+    }
+    let account = account?;
+    let prepared = intake::prepare(
+        raw,
+        &intake_options(invocation, &resolver, account.address()),
+    )?;
+    if config.queue.mode == QueueMode::Always {
+        let entry = enqueue(
+            &config,
+            account,
+            &prepared,
+            &prepared.envelope.recipients,
+            None,
+        )?;
+        // The message is safe; whatever this attempt meets, the queue retries it.
+        let queue = Queue::open(&config.queue.dir)?;
+        Flusher::new(&config, &queue, invocation.verbose, None)
+            .run(Selection::Ids(vec![entry.id]), None)?;
+        return Ok(());
+    }
+    let started = Instant::now();
+    match send_now(account, &prepared, invocation.verbose) {
+        Ok((delivery, session)) => {
+            let queued = match delivery.deferred.is_empty() || config.queue.mode == QueueMode::Never
+            {
+                true => None,
+                false => {
+                    let later: Vec<String> =
+                        delivery.deferred.iter().map(|(r, _)| r.clone()).collect();
+                    let why = delivery.deferred[0].1.clone();
+                    Some(enqueue(&config, account, &prepared, &later, Some(&why))?)
+                }
+            };
+            log_direct(
+                &config,
+                account,
+                &prepared,
+                &delivery,
+                queued.as_ref(),
+                started,
+            );
+            if let Some(entry) = &queued {
+                eprintln!(
+                    "oauth-sendmail: queued as {} for {} recipient(s) the server deferred",
+                    entry.id,
+                    entry.recipients.len()
+                );
+            }
+            flush_behind(&config, account, session, invocation.verbose);
+            match (delivery.failure(), queued) {
+                (Some(err), None) => Err(err),
+                (Some(err), Some(_)) if !delivery.refused.is_empty() => Err(err.message_kept()),
+                _ => Ok(()),
+            }
+        }
+        Err(err)
+            if config.queue.mode != QueueMode::Never
+                && (err.is_transient() || err.kind() == Kind::AuthRefused) =>
+        {
+            let entry = enqueue(
+                &config,
+                account,
+                &prepared,
+                &prepared.envelope.recipients,
+                Some(&err.summary()),
+            )?;
+            let failed = Delivery {
+                deferred: prepared
+                    .envelope
+                    .recipients
+                    .iter()
+                    .map(|r| (r.clone(), err.summary()))
+                    .collect(),
+                ..Delivery::default()
+            };
+            log_direct(&config, account, &prepared, &failed, Some(&entry), started);
+            if err.kind() == Kind::AuthRefused {
+                // A refused login is for a person to fix: say so with the exit code too.
+                return Err(err.hint(format!("the message is queued as {} and goes out with `sendmail -q` once this is fixed", entry.id)).message_kept());
+            }
+            eprintln!("oauth-sendmail: queued as {}: {}", entry.id, err.summary());
+            Ok(())
+        }
+        Err(err) => {
+            let failed = Delivery {
+                refused: prepared
+                    .envelope
+                    .recipients
+                    .iter()
+                    .map(|r| (r.clone(), err.summary()))
+                    .collect(),
+                ..Delivery::default()
+            };
+            log_direct(&config, account, &prepared, &failed, None, started);
+            Err(err)
+        }
+    }
+}
+
+/// Connects and sends; the open session comes back for queued messages to follow.
+fn send_now(account: &Account, prepared: &Prepared, verbose: bool) -> Result<(Delivery, Session)> {
+    let secret = account
+        .secret
+        .as_ref()
+        .map(|source| source.fetch())
+        .transpose()?;
+    let mut session = Session::open(account, secret.as_ref(), verbose)?;
+    match session.send(prepared) {
+        Ok(delivery) => Ok((delivery, session)),
+        Err(err) => {
+            session.close();
+            Err(err)
+        }
+    }
+}
+
+/// Spools the message for `recipients`, counting the attempt that failed (if any).
+fn enqueue(
+    config: &Config,
+    account: &Account,
+    prepared: &Prepared,
+    recipients: &[String],
+    failed: Option<&str>,
+) -> Result<Entry> {
+    let queue = Queue::open(&config.queue.dir)?;
+    let mut entry = Entry::new(&account.name, prepared, recipients);
+    if let Some(why) = failed {
+        entry.attempts = 1;
+        entry.last_error = Some(why.to_string());
+        entry.next_try = queue::now() + flush::backoff(&config.queue, 1).as_secs();
+    }
+    queue.add(&entry, &prepared.data)?;
+    Ok(entry)
+}
+
+/// Delivers what waits for the same account over the connection just used, if anything
+/// is due and within a bounded time; a slow queue must not hold up the caller.
+fn flush_behind(config: &Config, account: &Account, session: Session, verbose: bool) {
+    let Some(queue) = Queue::existing(&config.queue.dir) else {
+        return session.close();
+    };
+    let due = queue
+        .all()
+        .unwrap_or_default()
+        .iter()
+        .any(|e| e.account == account.name && e.is_due(queue::now()));
+    if !due {
+        return session.close();
+    }
+    let deadline = Instant::now() + OPPORTUNISTIC_FLUSH;
+    let flusher = Flusher::new(
+        config,
+        &queue,
+        verbose,
+        Some((account.name.clone(), session)),
+    );
+    if let Err(err) = flusher.run(Selection::DueFor(account.name.clone()), Some(deadline)) {
+        eprintln!(
+            "oauth-sendmail: warning: flushing the queue: {}",
+            err.summary()
+        );
+    }
+}
+
+/// The delivery log record of a direct send.
+fn log_direct(
+    config: &Config,
+    account: &Account,
+    prepared: &Prepared,
+    delivery: &Delivery,
+    queued: Option<&Entry>,
+    started: Instant,
+) {
+    let later = if queued.is_some() {
+        Status::Queued
+    } else {
+        Status::Failed
+    };
+    let mut recipients: Vec<Outcome> = delivery
+        .accepted
+        .iter()
+        .map(|address| Outcome {
+            address: address.clone(),
+            status: Status::Sent,
+            reply: None,
+        })
+        .collect();
+    for (address, reply) in &delivery.refused {
+        recipients.push(Outcome {
+            address: address.clone(),
+            status: Status::Failed,
+            reply: Some(reply.clone()),
+        });
+    }
+    for (address, reply) in &delivery.deferred {
+        recipients.push(Outcome {
+            address: address.clone(),
+            status: later,
+            reply: Some(reply.clone()),
+        });
+    }
+    let now = queue::now();
+    let record = Record {
+        time: rfc3339(now),
+        unix: now,
+        queue_id: queued.map(|e| e.id.clone()),
+        message_id: prepared.message_id.clone(),
+        account: account.name.clone(),
+        sender: prepared.envelope.sender.clone(),
+        result: Status::overall(&recipients),
+        recipients,
+        size: prepared.data.len() as u64,
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    if let Err(err) = DeliveryLog::new(&config.queue.log_file).append(&record) {
+        eprintln!("oauth-sendmail: warning: {}", err.summary());
+    }
+}
+
+fn intake_options<'a>(
+    invocation: &'a Invocation,
+    resolver: &'a Resolver,
+    default_sender: &'a str,
+) -> intake::Options<'a> {
+    intake::Options {
+        extract_recipients: invocation.extract_recipients,
+        sender: invocation.sender.as_deref(),
+        full_name: invocation.full_name.as_deref(),
+        recipients: &invocation.recipients,
+        resolver,
+        default_sender,
+    }
+}
+
+/// Saves a message that could not be sent, and says where in the error.
+fn keep(err: Error, raw: &[u8]) -> Error {
+    let temporary = err.is_transient();
+    let err = match dead_letter::save(raw) {
+        Ok(path) => err.hint(format!("the message was saved to {}", path.display())),
+        Err(save_err) => return err.hint(format!("the message was LOST: {save_err}")),
+    };
+    match temporary {
+        true => err.hint("the failure is temporary: sending it again later should work"),
+        false => err,
+    }
+}
+
+fn print_dry_run(account: Option<&Account>, prepared: &Prepared) -> Result<()> {
+    let envelope = &prepared.envelope;
+    let recipients: Vec<String> = envelope
+        .recipients
+        .iter()
+        .map(|r| format!("<{r}>"))
+        .collect();
+    let via = match account {
+        Some(a) => format!("{} ({}:{})", a.name, a.host, a.port),
+        None => "none (no account configured; nothing would be sent)".into(),
+    };
+    let mut out = io::stdout().lock();
+    let body = if prepared.eight_bit {
+        "8BITMIME"
+    } else {
+        "7BIT"
+    };
+    let written = write!(
+        out,
+        "Account: {via}\nEnvelope sender: <{}>\nEnvelope recipients: {}\nBody: {body}\nMessage ({} bytes):\n",
+        envelope.sender,
+        recipients.join(", "),
+        prepared.data.len()
+    )
+    .and_then(|()| out.write_all(&prepared.data))
+    .and_then(|()| out.flush());
+    written.map_err(|e| Error::new(Kind::Io, "cannot write to stdout", e))
+}
+
+/// user@host for a dry run without an account, as a local sendmail would use.
+fn local_sender() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "root".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!(
+        "{user}@{}",
+        if host.is_empty() { "localhost" } else { host }
+    )
+}
