@@ -38,7 +38,7 @@ p\t'List the queue'
 s\t'Speak SMTP on stdin/stdout'
 v\t'Verify recipients without sending'
 i\t'Check the aliases'"
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s q -d 'Deliver the queued messages now (an interval, as in -q30m, is ignored)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s q -d 'Deliver every queued message now, whatever its retry time (an interval, as in -q30m, is ignored)' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s o -d 'Set a sendmail option: -oi is -i; the others (-oem, -odi, -oQ...) are ignored' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s C -d 'Read the configuration from FILE instead of the default locations' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l account -d 'Send through this account of the configuration' -r

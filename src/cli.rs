@@ -25,6 +25,9 @@ pub enum Action {
     FlushQueue {
         config: Option<PathBuf>,
         verbose: bool,
+        /// Every message whatever its retry time (`sendmail -q`, as Postfix's), not only
+        /// those due (`queue flush`, what a timer runs).
+        all: bool,
     },
     /// `queue show|retry|remove`.
     Queue {
@@ -125,7 +128,8 @@ pub struct SendmailArgs {
     #[arg(short = 'b', value_name = "MODE", value_enum)]
     pub mode: Option<Mode>,
 
-    /// Deliver the queued messages now (an interval, as in -q30m, is ignored)
+    /// Deliver every queued message now, whatever its retry time (an interval, as in
+    /// -q30m, is ignored)
     #[arg(short = 'q', value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "")]
     pub queue: Option<String>,
 
@@ -366,9 +370,11 @@ pub fn parse(argv: &[OsString]) -> Result<Action> {
                     return action_for(args);
                 }
                 Command::Queue(QueueArgs::List) => Action::ListQueue { config },
-                Command::Queue(QueueArgs::Flush { verbose }) => {
-                    Action::FlushQueue { config, verbose }
-                }
+                Command::Queue(QueueArgs::Flush { verbose }) => Action::FlushQueue {
+                    config,
+                    verbose,
+                    all: false,
+                },
                 Command::Queue(QueueArgs::Show { id }) => Action::Queue {
                     config,
                     command: QueueCommand::Show(id),
@@ -397,6 +403,7 @@ fn action_for(args: SendmailArgs) -> Result<Action> {
         return Ok(Action::FlushQueue {
             config: args.config,
             verbose: args.verbose,
+            all: true,
         });
     }
     let mut ignore_dots = args.ignore_dots;
@@ -557,7 +564,8 @@ mod tests {
             own(&["queue", "flush", "-v"]).unwrap(),
             Action::FlushQueue {
                 config: None,
-                verbose: true
+                verbose: true,
+                all: false
             }
         );
         assert_eq!(
@@ -703,6 +711,7 @@ mod tests {
         let flush = |verbose| Action::FlushQueue {
             config: None,
             verbose,
+            all: true,
         };
         assert_eq!(sendmail(&["-q"]).unwrap(), flush(false));
         assert_eq!(sendmail(&["-q30m"]).unwrap(), flush(false));

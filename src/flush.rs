@@ -20,6 +20,8 @@ pub enum Selection {
     DueFor(String),
     /// These, whatever their retry time (`queue retry`, `queue = "always"`).
     Ids(Vec<String>),
+    /// All of them, whatever their retry time (`sendmail -q`, as Postfix's).
+    All,
 }
 
 /// What one flush did.
@@ -78,6 +80,7 @@ impl<'a> Flusher<'a> {
             Selection::Due => entry.is_due(now),
             Selection::DueFor(account) => entry.is_due(now) && &entry.account == account,
             Selection::Ids(ids) => ids.contains(&entry.id),
+            Selection::All => true,
         });
         // Consecutive messages of one account share a connection.
         entries.sort_by(|a, b| (&a.account, &a.id).cmp(&(&b.account, &b.id)));
@@ -323,9 +326,9 @@ fn expire(
         .clone()
         .unwrap_or_else(|| "no reason recorded".into());
     let why = format!(
-        "gave up after {} attempts over {} days: {last}",
+        "gave up after {} attempts over {}: {last}",
         entry.attempts,
-        settings.max_age.as_secs().div_ceil(86400)
+        human(settings.max_age)
     );
     for recipient in entry
         .recipients
@@ -347,6 +350,16 @@ pub fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
         .min(settings.retry_max)
 }
 
+/// "5 days", "4 hours", "90 seconds": the largest unit that divides the duration.
+fn human(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let (count, unit) = [(86400, "day"), (3600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(size, _)| seconds >= *size && seconds % size == 0)
+        .map_or((seconds, "second"), |(size, unit)| (seconds / size, unit));
+    format!("{count} {unit}{}", if count == 1 { "" } else { "s" })
+}
+
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().to_string()
 }
@@ -354,6 +367,13 @@ fn first_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_secs(5 * 86400)), "5 days");
+        assert_eq!(human(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(human(Duration::from_secs(90)), "90 seconds");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -50,8 +50,13 @@ fn run(action: Action) -> Result<()> {
         Action::Send(invocation) if invocation.verify_only => verify(&invocation),
         Action::Send(invocation) => send::send(&invocation),
         Action::ListQueue { config } => list_queue(config.as_deref()),
-        Action::FlushQueue { config, verbose } => {
-            flush_queue(config.as_deref(), Selection::Due, verbose)
+        Action::FlushQueue {
+            config,
+            verbose,
+            all,
+        } => {
+            let selection = if all { Selection::All } else { Selection::Due };
+            flush_queue(config.as_deref(), selection, verbose)
         }
         Action::Queue {
             config,

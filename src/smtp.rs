@@ -261,7 +261,7 @@ fn xoauth2(
             reply.code(),
             reply.message().collect::<Vec<_>>().join(" ")
         ),
-        Err(e) => e.to_string(),
+        Err(e) => describe(&e),
     };
     Err(Error::new(Kind::AuthRefused, format!("authentication refused by {server}"), format!("{refusal} (reason: {reason})"))
         .hint(format!("the access token for {user} was not accepted: check that `secret` yields a current token (they expire after about an hour)")))
@@ -298,10 +298,8 @@ fn transmit(
                 log.received(&reply);
                 delivery.accepted.push(recipient.clone());
             }
-            Err(e) if e.is_permanent() => delivery.refused.push((recipient.clone(), e.to_string())),
-            Err(e) if e.is_transient() => {
-                delivery.deferred.push((recipient.clone(), e.to_string()))
-            }
+            Err(e) if e.is_permanent() => delivery.refused.push((recipient.clone(), describe(&e))),
+            Err(e) if e.is_transient() => delivery.deferred.push((recipient.clone(), describe(&e))),
             Err(e) => return Err(failure(server, "RCPT TO", e)),
         }
     }
@@ -350,8 +348,17 @@ fn failure(server: &str, step: &str, err: lettre::transport::smtp::Error) -> Err
     error
 }
 
-/// lettre's message followed by its causes, which hold the useful part ("Connection refused").
-fn describe(err: &dyn std::error::Error) -> String {
+/// A server's reply as it said it ("550 5.1.1 no such user"), else lettre's message with
+/// its causes, which hold the useful part ("Connection refused").
+fn describe(err: &lettre::transport::smtp::Error) -> String {
+    use std::error::Error as _;
+    match (err.status(), err.source()) {
+        (Some(code), Some(words)) => format!("{code} {words}"),
+        _ => describe_chain(err),
+    }
+}
+
+fn describe_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -81,6 +81,11 @@ pub enum Fault {
     /// Gmail's answer to a refused token: 334 <base64 JSON>, then after the client's
     /// (empty) line, 535-5.7.8 Username and Password not accepted.
     Xoauth2Reject,
+    /// 451 4.2.1 on RCPT for this address only (a mailbox that is busy for now).
+    Rcpt451(String),
+    /// Wait this long before answering DATA: a client killed meanwhile leaves nothing
+    /// stored.
+    StallData(Duration),
 }
 
 #[derive(Clone, Debug)]
@@ -126,6 +131,8 @@ pub struct Received {
 
 struct Shared {
     opts: ServerOptions,
+    /// The fault in force now (starts as `opts.fault`; `set_fault` changes it).
+    fault: Mutex<Fault>,
     received: Mutex<Vec<Received>>,
     transcript: Mutex<String>,
     connections: AtomicUsize,
@@ -153,11 +160,18 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(opts: ServerOptions) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        TestServer::start_on(opts, 0)
+    }
+
+    /// On a given port (0: any), e.g. one a client was configured with before the server
+    /// "came back up".
+    pub fn start_on(opts: ServerOptions, port: u16) -> TestServer {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind 127.0.0.1");
         let port = listener.local_addr().expect("local addr").port();
         let ca_dir = tempfile::tempdir().expect("tempdir for the CA file");
         let ca_file = tls::write_ca_file(ca_dir.path());
         let shared = Arc::new(Shared {
+            fault: Mutex::new(opts.fault.clone()),
             opts,
             received: Mutex::new(Vec::new()),
             transcript: Mutex::new(String::new()),
@@ -205,6 +219,11 @@ impl TestServer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Changes the fault for connections and commands from now on.
+    pub fn set_fault(&self, fault: Fault) {
+        *self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
     /// How many TCP connections were accepted.
@@ -366,6 +385,14 @@ impl Session {
         &self.shared.opts
     }
 
+    fn fault(&self) -> Fault {
+        self.shared
+            .fault
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn auth_required(&self) -> bool {
         !matches!(self.opts().auth, AuthCheck::None)
     }
@@ -409,7 +436,7 @@ impl Session {
         if self.opts().tls == TlsMode::Implicit {
             self.start_tls()?;
         }
-        if matches!(self.opts().fault, Fault::Greeting421) {
+        if matches!(self.fault(), Fault::Greeting421) {
             self.reply(
                 421,
                 &["4.3.2 Service not available, closing transmission channel (test fault)"],
@@ -634,7 +661,7 @@ impl Session {
         let Some(decoded) = decoded else {
             return Ok(Flow::Continue);
         };
-        if matches!(self.opts().fault, Fault::Xoauth2Reject) {
+        if matches!(self.fault(), Fault::Xoauth2Reject) {
             // Gmail: the error comes as a challenge; the client must answer it (with an empty
             // line) before the final 535 arrives.
             self.note("fault: Gmail-style XOAUTH2 rejection");
@@ -738,7 +765,7 @@ impl Session {
             self.reply(503, &["5.5.1 Nested MAIL command"])?;
             return Ok(Flow::Continue);
         }
-        if matches!(self.opts().fault, Fault::DropAfterMail) {
+        if matches!(self.fault(), Fault::DropAfterMail) {
             self.note("fault: dropping the connection after MAIL FROM");
             return Ok(Flow::Drop);
         }
@@ -795,14 +822,22 @@ impl Session {
             self.reply(553, &[text.as_str()])?;
             return Ok(Flow::Continue);
         }
-        if let Fault::Rcpt550(refused) = &self.opts().fault {
-            if refused.eq_ignore_ascii_case(&to) {
+        match self.fault() {
+            Fault::Rcpt550(refused) if refused.eq_ignore_ascii_case(&to) => {
                 self.reply(
                     550,
                     &["5.1.1 The email account that you tried to reach does not exist"],
                 )?;
                 return Ok(Flow::Continue);
             }
+            Fault::Rcpt451(busy) if busy.eq_ignore_ascii_case(&to) => {
+                self.reply(
+                    451,
+                    &["4.2.1 The user you are trying to contact is receiving mail too quickly"],
+                )?;
+                return Ok(Flow::Continue);
+            }
+            _ => {}
         }
         if let Some(envelope) = self.envelope.as_mut() {
             envelope.rcpts.push(to);
@@ -812,6 +847,9 @@ impl Session {
     }
 
     fn data(&mut self, arg: &str) -> io::Result<Flow> {
+        if let Fault::StallData(wait) = self.fault() {
+            thread::sleep(wait);
+        }
         if !arg.trim().is_empty() {
             self.reply(501, &["5.5.4 DATA takes no argument"])?;
             return Ok(Flow::Continue);
@@ -873,7 +911,7 @@ impl Session {
             self.reply(554, &[text.as_str()])?;
             return Ok(Flow::Continue);
         }
-        if matches!(self.opts().fault, Fault::Data451) {
+        if matches!(self.fault(), Fault::Data451) {
             self.reply(
                 451,
                 &["4.3.0 Temporary System Problem. Try again later (test fault)"],
