@@ -850,6 +850,25 @@ mod tests {
         );
     }
 
+    /// The systemd unit we ship must run a command this program has.
+    #[test]
+    fn the_shipped_flush_service_runs_a_real_command() {
+        let unit = include_str!("../contrib/systemd/oauth-sendmail-flush.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap();
+        let argv: Vec<OsString> = exec.split_whitespace().map(OsString::from).collect();
+        assert_eq!(
+            parse(&argv).unwrap(),
+            Action::FlushQueue {
+                config: None,
+                verbose: false,
+                all: false
+            }
+        );
+    }
+
     #[test]
     fn clap_definition_is_consistent() {
         command().debug_assert();

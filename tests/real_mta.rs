@@ -386,7 +386,10 @@ fn refused_token_is_exit_77() {
         mailbox.take_new().is_empty(),
         "a message was delivered with a wrong token"
     );
-    assert!(mailbox.dead_letter().is_none(), "queued, so not a dead letter");
+    assert!(
+        mailbox.dead_letter().is_none(),
+        "queued, so not a dead letter"
+    );
     // Kept in the queue until the login is fixed (the queue's own tests check it further).
     assert!(
         stderr(&out).contains("queued as"),
