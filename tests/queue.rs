@@ -326,6 +326,13 @@ fn several_flushers_deliver_each_of_200_messages_exactly_once() {
     bodies.dedup();
     assert_eq!(bodies.len(), 200, "no message twice");
     assert!(h.queue_listing().0.is_empty());
+    // 200 refused connections while queueing, then one per flush run: messages of one
+    // account share a connection.
+    assert!(
+        h.server.connections() <= 200 + 4,
+        "{} connections",
+        h.server.connections()
+    );
 }
 
 /// A writer killed with SIGKILL at many points of spooling a 4 MiB message never leaves a
@@ -481,4 +488,29 @@ fn log_csv_parses_with_the_expected_columns_and_rows() {
         2,
         "header + the one sent message: {table}"
     );
+}
+
+/// After a successful send, what waits for the same account follows on that connection.
+#[test]
+fn a_successful_send_takes_due_queued_messages_along() {
+    let h = harness(with_fault(Fault::Greeting421), "retry_initial = \"1s\"\n");
+    ok(&h, &h.send(&["-i", "first@example.com"], MESSAGE));
+    h.server.set_fault(Fault::None);
+    thread::sleep(Duration::from_millis(1100));
+    let before = h.server.connections();
+    ok(&h, &h.send(&["-i", "second@example.com"], MESSAGE));
+    let received = h.server.received();
+    let to: Vec<&str> = received.iter().map(|m| m.rcpt_to[0].as_str()).collect();
+    assert_eq!(
+        to,
+        ["second@example.com", "first@example.com"],
+        "{}",
+        h.server.transcript()
+    );
+    assert_eq!(
+        h.server.connections(),
+        before + 1,
+        "one connection for both"
+    );
+    assert!(h.queue_listing().0.is_empty());
 }
