@@ -112,15 +112,7 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
                 &prepared.envelope.recipients,
                 Some(&err.summary()),
             )?;
-            let failed = Delivery {
-                deferred: prepared
-                    .envelope
-                    .recipients
-                    .iter()
-                    .map(|r| (r.clone(), err.summary()))
-                    .collect(),
-                ..Delivery::default()
-            };
+            let failed = whole_message(&prepared, &err);
             log_direct(&config, account, &prepared, &failed, Some(&entry), started);
             if err.kind() == Kind::AuthRefused {
                 // A refused login is for a person to fix: say so with the exit code too.
@@ -130,16 +122,14 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
             Ok(())
         }
         Err(err) => {
-            let failed = Delivery {
-                refused: prepared
-                    .envelope
-                    .recipients
-                    .iter()
-                    .map(|r| (r.clone(), err.summary()))
-                    .collect(),
-                ..Delivery::default()
-            };
-            log_direct(&config, account, &prepared, &failed, None, started);
+            log_direct(
+                &config,
+                account,
+                &prepared,
+                &whole_message(&prepared, &err),
+                None,
+                started,
+            );
             Err(err)
         }
     }
@@ -159,6 +149,26 @@ fn send_now(account: &Account, prepared: &Prepared, verbose: bool) -> Result<(De
             session.close();
             Err(err)
         }
+    }
+}
+
+/// A failure that stopped the whole message, as the same answer for every recipient.
+fn whole_message(prepared: &Prepared, err: &Error) -> Delivery {
+    let each = prepared
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| (r.clone(), err.summary()))
+        .collect();
+    match err.is_transient() || err.kind() == Kind::AuthRefused {
+        true => Delivery {
+            deferred: each,
+            ..Delivery::default()
+        },
+        false => Delivery {
+            refused: each,
+            ..Delivery::default()
+        },
     }
 }
 

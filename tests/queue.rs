@@ -50,6 +50,23 @@ fn log_records(h: &Harness) -> Vec<String> {
     stdout(&out).lines().map(str::to_string).collect()
 }
 
+/// A harness whose account points at `port`, where no server listens (yet): the
+/// harness's own server stays unused.
+fn harness_on_port(port: u16, settings: &str) -> Harness {
+    let settings = settings.to_string();
+    let mut h = Harness::with_config(ServerOptions::default(), move |config| {
+        let line = config
+            .lines()
+            .find(|l| l.starts_with("port = "))
+            .unwrap()
+            .to_string();
+        *config = config.replace(&line, &format!("port = {port}"));
+        config.insert_str(0, &settings);
+    });
+    h.server.expect_unused();
+    h
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -63,15 +80,7 @@ fn free_port() -> u16 {
 #[test]
 fn server_down_then_up_the_cron_mail_goes_out_once() {
     let port = free_port();
-    let mut h = Harness::with_config(ServerOptions::default(), |config| {
-        let line = config
-            .lines()
-            .find(|l| l.starts_with("port = "))
-            .unwrap()
-            .to_string();
-        *config = config.replace(&line, &format!("port = {port}"));
-    });
-    h.server.expect_unused();
+    let h = harness_on_port(port, "");
 
     // Debian cron's argv; the server is not there at all (connection refused).
     let o = h.sendmail(
@@ -340,16 +349,7 @@ fn several_flushers_deliver_each_of_200_messages_exactly_once() {
 #[test]
 fn a_writer_killed_at_any_point_leaves_no_half_message() {
     let port = free_port();
-    let mut h = Harness::with_config(ServerOptions::default(), |config| {
-        let line = config
-            .lines()
-            .find(|l| l.starts_with("port = "))
-            .unwrap()
-            .to_string();
-        *config = config.replace(&line, &format!("port = {port}"));
-        config.insert_str(0, "queue = \"always\"\n");
-    });
-    h.server.expect_unused();
+    let h = harness_on_port(port, "queue = \"always\"\n");
     // 4 MiB in 64-byte lines (a long line would be re-encoded, which is not the point).
     let line = "0123456789abcdef".repeat(4);
     let message = format!(
