@@ -69,6 +69,12 @@ impl Error {
         self.kind == Kind::Temporary
     }
 
+    /// What kind of failure this is, for a caller that answers in another protocol than
+    /// exit statuses: `sendmail -bs` picks its SMTP reply codes from it.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     /// The sysexits.h status for this failure: the only mapping in the program.
     pub fn exit_code(&self) -> u8 {
         match self.kind {
@@ -120,6 +126,18 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "cannot read /etc/x: permission denied\n  run as root"
+        );
+    }
+
+    #[test]
+    fn kind_is_the_one_the_error_was_made_with() {
+        assert_eq!(
+            Error::new(Kind::BadInput, "a", "b").hint("c").kind(),
+            Kind::BadInput
+        );
+        assert_eq!(
+            Error::new(Kind::Temporary, "a", "b").kind(),
+            Kind::Temporary
         );
     }
 

@@ -3,6 +3,7 @@
 //! Where things are: argv in `cli`, configuration and accounts in `config`, address
 //! aliases and qualification in `address`, header rewriting in `intake`, secrets in
 //! `credential`, the SMTP client in `smtp`, exit codes in `error`.
+//! `sendmail -bs` (SMTP on stdin/stdout) is served by `smtp_session`.
 
 mod address;
 mod cli;
@@ -12,6 +13,7 @@ mod dead_letter;
 mod error;
 mod intake;
 mod smtp;
+mod smtp_session;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -19,7 +21,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use address::Resolver;
-use cli::{Action, Invocation};
+use cli::{Action, Invocation, SessionOptions};
 use config::{Account, Config};
 use error::{Error, Kind, Result};
 use intake::Prepared;
@@ -39,6 +41,7 @@ fn run(action: Action) -> Result<()> {
     match action {
         Action::Send(invocation) if invocation.verify_only => verify(&invocation),
         Action::Send(invocation) => send(&invocation),
+        Action::SmtpSession(options) => serve_smtp(&options),
         Action::ListQueue => list_queue(),
         Action::FlushQueue => flush_queue(),
         Action::CheckAliases { config } => check_aliases(config.as_deref()),
@@ -53,6 +56,33 @@ fn send(invocation: &Invocation) -> Result<()> {
         true => err,
         false => keep(err, &raw),
     })
+}
+
+/// `sendmail -bs`: an SMTP session on stdin/stdout. Each message goes through `deliver` as
+/// if it had been piped in with `-i`, and the reply to its final dot says how that went:
+/// the client keeps the message unless it got a 250, so nothing goes to dead.letter.
+fn serve_smtp(options: &SessionOptions) -> Result<()> {
+    // Our EHLO name upstream, so both sides of the relay give the same name.
+    let settings = smtp_session::Settings::new(
+        lettre::transport::smtp::extension::ClientId::default().to_string(),
+    );
+    let config = Config::load(options.config.as_deref())
+        .map_err(|err| smtp_session::refuse(io::stdout().lock(), &settings, err))?;
+    let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
+    let deliver_one = |message: &smtp_session::Transaction| {
+        let invocation = Invocation {
+            sender: Some(message.sender.clone()),
+            recipients: message.recipients.clone(),
+            ignore_dots: true,
+            verbose: options.verbose,
+            account: options.account.clone(),
+            config: options.config.clone(),
+            ..Invocation::default()
+        };
+        deliver(&invocation, &message.data)
+    };
+    let (input, output) = (io::stdin().lock(), io::stdout().lock());
+    smtp_session::serve(input, output, &settings, &resolver, deliver_one)
 }
 
 fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
