@@ -252,15 +252,8 @@ where
         if self.envelope.is_some() {
             return self.reply(503, "5.5.1", "Nested MAIL command");
         }
-        if !arg.is_ascii() {
-            return self.reply(
-                553,
-                "5.6.7",
-                "SMTPUTF8 is not offered: use an ASCII address",
-            );
-        }
-        let Some((sender, parameters)) = parse_path(arg, "FROM:") else {
-            return self.reply(501, "5.5.4", "Syntax: MAIL FROM:<address>");
+        let Some((sender, parameters)) = self.path(arg, "MAIL", "FROM:")? else {
+            return Ok(());
         };
         for parameter in parameters {
             let (keyword, value) = parameter.split_once('=').unwrap_or((parameter, ""));
@@ -305,18 +298,11 @@ where
     }
 
     fn rcpt(&mut self, arg: &str) -> Result<()> {
-        let Some(envelope) = &self.envelope else {
+        let Some(taken) = self.envelope.as_ref().map(|e| e.recipients.len()) else {
             return self.reply(503, "5.5.1", "Need MAIL command");
         };
-        if !arg.is_ascii() {
-            return self.reply(
-                553,
-                "5.6.7",
-                "SMTPUTF8 is not offered: use an ASCII address",
-            );
-        }
-        let Some((recipient, parameters)) = parse_path(arg, "TO:") else {
-            return self.reply(501, "5.5.4", "Syntax: RCPT TO:<address>");
+        let Some((recipient, parameters)) = self.path(arg, "RCPT", "TO:")? else {
+            return Ok(());
         };
         if let Some(parameter) = parameters.first() {
             let text = format!("Unsupported RCPT parameter {parameter}");
@@ -325,7 +311,7 @@ where
         if recipient.is_empty() {
             return self.reply(501, "5.1.3", "Empty recipient address");
         }
-        if envelope.recipients.len() >= MAX_RECIPIENTS {
+        if taken >= MAX_RECIPIENTS {
             return self.reply(452, "4.5.3", "Too many recipients");
         }
         // The same resolution as for a recipient on the command line, so an address that
@@ -338,6 +324,26 @@ where
             envelope.recipients.push(recipient);
         }
         self.reply(250, "2.1.5", "Ok")
+    }
+
+    /// The address and parameters of MAIL FROM or RCPT TO; `None` once the client was told
+    /// what is wrong with them.
+    fn path<'s>(
+        &mut self,
+        arg: &'s str,
+        verb: &str,
+        keyword: &str,
+    ) -> Result<Option<(String, Vec<&'s str>)>> {
+        if !arg.is_ascii() {
+            let text = "SMTPUTF8 is not offered: use an ASCII address";
+            self.reply(553, "5.6.7", text)?;
+            return Ok(None);
+        }
+        let path = parse_path(arg, keyword);
+        if path.is_none() {
+            self.reply(501, "5.5.4", &format!("Syntax: {verb} {keyword}<address>"))?;
+        }
+        Ok(path)
     }
 
     fn data(&mut self, arg: &str) -> Result<()> {

@@ -87,6 +87,24 @@ impl Client {
         }
     }
 
+    /// Starts `sendmail ARGS`, takes its greeting and says EHLO.
+    fn open(h: &Harness, args: &[&str]) -> Client {
+        let mut client = Client::start(h, args);
+        client.expect(220);
+        client.command("EHLO client.example", 250);
+        client
+    }
+
+    /// Sends one message from the account's address to `recipient` (`message` ends with its
+    /// final dot) and returns the reply to that dot.
+    fn send_message(&mut self, recipient: &str, message: &[u8]) -> Reply {
+        self.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
+        self.command(&format!("RCPT TO:<{recipient}>"), 250);
+        self.command("DATA", 354);
+        self.send(message);
+        self.reply()
+    }
+
     /// Writes bytes as they are, like a client writing its buffer.
     fn send(&mut self, bytes: &[u8]) {
         self.transcript
@@ -210,11 +228,8 @@ fn several_messages_in_one_session_are_each_delivered() {
     );
 
     // The first message one command at a time; "root" is an alias.
-    c.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
-    c.command("RCPT TO:<root>", 250);
-    c.command("DATA", 354);
-    c.send(b"Subject: first\r\nBcc: hidden@example.com\r\n\r\nbody one\r\n..dot line\r\n.\r\n");
-    c.expect(250);
+    let first = b"Subject: first\r\nBcc: hidden@example.com\r\n\r\nbody one\r\n..dot line\r\n.\r\n";
+    assert_eq!(c.send_message("root", first).code, 250);
 
     // The second pipelined, as a PIPELINING client may: envelope and DATA in one write.
     c.send(
@@ -227,11 +242,11 @@ fn several_messages_in_one_session_are_each_delivered() {
     c.send("Subject: second\r\n\r\nbody two, caf\u{e9}\r\n.\r\n".as_bytes());
     c.expect(250);
 
-    c.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
-    c.command("RCPT TO:<c@example.com>", 250);
-    c.command("DATA", 354);
-    c.send(b"Subject: third\r\n\r\nbody three\r\n.\r\n");
-    c.expect(250);
+    let third = c.send_message(
+        "c@example.com",
+        b"Subject: third\r\n\r\nbody three\r\n.\r\n",
+    );
+    assert_eq!(third.code, 250);
     c.command("QUIT", 221);
     let done = c.finish();
     assert_clean_exit(&h, &done);
@@ -344,15 +359,14 @@ fn a_refusal_by_the_real_server_comes_back_as_a_5xx() {
         fault: Fault::Rcpt550("nobody@example.com".into()),
         ..ServerOptions::default()
     });
-    let mut c = Client::start(&h, &["-bs"]);
-    c.expect(220);
-    c.command("EHLO client", 250);
-    c.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
+    let mut c = Client::open(&h, &["-bs"]);
     // It resolves, so we take it; only the real server knows it has no such mailbox.
-    c.command("RCPT TO:<nobody@example.com>", 250);
-    c.command("DATA", 354);
-    c.send(b"Subject: refused\r\n\r\nbody\r\n.\r\n");
-    let refused = c.expect(550).text();
+    let refused = c.send_message(
+        "nobody@example.com",
+        b"Subject: refused\r\n\r\nbody\r\n.\r\n",
+    );
+    assert_eq!(refused.code, 550, "{}", c.transcript);
+    let refused = refused.text();
     assert!(
         refused.starts_with("550 5.1.1 ") || refused.starts_with("550-5.1.1 "),
         "{refused}"
@@ -364,11 +378,11 @@ fn a_refusal_by_the_real_server_comes_back_as_a_5xx() {
     );
 
     // The session goes on, and the next message goes through.
-    c.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
-    c.command("RCPT TO:<rcpt@example.com>", 250);
-    c.command("DATA", 354);
-    c.send(b"Subject: accepted\r\n\r\nbody\r\n.\r\n");
-    c.expect(250);
+    let accepted = c.send_message(
+        "rcpt@example.com",
+        b"Subject: accepted\r\n\r\nbody\r\n.\r\n",
+    );
+    assert_eq!(accepted.code, 250, "{}", c.transcript);
     c.command("QUIT", 221);
     assert_clean_exit(&h, &c.finish());
     let received = h.server.received();
@@ -384,14 +398,10 @@ fn a_temporary_failure_comes_back_as_a_4xx() {
         fault: Fault::Data451,
         ..ServerOptions::default()
     });
-    let mut c = Client::start(&h, &["-bs"]);
-    c.expect(220);
-    c.command("HELO client", 250);
-    c.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
-    c.command("RCPT TO:<rcpt@example.com>", 250);
-    c.command("DATA", 354);
-    c.send(b"Subject: later\r\n\r\nbody\r\n.\r\n");
-    let deferred = c.expect(451).text();
+    let mut c = Client::open(&h, &["-bs"]);
+    let deferred = c.send_message("rcpt@example.com", b"Subject: later\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(deferred.code, 451, "{}", c.transcript);
+    let deferred = deferred.text();
     assert!(
         deferred.contains("4.3.0") && deferred.contains("451"),
         "{deferred}"
@@ -405,9 +415,7 @@ fn a_temporary_failure_comes_back_as_a_4xx() {
 fn a_pipe_closed_in_the_middle_of_a_message_delivers_nothing() {
     let mut h = Harness::new(ServerOptions::default());
     h.server.expect_unused();
-    let mut c = Client::start(&h, &["-bs"]);
-    c.expect(220);
-    c.command("EHLO client", 250);
+    let mut c = Client::open(&h, &["-bs"]);
     c.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
     c.command("RCPT TO:<rcpt@example.com>", 250);
     c.command("DATA", 354);
@@ -428,14 +436,9 @@ fn a_pipe_closed_in_the_middle_of_a_message_delivers_nothing() {
 #[test]
 fn verbose_output_stays_off_the_smtp_channel() {
     let h = Harness::new(ServerOptions::default());
-    let mut c = Client::start(&h, &["-bs", "-v"]);
-    c.expect(220);
-    c.command("EHLO client", 250);
-    c.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
-    c.command("RCPT TO:<rcpt@example.com>", 250);
-    c.command("DATA", 354);
-    c.send(b"Subject: verbose\r\n\r\nbody\r\n.\r\n");
-    c.expect(250);
+    let mut c = Client::open(&h, &["-bs", "-v"]);
+    let sent = c.send_message("rcpt@example.com", b"Subject: verbose\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(sent.code, 250, "{}", c.transcript);
     c.command("QUIT", 221);
     let done = c.finish();
     assert_eq!(done.status.code(), Some(0), "{}", done.stderr);
@@ -457,9 +460,7 @@ fn a_recipient_that_cannot_be_resolved_is_refused_at_rcpt() {
         assert_ne!(*config, edited, "no domain line in:\n{config}");
         *config = edited;
     });
-    let mut c = Client::start(&h, &["-bs"]);
-    c.expect(220);
-    c.command("EHLO client", 250);
+    let mut c = Client::open(&h, &["-bs"]);
     c.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
     let refused = c.command("RCPT TO:<nobody>", 550).text();
     assert!(
