@@ -19,6 +19,8 @@ use crate::error::{Error, Kind, Result};
 pub enum Action {
     /// Read a message on stdin and submit it (or verify its recipients, with `-bv`).
     Send(Invocation),
+    /// `sendmail -bs`: speak SMTP on stdin/stdout, submitting each message received.
+    SmtpSession(SessionOptions),
     /// `mailq`, `sendmail -bp`, `queue list`: list the queue.
     ListQueue { config: Option<PathBuf> },
     /// `sendmail -q`, `queue flush`: deliver what is due.
@@ -70,6 +72,15 @@ pub struct Invocation {
     pub verify_only: bool,
     pub verbose: bool,
     pub dry_run: bool,
+    pub account: Option<String>,
+    pub config: Option<PathBuf>,
+}
+
+/// The options that still mean something under `-bs`, where the envelope comes from the
+/// SMTP dialogue (MAIL FROM, RCPT TO) and the message ends at its final dot.
+#[derive(Debug, Default, PartialEq)]
+pub struct SessionOptions {
+    pub verbose: bool,
     pub account: Option<String>,
     pub config: Option<PathBuf>,
 }
@@ -426,14 +437,7 @@ fn action_for(args: SendmailArgs) -> Result<Action> {
                 config: args.config,
             })
         }
-        Mode::Smtp => {
-            return Err(Error::new(
-                Kind::Usage,
-                "sendmail -bs",
-                "the SMTP dialogue on stdin/stdout is not supported yet",
-            )
-            .hint("pipe the message to `sendmail -t -i` instead"))
-        }
+        Mode::Smtp => return session_for(args),
     };
     Ok(Action::Send(Invocation {
         extract_recipients: args.extract_recipients,
@@ -444,6 +448,24 @@ fn action_for(args: SendmailArgs) -> Result<Action> {
         verify_only,
         verbose: args.verbose,
         dry_run: args.dry_run,
+        account: args.account,
+        config: args.config,
+    }))
+}
+
+/// `-bs`. Like Postfix, it refuses recipients on the command line (they would be silently
+/// dropped) and `--dry-run` (stdout is the SMTP channel); `-t`, `-i`, `-f` and `-F` are
+/// accepted and mean nothing, as the dialogue gives the envelope and ends each message.
+fn session_for(args: SendmailArgs) -> Result<Action> {
+    let refuse = |why: &str| Err(Error::new(Kind::Usage, "sendmail -bs", why));
+    if !args.recipients.is_empty() {
+        return refuse("recipients come from RCPT TO, not from the command line");
+    }
+    if args.dry_run {
+        return refuse("--dry-run cannot be used: stdout is the SMTP dialogue");
+    }
+    Ok(Action::SmtpSession(SessionOptions {
+        verbose: args.verbose,
         account: args.account,
         config: args.config,
     }))
@@ -702,8 +724,36 @@ mod tests {
             sendmail(&["-bi"]).unwrap(),
             Action::CheckAliases { config: None }
         );
-        assert_eq!(sendmail(&["-bs"]).unwrap_err().exit_code(), 64);
+        assert_eq!(
+            sendmail(&["-bs"]).unwrap(),
+            Action::SmtpSession(SessionOptions::default())
+        );
         assert_eq!(sendmail(&["-bt"]).unwrap_err().exit_code(), 64);
+    }
+
+    #[test]
+    fn option_bs_keeps_account_config_and_verbose() {
+        // Laravel's command line, and one with everything -bs still uses.
+        assert_eq!(
+            sendmail(&["-bs", "-i"]).unwrap(),
+            Action::SmtpSession(SessionOptions::default())
+        );
+        assert_eq!(
+            sendmail(&["-bs", "-v", "-C", "/tmp/c.toml", "--account", "work"]).unwrap(),
+            Action::SmtpSession(SessionOptions {
+                verbose: true,
+                account: Some("work".into()),
+                config: Some(PathBuf::from("/tmp/c.toml")),
+            })
+        );
+    }
+
+    #[test]
+    fn option_bs_refuses_recipients_and_dry_run() {
+        let err = sendmail(&["-bs", "root"]).unwrap_err();
+        assert_eq!(err.exit_code(), 64);
+        assert!(err.to_string().contains("RCPT TO"), "{err}");
+        assert_eq!(sendmail(&["-bs", "--dry-run"]).unwrap_err().exit_code(), 64);
     }
 
     #[test]

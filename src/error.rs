@@ -66,10 +66,6 @@ impl Error {
         self
     }
 
-    pub fn kind(&self) -> Kind {
-        self.kind
-    }
-
     /// Worth retrying later with the same message and configuration.
     pub fn is_transient(&self) -> bool {
         self.kind == Kind::Temporary
@@ -98,6 +94,12 @@ impl Error {
     /// What happened and why, without the hints: one line for notices and logs.
     pub fn summary(&self) -> String {
         format!("{}: {}", self.what, self.why)
+    }
+
+    /// What kind of failure this is, for a caller that answers in another protocol than
+    /// exit statuses: `sendmail -bs` picks its SMTP reply codes from it.
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// The sysexits.h status for this failure: the only mapping in the program.
@@ -151,6 +153,18 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "cannot read /etc/x: permission denied\n  run as root"
+        );
+    }
+
+    #[test]
+    fn kind_is_the_one_the_error_was_made_with() {
+        assert_eq!(
+            Error::new(Kind::BadInput, "a", "b").hint("c").kind(),
+            Kind::BadInput
+        );
+        assert_eq!(
+            Error::new(Kind::Temporary, "a", "b").kind(),
+            Kind::Temporary
         );
     }
 

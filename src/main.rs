@@ -5,6 +5,7 @@
 //! `credential`, the SMTP client in `smtp`, sending one message in `send`, the spool in
 //! `queue` and its delivery in `flush`, bounces in `bounce`, the delivery log in
 //! `delivery_log`, exit codes in `error`.
+//! `sendmail -bs` (SMTP on stdin/stdout) is served by `smtp_session`.
 
 mod address;
 mod bounce;
@@ -19,6 +20,7 @@ mod intake;
 mod queue;
 mod send;
 mod smtp;
+mod smtp_session;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -27,7 +29,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use address::Resolver;
-use cli::{Action, Invocation, QueueCommand};
+use cli::{Action, Invocation, QueueCommand, SessionOptions};
 use config::Config;
 use delivery_log::{DeliveryLog, Format, Status};
 use error::{Error, Kind, Result};
@@ -76,8 +78,41 @@ fn run(action: Action) -> Result<()> {
             status,
             format,
         } => show_log(config.as_deref(), since, status, format),
+        Action::SmtpSession(options) => serve_smtp(&options),
         Action::CheckAliases { config } => check_aliases(config.as_deref()),
     }
+}
+
+/// `sendmail -bs`: an SMTP session on stdin/stdout. Each message goes through
+/// `send::deliver` as if it had been piped in with `-i`, and the reply to its final dot
+/// says how that went: the client keeps the message unless it got a 250, so nothing goes
+/// to dead.letter. A message the queue took is safe, so it gets its 250.
+fn serve_smtp(options: &SessionOptions) -> Result<()> {
+    // Our EHLO name upstream, so both sides of the relay give the same name.
+    let settings = smtp_session::Settings::new(
+        lettre::transport::smtp::extension::ClientId::default().to_string(),
+    );
+    let config = Config::load(options.config.as_deref())
+        .map_err(|err| smtp_session::refuse(io::stdout().lock(), &settings, err))?;
+    let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
+    let deliver_one = |message: &smtp_session::Transaction| {
+        let invocation = Invocation {
+            sender: Some(message.sender.clone()),
+            recipients: message.recipients.clone(),
+            ignore_dots: true,
+            verbose: options.verbose,
+            account: options.account.clone(),
+            config: options.config.clone(),
+            ..Invocation::default()
+        };
+        match send::deliver(&invocation, &message.data) {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_message_kept() && err.kind() != Kind::RecipientRefused => Ok(()),
+            Err(err) => Err(err),
+        }
+    };
+    let (input, output) = (io::stdin().lock(), io::stdout().lock());
+    smtp_session::serve(input, output, &settings, &resolver, deliver_one)
 }
 
 /// `sendmail -bv`: how each recipient resolves, without reading or sending a message.

@@ -19,18 +19,33 @@ use crate::smtp::{Delivery, Session};
 /// connection, but the caller (cron, PHP) is waiting: this long at most.
 const OPPORTUNISTIC_FLUSH: Duration = Duration::from_secs(10);
 
+/// How a message that is safe got there.
+#[derive(Debug, PartialEq)]
+pub enum Accepted {
+    /// The server has it (or it was a dry run).
+    Sent,
+    /// The queue has it, for all or some recipients; the notice says which and why.
+    Queued { notice: String },
+}
+
 /// Reads the message, then delivers it or keeps it.
 pub fn send(invocation: &Invocation) -> Result<()> {
     let raw = intake::read_message(io::stdin().lock(), invocation.ignore_dots)
         .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
-    deliver(invocation, &raw).map_err(|err| match invocation.dry_run || err.is_message_kept() {
-        true => err,
-        false => keep(err, &raw),
-    })
+    match deliver(invocation, &raw) {
+        Ok(Accepted::Sent) => Ok(()),
+        // One line: cron and scripts log stderr, and the message is safe.
+        Ok(Accepted::Queued { notice }) => {
+            eprintln!("oauth-sendmail: {notice}");
+            Ok(())
+        }
+        Err(err) if invocation.dry_run || err.is_message_kept() => Err(err),
+        Err(err) => Err(keep(err, &raw)),
+    }
 }
 
 /// Delivers one message as sendmail would: `Ok` once it is sent or safely queued.
-pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
+pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
     let config = Config::load(invocation.config.as_deref())?;
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
     let sender_hint = invocation
@@ -45,7 +60,7 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
         let default_sender = account.map_or_else(local_sender, |a| a.address().to_string());
         let prepared =
             intake::prepare(raw, &intake_options(invocation, &resolver, &default_sender))?;
-        return print_dry_run(account, &prepared);
+        return print_dry_run(account, &prepared).map(|()| Accepted::Sent);
     }
     let account = account?;
     let prepared = intake::prepare(
@@ -64,7 +79,7 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
         let queue = Queue::open(&config.queue.dir)?;
         Flusher::new(&config, &queue, invocation.verbose, None)
             .run(Selection::Ids(vec![entry.id]), None)?;
-        return Ok(());
+        return Ok(Accepted::Sent);
     }
     let started = Instant::now();
     match send_now(account, &prepared, invocation.verbose) {
@@ -87,18 +102,18 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
                 queued.as_ref(),
                 started,
             );
-            if let Some(entry) = &queued {
-                eprintln!(
-                    "oauth-sendmail: queued as {} for {} recipient(s) the server deferred",
-                    entry.id,
-                    entry.recipients.len()
-                );
-            }
             flush_behind(&config, account, session, invocation.verbose);
             match (delivery.failure(), queued) {
                 (Some(err), None) => Err(err),
                 (Some(err), Some(_)) if !delivery.refused.is_empty() => Err(err.message_kept()),
-                _ => Ok(()),
+                (_, Some(entry)) => Ok(Accepted::Queued {
+                    notice: format!(
+                        "queued as {} for {} recipient(s) the server deferred",
+                        entry.id,
+                        entry.recipients.len()
+                    ),
+                }),
+                (None, None) => Ok(Accepted::Sent),
             }
         }
         Err(err)
@@ -118,8 +133,9 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
                 // A refused login is for a person to fix: say so with the exit code too.
                 return Err(err.hint(format!("the message is queued as {} and goes out with `sendmail -q` once this is fixed", entry.id)).message_kept());
             }
-            eprintln!("oauth-sendmail: queued as {}: {}", entry.id, err.summary());
-            Ok(())
+            Ok(Accepted::Queued {
+                notice: format!("queued as {}: {}", entry.id, err.summary()),
+            })
         }
         Err(err) => {
             log_direct(

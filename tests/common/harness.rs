@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -103,8 +103,27 @@ impl Harness {
         std::fs::read(self.home.path().join("dead.letter")).ok()
     }
 
+    /// `<home>/bin/sendmail ARGS` started in this harness's environment with stdin, stdout
+    /// and stderr piped, for a test that talks to it (`-bs`). The caller waits for it.
+    pub fn spawn_sendmail(&self, args: &[&str]) -> Child {
+        let mut cmd = Command::new(self.home.path().join("bin").join("sendmail"));
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        self.isolate(&mut cmd);
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("spawn sendmail {args:?}: {e}"))
+    }
+
     /// Runs `cmd` in this harness's environment and returns its output.
     pub fn run(&self, mut cmd: Command, stdin: &[u8]) -> Output {
+        self.isolate(&mut cmd);
+        run_with_limit(cmd, stdin, WALL_LIMIT)
+    }
+
+    /// Points `cmd` at this harness's HOME and config.
+    fn isolate(&self, cmd: &mut Command) {
         let home = self.home.path();
         // Inherit the rest (PATH, coverage and backtrace settings) but nothing that could
         // point the binary at the developer's real config, state, keyring or mailbox.
@@ -122,7 +141,6 @@ impl Harness {
             .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .env_remove("MAIL")
             .current_dir(home);
-        run_with_limit(cmd, stdin, WALL_LIMIT)
     }
 }
 
