@@ -19,14 +19,32 @@ _oauth__sendmail() {
             oauth__sendmail,help)
                 cmd="oauth__sendmail__subcmd__help"
                 ;;
+            oauth__sendmail,login)
+                cmd="oauth__sendmail__subcmd__login"
+                ;;
+            oauth__sendmail,logout)
+                cmd="oauth__sendmail__subcmd__logout"
+                ;;
             oauth__sendmail,send)
                 cmd="oauth__sendmail__subcmd__send"
+                ;;
+            oauth__sendmail,status)
+                cmd="oauth__sendmail__subcmd__status"
                 ;;
             oauth__sendmail__subcmd__help,help)
                 cmd="oauth__sendmail__subcmd__help__subcmd__help"
                 ;;
+            oauth__sendmail__subcmd__help,login)
+                cmd="oauth__sendmail__subcmd__help__subcmd__login"
+                ;;
+            oauth__sendmail__subcmd__help,logout)
+                cmd="oauth__sendmail__subcmd__help__subcmd__logout"
+                ;;
             oauth__sendmail__subcmd__help,send)
                 cmd="oauth__sendmail__subcmd__help__subcmd__send"
+                ;;
+            oauth__sendmail__subcmd__help,status)
+                cmd="oauth__sendmail__subcmd__help__subcmd__status"
                 ;;
             *)
                 ;;
@@ -35,7 +53,7 @@ _oauth__sendmail() {
 
     case "${cmd}" in
         oauth__sendmail)
-            opts="-h -V --help --version send help"
+            opts="-h -V --help --version send login logout status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -49,7 +67,7 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__help)
-            opts="send help"
+            opts="send login logout status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -76,6 +94,34 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__login)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         oauth__subcmd__sendmail__subcmd__help__subcmd__send)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -83,6 +129,80 @@ _oauth__sendmail() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__login)
+            opts="-C -h --account --config --port --no-browser --device --timeout --client-secret-stdin --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__logout)
+            opts="-C -h --account --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -158,6 +278,32 @@ _oauth__sendmail() {
                     return 0
                     ;;
                 -A)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__status)
+            opts="-C -v -h --account --config --check --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -22,6 +22,79 @@ pub enum Action {
     FlushQueue,
     /// `newaliases`, `sendmail -bi`: check the aliases of the configuration.
     CheckAliases { config: Option<PathBuf> },
+    /// `oauth-sendmail login`: OAuth2 login in a browser (or with a device code).
+    Login(Login),
+    /// `oauth-sendmail logout`: forget an account's tokens.
+    Logout(Logout),
+    /// `oauth-sendmail status`: each account's credentials, never a secret.
+    Status(Status),
+}
+
+/// `oauth-sendmail login`.
+#[derive(Args, Debug, Default, PartialEq)]
+pub struct Login {
+    /// The account to log in (default: the configuration's default account)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Read the configuration from FILE instead of the default locations
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Listen for the browser's redirect on this port of 127.0.0.1 (default: a random
+    /// one); fix it to forward it with ssh -L PORT:127.0.0.1:PORT
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// Open no browser: print the address, then take the address the browser was sent to,
+    /// pasted on stdin (or the redirect on the loopback port, e.g. through ssh -L)
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// Log in with a code entered on any other device (Microsoft; Google refuses it for Gmail)
+    #[arg(long, conflicts_with_all = ["port", "no_browser"])]
+    pub device: bool,
+
+    /// Give up after this many seconds without an answer
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub timeout: u64,
+
+    /// Read the OAuth client secret from the first line of stdin and keep it in the
+    /// account's store, instead of in the configuration file
+    #[arg(long)]
+    pub client_secret_stdin: bool,
+}
+
+/// `oauth-sendmail logout`.
+#[derive(Args, Debug, Default, PartialEq)]
+pub struct Logout {
+    /// The account whose tokens to forget (default: the configuration's default account)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Read the configuration from FILE instead of the default locations
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `oauth-sendmail status`.
+#[derive(Args, Debug, Default, PartialEq)]
+pub struct Status {
+    /// Show only this account
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Read the configuration from FILE instead of the default locations
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Also connect to each account's server, authenticate and quit, sending nothing
+    #[arg(long)]
+    pub check: bool,
+
+    /// With --check: print the SMTP dialogue on stderr (secrets are redacted)
+    #[arg(short = 'v')]
+    pub verbose: bool,
 }
 
 /// A sendmail command line, reduced to what the rest of the program acts on.
@@ -247,6 +320,15 @@ enum Command {
         version
     )]
     Send(SendmailArgs),
+    /// Log in to an account's OAuth2 provider and keep its refresh token
+    #[command(
+        after_help = "The browser is opened with $BROWSER, xdg-open or open; the address is printed on stderr as well. See the README for headless servers (ssh -L, or paste the address)."
+    )]
+    Login(Login),
+    /// Forget an account's tokens (the refresh token in its store and the cached access token)
+    Logout(Logout),
+    /// Show each account's provider, store, tokens and last error (never a secret)
+    Status(Status),
 }
 
 /// The clap definition of the program under its own name (for man page and completions).
@@ -270,8 +352,12 @@ pub fn parse(argv: &[OsString]) -> Result<Action> {
         }
         Personality::Own => {
             let matches = Cli::command().try_get_matches_from(argv).map_err(usage)?;
-            let Command::Send(args) = Cli::from_arg_matches(&matches).map_err(usage)?.command;
-            action_for(args)
+            match Cli::from_arg_matches(&matches).map_err(usage)?.command {
+                Command::Send(args) => action_for(args),
+                Command::Login(login) => Ok(Action::Login(login)),
+                Command::Logout(logout) => Ok(Action::Logout(logout)),
+                Command::Status(status) => Ok(Action::Status(status)),
+            }
         }
     }
 }
@@ -394,6 +480,123 @@ mod tests {
     #[test]
     fn positionals_are_recipients_even_when_they_look_like_subcommands() {
         assert_eq!(invocation(&["login", "send"]).recipients, ["login", "send"]);
+    }
+
+    fn own(args: &[&str]) -> Result<Action> {
+        let argv: Vec<OsString> = std::iter::once("oauth-sendmail")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        parse(&argv)
+    }
+
+    fn login(args: &[&str]) -> Login {
+        let args: Vec<&str> = std::iter::once("login")
+            .chain(args.iter().copied())
+            .collect();
+        match own(&args) {
+            Ok(Action::Login(login)) => login,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn login_defaults() {
+        assert_eq!(
+            login(&[]),
+            Login {
+                timeout: 300,
+                ..Login::default()
+            }
+        );
+    }
+
+    #[test]
+    fn login_account_and_config() {
+        let l = login(&["--account", "gmail", "-C", "/tmp/c.toml"]);
+        assert_eq!(l.account.as_deref(), Some("gmail"));
+        assert_eq!(l.config, Some(PathBuf::from("/tmp/c.toml")));
+        assert_eq!(login(&["--config", "/x"]).config, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn login_port_is_a_nonzero_port() {
+        assert_eq!(login(&["--port", "8765"]).port, Some(8765));
+        assert_eq!(own(&["login", "--port", "0"]).unwrap_err().exit_code(), 64);
+        assert_eq!(
+            own(&["login", "--port", "70000"]).unwrap_err().exit_code(),
+            64
+        );
+    }
+
+    #[test]
+    fn login_no_browser() {
+        assert!(login(&["--no-browser"]).no_browser);
+    }
+
+    #[test]
+    fn login_device_excludes_the_loopback_options() {
+        assert!(login(&["--device"]).device);
+        assert_eq!(
+            own(&["login", "--device", "--no-browser"])
+                .unwrap_err()
+                .exit_code(),
+            64
+        );
+        assert_eq!(
+            own(&["login", "--device", "--port", "1"])
+                .unwrap_err()
+                .exit_code(),
+            64
+        );
+    }
+
+    #[test]
+    fn login_timeout_seconds() {
+        assert_eq!(login(&["--timeout", "5"]).timeout, 5);
+        assert_eq!(
+            own(&["login", "--timeout", "0"]).unwrap_err().exit_code(),
+            64
+        );
+    }
+
+    #[test]
+    fn login_client_secret_stdin() {
+        assert!(login(&["--client-secret-stdin"]).client_secret_stdin);
+    }
+
+    #[test]
+    fn logout_account_and_config() {
+        assert_eq!(
+            own(&["logout", "--account", "x", "-C", "/c"]).unwrap(),
+            Action::Logout(Logout {
+                account: Some("x".into()),
+                config: Some(PathBuf::from("/c")),
+            })
+        );
+    }
+
+    #[test]
+    fn status_check_verbose_account_config() {
+        assert_eq!(own(&["status"]).unwrap(), Action::Status(Status::default()));
+        assert_eq!(
+            own(&[
+                "status",
+                "--check",
+                "-v",
+                "--account",
+                "a",
+                "--config",
+                "/c"
+            ])
+            .unwrap(),
+            Action::Status(Status {
+                account: Some("a".into()),
+                config: Some(PathBuf::from("/c")),
+                check: true,
+                verbose: true,
+            })
+        );
     }
 
     #[test]
@@ -576,15 +779,16 @@ mod tests {
                 .unwrap();
             page
         };
-        let send = command()
-            .find_subcommand("send")
-            .unwrap()
-            .clone()
-            .name("oauth-sendmail-send");
-        let mut files = vec![
-            (root.join("man/oauth-sendmail.8"), man(command())),
-            (root.join("man/oauth-sendmail-send.8"), man(send)),
-        ];
+        let mut files = vec![(root.join("man/oauth-sendmail.8"), man(command()))];
+        for (sub, name) in [
+            ("send", "oauth-sendmail-send"),
+            ("login", "oauth-sendmail-login"),
+            ("logout", "oauth-sendmail-logout"),
+            ("status", "oauth-sendmail-status"),
+        ] {
+            let page = command().find_subcommand(sub).unwrap().clone().name(name);
+            files.push((root.join(format!("man/{name}.8")), man(page)));
+        }
         for (shell, file) in [
             (Shell::Bash, "oauth-sendmail.bash"),
             (Shell::Zsh, "_oauth-sendmail"),

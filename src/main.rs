@@ -2,16 +2,22 @@
 //!
 //! Where things are: argv in `cli`, configuration and accounts in `config`, address
 //! aliases and qualification in `address`, header rewriting in `intake`, secrets in
-//! `credential`, the SMTP client in `smtp`, exit codes in `error`.
+//! `credential`, the SMTP client in `smtp`, exit codes in `error`; OAuth2: `login` in
+//! `oauth`, tokens on the send path in `token`, the token endpoint in `endpoint`, refresh
+//! tokens in `store` (keyring or file).
 
 mod address;
 mod cli;
 mod config;
 mod credential;
 mod dead_letter;
+mod endpoint;
 mod error;
 mod intake;
+mod oauth;
 mod smtp;
+mod store;
+mod token;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -42,6 +48,9 @@ fn run(action: Action) -> Result<()> {
         Action::ListQueue => list_queue(),
         Action::FlushQueue => flush_queue(),
         Action::CheckAliases { config } => check_aliases(config.as_deref()),
+        Action::Login(options) => login(&options),
+        Action::Logout(options) => logout(&options),
+        Action::Status(options) => status(&options),
     }
 }
 
@@ -77,12 +86,9 @@ fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<()> {
         raw,
         &intake_options(invocation, &resolver, account.address()),
     )?;
-    let secret = account
-        .secret
-        .as_ref()
-        .map(|source| source.fetch())
-        .transpose()?;
-    let delivery = smtp::submit(account, secret.as_ref(), &prepared, invocation.verbose)?;
+    let delivery = token::with_secret(account, invocation.verbose, |secret| {
+        smtp::submit(account, secret, &prepared, invocation.verbose)
+    })?;
     delivery.failure().map_or(Ok(()), Err)
 }
 
@@ -204,6 +210,82 @@ fn check_aliases(config_path: Option<&Path>) -> Result<()> {
         .map_or("no configuration file".into(), |p| p.display().to_string());
     println!("{source}: {} aliases", config.aliases.len());
     Ok(())
+}
+
+/// `oauth-sendmail login`: OAuth2 login for one account, its refresh token kept in its store.
+fn login(options: &cli::Login) -> Result<()> {
+    let config = Config::load(options.config.as_deref())?;
+    let account = config.choose_account(options.account.as_deref(), None)?;
+    oauth::login(account, options)
+}
+
+/// `oauth-sendmail logout`: forgets an account's tokens.
+fn logout(options: &cli::Logout) -> Result<()> {
+    let config = Config::load(options.config.as_deref())?;
+    let account = config.choose_account(options.account.as_deref(), None)?;
+    let removed = token::forget(account)?;
+    match removed.is_empty() {
+        true => println!("Account `{}` had no tokens to forget.", account.name),
+        false => println!(
+            "Account `{}`: removed {}.",
+            account.name,
+            removed.join(" and ")
+        ),
+    }
+    Ok(())
+}
+
+/// `oauth-sendmail status`: each account's state, never a secret; with `--check`, an SMTP
+/// login to each that sends nothing.
+fn status(options: &cli::Status) -> Result<()> {
+    let config = Config::load(options.config.as_deref())?;
+    let accounts: Vec<&Account> = match &options.account {
+        Some(name) => vec![config.choose_account(Some(name), None)?],
+        None => config.accounts.values().collect(),
+    };
+    if accounts.is_empty() {
+        // The error names the file and says what to add.
+        config.choose_account(None, None)?;
+    }
+    let mut failed: Option<Error> = None;
+    let mut out = io::stdout().lock();
+    for account in &accounts {
+        let mut lines = vec![
+            (
+                "server",
+                format!("{}:{} ({:?})", account.host, account.port, account.provider)
+                    .to_lowercase(),
+            ),
+            ("user", account.user.clone()),
+        ];
+        lines.extend(token::status(account));
+        if options.check {
+            let checked = token::with_secret(account, options.verbose, |secret| {
+                smtp::check(account, secret, options.verbose)
+            });
+            let result = match &checked {
+                Ok(()) => "ok: authenticated and quit".to_string(),
+                Err(err) => format!(
+                    "FAILED: {}",
+                    err.to_string().replace('\n', "\n                  ")
+                ),
+            };
+            lines.push(("check", result));
+            if let Err(err) = checked {
+                failed.get_or_insert(err);
+            }
+        }
+        let mut text = format!("account {}\n", account.name);
+        for (label, value) in lines {
+            text.push_str(&format!("  {:<16}{value}\n", format!("{label}:")));
+        }
+        out.write_all(text.as_bytes())
+            .map_err(|e| Error::new(Kind::Io, "cannot write to stdout", e))?;
+    }
+    match failed {
+        Some(err) => Err(err.within("the check failed")),
+        None => Ok(()),
+    }
 }
 
 /// user@host for a dry run without an account, as a local sendmail would use.

@@ -65,18 +65,39 @@ pub fn submit(
 ) -> Result<Delivery> {
     let log = Transcript { on: verbose };
     let server = format!("{}:{}", account.host, account.port);
-    let mut conn = connect(account, &server, &log)?;
+    let mut conn = open(account, secret, &server, &log)?;
+    let delivery = transmit(&mut conn, message, &server, &log);
+    log.sent("QUIT");
+    let _ = conn.quit();
+    delivery
+}
+
+/// Connects, authenticates and quits, sending nothing (`status --check`).
+pub fn check(account: &Account, secret: Option<&Secret>, verbose: bool) -> Result<()> {
+    let log = Transcript { on: verbose };
+    let server = format!("{}:{}", account.host, account.port);
+    let mut conn = open(account, secret, &server, &log)?;
+    log.sent("QUIT");
+    let _ = conn.quit();
+    Ok(())
+}
+
+/// A connection ready for MAIL FROM: connected, secured, authenticated.
+fn open(
+    account: &Account,
+    secret: Option<&Secret>,
+    server: &str,
+    log: &Transcript,
+) -> Result<SmtpConnection> {
+    let mut conn = connect(account, server, log)?;
     if let (AuthMethod::Xoauth2 | AuthMethod::Password, Some(secret)) = (account.auth, secret) {
-        if let Err(err) = authenticate(&mut conn, account, secret, &server, &log) {
+        if let Err(err) = authenticate(&mut conn, account, secret, server, log) {
             // Says QUIT and closes TLS properly: the server deserves to know we left.
             conn.abort();
             return Err(err);
         }
     }
-    let delivery = transmit(&mut conn, message, &server, &log);
-    log.sent("QUIT");
-    let _ = conn.quit();
-    delivery
+    Ok(conn)
 }
 
 fn connect(account: &Account, server: &str, log: &Transcript) -> Result<SmtpConnection> {
@@ -160,7 +181,7 @@ fn authenticate(
     let offers = |m| conn.server_info().supports_auth_mechanism(m);
     match account.auth {
         AuthMethod::Xoauth2 if offers(Mechanism::Xoauth2) => {
-            xoauth2(conn, &account.user, secret, server, log)
+            xoauth2(conn, account, secret, server, log)
         }
         AuthMethod::Password if offers(Mechanism::Plain) => {
             let plain = format!("\0{}\0{}", account.user, secret.expose());
@@ -202,11 +223,12 @@ fn authenticate(
 /// must answer with an empty line to get the final `535`. The JSON is the real reason.
 fn xoauth2(
     conn: &mut SmtpConnection,
-    user: &str,
+    account: &Account,
     token: &Secret,
     server: &str,
     log: &Transcript,
 ) -> Result<()> {
+    let user = &account.user;
     let initial = format!("user={user}\x01auth=Bearer {}\x01\x01", token.expose());
     log.sent("AUTH XOAUTH2 (redacted)");
     let reply = conn
@@ -230,8 +252,16 @@ fn xoauth2(
         ),
         Err(e) => e.to_string(),
     };
-    Err(Error::new(Kind::AuthRefused, format!("authentication refused by {server}"), format!("{refusal} (reason: {reason})"))
-        .hint(format!("the access token for {user} was not accepted: check that `secret` yields a current token (they expire after about an hour)")))
+    let error = Error::new(
+        Kind::AuthRefused,
+        format!("authentication refused by {server}"),
+        format!("{refusal} (reason: {reason})"),
+    );
+    // With [oauth] the token engine refreshes and retries, and says what to check then.
+    match account.oauth {
+        Some(_) => Err(error),
+        None => Err(error.hint(format!("the access token for {user} was not accepted: check that `secret` yields a current token (they expire after about an hour)"))),
+    }
 }
 
 fn transmit(
