@@ -639,6 +639,134 @@ mod tests {
         let err =
             parse("[accounts.me]\nprovider = \"gmail\"\nfrom = \"a@gmail.com\"\n").unwrap_err();
         assert!(err.to_string().contains("secret"), "{err}");
+        assert!(err.to_string().contains("[oauth]"), "{err}");
+    }
+
+    fn oauth_account(table: &str) -> Result<Config> {
+        parse(&format!(
+            "[accounts.me]\nprovider = \"gmail\"\nfrom = \"me@gmail.com\"\n[accounts.me.oauth]\n{table}"
+        ))
+    }
+
+    #[test]
+    fn gmail_oauth_gets_google_endpoints_and_scope() {
+        let config = oauth_account("client_id = \"id\"\nclient_secret = \"s\"\n").unwrap();
+        let account = &config.accounts["me"];
+        assert_eq!(account.auth, AuthMethod::Xoauth2);
+        let oauth = account.oauth.as_ref().unwrap();
+        assert_eq!(oauth.grant, Grant::User);
+        assert_eq!(oauth.auth_uri.as_deref(), Some(GOOGLE_AUTH_URI));
+        assert_eq!(oauth.token_uri.as_deref(), Some(GOOGLE_TOKEN_URI));
+        assert_eq!(
+            oauth.device_uri, None,
+            "Google's device flow refuses the Gmail scope"
+        );
+        assert_eq!(oauth.scopes, ["https://mail.google.com/"]);
+        assert_eq!(oauth.store, None);
+        assert!(matches!(&oauth.client_secret, Some(ClientSecret::Value(s)) if s.expose() == "s"));
+    }
+
+    #[test]
+    fn outlook_oauth_uses_the_tenant_and_offline_access() {
+        let config = parse("[accounts.o]\nprovider = \"outlook\"\nfrom = \"a@contoso.com\"\n[accounts.o.oauth]\nclient_id = \"id\"\ntenant = \"contoso.com\"\nstore = \"file\"\n").unwrap();
+        let oauth = config.accounts["o"].oauth.clone().unwrap();
+        let base = "https://login.microsoftonline.com/contoso.com/oauth2/v2.0";
+        assert_eq!(oauth.auth_uri, Some(format!("{base}/authorize")));
+        assert_eq!(oauth.token_uri, Some(format!("{base}/token")));
+        assert_eq!(oauth.device_uri, Some(format!("{base}/devicecode")));
+        assert!(oauth.scopes.contains(&"offline_access".to_string()));
+        assert_eq!(oauth.store, Some(StoreKind::File));
+        assert!(oauth.client_secret.is_none());
+    }
+
+    #[test]
+    fn microsoft_client_credentials_need_a_tenant_and_use_default_scope() {
+        let table = "client_id = \"id\"\nclient_secret = { command = \"pass x\" }\nclient_credentials = true\n";
+        let text = |extra: &str| {
+            format!("[accounts.o]\nprovider = \"outlook\"\nfrom = \"a@contoso.com\"\n[accounts.o.oauth]\n{table}{extra}")
+        };
+        let err = parse(&text("")).unwrap_err();
+        assert!(err.to_string().contains("tenant"), "{err}");
+        let config = parse(&text("tenant = \"t\"\n")).unwrap();
+        let oauth = config.accounts["o"].oauth.clone().unwrap();
+        assert_eq!(oauth.grant, Grant::ClientCredentials);
+        assert_eq!(oauth.scopes, ["https://outlook.office365.com/.default"]);
+        assert!(matches!(
+            oauth.client_secret,
+            Some(ClientSecret::Source(SecretSource::Command(_)))
+        ));
+    }
+
+    #[test]
+    fn service_account_subject_defaults_to_user() {
+        let config = oauth_account("service_account = \"/etc/k.json\"\n").unwrap();
+        let oauth = config.accounts["me"].oauth.clone().unwrap();
+        assert_eq!(
+            oauth.grant,
+            Grant::ServiceAccount {
+                key_file: PathBuf::from("/etc/k.json"),
+                subject: "me@gmail.com".into()
+            }
+        );
+        assert_eq!(oauth.token_uri, None, "the key file names it");
+        let err = oauth_account("service_account = \"/k\"\nstore = \"file\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("key file is the credential"),
+            "{err}"
+        );
+        let err = oauth_account("client_id = \"i\"\nsubject = \"x@y.z\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("only for a service_account"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn oauth_and_secret_exclude_each_other() {
+        let err = parse("[accounts.me]\nprovider = \"gmail\"\nfrom = \"me@gmail.com\"\nsecret = { file = \"/s\" }\n[accounts.me.oauth]\nclient_id = \"i\"\n").unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn oauth_needs_a_client_id_and_custom_needs_endpoints() {
+        let err = oauth_account("client_secret = \"s\"\n").unwrap_err();
+        assert!(err.to_string().contains("client_id"), "{err}");
+        let custom = |table: &str| {
+            parse(&format!("[accounts.c]\nhost = \"h\"\nfrom = \"a@x.org\"\n[accounts.c.oauth]\nclient_id = \"i\"\n{table}"))
+        };
+        let err = custom("scopes = \"s\"\n").unwrap_err();
+        assert!(err.to_string().contains("token_uri"), "{err}");
+        let err = custom("token_uri = \"https://t/\"\n").unwrap_err();
+        assert!(err.to_string().contains("scopes"), "{err}");
+        let config = custom(
+            "token_uri = \"https://t/\"\nauth_uri = \"https://a/\"\nscopes = [\"s1\", \"s2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.accounts["c"].auth, AuthMethod::Xoauth2);
+    }
+
+    #[test]
+    fn endpoints_must_be_https_except_on_loopback() {
+        let err =
+            oauth_account("client_id = \"i\"\ntoken_uri = \"http://auth.example.com/token\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("in clear"), "{err}");
+        assert!(
+            oauth_account("client_id = \"i\"\ntoken_uri = \"http://127.0.0.1:8080/token\"\n")
+                .is_ok()
+        );
+        assert!(check_endpoint("http://localhost/x").is_ok());
+        assert!(check_endpoint("http://[::1]:9/x").is_ok());
+        assert!(check_endpoint("http://127.0.0.1.evil.com/x").is_err());
+        assert!(check_endpoint("ftp://x").is_err());
+    }
+
+    #[test]
+    fn unknown_oauth_key_is_an_error() {
+        let err = oauth_account("client_id = \"i\"\nclient_secrte = \"s\"\n").unwrap_err();
+        assert!(err.to_string().contains("client_secrte"), "{err}");
+        let err = oauth_account("client_id = \"i\"\nstore = \"vault\"\n").unwrap_err();
+        assert_eq!(err.exit_code(), 78);
     }
 
     #[test]
