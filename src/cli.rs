@@ -319,7 +319,7 @@ enum Command {
         args_override_self = true,
         version
     )]
-    Send(SendmailArgs),
+    Send(Box<SendmailArgs>),
     /// Log in to an account's OAuth2 provider and keep its refresh token
     #[command(
         after_help = "The browser is opened with $BROWSER, xdg-open or open; the address is printed on stderr as well. See the README for headless servers (ssh -L, or paste the address)."
@@ -353,7 +353,7 @@ pub fn parse(argv: &[OsString]) -> Result<Action> {
         Personality::Own => {
             let matches = Cli::command().try_get_matches_from(argv).map_err(usage)?;
             match Cli::from_arg_matches(&matches).map_err(usage)?.command {
-                Command::Send(args) => action_for(args),
+                Command::Send(args) => action_for(*args),
                 Command::Login(login) => Ok(Action::Login(login)),
                 Command::Logout(logout) => Ok(Action::Logout(logout)),
                 Command::Status(status) => Ok(Action::Status(status)),

@@ -437,10 +437,10 @@ impl OAuth {
                     .into(),
             ),
         };
-        if matches!(grant, Grant::ServiceAccount { .. }) {
-            if file.store.is_some() || file.client_secret.is_some() {
-                return Err("a service_account needs no `store` or `client_secret`: its key file is the credential".into());
-            }
+        if matches!(grant, Grant::ServiceAccount { .. })
+            && (file.store.is_some() || file.client_secret.is_some())
+        {
+            return Err("a service_account needs no `store` or `client_secret`: its key file is the credential".into());
         }
         // The provider's endpoints and scopes, each overridable.
         let (auth_uri, token_uri, device_uri, scopes) = match (provider, &grant) {

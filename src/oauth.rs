@@ -7,7 +7,7 @@ use std::io::{BufRead, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -515,10 +515,8 @@ impl StdinLines {
     }
 
     fn try_line(&self) -> Option<String> {
-        match self.0.try_recv() {
-            Ok(line) => Some(line),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        // Empty or closed (stdin at EOF): nothing pasted, keep watching the port.
+        self.0.try_recv().ok()
     }
 
     fn next_line(&self, wait: Duration) -> Option<String> {

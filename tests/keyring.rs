@@ -72,11 +72,12 @@ fn run_with_bus(h: &Harness, bus: &OsString, args: &[&str], browser: bool) -> Ou
 
 fn explain(h: &Harness, oauth: &OAuthServer, o: &Output) -> String {
     format!(
-        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- oauth log ---\n{}",
+        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- oauth log ---\n{}--- smtp transcript ---\n{}",
         o.status,
         stdout(o),
         stderr(o),
-        oauth.log()
+        oauth.log(),
+        h.server.transcript()
     )
 }
 
