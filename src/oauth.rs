@@ -305,12 +305,10 @@ fn wait_for_redirect(
             }
         }
         if Instant::now() >= deadline {
-            return Err(Error::new(
-                Kind::Temporary,
-                "the login timed out",
-                "no answer came from the browser, and no address was pasted",
-            )
-            .hint("run login again (--timeout SECONDS allows longer); on a machine without a browser, use --no-browser and paste the address"));
+            return Err(
+                timed_out("no answer came from the browser, and no address was pasted")
+                    .hint("on a machine without a browser, use --no-browser and paste the address"),
+            );
         }
         thread::sleep(Duration::from_millis(50));
     }
@@ -416,12 +414,7 @@ fn device_flow(
     loop {
         thread::sleep(Duration::from_secs(interval));
         if Instant::now() >= deadline {
-            return Err(Error::new(
-                Kind::Temporary,
-                "the login timed out",
-                "the code was not entered in time",
-            )
-            .hint("run login again"));
+            return Err(timed_out("the code was not entered in time"));
         }
         let mut form = vec![
             ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
@@ -438,6 +431,11 @@ fn device_flow(
             Err(f) => return Err(f.error.within("the device login failed")),
         }
     }
+}
+
+fn timed_out(why: &str) -> Error {
+    Error::new(Kind::Temporary, "the login timed out", why)
+        .hint("run login again (--timeout SECONDS allows longer)")
 }
 
 /// Opens `url` with $BROWSER (a `:`-separated list; `%s` stands for the address), else

@@ -13,11 +13,10 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::harness::{code, stderr, stdout, Harness, BIN};
+use common::harness::{code, stdout, Harness, BIN};
 use common::oauth_server::{
-    assert_no_oauth_secrets, use_oauth, write_browser, OAuthOptions, OAuthServer,
+    assert_no_oauth_secrets, explain, harness_with_oauth, write_browser, OAuthOptions,
 };
-use common::smtp_server::ServerOptions;
 
 const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: keyring test\n\nBody.\n";
 
@@ -70,35 +69,21 @@ fn run_with_bus(h: &Harness, bus: &OsString, args: &[&str], browser: bool) -> Ou
     h.run(cmd, MESSAGE)
 }
 
-fn explain(h: &Harness, oauth: &OAuthServer, o: &Output) -> String {
-    format!(
-        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- oauth log ---\n{}--- smtp transcript ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o),
-        oauth.log(),
-        h.server.transcript()
-    )
-}
-
 #[test]
 fn keyring_round_trip_with_a_real_secret_service() {
     let Some(bus) = keyring_session("keyring_round_trip_with_a_real_secret_service") else {
         return;
     };
-    let oauth = OAuthServer::start(OAuthOptions {
-        // The login's token is expired at once; refreshed ones live an hour.
-        lifetimes: vec![30, 3600],
-        rotate: true,
-        ..OAuthOptions::default()
-    });
-    let h = Harness::with_config(ServerOptions::default(), |c| {
-        use_oauth(c, &oauth, "store = \"keyring\"\n")
-    });
-    let check = |o: &Output| {
-        assert_no_oauth_secrets(&oauth, "stdout", &stdout(o));
-        assert_no_oauth_secrets(&oauth, "stderr", &stderr(o));
-    };
+    let (oauth, h) = harness_with_oauth(
+        OAuthOptions {
+            // The login's token is expired at once; refreshed ones live an hour.
+            lifetimes: vec![30, 3600],
+            rotate: true,
+            ..OAuthOptions::default()
+        },
+        "store = \"keyring\"\n",
+    );
+    let check = |o: &Output| assert_no_oauth_secrets(&oauth, o);
 
     let o = run_with_bus(&h, &bus, &["login", "--timeout", "20"], true);
     assert_eq!(code(&o), 0, "login: {}", explain(&h, &oauth, &o));

@@ -11,33 +11,12 @@ use std::process::{Command, Output, Stdio};
 
 use common::harness::{code, stderr, stdout, Harness, BIN};
 use common::oauth_server::{
-    assert_no_oauth_secrets, login, use_oauth, OAuthOptions, OAuthServer, USER_CODE,
+    assert_no_oauth_secrets, explain, harness_with_oauth, login, use_oauth, OAuthOptions,
+    OAuthServer, USER_CODE,
 };
 use common::smtp_server::ServerOptions;
 
 const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: oauth test\n\nBody of the oauth test.\n";
-
-fn setup(opts: OAuthOptions, extra: &str) -> (OAuthServer, Harness) {
-    let oauth = OAuthServer::start(opts);
-    let h = Harness::with_config(ServerOptions::default(), |c| use_oauth(c, &oauth, extra));
-    (oauth, h)
-}
-
-fn explain(h: &Harness, oauth: &OAuthServer, o: &Output) -> String {
-    format!(
-        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- oauth log ---\n{}--- smtp transcript ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o),
-        oauth.log(),
-        h.server.transcript()
-    )
-}
-
-fn assert_clean(oauth: &OAuthServer, o: &Output) {
-    assert_no_oauth_secrets(oauth, "stdout", &stdout(o));
-    assert_no_oauth_secrets(oauth, "stderr", &stderr(o));
-}
 
 fn state_file(h: &Harness, name: &str) -> std::path::PathBuf {
     h.home.path().join(".local/state/oauth-sendmail").join(name)
@@ -45,7 +24,7 @@ fn state_file(h: &Harness, name: &str) -> std::path::PathBuf {
 
 #[test]
 fn login_with_a_scripted_browser_then_send_uses_its_token() {
-    let (oauth, h) = setup(OAuthOptions::default(), "");
+    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), "");
     let o = login(&h, &[]);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
     assert!(
@@ -53,7 +32,7 @@ fn login_with_a_scripted_browser_then_send_uses_its_token() {
         "{}",
         stdout(&o)
     );
-    assert_clean(&oauth, &o);
+    assert_no_oauth_secrets(&oauth, &o);
     // What the browser was sent to: PKCE S256, state, and what yields a Google refresh token.
     let params = &oauth.authorize_params()[0];
     for (key, value) in [
@@ -91,7 +70,7 @@ fn login_with_a_scripted_browser_then_send_uses_its_token() {
     // The access token from the login is cached: sending costs no token request.
     let o = h.send(&["-v", "-i", "rcpt@example.com"], MESSAGE);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
-    assert_clean(&oauth, &o);
+    assert_no_oauth_secrets(&oauth, &o);
     assert_eq!(oauth.token_requests(), 1);
     assert_eq!(h.server.received().len(), 1);
     assert_eq!(
@@ -177,7 +156,7 @@ fn paste_login(h: &Harness, edit: impl Fn(String) -> String) -> Output {
 
 #[test]
 fn login_by_pasting_the_redirected_address() {
-    let (oauth, h) = setup(OAuthOptions::default(), "");
+    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), "");
     let o = paste_login(&h, |location| location);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
     assert!(
@@ -186,7 +165,7 @@ fn login_by_pasting_the_redirected_address() {
         stderr(&o)
     );
     assert!(stderr(&o).contains("ssh -L"), "{}", stderr(&o));
-    assert_clean(&oauth, &o);
+    assert_no_oauth_secrets(&oauth, &o);
     assert_eq!(oauth.calls("authorization_code"), 1);
     assert_eq!(oauth.live_refresh_tokens().len(), 1);
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
@@ -195,7 +174,7 @@ fn login_by_pasting_the_redirected_address() {
 
 #[test]
 fn a_pasted_address_with_another_state_is_refused() {
-    let (oauth, h) = setup(OAuthOptions::default(), "");
+    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), "");
     let o = paste_login(&h, |location| location.replace("state=", "state=X"));
     assert_eq!(code(&o), 77, "{}", explain(&h, &oauth, &o));
     assert!(
@@ -211,7 +190,7 @@ fn a_pasted_address_with_another_state_is_refused() {
 
 #[test]
 fn a_declined_login_says_so() {
-    let (oauth, mut h) = setup(
+    let (oauth, mut h) = harness_with_oauth(
         OAuthOptions {
             deny: true,
             ..OAuthOptions::default()
@@ -226,7 +205,7 @@ fn a_declined_login_says_so() {
 
 #[test]
 fn the_wait_for_the_browser_is_bounded() {
-    let (mut oauth, mut h) = setup(OAuthOptions::default(), "");
+    let (mut oauth, mut h) = harness_with_oauth(OAuthOptions::default(), "");
     oauth.expect_unused();
     h.server.expect_unused();
     let mut cmd = Command::new(BIN);
@@ -254,7 +233,7 @@ fn device_login_for_microsoft() {
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
     assert!(stderr(&o).contains(USER_CODE), "{}", stderr(&o));
     assert!(stderr(&o).contains("/device"), "{}", stderr(&o));
-    assert_clean(&oauth, &o);
+    assert_no_oauth_secrets(&oauth, &o);
     assert_eq!(oauth.calls("devicecode"), 1);
     // One authorization_pending, then the token.
     assert_eq!(oauth.calls("device_code"), 2);
@@ -265,7 +244,7 @@ fn device_login_for_microsoft() {
 
 #[test]
 fn device_login_is_refused_for_gmail_with_the_alternatives() {
-    let (mut oauth, mut h) = setup(OAuthOptions::default(), "");
+    let (mut oauth, mut h) = harness_with_oauth(OAuthOptions::default(), "");
     oauth.expect_unused();
     h.server.expect_unused();
     let mut cmd = Command::new(BIN);
@@ -282,7 +261,7 @@ fn device_login_is_refused_for_gmail_with_the_alternatives() {
 
 #[test]
 fn logout_forgets_and_sending_then_asks_for_login() {
-    let (oauth, h) = setup(OAuthOptions::default(), "");
+    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), "");
     assert_eq!(code(&login(&h, &[])), 0);
     let mut cmd = Command::new(BIN);
     cmd.arg("logout");
@@ -310,7 +289,7 @@ fn logout_forgets_and_sending_then_asks_for_login() {
 
 #[test]
 fn keyring_store_without_a_session_bus_says_how_to_use_a_file() {
-    let (mut oauth, mut h) = setup(OAuthOptions::default(), "store = \"keyring\"\n");
+    let (mut oauth, mut h) = harness_with_oauth(OAuthOptions::default(), "store = \"keyring\"\n");
     oauth.expect_unused();
     h.server.expect_unused();
     let o = login(&h, &[]);

@@ -12,8 +12,8 @@ use std::thread;
 
 use common::harness::{code, stderr, stdout, write_private, Harness, BIN};
 use common::oauth_server::{
-    assert_no_oauth_secrets, login, use_oauth, OAuthOptions, OAuthServer, CLIENT_ID, CLIENT_SECRET,
-    SERVICE_ACCOUNT_EMAIL, SERVICE_ACCOUNT_KEY_PEM,
+    assert_no_oauth_secrets, explain, harness_with_oauth, login, use_oauth, OAuthOptions,
+    OAuthServer, CLIENT_ID, CLIENT_SECRET, SERVICE_ACCOUNT_EMAIL, SERVICE_ACCOUNT_KEY_PEM,
 };
 use common::smtp_server::{ServerOptions, TEST_TOKEN, TEST_USER};
 
@@ -22,26 +22,9 @@ const BODY: &str = "Body of the token test.";
 /// An access token the test SMTP server refuses (it accepts only TEST_TOKEN).
 const REFUSED: &str = "ya29.refused-by-the-server-MUST-NOT-LEAK";
 
-fn explain(h: &Harness, oauth: &OAuthServer, o: &Output) -> String {
-    format!(
-        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- oauth log ---\n{}--- smtp transcript ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o),
-        oauth.log(),
-        h.server.transcript()
-    )
-}
-
-fn assert_clean(oauth: &OAuthServer, o: &Output) {
-    assert_no_oauth_secrets(oauth, "stdout", &stdout(o));
-    assert_no_oauth_secrets(oauth, "stderr", &stderr(o));
-}
-
 /// A logged-in account "test" against a fresh provider with `opts`.
 fn logged_in(opts: OAuthOptions) -> (OAuthServer, Harness) {
-    let oauth = OAuthServer::start(opts);
-    let h = Harness::with_config(ServerOptions::default(), |c| use_oauth(c, &oauth, ""));
+    let (oauth, h) = harness_with_oauth(opts, "");
     let o = login(&h, &[]);
     assert_eq!(code(&o), 0, "login: {}", explain(&h, &oauth, &o));
     (oauth, h)
@@ -49,7 +32,7 @@ fn logged_in(opts: OAuthOptions) -> (OAuthServer, Harness) {
 
 fn send(h: &Harness, oauth: &OAuthServer) -> Output {
     let o = h.send(&["-v", "-i", "rcpt@example.com"], MESSAGE);
-    assert_clean(oauth, &o);
+    assert_no_oauth_secrets(oauth, &o);
     o
 }
 
@@ -154,7 +137,7 @@ fn invalid_grant_exits_77_with_guidance_and_keeps_the_message() {
     // status shows the failure, and still no secret.
     let o = status(&h, &[]);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
-    assert_clean(&oauth, &o);
+    assert_no_oauth_secrets(&oauth, &o);
     let out = stdout(&o);
     assert!(
         out.contains("last error:") && out.contains("invalid_grant"),
@@ -233,7 +216,7 @@ fn concurrent_senders_refresh_once_under_the_lock() {
     });
     for o in &outputs {
         assert_eq!(code(o), 0, "{}", explain(&h, &oauth, o));
-        assert_clean(&oauth, o);
+        assert_no_oauth_secrets(&oauth, o);
     }
     assert_eq!(oauth.calls("refresh_token"), 1, "{}", oauth.log());
     assert_eq!(h.server.received().len(), 4);
@@ -320,7 +303,7 @@ fn microsoft_client_credentials_need_no_login() {
     assert_eq!(oauth.calls("client_credentials"), 1, "{}", oauth.log());
     let o = status(&h, &[]);
     assert!(stdout(&o).contains(&format!("client credentials of client {CLIENT_ID}")));
-    assert_clean(&oauth, &o);
+    assert_no_oauth_secrets(&oauth, &o);
 }
 
 #[test]
@@ -328,7 +311,7 @@ fn status_shows_state_and_check_authenticates_without_sending() {
     let (oauth, h) = logged_in(OAuthOptions::default());
     let o = status(&h, &["--check", "-v"]);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
-    assert_clean(&oauth, &o);
+    assert_no_oauth_secrets(&oauth, &o);
     let out = stdout(&o);
     for needle in [
         "account test",
@@ -366,5 +349,5 @@ fn status_check_failure_is_the_exit_code() {
         "{}",
         stdout(&o)
     );
-    assert_clean(&oauth, &o);
+    assert_no_oauth_secrets(&oauth, &o);
 }

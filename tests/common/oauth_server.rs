@@ -649,20 +649,54 @@ pub fn login(h: &super::harness::Harness, args: &[&str]) -> std::process::Output
     h.run(cmd, b"")
 }
 
-/// Fails if any secret the server issued, or the client secret, is in `text`.
-pub fn assert_no_oauth_secrets(server: &OAuthServer, what: &str, text: &str) {
-    assert!(
-        !text.contains(LEAK_MARKER),
-        "a secret leaked to {what}:\n{text}"
-    );
-    for secret in server.issued() {
+/// A fresh provider with `opts` and a harness whose account "test" uses it (see `use_oauth`).
+pub fn harness_with_oauth(
+    opts: OAuthOptions,
+    extra: &str,
+) -> (OAuthServer, super::harness::Harness) {
+    let oauth = OAuthServer::start(opts);
+    let h =
+        super::harness::Harness::with_config(super::smtp_server::ServerOptions::default(), |c| {
+            use_oauth(c, &oauth, extra)
+        });
+    (oauth, h)
+}
+
+/// Everything a failing assertion should show: exit code, both streams, both servers' logs.
+pub fn explain(
+    h: &super::harness::Harness,
+    oauth: &OAuthServer,
+    o: &std::process::Output,
+) -> String {
+    use super::harness::{stderr, stdout};
+    format!(
+        "exit status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- oauth log ---\n{}--- smtp transcript ---\n{}",
+        o.status,
+        stdout(o),
+        stderr(o),
+        oauth.log(),
+        h.server.transcript()
+    )
+}
+
+/// Fails if any secret the server issued, or the client secret, is in the child's stdout
+/// or stderr.
+pub fn assert_no_oauth_secrets(server: &OAuthServer, o: &std::process::Output) {
+    use super::harness::{stderr, stdout};
+    for (what, text) in [("stdout", stdout(o)), ("stderr", stderr(o))] {
         assert!(
-            !text.contains(&secret),
-            "{secret} leaked to {what}:\n{text}"
+            !text.contains(LEAK_MARKER),
+            "a secret leaked to {what}:\n{text}"
+        );
+        for secret in server.issued() {
+            assert!(
+                !text.contains(&secret),
+                "{secret} leaked to {what}:\n{text}"
+            );
+        }
+        assert!(
+            !text.contains(CLIENT_SECRET),
+            "the client secret leaked to {what}"
         );
     }
-    assert!(
-        !text.contains(CLIENT_SECRET),
-        "the client secret leaked to {what}"
-    );
 }
