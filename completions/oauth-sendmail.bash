@@ -22,11 +22,20 @@ _oauth__sendmail() {
             oauth__sendmail,log)
                 cmd="oauth__sendmail__subcmd__log"
                 ;;
+            oauth__sendmail,login)
+                cmd="oauth__sendmail__subcmd__login"
+                ;;
+            oauth__sendmail,logout)
+                cmd="oauth__sendmail__subcmd__logout"
+                ;;
             oauth__sendmail,queue)
                 cmd="oauth__sendmail__subcmd__queue"
                 ;;
             oauth__sendmail,send)
                 cmd="oauth__sendmail__subcmd__send"
+                ;;
+            oauth__sendmail,status)
+                cmd="oauth__sendmail__subcmd__status"
                 ;;
             oauth__sendmail__subcmd__help,help)
                 cmd="oauth__sendmail__subcmd__help__subcmd__help"
@@ -34,11 +43,20 @@ _oauth__sendmail() {
             oauth__sendmail__subcmd__help,log)
                 cmd="oauth__sendmail__subcmd__help__subcmd__log"
                 ;;
+            oauth__sendmail__subcmd__help,login)
+                cmd="oauth__sendmail__subcmd__help__subcmd__login"
+                ;;
+            oauth__sendmail__subcmd__help,logout)
+                cmd="oauth__sendmail__subcmd__help__subcmd__logout"
+                ;;
             oauth__sendmail__subcmd__help,queue)
                 cmd="oauth__sendmail__subcmd__help__subcmd__queue"
                 ;;
             oauth__sendmail__subcmd__help,send)
                 cmd="oauth__sendmail__subcmd__help__subcmd__send"
+                ;;
+            oauth__sendmail__subcmd__help,status)
+                cmd="oauth__sendmail__subcmd__help__subcmd__status"
                 ;;
             oauth__sendmail__subcmd__help__subcmd__queue,flush)
                 cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__flush"
@@ -98,7 +116,7 @@ _oauth__sendmail() {
 
     case "${cmd}" in
         oauth__sendmail)
-            opts="-h -V --config --help --version send queue log help"
+            opts="-h -V --config --help --version send queue log login logout status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -116,7 +134,7 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__help)
-            opts="send queue log help"
+            opts="send queue log login logout status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -144,6 +162,34 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__help__subcmd__log)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__login)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__logout)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -255,6 +301,20 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        oauth__subcmd__sendmail__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         oauth__subcmd__sendmail__subcmd__log)
             opts="-h --since --status --format --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -275,6 +335,66 @@ _oauth__sendmail() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__login)
+            opts="-C -h --account --config --port --no-browser --device --timeout --client-secret-stdin --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__logout)
+            opts="-C -h --account --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -559,6 +679,32 @@ _oauth__sendmail() {
                     return 0
                     ;;
                 -A)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth__subcmd__sendmail__subcmd__status)
+            opts="-C -v -h --account --config --check --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

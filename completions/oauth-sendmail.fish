@@ -30,6 +30,9 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -s V -l vers
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "queue" -d 'Show and manage the messages waiting in the queue'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "log" -d 'Show the delivery log: what was sent, queued, deferred, bounced or failed'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "login" -d 'Log in to an account\'s OAuth2 provider and keep its refresh token'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "logout" -d 'Forget an account\'s tokens (the refresh token in its store and the cached access token)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "status" -d 'Show each account\'s provider, store, tokens and last error (never a secret)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s f -d 'Envelope sender address; "<>" or "" for a null sender (bounces); -r is the same' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s F -d 'Full name of the sender, used when the message has no From header' -r
@@ -98,10 +101,29 @@ csv\t''
 json\t''"
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log help" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log help" -f -a "queue" -d 'Show and manage the messages waiting in the queue'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log help" -f -a "log" -d 'Show the delivery log: what was sent, queued, deferred, bounced or failed'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -l account -d 'The account to log in (default: the configuration\'s default account)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -s C -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -l port -d 'Listen for the browser\'s redirect on this port of 127.0.0.1 (default: a random one); fix it to forward it with ssh -L PORT:127.0.0.1:PORT' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -l timeout -d 'Give up after this many seconds without an answer' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -l no-browser -d 'Open no browser: print the address, then take the address the browser was sent to, pasted on stdin (or the redirect on the loopback port, e.g. through ssh -L)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -l device -d 'Log in with a code entered on any other device (Microsoft; Google refuses it for Gmail)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -l client-secret-stdin -d 'Read the OAuth client secret from the first line of stdin and keep it in the account\'s store, instead of in the configuration file'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand logout" -l account -d 'The account whose tokens to forget (default: the configuration\'s default account)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand logout" -s C -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand logout" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -l account -d 'Show only this account' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s C -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -l check -d 'Also connect to each account\'s server, authenticate and quit, sending nothing'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s v -d 'With --check: print the SMTP dialogue on stderr (secrets are redacted)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status help" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status help" -f -a "queue" -d 'Show and manage the messages waiting in the queue'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status help" -f -a "log" -d 'Show the delivery log: what was sent, queued, deferred, bounced or failed'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status help" -f -a "login" -d 'Log in to an account\'s OAuth2 provider and keep its refresh token'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status help" -f -a "logout" -d 'Forget an account\'s tokens (the refresh token in its store and the cached access token)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status help" -f -a "status" -d 'Show each account\'s provider, store, tokens and last error (never a secret)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'List the queued messages (what mailq shows)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "show" -d 'Show one queued message: its state, then its text'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "retry" -d 'Try messages again now, whatever their retry time'

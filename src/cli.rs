@@ -45,6 +45,79 @@ pub enum Action {
     },
     /// `newaliases`, `sendmail -bi`: check the aliases of the configuration.
     CheckAliases { config: Option<PathBuf> },
+    /// `oauth-sendmail login`: OAuth2 login in a browser (or with a device code).
+    Login(Login),
+    /// `oauth-sendmail logout`: forget an account's tokens.
+    Logout(Logout),
+    /// `oauth-sendmail status`: each account's credentials, never a secret.
+    Status(StatusArgs),
+}
+
+/// `oauth-sendmail login`.
+#[derive(Args, Debug, Default, PartialEq)]
+pub struct Login {
+    /// The account to log in (default: the configuration's default account)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Read the configuration from FILE instead of the default locations
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Listen for the browser's redirect on this port of 127.0.0.1 (default: a random
+    /// one); fix it to forward it with ssh -L PORT:127.0.0.1:PORT
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// Open no browser: print the address, then take the address the browser was sent to,
+    /// pasted on stdin (or the redirect on the loopback port, e.g. through ssh -L)
+    #[arg(long)]
+    pub no_browser: bool,
+
+    /// Log in with a code entered on any other device (Microsoft; Google refuses it for Gmail)
+    #[arg(long, conflicts_with_all = ["port", "no_browser"])]
+    pub device: bool,
+
+    /// Give up after this many seconds without an answer
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub timeout: u64,
+
+    /// Read the OAuth client secret from the first line of stdin and keep it in the
+    /// account's store, instead of in the configuration file
+    #[arg(long)]
+    pub client_secret_stdin: bool,
+}
+
+/// `oauth-sendmail logout`.
+#[derive(Args, Debug, Default, PartialEq)]
+pub struct Logout {
+    /// The account whose tokens to forget (default: the configuration's default account)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Read the configuration from FILE instead of the default locations
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `oauth-sendmail status`.
+#[derive(Args, Debug, Default, PartialEq)]
+pub struct StatusArgs {
+    /// Show only this account
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// Read the configuration from FILE instead of the default locations
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Also connect to each account's server, authenticate and quit, sending nothing
+    #[arg(long)]
+    pub check: bool,
+
+    /// With --check: print the SMTP dialogue on stderr (secrets are redacted)
+    #[arg(short = 'v')]
+    pub verbose: bool,
 }
 
 /// What to do to queued messages.
@@ -300,6 +373,16 @@ enum Command {
 
     /// Show the delivery log: what was sent, queued, deferred, bounced or failed
     Log(LogArgs),
+
+    /// Log in to an account's OAuth2 provider and keep its refresh token
+    #[command(
+        after_help = "The browser is opened with $BROWSER, xdg-open or open; the address is printed on stderr as well. See the README for headless servers (ssh -L, or paste the address)."
+    )]
+    Login(Login),
+    /// Forget an account's tokens (the refresh token in its store and the cached access token)
+    Logout(Logout),
+    /// Show each account's provider, store, tokens and last error (never a secret)
+    Status(StatusArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -398,6 +481,9 @@ pub fn parse(argv: &[OsString]) -> Result<Action> {
                     config,
                     command: QueueCommand::Remove(ids),
                 },
+                Command::Login(login) => Action::Login(login),
+                Command::Logout(logout) => Action::Logout(logout),
+                Command::Status(status) => Action::Status(status),
                 Command::Log(log) => Action::Log {
                     config,
                     since: log.since,
@@ -551,6 +637,126 @@ mod tests {
         assert_eq!(invocation(&["login", "send"]).recipients, ["login", "send"]);
     }
 
+    fn own(args: &[&str]) -> Result<Action> {
+        let argv: Vec<OsString> = std::iter::once("oauth-sendmail")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        parse(&argv)
+    }
+
+    fn login(args: &[&str]) -> Login {
+        let args: Vec<&str> = std::iter::once("login")
+            .chain(args.iter().copied())
+            .collect();
+        match own(&args) {
+            Ok(Action::Login(login)) => login,
+            other => panic!("{args:?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn login_defaults() {
+        assert_eq!(
+            login(&[]),
+            Login {
+                timeout: 300,
+                ..Login::default()
+            }
+        );
+    }
+
+    #[test]
+    fn login_account_and_config() {
+        let l = login(&["--account", "gmail", "-C", "/tmp/c.toml"]);
+        assert_eq!(l.account.as_deref(), Some("gmail"));
+        assert_eq!(l.config, Some(PathBuf::from("/tmp/c.toml")));
+        assert_eq!(login(&["--config", "/x"]).config, Some(PathBuf::from("/x")));
+    }
+
+    #[test]
+    fn login_port_is_a_nonzero_port() {
+        assert_eq!(login(&["--port", "8765"]).port, Some(8765));
+        assert_eq!(own(&["login", "--port", "0"]).unwrap_err().exit_code(), 64);
+        assert_eq!(
+            own(&["login", "--port", "70000"]).unwrap_err().exit_code(),
+            64
+        );
+    }
+
+    #[test]
+    fn login_no_browser() {
+        assert!(login(&["--no-browser"]).no_browser);
+    }
+
+    #[test]
+    fn login_device_excludes_the_loopback_options() {
+        assert!(login(&["--device"]).device);
+        assert_eq!(
+            own(&["login", "--device", "--no-browser"])
+                .unwrap_err()
+                .exit_code(),
+            64
+        );
+        assert_eq!(
+            own(&["login", "--device", "--port", "1"])
+                .unwrap_err()
+                .exit_code(),
+            64
+        );
+    }
+
+    #[test]
+    fn login_timeout_seconds() {
+        assert_eq!(login(&["--timeout", "5"]).timeout, 5);
+        assert_eq!(
+            own(&["login", "--timeout", "0"]).unwrap_err().exit_code(),
+            64
+        );
+    }
+
+    #[test]
+    fn login_client_secret_stdin() {
+        assert!(login(&["--client-secret-stdin"]).client_secret_stdin);
+    }
+
+    #[test]
+    fn logout_account_and_config() {
+        assert_eq!(
+            own(&["logout", "--account", "x", "-C", "/c"]).unwrap(),
+            Action::Logout(Logout {
+                account: Some("x".into()),
+                config: Some(PathBuf::from("/c")),
+            })
+        );
+    }
+
+    #[test]
+    fn status_check_verbose_account_config() {
+        assert_eq!(
+            own(&["status"]).unwrap(),
+            Action::Status(StatusArgs::default())
+        );
+        assert_eq!(
+            own(&[
+                "status",
+                "--check",
+                "-v",
+                "--account",
+                "a",
+                "--config",
+                "/c"
+            ])
+            .unwrap(),
+            Action::Status(StatusArgs {
+                account: Some("a".into()),
+                config: Some(PathBuf::from("/c")),
+                check: true,
+                verbose: true,
+            })
+        );
+    }
+
     #[test]
     fn own_name_send_takes_the_same_options() {
         let argv: Vec<OsString> = ["oauth-sendmail", "send", "-ti", "-f", "a@b.c", "x@y.z"]
@@ -563,14 +769,6 @@ mod tests {
         assert!(inv.extract_recipients && inv.ignore_dots);
         assert_eq!(inv.sender.as_deref(), Some("a@b.c"));
         assert_eq!(inv.recipients, ["x@y.z"]);
-    }
-
-    fn own(args: &[&str]) -> Result<Action> {
-        let argv: Vec<OsString> = std::iter::once("oauth-sendmail")
-            .chain(args.iter().copied())
-            .map(OsString::from)
-            .collect();
-        parse(&argv)
     }
 
     #[test]
@@ -866,15 +1064,15 @@ mod tests {
                 .unwrap();
             page
         };
-        let send = command()
-            .find_subcommand("send")
-            .unwrap()
-            .clone()
-            .name("oauth-sendmail-send");
-        let mut files = vec![
-            (root.join("man/oauth-sendmail.8"), man(command())),
-            (root.join("man/oauth-sendmail-send.8"), man(send)),
-        ];
+        let mut files = vec![(root.join("man/oauth-sendmail.8"), man(command()))];
+        // One page per subcommand, so a new one cannot be forgotten.
+        for sub in command().get_subcommands() {
+            let name = format!("oauth-sendmail-{}", sub.get_name());
+            files.push((
+                root.join(format!("man/{name}.8")),
+                man(sub.clone().name(&name)),
+            ));
+        }
         for (shell, file) in [
             (Shell::Bash, "oauth-sendmail.bash"),
             (Shell::Zsh, "_oauth-sendmail"),

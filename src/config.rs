@@ -1,5 +1,5 @@
 //! The TOML configuration: where it is looked for, what it may hold, and the accounts it
-//! defines with their provider presets filled in.
+//! defines with their provider presets filled in (servers, and OAuth2 endpoints and scopes).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::credential::SecretSource;
+use crate::credential::{Secret, SecretSource};
 use crate::error::{Error, Kind, Result};
+use crate::store::StoreKind;
 
 /// The configuration as the rest of the program uses it.
 #[derive(Debug, Default)]
@@ -110,7 +111,50 @@ pub struct Account {
     pub addresses: Vec<String>,
     pub user: String,
     pub auth: AuthMethod,
+    /// A ready token or password from a file or a command (oama, pass...).
     pub secret: Option<SecretSource>,
+    /// Or: tokens this program gets and refreshes itself (`[accounts.NAME.oauth]`).
+    pub oauth: Option<OAuth>,
+    pub provider: Provider,
+}
+
+/// How an account gets its OAuth2 access tokens, presets filled in.
+#[derive(Debug, Clone)]
+pub struct OAuth {
+    pub grant: Grant,
+    /// Empty for a service account (its key file names it).
+    pub client_id: String,
+    /// `None`: a public client, unless `login --client-secret-stdin` saved one in the store.
+    pub client_secret: Option<ClientSecret>,
+    /// The authorization endpoint for `login` (none: device flow only, or no login at all).
+    pub auth_uri: Option<String>,
+    /// `None` only for a service account, whose key file names its token endpoint.
+    pub token_uri: Option<String>,
+    /// The device authorization endpoint for `login --device`, where the provider has one.
+    pub device_uri: Option<String>,
+    pub scopes: Vec<String>,
+    /// Where the refresh token lives; `None`: chosen at login (the keyring where one is
+    /// reachable, else a file) and remembered.
+    pub store: Option<StoreKind>,
+}
+
+/// Who the tokens are for, and so how they are obtained.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grant {
+    /// A person logs in once (`login`); the refresh token is kept in the store.
+    User,
+    /// A Google Workspace service account with domain-wide delegation acting as `subject`.
+    ServiceAccount { key_file: PathBuf, subject: String },
+    /// Microsoft's client credentials: the app itself (SMTP.SendAsApp), no login.
+    ClientCredentials,
+}
+
+/// `client_secret = "..."`, or `{ file = "..." }` / `{ command = "..." }`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ClientSecret {
+    Value(Secret),
+    Source(SecretSource),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
@@ -137,7 +181,7 @@ pub enum AuthMethod {
 
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-enum Provider {
+pub enum Provider {
     Gmail,
     Outlook,
     Custom,
@@ -175,6 +219,28 @@ struct AccountFile {
     user: Option<String>,
     auth: Option<AuthMethod>,
     secret: Option<SecretSource>,
+    oauth: Option<OAuthFile>,
+}
+
+/// `[accounts.NAME.oauth]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OAuthFile {
+    client_id: Option<String>,
+    client_secret: Option<ClientSecret>,
+    /// Microsoft: the directory (tenant) id or domain; "common" for a personal login.
+    tenant: Option<String>,
+    auth_uri: Option<String>,
+    token_uri: Option<String>,
+    device_uri: Option<String>,
+    scopes: Option<OneOrMany>,
+    store: Option<StoreKind>,
+    /// A Google service account's JSON key file.
+    service_account: Option<PathBuf>,
+    /// The mailbox a service account acts as (default: `user`).
+    subject: Option<String>,
+    #[serde(default)]
+    client_credentials: bool,
 }
 
 #[derive(Deserialize)]
@@ -384,12 +450,24 @@ impl Account {
         let user = file.user.unwrap_or_else(|| first.clone());
         let auth = file.auth.unwrap_or(match provider {
             Provider::Gmail | Provider::Outlook => AuthMethod::Xoauth2,
+            Provider::Custom if file.oauth.is_some() => AuthMethod::Xoauth2,
             Provider::Custom if file.secret.is_some() => AuthMethod::Password,
             Provider::Custom => AuthMethod::None,
         });
-        if auth != AuthMethod::None && file.secret.is_none() {
-            return Err("`secret` is needed to authenticate: secret = { file = \"PATH\" } or { command = \"CMD\" }".into());
+        if file.secret.is_some() && file.oauth.is_some() {
+            return Err("use either `secret` (a ready token) or an [oauth] table (tokens this program gets itself), not both".into());
         }
+        if file.oauth.is_some() && auth != AuthMethod::Xoauth2 {
+            return Err("an [oauth] table needs auth = \"xoauth2\"".into());
+        }
+        if auth != AuthMethod::None && file.secret.is_none() && file.oauth.is_none() {
+            return Err("`secret` or an [oauth] table is needed to authenticate: secret = { file = \"PATH\" } or { command = \"CMD\" }, or [accounts.NAME.oauth] with client_id (see the README)".into());
+        }
+        let oauth = file
+            .oauth
+            .map(|o| OAuth::from_file(o, provider, &user))
+            .transpose()
+            .map_err(|why| format!("[oauth]: {why}"))?;
         if tls == Tls::None && auth != AuthMethod::None {
             return Err(
                 "tls = \"none\" would send the secret in clear: use starttls or implicit".into(),
@@ -407,12 +485,171 @@ impl Account {
             user,
             auth,
             secret: file.secret,
+            oauth,
+            provider,
         })
     }
 
     /// The default envelope sender.
     pub fn address(&self) -> &str {
         &self.addresses[0]
+    }
+}
+
+const GOOGLE_AUTH_URI: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+const GMAIL_SCOPE: &str = "https://mail.google.com/";
+const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";
+const OUTLOOK_USER_SCOPES: [&str; 2] = ["https://outlook.office.com/SMTP.Send", "offline_access"];
+const OUTLOOK_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+
+impl OAuth {
+    fn from_file(
+        file: OAuthFile,
+        provider: Provider,
+        user: &str,
+    ) -> std::result::Result<OAuth, String> {
+        if file.subject.is_some() && file.service_account.is_none() {
+            return Err("`subject` is only for a service_account".into());
+        }
+        let grant = match (file.service_account, file.client_credentials) {
+            (Some(_), true) => {
+                return Err("service_account and client_credentials exclude each other".into())
+            }
+            (Some(key_file), false) => Grant::ServiceAccount {
+                key_file,
+                subject: file.subject.unwrap_or_else(|| user.to_string()),
+            },
+            (None, true) => Grant::ClientCredentials,
+            (None, false) => Grant::User,
+        };
+        if file.tenant.is_some() && provider != Provider::Outlook {
+            return Err("`tenant` is only for provider = \"outlook\"".into());
+        }
+        let client_id = match (&grant, file.client_id) {
+            (_, Some(id)) => id,
+            (Grant::ServiceAccount { .. }, None) => String::new(),
+            (_, None) => return Err(
+                "`client_id` is needed (the OAuth client's id: see the README for creating one)"
+                    .into(),
+            ),
+        };
+        if matches!(grant, Grant::ServiceAccount { .. })
+            && (file.store.is_some() || file.client_secret.is_some())
+        {
+            return Err("a service_account needs no `store` or `client_secret`: its key file is the credential".into());
+        }
+        // The provider's endpoints and scopes, each overridable.
+        let (auth_uri, token_uri, device_uri, scopes) = match (provider, &grant) {
+            (Provider::Gmail, Grant::ClientCredentials) => {
+                return Err(
+                    "Google has no client credentials for Gmail: use a service_account".into(),
+                )
+            }
+            (Provider::Gmail, Grant::ServiceAccount { .. }) => {
+                (None, None, None, vec![GMAIL_SCOPE])
+            }
+            (Provider::Gmail, Grant::User) => (
+                Some(GOOGLE_AUTH_URI.to_string()),
+                Some(GOOGLE_TOKEN_URI.to_string()),
+                // Google's device flow refuses the Gmail scope.
+                None,
+                vec![GMAIL_SCOPE],
+            ),
+            (Provider::Outlook, Grant::ServiceAccount { .. }) => {
+                return Err(
+                    "service_account is Google's: for Microsoft use client_credentials = true"
+                        .into(),
+                )
+            }
+            (Provider::Outlook, _) => {
+                let app = grant == Grant::ClientCredentials;
+                let tenant = match file.tenant.as_deref() {
+                    Some(tenant) => tenant,
+                    None if app => return Err("client_credentials needs `tenant` (your directory's id or domain, e.g. contoso.onmicrosoft.com)".into()),
+                    None => "common",
+                };
+                let base = format!("{MICROSOFT_LOGIN}/{tenant}/oauth2/v2.0");
+                let scopes = if app {
+                    vec![OUTLOOK_APP_SCOPE]
+                } else {
+                    OUTLOOK_USER_SCOPES.to_vec()
+                };
+                (
+                    (!app).then(|| format!("{base}/authorize")),
+                    Some(format!("{base}/token")),
+                    (!app).then(|| format!("{base}/devicecode")),
+                    scopes,
+                )
+            }
+            (Provider::Custom, _) => (None, None, None, vec![]),
+        };
+        let scopes = match file.scopes {
+            Some(scopes) => scopes.into_vec(),
+            None => scopes.into_iter().map(String::from).collect(),
+        };
+        let oauth = OAuth {
+            client_id,
+            client_secret: file.client_secret,
+            auth_uri: file.auth_uri.or(auth_uri),
+            token_uri: file.token_uri.or(token_uri),
+            device_uri: file.device_uri.or(device_uri),
+            scopes,
+            store: file.store,
+            grant,
+        };
+        oauth.check()?;
+        Ok(oauth)
+    }
+
+    /// What presets cannot fill in must be there, and every endpoint must be safe to send
+    /// a secret to.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.scopes.is_empty() {
+            return Err("`scopes` is needed when provider is custom".into());
+        }
+        let service_account = matches!(self.grant, Grant::ServiceAccount { .. });
+        if self.token_uri.is_none() && !service_account {
+            return Err("`token_uri` is needed when provider is custom".into());
+        }
+        if self.grant == Grant::User && self.auth_uri.is_none() && self.device_uri.is_none() {
+            return Err(
+                "`auth_uri` (or `device_uri`) is needed to log in when provider is custom".into(),
+            );
+        }
+        let uris = [
+            ("auth_uri", &self.auth_uri),
+            ("token_uri", &self.token_uri),
+            ("device_uri", &self.device_uri),
+        ];
+        for (key, uri) in uris {
+            if let Some(uri) = uri {
+                check_endpoint(uri).map_err(|why| format!("`{key}` {why}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An endpoint receives secrets: https, or plain http only to this machine (tests, and
+/// local token brokers).
+pub fn check_endpoint(uri: &str) -> std::result::Result<(), String> {
+    if uri.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = uri.strip_prefix("http://") else {
+        return Err(format!("`{uri}` is not an https:// address"));
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => host,
+        _ => host,
+    };
+    match host {
+        "127.0.0.1" | "localhost" | "[::1]" => Ok(()),
+        _ => Err(format!(
+            "`{uri}` would send secrets in clear: use https (plain http only to 127.0.0.1)"
+        )),
     }
 }
 
@@ -499,6 +736,134 @@ mod tests {
         let err =
             parse("[accounts.me]\nprovider = \"gmail\"\nfrom = \"a@gmail.com\"\n").unwrap_err();
         assert!(err.to_string().contains("secret"), "{err}");
+        assert!(err.to_string().contains("[oauth]"), "{err}");
+    }
+
+    fn oauth_account(table: &str) -> Result<Config> {
+        parse(&format!(
+            "[accounts.me]\nprovider = \"gmail\"\nfrom = \"me@gmail.com\"\n[accounts.me.oauth]\n{table}"
+        ))
+    }
+
+    #[test]
+    fn gmail_oauth_gets_google_endpoints_and_scope() {
+        let config = oauth_account("client_id = \"id\"\nclient_secret = \"s\"\n").unwrap();
+        let account = &config.accounts["me"];
+        assert_eq!(account.auth, AuthMethod::Xoauth2);
+        let oauth = account.oauth.as_ref().unwrap();
+        assert_eq!(oauth.grant, Grant::User);
+        assert_eq!(oauth.auth_uri.as_deref(), Some(GOOGLE_AUTH_URI));
+        assert_eq!(oauth.token_uri.as_deref(), Some(GOOGLE_TOKEN_URI));
+        assert_eq!(
+            oauth.device_uri, None,
+            "Google's device flow refuses the Gmail scope"
+        );
+        assert_eq!(oauth.scopes, ["https://mail.google.com/"]);
+        assert_eq!(oauth.store, None);
+        assert!(matches!(&oauth.client_secret, Some(ClientSecret::Value(s)) if s.expose() == "s"));
+    }
+
+    #[test]
+    fn outlook_oauth_uses_the_tenant_and_offline_access() {
+        let config = parse("[accounts.o]\nprovider = \"outlook\"\nfrom = \"a@contoso.com\"\n[accounts.o.oauth]\nclient_id = \"id\"\ntenant = \"contoso.com\"\nstore = \"file\"\n").unwrap();
+        let oauth = config.accounts["o"].oauth.clone().unwrap();
+        let base = "https://login.microsoftonline.com/contoso.com/oauth2/v2.0";
+        assert_eq!(oauth.auth_uri, Some(format!("{base}/authorize")));
+        assert_eq!(oauth.token_uri, Some(format!("{base}/token")));
+        assert_eq!(oauth.device_uri, Some(format!("{base}/devicecode")));
+        assert!(oauth.scopes.contains(&"offline_access".to_string()));
+        assert_eq!(oauth.store, Some(StoreKind::File));
+        assert!(oauth.client_secret.is_none());
+    }
+
+    #[test]
+    fn microsoft_client_credentials_need_a_tenant_and_use_default_scope() {
+        let table = "client_id = \"id\"\nclient_secret = { command = \"pass x\" }\nclient_credentials = true\n";
+        let text = |extra: &str| {
+            format!("[accounts.o]\nprovider = \"outlook\"\nfrom = \"a@contoso.com\"\n[accounts.o.oauth]\n{table}{extra}")
+        };
+        let err = parse(&text("")).unwrap_err();
+        assert!(err.to_string().contains("tenant"), "{err}");
+        let config = parse(&text("tenant = \"t\"\n")).unwrap();
+        let oauth = config.accounts["o"].oauth.clone().unwrap();
+        assert_eq!(oauth.grant, Grant::ClientCredentials);
+        assert_eq!(oauth.scopes, ["https://outlook.office365.com/.default"]);
+        assert!(matches!(
+            oauth.client_secret,
+            Some(ClientSecret::Source(SecretSource::Command(_)))
+        ));
+    }
+
+    #[test]
+    fn service_account_subject_defaults_to_user() {
+        let config = oauth_account("service_account = \"/etc/k.json\"\n").unwrap();
+        let oauth = config.accounts["me"].oauth.clone().unwrap();
+        assert_eq!(
+            oauth.grant,
+            Grant::ServiceAccount {
+                key_file: PathBuf::from("/etc/k.json"),
+                subject: "me@gmail.com".into()
+            }
+        );
+        assert_eq!(oauth.token_uri, None, "the key file names it");
+        let err = oauth_account("service_account = \"/k\"\nstore = \"file\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("key file is the credential"),
+            "{err}"
+        );
+        let err = oauth_account("client_id = \"i\"\nsubject = \"x@y.z\"\n").unwrap_err();
+        assert!(
+            err.to_string().contains("only for a service_account"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn oauth_and_secret_exclude_each_other() {
+        let err = parse("[accounts.me]\nprovider = \"gmail\"\nfrom = \"me@gmail.com\"\nsecret = { file = \"/s\" }\n[accounts.me.oauth]\nclient_id = \"i\"\n").unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn oauth_needs_a_client_id_and_custom_needs_endpoints() {
+        let err = oauth_account("client_secret = \"s\"\n").unwrap_err();
+        assert!(err.to_string().contains("client_id"), "{err}");
+        let custom = |table: &str| {
+            parse(&format!("[accounts.c]\nhost = \"h\"\nfrom = \"a@x.org\"\n[accounts.c.oauth]\nclient_id = \"i\"\n{table}"))
+        };
+        let err = custom("scopes = \"s\"\n").unwrap_err();
+        assert!(err.to_string().contains("token_uri"), "{err}");
+        let err = custom("token_uri = \"https://t/\"\n").unwrap_err();
+        assert!(err.to_string().contains("scopes"), "{err}");
+        let config = custom(
+            "token_uri = \"https://t/\"\nauth_uri = \"https://a/\"\nscopes = [\"s1\", \"s2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.accounts["c"].auth, AuthMethod::Xoauth2);
+    }
+
+    #[test]
+    fn endpoints_must_be_https_except_on_loopback() {
+        let err =
+            oauth_account("client_id = \"i\"\ntoken_uri = \"http://auth.example.com/token\"\n")
+                .unwrap_err();
+        assert!(err.to_string().contains("in clear"), "{err}");
+        assert!(
+            oauth_account("client_id = \"i\"\ntoken_uri = \"http://127.0.0.1:8080/token\"\n")
+                .is_ok()
+        );
+        assert!(check_endpoint("http://localhost/x").is_ok());
+        assert!(check_endpoint("http://[::1]:9/x").is_ok());
+        assert!(check_endpoint("http://127.0.0.1.evil.com/x").is_err());
+        assert!(check_endpoint("ftp://x").is_err());
+    }
+
+    #[test]
+    fn unknown_oauth_key_is_an_error() {
+        let err = oauth_account("client_id = \"i\"\nclient_secrte = \"s\"\n").unwrap_err();
+        assert!(err.to_string().contains("client_secrte"), "{err}");
+        let err = oauth_account("client_id = \"i\"\nstore = \"vault\"\n").unwrap_err();
+        assert_eq!(err.exit_code(), 78);
     }
 
     #[test]

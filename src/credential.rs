@@ -3,10 +3,10 @@
 
 use std::fmt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Kind, Result};
 
@@ -37,6 +37,19 @@ impl fmt::Display for Secret {
     }
 }
 
+/// As a plain JSON/TOML string: the token cache and the file store keep secrets this way.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Secret, D::Error> {
+        String::deserialize(deserializer).map(Secret)
+    }
+}
+
 /// Where an account's secret comes from: `secret = { file = "..." }` or `{ command = "..." }`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
@@ -56,8 +69,22 @@ impl SecretSource {
     }
 }
 
-fn read_private_file(path: &PathBuf) -> Result<Secret> {
-    let what = || format!("cannot use the secret file {}", path.display());
+/// The first line of a file only its owner may read.
+fn read_private_file(path: &Path) -> Result<Secret> {
+    let text = read_private_text(path, "secret file")?;
+    first_line(text).ok_or_else(|| {
+        Error::new(
+            Kind::Config,
+            format!("cannot use the secret file {}", path.display()),
+            "it is empty",
+        )
+    })
+}
+
+/// The whole text of a file only its owner may read (secret files, the file store, key
+/// files): one readable by group or others is refused, with the chmod that fixes it.
+pub fn read_private_text(path: &Path, what_it_is: &str) -> Result<String> {
+    let what = || format!("cannot use the {what_it_is} {}", path.display());
     let metadata = std::fs::metadata(path).map_err(|e| Error::new(Kind::Config, what(), e))?;
     let mode = metadata.permissions().mode();
     if mode & 0o077 != 0 {
@@ -68,8 +95,7 @@ fn read_private_file(path: &PathBuf) -> Result<Secret> {
         )
         .hint(format!("run: chmod 600 {}", path.display())));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| Error::new(Kind::Config, what(), e))?;
-    first_line(text).ok_or_else(|| Error::new(Kind::Config, what(), "it is empty"))
+    std::fs::read_to_string(path).map_err(|e| Error::new(Kind::Config, what(), e))
 }
 
 fn run_command(command: &str) -> Result<Secret> {

@@ -66,6 +66,17 @@ impl Error {
         self
     }
 
+    /// The same failure as the reason for a larger one: "what: (old what: old why)".
+    pub fn within(self, what: impl Into<String>) -> Error {
+        Error {
+            kind: self.kind,
+            why: format!("{}: {}", self.what, self.why),
+            what: what.into(),
+            hint: self.hint,
+            message_kept: self.message_kept,
+        }
+    }
+
     /// Worth retrying later with the same message and configuration.
     pub fn is_transient(&self) -> bool {
         self.kind == Kind::Temporary
@@ -100,6 +111,11 @@ impl Error {
     /// exit statuses: `sendmail -bs` picks its SMTP reply codes from it.
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The server or the token endpoint refused the credentials: a fresh token may help.
+    pub fn is_auth_refused(&self) -> bool {
+        self.kind == Kind::AuthRefused
     }
 
     /// The sysexits.h status for this failure: the only mapping in the program.
@@ -166,6 +182,25 @@ mod tests {
             Error::new(Kind::Temporary, "a", "b").kind(),
             Kind::Temporary
         );
+    }
+
+    #[test]
+    fn within_keeps_kind_and_hint() {
+        let e = Error::new(Kind::Temporary, "cannot reach x", "refused")
+            .hint("later")
+            .within("cannot refresh");
+        assert!(e.is_transient());
+        assert_eq!(
+            e.to_string(),
+            "cannot refresh: cannot reach x: refused\n  later"
+        );
+    }
+
+    #[test]
+    fn only_auth_refused_is_auth_refused() {
+        assert!(Error::new(Kind::AuthRefused, "a", "b").is_auth_refused());
+        assert!(!Error::new(Kind::Unavailable, "a", "b").is_auth_refused());
+        assert!(!Error::new(Kind::Temporary, "a", "b").is_auth_refused());
     }
 
     #[test]

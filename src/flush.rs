@@ -11,6 +11,7 @@ use crate::delivery_log::{rfc3339, DeliveryLog, Outcome, Record, Status};
 use crate::error::{Error, Kind, Result};
 use crate::queue::{self, Entry, Queue, RecipientState};
 use crate::smtp::{Delivery, Session};
+use crate::token;
 
 /// Which messages a flush tries.
 pub enum Selection {
@@ -211,12 +212,10 @@ impl<'a> Flusher<'a> {
         let reusable = matches!(&self.session, Some((name, session)) if name == &account.name && session.is_usable());
         if !reusable {
             self.close();
-            let opened = account
-                .secret
-                .as_ref()
-                .map(|source| source.fetch())
-                .transpose()
-                .and_then(|secret| Session::open(account, secret.as_ref(), self.verbose));
+            let verbose = self.verbose;
+            let opened = token::with_secret(account, verbose, |secret| {
+                Session::open(account, secret, verbose)
+            });
             match opened {
                 Ok(session) => self.session = Some((account.name.clone(), session)),
                 Err(err) => {
@@ -355,7 +354,7 @@ fn human(duration: Duration) -> String {
     let seconds = duration.as_secs();
     let (count, unit) = [(86400, "day"), (3600, "hour"), (60, "minute")]
         .into_iter()
-        .find(|(size, _)| seconds >= *size && seconds % size == 0)
+        .find(|(size, _)| seconds >= *size && seconds.is_multiple_of(*size))
         .map_or((seconds, "second"), |(size, unit)| (seconds / size, unit));
     format!("{count} {unit}{}", if count == 1 { "" } else { "s" })
 }

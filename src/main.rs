@@ -6,6 +6,9 @@
 //! `queue` and its delivery in `flush`, bounces in `bounce`, the delivery log in
 //! `delivery_log`, exit codes in `error`.
 //! `sendmail -bs` (SMTP on stdin/stdout) is served by `smtp_session`.
+//! `credential`, the SMTP client in `smtp`, exit codes in `error`; OAuth2: `login` in
+//! `oauth`, tokens on the send path in `token`, the token endpoint in `endpoint`, refresh
+//! tokens in `store` (keyring or file).
 
 mod address;
 mod bounce;
@@ -14,13 +17,17 @@ mod config;
 mod credential;
 mod dead_letter;
 mod delivery_log;
+mod endpoint;
 mod error;
 mod flush;
 mod intake;
+mod oauth;
 mod queue;
 mod send;
 mod smtp;
 mod smtp_session;
+mod store;
+mod token;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -30,7 +37,7 @@ use std::time::Duration;
 
 use address::Resolver;
 use cli::{Action, Invocation, QueueCommand, SessionOptions};
-use config::Config;
+use config::{Account, Config};
 use delivery_log::{DeliveryLog, Format, Status};
 use error::{Error, Kind, Result};
 use flush::{Flusher, Selection};
@@ -80,6 +87,9 @@ fn run(action: Action) -> Result<()> {
         } => show_log(config.as_deref(), since, status, format),
         Action::SmtpSession(options) => serve_smtp(&options),
         Action::CheckAliases { config } => check_aliases(config.as_deref()),
+        Action::Login(options) => login(&options),
+        Action::Logout(options) => logout(&options),
+        Action::Status(options) => status(&options),
     }
 }
 
@@ -268,4 +278,80 @@ fn check_aliases(config_path: Option<&Path>) -> Result<()> {
         .map_or("no configuration file".into(), |p| p.display().to_string());
     println!("{source}: {} aliases", config.aliases.len());
     Ok(())
+}
+
+/// `oauth-sendmail login`: OAuth2 login for one account, its refresh token kept in its store.
+fn login(options: &cli::Login) -> Result<()> {
+    let config = Config::load(options.config.as_deref())?;
+    let account = config.choose_account(options.account.as_deref(), None)?;
+    oauth::login(account, options)
+}
+
+/// `oauth-sendmail logout`: forgets an account's tokens.
+fn logout(options: &cli::Logout) -> Result<()> {
+    let config = Config::load(options.config.as_deref())?;
+    let account = config.choose_account(options.account.as_deref(), None)?;
+    let removed = token::forget(account)?;
+    match removed.is_empty() {
+        true => println!("Account `{}` had no tokens to forget.", account.name),
+        false => println!(
+            "Account `{}`: removed {}.",
+            account.name,
+            removed.join(" and ")
+        ),
+    }
+    Ok(())
+}
+
+/// `oauth-sendmail status`: each account's state, never a secret; with `--check`, an SMTP
+/// login to each that sends nothing.
+fn status(options: &cli::StatusArgs) -> Result<()> {
+    let config = Config::load(options.config.as_deref())?;
+    let accounts: Vec<&Account> = match &options.account {
+        Some(name) => vec![config.choose_account(Some(name), None)?],
+        None => config.accounts.values().collect(),
+    };
+    if accounts.is_empty() {
+        // The error names the file and says what to add.
+        config.choose_account(None, None)?;
+    }
+    let mut failed: Option<Error> = None;
+    let mut out = io::stdout().lock();
+    for account in &accounts {
+        let mut lines = vec![
+            (
+                "server",
+                format!("{}:{} ({:?})", account.host, account.port, account.provider)
+                    .to_lowercase(),
+            ),
+            ("user", account.user.clone()),
+        ];
+        lines.extend(token::status(account));
+        if options.check {
+            let checked = token::with_secret(account, options.verbose, |secret| {
+                smtp::check(account, secret, options.verbose)
+            });
+            let result = match &checked {
+                Ok(()) => "ok: authenticated and quit".to_string(),
+                Err(err) => format!(
+                    "FAILED: {}",
+                    err.to_string().replace('\n', "\n                  ")
+                ),
+            };
+            lines.push(("check", result));
+            if let Err(err) = checked {
+                failed.get_or_insert(err);
+            }
+        }
+        let mut text = format!("account {}\n", account.name);
+        for (label, value) in lines {
+            text.push_str(&format!("  {:<16}{value}\n", format!("{label}:")));
+        }
+        out.write_all(text.as_bytes())
+            .map_err(|e| Error::new(Kind::Io, "cannot write to stdout", e))?;
+    }
+    match failed {
+        Some(err) => Err(err.within("the check failed")),
+        None => Ok(()),
+    }
 }

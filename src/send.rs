@@ -14,6 +14,7 @@ use crate::flush::{self, Flusher, Selection};
 use crate::intake::{self, Prepared};
 use crate::queue::{self, Entry, Queue};
 use crate::smtp::{Delivery, Session};
+use crate::token;
 
 /// After a message went out, queued ones of the same account may follow on the same
 /// connection, but the caller (cron, PHP) is waiting: this long at most.
@@ -152,20 +153,18 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
 }
 
 /// Connects and sends; the open session comes back for queued messages to follow.
+/// A refused token is refreshed and tried once more (token::with_secret).
 fn send_now(account: &Account, prepared: &Prepared, verbose: bool) -> Result<(Delivery, Session)> {
-    let secret = account
-        .secret
-        .as_ref()
-        .map(|source| source.fetch())
-        .transpose()?;
-    let mut session = Session::open(account, secret.as_ref(), verbose)?;
-    match session.send(prepared) {
-        Ok(delivery) => Ok((delivery, session)),
-        Err(err) => {
-            session.close();
-            Err(err)
+    token::with_secret(account, verbose, |secret| {
+        let mut session = Session::open(account, secret, verbose)?;
+        match session.send(prepared) {
+            Ok(delivery) => Ok((delivery, session)),
+            Err(err) => {
+                session.close();
+                Err(err)
+            }
         }
-    }
+    })
 }
 
 /// A failure that stopped the whole message, as the same answer for every recipient.

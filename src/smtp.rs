@@ -112,6 +112,12 @@ impl Session {
     }
 }
 
+/// Connects, authenticates and quits, sending nothing (`status --check`).
+pub fn check(account: &Account, secret: Option<&Secret>, verbose: bool) -> Result<()> {
+    Session::open(account, secret, verbose)?.close();
+    Ok(())
+}
+
 fn connect(account: &Account, server: &str, log: &Transcript) -> Result<SmtpConnection> {
     let hello = account
         .hello_name
@@ -193,7 +199,7 @@ fn authenticate(
     let offers = |m| conn.server_info().supports_auth_mechanism(m);
     match account.auth {
         AuthMethod::Xoauth2 if offers(Mechanism::Xoauth2) => {
-            xoauth2(conn, &account.user, secret, server, log)
+            xoauth2(conn, account, secret, server, log)
         }
         AuthMethod::Password if offers(Mechanism::Plain) => {
             let plain = format!("\0{}\0{}", account.user, secret.expose());
@@ -235,11 +241,12 @@ fn authenticate(
 /// must answer with an empty line to get the final `535`. The JSON is the real reason.
 fn xoauth2(
     conn: &mut SmtpConnection,
-    user: &str,
+    account: &Account,
     token: &Secret,
     server: &str,
     log: &Transcript,
 ) -> Result<()> {
+    let user = &account.user;
     let initial = format!("user={user}\x01auth=Bearer {}\x01\x01", token.expose());
     log.sent("AUTH XOAUTH2 (redacted)");
     let reply = conn
@@ -263,8 +270,16 @@ fn xoauth2(
         ),
         Err(e) => describe(&e),
     };
-    Err(Error::new(Kind::AuthRefused, format!("authentication refused by {server}"), format!("{refusal} (reason: {reason})"))
-        .hint(format!("the access token for {user} was not accepted: check that `secret` yields a current token (they expire after about an hour)")))
+    let error = Error::new(
+        Kind::AuthRefused,
+        format!("authentication refused by {server}"),
+        format!("{refusal} (reason: {reason})"),
+    );
+    // With [oauth] the token engine refreshes and retries, and says what to check then.
+    match account.oauth {
+        Some(_) => Err(error),
+        None => Err(error.hint(format!("the access token for {user} was not accepted: check that `secret` yields a current token (they expire after about an hour)"))),
+    }
 }
 
 fn transmit(

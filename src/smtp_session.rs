@@ -1255,7 +1255,7 @@ mod tests {
                 state ^= state >> 7;
                 state ^= state << 17;
                 input.extend_from_slice(pieces[(state % 16) as usize]);
-                if state % 7 == 0 {
+                if state.is_multiple_of(7) {
                     input.push((state >> 24) as u8);
                 }
             }

@@ -138,9 +138,17 @@ impl Harness {
             .env("XDG_STATE_HOME", home.join(".local/state"))
             .env("XDG_DATA_HOME", home.join(".local/share"))
             .env("XDG_CACHE_HOME", home.join(".cache"))
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+            // The session bus ($XDG_RUNTIME_DIR/bus is one too) leads to the real keyring;
+            // only a test that names a bus itself gets one.
+            .env_remove("XDG_RUNTIME_DIR")
             .env_remove("MAIL")
             .current_dir(home);
+        if !cmd
+            .get_envs()
+            .any(|(key, value)| key == "DBUS_SESSION_BUS_ADDRESS" && value.is_some())
+        {
+            cmd.env_remove("DBUS_SESSION_BUS_ADDRESS");
+        }
     }
 }
 

@@ -1,0 +1,395 @@
+//! Where long-lived OAuth secrets (refresh tokens, client secrets) are kept, per account:
+//! the OS keyring (the Secret Service, through keyring-core) or a 0600 file in the state
+//! directory. Short-lived access tokens are not kept here: see `token`.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::credential::{read_private_text, Secret};
+use crate::error::{Error, Kind, Result};
+
+/// `store = "keyring" | "file"` in `[accounts.NAME.oauth]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The OS keyring: the Secret Service (gnome-keyring, KWallet, KeePassXC) on Linux.
+    Keyring,
+    /// A file only its owner may read, in the state directory: for servers.
+    File,
+}
+
+/// The secrets an account may keep in its store.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Item {
+    RefreshToken,
+    ClientSecret,
+}
+
+impl Item {
+    fn name(self) -> &'static str {
+        match self {
+            Item::RefreshToken => "refresh-token",
+            Item::ClientSecret => "client-secret",
+        }
+    }
+}
+
+/// The keyring service name every entry is filed under; the user part is
+/// "ACCOUNT ITEM", e.g. "gmail refresh-token".
+pub const KEYRING_SERVICE: &str = "oauth-sendmail";
+
+/// One account's store.
+pub struct Store {
+    kind: StoreKind,
+    account: String,
+}
+
+impl Store {
+    pub fn new(kind: StoreKind, account: &str) -> Store {
+        Store {
+            kind,
+            account: account.to_string(),
+        }
+    }
+
+    pub fn kind(&self) -> StoreKind {
+        self.kind
+    }
+
+    /// Where the secrets are, for messages: "the OS keyring (Secret Service)" or the file.
+    pub fn describe(&self) -> Result<String> {
+        Ok(match self.kind {
+            StoreKind::Keyring => "the OS keyring (Secret Service)".to_string(),
+            StoreKind::File => format!(
+                "the file {} (mode 0600)",
+                self.file(Item::RefreshToken)?.display()
+            ),
+        })
+    }
+
+    /// The secret, or `None` when none was ever stored.
+    pub fn get(&self, item: Item) -> Result<Option<Secret>> {
+        match self.kind {
+            StoreKind::Keyring => keyring::get(&self.account, item),
+            StoreKind::File => {
+                let path = self.file(item)?;
+                if !path.exists() {
+                    return Ok(None);
+                }
+                let text = read_private_text(&path, "token file")?;
+                let line = text.lines().next().unwrap_or_default().trim();
+                Ok((!line.is_empty()).then(|| Secret::new(line)))
+            }
+        }
+    }
+
+    pub fn set(&self, item: Item, secret: &Secret) -> Result<()> {
+        match self.kind {
+            StoreKind::Keyring => keyring::set(&self.account, item, secret),
+            StoreKind::File => {
+                let path = self.file(item)?;
+                write_private(&path, format!("{}\n", secret.expose()).as_bytes())
+            }
+        }
+    }
+
+    /// Removes the secret; `false` when there was none.
+    pub fn delete(&self, item: Item) -> Result<bool> {
+        match self.kind {
+            StoreKind::Keyring => keyring::delete(&self.account, item),
+            StoreKind::File => {
+                let path = self.file(item)?;
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+                    Err(e) => Err(Error::new(
+                        Kind::Io,
+                        format!("cannot remove {}", path.display()),
+                        e,
+                    )),
+                }
+            }
+        }
+    }
+
+    fn file(&self, item: Item) -> Result<PathBuf> {
+        Ok(state_dir()?.join(format!("{}.{}", file_stem(&self.account), item.name())))
+    }
+}
+
+/// Fails unless the keyring can be used now, with the reason and the way to a file store.
+pub fn keyring_reachable(account: &str) -> Result<()> {
+    keyring::open(account).map(|_| ())
+}
+
+/// `$XDG_STATE_HOME/oauth-sendmail` (default `~/.local/state/oauth-sendmail`): per user,
+/// as cron jobs run as their owner and find it there without a desktop session.
+pub fn state_dir() -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
+        .ok_or_else(|| {
+            Error::new(
+                Kind::Config,
+                "cannot find the state directory",
+                "neither XDG_STATE_HOME nor HOME is set",
+            )
+        })?;
+    Ok(base.join("oauth-sendmail"))
+}
+
+/// A file name for an account: its name when that is plain, else hex (names are TOML
+/// keys and may hold `/` or `..`).
+pub fn file_stem(account: &str) -> String {
+    let plain = !account.is_empty()
+        && !account.starts_with('.')
+        && account
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if plain {
+        return account.to_string();
+    }
+    let hex: String = account.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("x-{hex}")
+}
+
+/// Creates `dir` (mode 0700: it holds secrets) if needed.
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            Error::new(
+                Kind::CannotCreate,
+                format!("cannot create {}", dir.display()),
+                e,
+            )
+        })
+}
+
+/// Replaces `path` with `bytes` atomically (a reader sees the old or the new file, never
+/// half of one), readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        ensure_private_dir(dir)?;
+    }
+    let cannot = |e: std::io::Error| {
+        Error::new(
+            Kind::CannotCreate,
+            format!("cannot write {}", path.display()),
+            e,
+        )
+    };
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(cannot)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(cannot(e));
+    }
+    Ok(())
+}
+
+#[cfg(target_os = "linux")]
+mod keyring {
+    //! The Secret Service over D-Bus, opened only when a secret is read or written (never
+    //! on the send path while a cached access token is valid).
+
+    use std::path::Path;
+    use std::sync::{Arc, OnceLock};
+
+    use keyring_core::{CredentialStore, Entry};
+
+    use super::{Item, KEYRING_SERVICE};
+    use crate::credential::Secret;
+    use crate::error::{Error, Kind, Result};
+
+    pub fn get(account: &str, item: Item) -> Result<Option<Secret>> {
+        match entry(account, item)?.get_password() {
+            Ok(password) => Ok(Some(Secret::new(password))),
+            Err(keyring_core::Error::NoEntry) => Ok(None),
+            Err(e) => Err(failure(account, "cannot read from the OS keyring", e)),
+        }
+    }
+
+    pub fn set(account: &str, item: Item, secret: &Secret) -> Result<()> {
+        entry(account, item)?
+            .set_password(secret.expose())
+            .map_err(|e| failure(account, "cannot write to the OS keyring", e))
+    }
+
+    pub fn delete(account: &str, item: Item) -> Result<bool> {
+        match entry(account, item)?.delete_credential() {
+            Ok(()) => Ok(true),
+            Err(keyring_core::Error::NoEntry) => Ok(false),
+            Err(e) => Err(failure(account, "cannot delete from the OS keyring", e)),
+        }
+    }
+
+    fn entry(account: &str, item: Item) -> Result<Entry> {
+        let store = open(account)?;
+        Entry::new_in_store(
+            &store,
+            KEYRING_SERVICE,
+            &format!("{account} {}", item.name()),
+        )
+        .map_err(|e| failure(account, "cannot use the OS keyring", e))
+    }
+
+    /// The Secret Service store, connected once per process.
+    pub fn open(account: &str) -> Result<Arc<CredentialStore>> {
+        static STORE: OnceLock<Arc<CredentialStore>> = OnceLock::new();
+        if let Some(store) = STORE.get() {
+            return Ok(store.clone());
+        }
+        find_session_bus().map_err(|why| unreachable(account, why))?;
+        let store: Arc<CredentialStore> =
+            dbus_secret_service_keyring_store::Store::new().map_err(|e| {
+                unreachable(
+                    account,
+                    format!(
+                        "no Secret Service answers on the D-Bus session bus ({})",
+                        describe(&e)
+                    ),
+                )
+            })?;
+        Ok(STORE.get_or_init(|| store).clone())
+    }
+
+    /// libdbus finds the session bus through DBUS_SESSION_BUS_ADDRESS only; systemd puts it
+    /// at $XDG_RUNTIME_DIR/bus, which cron jobs of a logged-in user can reach too. Without
+    /// either, libdbus would try to start a bus of its own: say so instead.
+    fn find_session_bus() -> std::result::Result<(), String> {
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|a| !a.is_empty()) {
+            return Ok(());
+        }
+        let runtime = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty());
+        if let Some(bus) = runtime.map(|dir| Path::new(&dir).join("bus")) {
+            if bus.exists() {
+                // Set before libdbus reads it, while only this thread runs D-Bus code.
+                std::env::set_var(
+                    "DBUS_SESSION_BUS_ADDRESS",
+                    format!("unix:path={}", bus.display()),
+                );
+                return Ok(());
+            }
+        }
+        Err("there is no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set and there is no $XDG_RUNTIME_DIR/bus), as in cron jobs, ssh logins and servers without a desktop".into())
+    }
+
+    fn unreachable(account: &str, why: String) -> Error {
+        Error::new(Kind::Config, "cannot reach the OS keyring", why).hint(format!(
+            "to keep the tokens in a file (mode 0600) instead, set store = \"file\" in [accounts.{account}.oauth], then run `oauth-sendmail login --account {account}`"
+        ))
+    }
+
+    fn failure(account: &str, what: &str, err: keyring_core::Error) -> Error {
+        let kind = match err {
+            // Locked: the desktop session may unlock it later.
+            keyring_core::Error::NoStorageAccess(_) => Kind::Temporary,
+            keyring_core::Error::PlatformFailure(_) => Kind::Temporary,
+            _ => Kind::Internal,
+        };
+        let locked = kind == Kind::Temporary;
+        let error = Error::new(kind, what, describe(&err));
+        match locked {
+            true => error.hint(format!("unlock the keyring (log in to the desktop), or set store = \"file\" in [accounts.{account}.oauth] and log in again")),
+            false => error,
+        }
+    }
+
+    fn describe(err: &keyring_core::Error) -> String {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text = format!("{text}: {cause_text}");
+            }
+            source = cause.source();
+        }
+        text
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod keyring {
+    //! Keychain and Credential Manager stores are not wired in yet.
+
+    use super::Item;
+    use crate::credential::Secret;
+    use crate::error::{Error, Kind, Result};
+
+    fn unsupported(account: &str) -> Error {
+        Error::new(
+            Kind::Config,
+            "cannot use the OS keyring",
+            "only the Linux Secret Service is supported so far",
+        )
+        .hint(format!(
+            "set store = \"file\" in [accounts.{account}.oauth]"
+        ))
+    }
+
+    pub fn get(account: &str, _: Item) -> Result<Option<Secret>> {
+        Err(unsupported(account))
+    }
+
+    pub fn set(account: &str, _: Item, _: &Secret) -> Result<()> {
+        Err(unsupported(account))
+    }
+
+    pub fn delete(account: &str, _: Item) -> Result<bool> {
+        Err(unsupported(account))
+    }
+
+    pub fn open(account: &str) -> Result<()> {
+        Err(unsupported(account))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_account_names_are_file_names_others_are_hex() {
+        assert_eq!(file_stem("gmail"), "gmail");
+        assert_eq!(file_stem("me@work.com"), "me@work.com");
+        assert_eq!(file_stem("../etc"), "x-2e2e2f657463");
+        assert_eq!(file_stem(".hidden"), "x-2e68696464656e");
+        assert_eq!(file_stem("a b"), "x-612062");
+    }
+
+    #[test]
+    fn write_private_is_0600_and_replaces() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/f");
+        write_private(&path, b"old").unwrap();
+        write_private(&path, b"new\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = std::fs::metadata(dir.path().join("state"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+    }
+}

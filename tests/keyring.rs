@@ -1,0 +1,149 @@
+//! The keyring store against a real Secret Service (gnome-keyring): login puts the refresh
+//! token there (and nowhere on disk), a refresh reads it and stores the rotated one, a send
+//! with a valid cached token needs no keyring at all, logout deletes it. `secret-tool`
+//! (libsecret) looks at the keyring independently of our code.
+//!
+//! scripts/test runs the suite inside a private D-Bus session with gnome-keyring unlocked
+//! and sets OAUTH_SENDMAIL_TEST_KEYRING=1; without that the test would write into the
+//! developer's own keyring, so it is skipped (and fails under CI=true).
+
+mod common;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::harness::{code, stdout, Harness, BIN};
+use common::oauth_server::{
+    assert_no_oauth_secrets, explain, harness_with_oauth, write_browser, OAuthOptions,
+};
+
+const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: keyring test\n\nBody.\n";
+
+/// The private session's bus address, or `None` (skipped) outside scripts/test.
+fn keyring_session(test: &str) -> Option<OsString> {
+    let opted_in = std::env::var("OAUTH_SENDMAIL_TEST_KEYRING").as_deref() == Ok("1");
+    let bus = std::env::var_os("DBUS_SESSION_BUS_ADDRESS").filter(|b| !b.is_empty());
+    let why = match (opted_in, bus) {
+        (true, Some(bus)) => return Some(bus),
+        (true, None) => "OAUTH_SENDMAIL_TEST_KEYRING=1 but DBUS_SESSION_BUS_ADDRESS is not set",
+        (false, _) => "not inside scripts/test's private keyring session (OAUTH_SENDMAIL_TEST_KEYRING is not 1)",
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "{test}: {why}; CI must run this test: run scripts/test, which starts gnome-keyring"
+        );
+    }
+    // Straight to stderr: libtest captures the output of passing tests, and a skip must show.
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: SKIPPED: {why} (run scripts/test)"
+    );
+    None
+}
+
+/// What `secret-tool` finds for the account's refresh token (`None`: nothing).
+fn secret_tool_lookup() -> Option<String> {
+    let out = Command::new("secret-tool")
+        .args([
+            "lookup",
+            "service",
+            "oauth-sendmail",
+            "username",
+            "test refresh-token",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run secret-tool (scripts/install-test-deps installs libsecret-tools)");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// The binary with `args`, talking to the private session bus.
+fn run_with_bus(h: &Harness, bus: &OsString, args: &[&str], browser: bool) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("DBUS_SESSION_BUS_ADDRESS", bus);
+    if browser {
+        cmd.env("BROWSER", write_browser(h.home.path()));
+    }
+    h.run(cmd, MESSAGE)
+}
+
+#[test]
+fn keyring_round_trip_with_a_real_secret_service() {
+    let Some(bus) = keyring_session("keyring_round_trip_with_a_real_secret_service") else {
+        return;
+    };
+    let (oauth, h) = harness_with_oauth(
+        OAuthOptions {
+            // The login's token is expired at once; refreshed ones live an hour.
+            lifetimes: vec![30, 3600],
+            rotate: true,
+            ..OAuthOptions::default()
+        },
+        "store = \"keyring\"\n",
+    );
+    let check = |o: &Output| assert_no_oauth_secrets(&oauth, o);
+
+    let o = run_with_bus(&h, &bus, &["login", "--timeout", "20"], true);
+    assert_eq!(code(&o), 0, "login: {}", explain(&h, &oauth, &o));
+    check(&o);
+    assert!(
+        stdout(&o).contains("the OS keyring (Secret Service)"),
+        "{}",
+        stdout(&o)
+    );
+    let live = oauth.live_refresh_tokens();
+    assert_eq!(
+        secret_tool_lookup().as_ref(),
+        live.first(),
+        "not in the keyring"
+    );
+    let state = h.home.path().join(".local/state/oauth-sendmail");
+    assert!(
+        !state.join("test.refresh-token").exists(),
+        "written to a file too"
+    );
+
+    // Expired: the refresh reads the keyring and stores the rotated token there.
+    let o = run_with_bus(&h, &bus, &["send", "-v", "-i", "rcpt@example.com"], false);
+    assert_eq!(code(&o), 0, "send: {}", explain(&h, &oauth, &o));
+    check(&o);
+    assert_eq!(oauth.calls("refresh_token"), 1);
+    let live = oauth.live_refresh_tokens();
+    assert_eq!(live.len(), 1);
+    assert_eq!(
+        secret_tool_lookup().as_ref(),
+        live.first(),
+        "rotated token not stored"
+    );
+
+    // A valid cached token: no keyring needed, so no session bus either.
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_eq!(
+        code(&o),
+        0,
+        "send without a bus: {}",
+        explain(&h, &oauth, &o)
+    );
+    assert_eq!(oauth.token_requests(), 2);
+
+    let o = run_with_bus(&h, &bus, &["status"], false);
+    assert_eq!(code(&o), 0, "status: {}", explain(&h, &oauth, &o));
+    check(&o);
+    assert!(
+        stdout(&o).contains("refresh token:  present"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = run_with_bus(&h, &bus, &["logout"], false);
+    assert_eq!(code(&o), 0, "logout: {}", explain(&h, &oauth, &o));
+    assert!(stdout(&o).contains("OS keyring"), "{}", stdout(&o));
+    assert_eq!(
+        secret_tool_lookup(),
+        None,
+        "logout left the token in the keyring"
+    );
+    assert_eq!(h.server.received().len(), 2);
+}
