@@ -1067,10 +1067,11 @@ mod tests {
         let mut files = vec![(root.join("man/oauth-sendmail.8"), man(command()))];
         // One page per subcommand, so a new one cannot be forgotten.
         for sub in command().get_subcommands() {
-            let name = format!("oauth-sendmail-{}", sub.get_name());
+            // clap wants a &'static name; a test process can spare a few bytes.
+            let name: &'static str = format!("oauth-sendmail-{}", sub.get_name()).leak();
             files.push((
                 root.join(format!("man/{name}.8")),
-                man(sub.clone().name(&name)),
+                man(sub.clone().name(name)),
             ));
         }
         for (shell, file) in [
