@@ -107,8 +107,15 @@ fn a_server_that_refuses_every_token_is_not_looped_on() {
         "{}",
         stderr(&o)
     );
-    let kept = String::from_utf8(h.dead_letter().expect("dead.letter")).unwrap();
-    assert!(kept.contains(BODY), "{kept}");
+    assert_queued_not_dead(&h, &o);
+}
+
+/// Kept for after the fix: in the queue (mailq shows it), not in dead.letter.
+fn assert_queued_not_dead(h: &common::harness::Harness, o: &std::process::Output) {
+    assert!(stderr(o).contains("queued as"), "{}", stderr(o));
+    assert!(h.dead_letter().is_none(), "queued, so not a dead letter");
+    let (ids, listing) = h.queue_listing();
+    assert_eq!(ids.len(), 1, "{listing}");
 }
 
 #[test]
@@ -126,12 +133,10 @@ fn invalid_grant_exits_77_with_guidance_and_keeps_the_message() {
         "invalid_grant",
         "the refresh token was revoked or expired; run `oauth-sendmail login --account test`",
         "Google apps left in Testing status lose their tokens after 7 days",
-        "dead.letter",
     ] {
         assert!(err.contains(needle), "stderr lacks {needle:?}:\n{err}");
     }
-    let kept = String::from_utf8(h.dead_letter().expect("dead.letter")).unwrap();
-    assert!(kept.contains(BODY), "{kept}");
+    assert_queued_not_dead(&h, &o);
     assert_eq!(h.server.connections(), 0, "nothing to send with");
 
     // status shows the failure, and still no secret.
@@ -163,13 +168,20 @@ fn an_unreachable_token_endpoint_is_a_temporary_failure() {
         &format!("http://127.0.0.1:{closed}/token"),
     );
     std::fs::write(&h.config_path, config).unwrap();
+    // With the default queue the message waits, exit 0 and a one-line notice...
     let o = send(&h, &oauth);
-    assert_eq!(code(&o), 75, "{}", explain(&h, &oauth, &o));
+    assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
     assert!(
         stderr(&o).contains("cannot reach the token endpoint"),
         "{}",
         stderr(&o)
     );
+    assert_queued_not_dead(&h, &o);
+    // ...and with queue = "never" it is exit 75 and dead.letter.
+    let config = std::fs::read_to_string(&h.config_path).unwrap();
+    std::fs::write(&h.config_path, format!("queue = \"never\"\n{config}")).unwrap();
+    let o = send(&h, &oauth);
+    assert_eq!(code(&o), 75, "{}", explain(&h, &oauth, &o));
     assert!(stderr(&o).contains("temporary"), "{}", stderr(&o));
     assert!(h.dead_letter().is_some());
     let mut h = h;
