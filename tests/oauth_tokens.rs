@@ -116,6 +116,8 @@ fn assert_queued_not_dead(h: &common::harness::Harness, o: &std::process::Output
     assert!(h.dead_letter().is_none(), "queued, so not a dead letter");
     let (ids, listing) = h.queue_listing();
     assert_eq!(ids.len(), 1, "{listing}");
+    let shown = stdout(&h.own(&["queue", "show", &ids[0]]));
+    assert!(shown.contains(BODY), "the queued message is whole: {shown}");
 }
 
 #[test]
