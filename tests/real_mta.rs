@@ -18,6 +18,9 @@ use std::thread;
 use std::time::Duration;
 
 use common::harness::{code, run_with_limit, stderr, write_private, BIN};
+use common::oauth_server::{
+    assert_no_oauth_secrets, use_oauth, write_browser, OAuthOptions, OAuthServer,
+};
 use common::smtp_server::{TEST_TOKEN, TEST_USER};
 use common::tls;
 
@@ -190,9 +193,14 @@ impl Mailbox {
 
     /// Runs the binary as `sendmail ARGS` with `stdin`, HOME being the temporary directory.
     fn sendmail(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let home = self.dir.path();
         let mut cmd = Command::new(self.bin_dir().join("sendmail"));
         cmd.args(args);
+        self.run(cmd, stdin)
+    }
+
+    /// Runs `cmd` with HOME, config and state in the temporary directory.
+    fn run(&self, mut cmd: Command, stdin: &[u8]) -> Output {
+        let home = self.dir.path();
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("OAUTH_SENDMAIL") {
                 cmd.env_remove(&key);
@@ -395,5 +403,50 @@ fn refused_token_is_exit_77() {
         stderr(&out).contains("queued as"),
         "the refused message was not queued; stderr:\n{}",
         stderr(&out)
+    );
+}
+
+/// The issue's "done when" for OAuth: `login` (scripted browser, fake provider) keeps a
+/// refresh token, then cron mails go through a real XOAUTH2 server with the access token
+/// the login got, and the second one reuses the cached token: no token request at all.
+#[test]
+fn oauth_login_then_cron_mail_through_the_real_server() {
+    if !aiosmtpd_available("oauth_login_then_cron_mail_through_the_real_server") {
+        return;
+    }
+    // The provider issues TEST_TOKEN, the one token mailbox_server.py accepts.
+    let oauth = OAuthServer::start(OAuthOptions::default());
+    let mut mailbox = Mailbox::start();
+    let mut config = std::fs::read_to_string(mailbox.config_path()).unwrap();
+    use_oauth(&mut config, &oauth, "");
+    std::fs::write(mailbox.config_path(), config).unwrap();
+
+    let mut login = Command::new(BIN);
+    login
+        .args(["login", "--account", "test", "--timeout", "20"])
+        .env("BROWSER", write_browser(mailbox.dir.path()));
+    let out = mailbox.run(login, b"");
+    assert_eq!(code(&out), 0, "login failed: {}", stderr(&out));
+    assert_eq!(oauth.calls("authorization_code"), 1, "{}", oauth.log());
+
+    let caller = callers::caller("debian_cron");
+    for _ in 0..2 {
+        let out = mailbox.sendmail(caller.argv, caller.stdin.as_bytes());
+        assert_eq!(
+            code(&out),
+            0,
+            "stderr:\n{}\nserver log:\n{}",
+            stderr(&out),
+            mailbox.server_log()
+        );
+        assert_no_oauth_secrets(&oauth, &out);
+    }
+    let delivered = mailbox.take_new();
+    assert_eq!(delivered.len(), 2, "server log:\n{}", mailbox.server_log());
+    assert_eq!(
+        oauth.token_requests(),
+        1,
+        "only the login's code exchange: {}",
+        oauth.log()
     );
 }
