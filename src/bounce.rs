@@ -7,7 +7,7 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 
-use crate::delivery_log::rfc3339;
+use crate::clock::rfc3339;
 use crate::queue::Entry;
 
 /// A recipient that will not get the message, with the reason.

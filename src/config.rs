@@ -42,7 +42,9 @@ pub struct QueueSettings {
 
 impl Default for QueueSettings {
     fn default() -> QueueSettings {
-        let state = state_dir();
+        // Without HOME (some cron setups), a system-wide place rather than no queue at all.
+        let state = crate::files::state_dir()
+            .unwrap_or_else(|_| PathBuf::from("/var/spool/oauth-sendmail"));
         QueueSettings {
             mode: QueueMode::OnFailure,
             dir: state.join("queue"),
@@ -63,16 +65,6 @@ pub enum QueueMode {
     Always,
     /// Never spool: a temporary failure is exit 75 (what msmtp does).
     Never,
-}
-
-/// `$XDG_STATE_HOME/oauth-sendmail`, by default `~/.local/state/oauth-sendmail`.
-fn state_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("/var/spool"));
-    base.join("oauth-sendmail")
 }
 
 /// "90s", "15m", "4h", "5d", "1w", or plain seconds.

@@ -153,28 +153,6 @@ fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// `seconds` since the epoch as RFC 3339 UTC ("2026-11-26T04:39:12Z").
-pub fn rfc3339(seconds: u64) -> String {
-    let days = (seconds / 86400) as i64;
-    let rest = seconds % 86400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
-}
-
 /// The output formats of `oauth-sendmail log`.
 #[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
 pub enum Format {
@@ -266,7 +244,7 @@ mod tests {
 
     fn record(unix: u64, status: Status) -> Record {
         Record {
-            time: rfc3339(unix),
+            time: crate::clock::rfc3339(unix),
             unix,
             queue_id: Some("ABC".into()),
             message_id: Some("<m@x>".into()),
@@ -281,13 +259,6 @@ mod tests {
             duration_ms: 5,
             result: status,
         }
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_668_586), "2026-11-26T04:49:46Z");
     }
 
     #[test]

@@ -5,11 +5,12 @@
 use std::time::{Duration, Instant};
 
 use crate::bounce::{self, Failure};
+use crate::clock::rfc3339;
 use crate::config::{Account, Config, QueueSettings};
 use crate::dead_letter;
-use crate::delivery_log::{rfc3339, DeliveryLog, Outcome, Record, Status};
+use crate::delivery_log::{DeliveryLog, Outcome, Record, Status};
 use crate::error::{Error, Kind, Result};
-use crate::queue::{self, Entry, Queue, RecipientState};
+use crate::queue::{Entry, Queue, RecipientState};
 use crate::smtp::{Delivery, Session};
 use crate::token;
 
@@ -75,7 +76,7 @@ impl<'a> Flusher<'a> {
         };
         // No writer takes an hour between its two renames.
         self.queue.remove_leftovers(Duration::from_secs(3600));
-        let now = queue::now();
+        let now = crate::clock::now();
         let mut entries: Vec<Entry> = self.queue.all()?;
         entries.retain(|entry| match &selection {
             Selection::Due => entry.is_due(now),
@@ -151,7 +152,7 @@ impl<'a> Flusher<'a> {
             Err(err) => entry.last_error = Some(first_line(&err.to_string())),
         }
         entry.attempts += 1;
-        let now = queue::now();
+        let now = crate::clock::now();
         if entry.pending().next().is_some() {
             if now.saturating_sub(entry.arrival) >= self.config.queue.max_age.as_secs() {
                 expire(&mut entry, &self.config.queue, &mut failures);

@@ -13,12 +13,14 @@
 mod address;
 mod bounce;
 mod cli;
+mod clock;
 mod config;
 mod credential;
 mod dead_letter;
 mod delivery_log;
 mod endpoint;
 mod error;
+mod files;
 mod flush;
 mod intake;
 mod oauth;
@@ -252,7 +254,7 @@ fn show_log(
     format: Format,
 ) -> Result<()> {
     let config = Config::load(config_path)?;
-    let oldest = since.map_or(0, |age| queue::now().saturating_sub(age.as_secs()));
+    let oldest = since.map_or(0, |age| crate::clock::now().saturating_sub(age.as_secs()));
     let mut records = DeliveryLog::new(&config.queue.log_file).read()?;
     records.retain(|r| r.unix >= oldest && status.is_none_or(|s| r.result == s));
     let mut out = io::stdout().lock();

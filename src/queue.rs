@@ -10,7 +10,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
 use crate::intake::{Envelope, Prepared};
+use crate::{clock, files};
 
 /// One queued message's envelope and delivery state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,7 +59,7 @@ pub enum RecipientState {
 impl Entry {
     /// A new entry for `message`, for the recipients still to be served.
     pub fn new(account: &str, message: &Prepared, recipients: &[String]) -> Entry {
-        let now = now();
+        let now = clock::now();
         Entry {
             id: new_id(),
             account: account.to_string(),
@@ -123,17 +124,7 @@ pub struct FlushLock {
 impl Queue {
     /// Opens the spool, creating it (mode 0700: messages are private) when missing.
     pub fn open(dir: &Path) -> Result<Queue> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                Error::new(
-                    Kind::CannotCreate,
-                    format!("cannot create the queue {}", dir.display()),
-                    e,
-                )
-            })?;
+        files::ensure_private_dir(dir)?;
         Ok(Queue {
             dir: dir.to_path_buf(),
         })
@@ -148,26 +139,24 @@ impl Queue {
 
     /// Writes a message and its entry durably; once this returns, the message is safe.
     pub fn add(&self, entry: &Entry, data: &[u8]) -> Result<()> {
-        let failed = |e: io::Error| {
-            Error::new(
-                Kind::CannotCreate,
-                format!("cannot queue the message in {}", self.dir.display()),
-                e,
-            )
-        };
-        write_durably(&self.dir, &format!("{}.msg", entry.id), data).map_err(failed)?;
-        write_durably(&self.dir, &format!("{}.json", entry.id), &serialize(entry)).map_err(failed)
+        // The message first: an entry never points at a missing or half-written message.
+        files::write_private(&self.dir.join(format!("{}.msg", entry.id)), data)
+            .and_then(|()| {
+                files::write_private(
+                    &self.dir.join(format!("{}.json", entry.id)),
+                    &serialize(entry),
+                )
+            })
+            .map_err(|e| e.within("cannot queue the message"))
     }
 
     /// Replaces an entry's state (after an attempt).
     pub fn save(&self, entry: &Entry) -> Result<()> {
-        write_durably(&self.dir, &format!("{}.json", entry.id), &serialize(entry)).map_err(|e| {
-            Error::new(
-                Kind::Io,
-                format!("cannot update queued message {}", entry.id),
-                e,
-            )
-        })
+        files::write_private(
+            &self.dir.join(format!("{}.json", entry.id)),
+            &serialize(entry),
+        )
+        .map_err(|e| e.within(format!("cannot update queued message {}", entry.id)))
     }
 
     /// The ids of the queued messages, oldest first (ids sort by time).
@@ -219,7 +208,7 @@ impl Queue {
                 _ => {}
             }
         }
-        sync_dir(&self.dir).map_err(|e| self.io_error(e))
+        files::sync_dir(&self.dir).map_err(|e| self.io_error(e))
     }
 
     /// Locks a message for delivery; `None` when another process has it, or when it left
@@ -255,7 +244,7 @@ impl Queue {
             let name = dirent.file_name().to_string_lossy().into_owned();
             let orphan = match name.strip_suffix(".msg") {
                 Some(id) => !self.dir.join(format!("{id}.json")).exists(),
-                None => name.starts_with(".tmp."),
+                None => name.starts_with(files::TEMPORARY_PREFIX),
             };
             let old = dirent
                 .metadata()
@@ -306,34 +295,6 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-}
-
-/// Temporary file, fsync, rename over `name`, fsync of the directory: after a crash the
-/// file is either the old one or the new one, whole.
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let temporary = dir.join(format!(".tmp.{name}.{}", std::process::id()));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temporary, dir.join(name))?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
 fn try_flock(file: &File) -> bool {
     // SAFETY: flock on a descriptor we own; LOCK_NB makes it return at once.
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
@@ -363,7 +324,7 @@ pub fn render_listing(entries: &[Entry], out: &mut impl Write) -> io::Result<()>
             "{:<24} {:>8} {:<20}  {sender}",
             entry.id,
             entry.size,
-            crate::delivery_log::rfc3339(entry.arrival)
+            crate::clock::rfc3339(entry.arrival)
         )?;
         let error = entry.last_error.as_deref().unwrap_or("not tried yet");
         writeln!(
@@ -371,7 +332,7 @@ pub fn render_listing(entries: &[Entry], out: &mut impl Write) -> io::Result<()>
             "{:56}(attempts: {}, next try: {}) {error}",
             "",
             entry.attempts,
-            crate::delivery_log::rfc3339(entry.next_try)
+            crate::clock::rfc3339(entry.next_try)
         )?;
         for recipient in entry.pending() {
             writeln!(out, "{:56}{}", "", recipient.address)?;
@@ -389,7 +350,7 @@ pub fn render_listing(entries: &[Entry], out: &mut impl Write) -> io::Result<()>
 
 /// `queue show`: the entry's state, one field a line, then a blank line.
 pub fn render_entry(entry: &Entry, out: &mut impl Write) -> io::Result<()> {
-    let time = crate::delivery_log::rfc3339;
+    let time = crate::clock::rfc3339;
     writeln!(out, "Queue-ID: {}", entry.id)?;
     writeln!(out, "Account: {}", entry.account)?;
     writeln!(out, "Sender: <{}>", entry.sender)?;

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::address::Resolver;
 use crate::cli::Invocation;
+use crate::clock::rfc3339;
 use crate::config::{Account, Config, QueueMode};
 use crate::dead_letter;
-use crate::delivery_log::{rfc3339, DeliveryLog, Outcome, Record, Status};
+use crate::delivery_log::{DeliveryLog, Outcome, Record, Status};
 use crate::error::{Error, Kind, Result};
 use crate::flush::{self, Flusher, Selection};
 use crate::intake::{self, Prepared};
-use crate::queue::{self, Entry, Queue};
+use crate::queue::{Entry, Queue};
 use crate::smtp::{Delivery, Session};
 use crate::token;
 
@@ -200,7 +201,7 @@ fn enqueue(
     if let Some(why) = failed {
         entry.attempts = 1;
         entry.last_error = Some(why.to_string());
-        entry.next_try = queue::now() + flush::backoff(&config.queue, 1).as_secs();
+        entry.next_try = crate::clock::now() + flush::backoff(&config.queue, 1).as_secs();
     }
     queue.add(&entry, &prepared.data)?;
     Ok(entry)
@@ -216,7 +217,7 @@ fn flush_behind(config: &Config, account: &Account, session: Session, verbose: b
         .all()
         .unwrap_or_default()
         .iter()
-        .any(|e| e.account == account.name && e.is_due(queue::now()));
+        .any(|e| e.account == account.name && e.is_due(crate::clock::now()));
     if !due {
         return session.close();
     }
@@ -272,7 +273,7 @@ fn log_direct(
             reply: Some(reply.clone()),
         });
     }
-    let now = queue::now();
+    let now = crate::clock::now();
     let record = Record {
         time: rfc3339(now),
         unix: now,

@@ -2,10 +2,7 @@
 //! the OS keyring (the Secret Service, through keyring-core) or a 0600 file in the state
 //! directory. Short-lived access tokens are not kept here: see `token`.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -92,7 +89,7 @@ impl Store {
             StoreKind::Keyring => keyring::set(&self.account, item, secret),
             StoreKind::File => {
                 let path = self.file(item)?;
-                write_private(&path, format!("{}\n", secret.expose()).as_bytes())
+                crate::files::write_private(&path, format!("{}\n", secret.expose()).as_bytes())
             }
         }
     }
@@ -117,30 +114,19 @@ impl Store {
     }
 
     fn file(&self, item: Item) -> Result<PathBuf> {
-        Ok(state_dir()?.join(format!("{}.{}", file_stem(&self.account), item.name())))
+        Ok(
+            crate::files::state_dir()?.join(format!(
+                "{}.{}",
+                file_stem(&self.account),
+                item.name()
+            )),
+        )
     }
 }
 
 /// Fails unless the keyring can be used now, with the reason and the way to a file store.
 pub fn keyring_reachable(account: &str) -> Result<()> {
     keyring::open(account).map(|_| ())
-}
-
-/// `$XDG_STATE_HOME/oauth-sendmail` (default `~/.local/state/oauth-sendmail`): per user,
-/// as cron jobs run as their owner and find it there without a desktop session.
-pub fn state_dir() -> Result<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
-        .ok_or_else(|| {
-            Error::new(
-                Kind::Config,
-                "cannot find the state directory",
-                "neither XDG_STATE_HOME nor HOME is set",
-            )
-        })?;
-    Ok(base.join("oauth-sendmail"))
 }
 
 /// A file name for an account: its name when that is plain, else hex (names are TOML
@@ -156,53 +142,6 @@ pub fn file_stem(account: &str) -> String {
     }
     let hex: String = account.bytes().map(|b| format!("{b:02x}")).collect();
     format!("x-{hex}")
-}
-
-/// Creates `dir` (mode 0700: it holds secrets) if needed.
-pub fn ensure_private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| {
-            Error::new(
-                Kind::CannotCreate,
-                format!("cannot create {}", dir.display()),
-                e,
-            )
-        })
-}
-
-/// Replaces `path` with `bytes` atomically (a reader sees the old or the new file, never
-/// half of one), readable by its owner only.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        ensure_private_dir(dir)?;
-    }
-    let cannot = |e: std::io::Error| {
-        Error::new(
-            Kind::CannotCreate,
-            format!("cannot write {}", path.display()),
-            e,
-        )
-    };
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(cannot)?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(cannot(e));
-    }
-    Ok(())
 }
 
 #[cfg(target_os = "linux")]
@@ -374,22 +313,5 @@ mod tests {
         assert_eq!(file_stem("../etc"), "x-2e2e2f657463");
         assert_eq!(file_stem(".hidden"), "x-2e68696464656e");
         assert_eq!(file_stem("a b"), "x-612062");
-    }
-
-    #[test]
-    fn write_private_is_0600_and_replaces() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state/f");
-        write_private(&path, b"old").unwrap();
-        write_private(&path, b"new\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let dir_mode = std::fs::metadata(dir.path().join("state"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(dir_mode & 0o777, 0o700);
     }
 }

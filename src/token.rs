@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
@@ -73,7 +73,7 @@ impl Cache {
     fn save(&self, account: &str) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::new(Kind::Internal, "cannot encode the token cache", e))?;
-        store::write_private(&cache_file(account)?, text.as_bytes())
+        crate::files::write_private(&cache_file(account)?, text.as_bytes())
     }
 
     fn record_token(&mut self, response: &TokenResponse, now: u64) {
@@ -124,7 +124,7 @@ pub fn secret_for(
     let Some(oauth) = &account.oauth else {
         return account.secret.as_ref().map(|s| s.fetch()).transpose();
     };
-    let now = unix_now();
+    let now = crate::clock::now();
     if rejected.is_none() {
         if let Some(token) = Cache::load(&account.name)?.valid_token(now) {
             note(verbose, "using the cached access token");
@@ -148,13 +148,13 @@ pub fn secret_for(
     note(verbose, "fetching a new access token");
     match fetch(account, oauth, &cache, verbose) {
         Ok(response) => {
-            cache.record_token(&response, unix_now());
+            cache.record_token(&response, crate::clock::now());
             cache.save(&account.name)?;
             Ok(Some(response.access_token))
         }
         Err(err) => {
             cache.last_error = Some(err.to_string().lines().next().unwrap_or_default().into());
-            cache.last_error_at = Some(unix_now());
+            cache.last_error_at = Some(crate::clock::now());
             // The failure itself matters more than recording it.
             let _ = cache.save(&account.name);
             Err(err)
@@ -305,7 +305,7 @@ pub fn save_login(account: &Account, store: &Store, response: &TokenResponse) ->
     store.set(Item::RefreshToken, refresh)?;
     let mut cache = Cache::load(&account.name).unwrap_or_default();
     cache.store = Some(store.kind());
-    cache.record_token(response, unix_now());
+    cache.record_token(response, crate::clock::now());
     cache.save(&account.name)
 }
 
@@ -366,7 +366,7 @@ pub fn status(account: &Account) -> Vec<(&'static str, String)> {
             Cache::default()
         }
     };
-    let now = unix_now();
+    let now = crate::clock::now();
     match &oauth.grant {
         Grant::User => {
             lines.push(("credentials", "OAuth2 login".to_string()));
@@ -468,7 +468,7 @@ fn service_account_token(
         (None, Some(uri)) => uri.to_string(),
         (None, None) => "https://oauth2.googleapis.com/token".to_string(),
     };
-    let now = unix_now();
+    let now = crate::clock::now();
     let mut header = json!({"alg": "RS256", "typ": "JWT"});
     if let Some(kid) = endpoint::text(&key, "private_key_id") {
         header["kid"] = Value::from(kid);
@@ -533,9 +533,9 @@ struct Lock(#[allow(dead_code)] File);
 
 impl Lock {
     fn take(account: &str) -> Result<Lock> {
-        let path = store::state_dir()?.join(format!("{}.lock", store::file_stem(account)));
+        let path = crate::files::state_dir()?.join(format!("{}.lock", store::file_stem(account)));
         if let Some(dir) = path.parent() {
-            store::ensure_private_dir(dir)?;
+            crate::files::ensure_private_dir(dir)?;
         }
         let file = OpenOptions::new()
             .write(true)
@@ -577,7 +577,7 @@ impl Lock {
 }
 
 fn cache_file(account: &str) -> Result<PathBuf> {
-    Ok(store::state_dir()?.join(format!("{}.json", store::file_stem(account))))
+    Ok(crate::files::state_dir()?.join(format!("{}.json", store::file_stem(account))))
 }
 
 fn note(verbose: bool, text: &str) {
@@ -586,19 +586,13 @@ fn note(verbose: bool, text: &str) {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// "2026-05-01 12:34:56 UTC (in 52 minutes)" / "(3 hours ago)".
 pub fn when(at: u64, now: u64) -> String {
     let relative = match at.cmp(&now) {
         std::cmp::Ordering::Greater => format!("in {}", span(at - now)),
         _ => format!("{} ago", span(now - at)),
     };
-    format!("{} ({relative})", utc(at))
+    format!("{} ({relative})", crate::clock::readable(at))
 }
 
 fn span(seconds: u64) -> String {
@@ -610,37 +604,9 @@ fn span(seconds: u64) -> String {
     }
 }
 
-/// Unix seconds as a UTC date and time (the civil-from-days algorithm; no time zone data).
-fn utc(at: u64) -> String {
-    let days = (at / 86400) as i64;
-    let secs = at % 86400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_dates() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
-        assert_eq!(utc(1_767_225_599), "2025-12-31 23:59:59 UTC");
-    }
 
     #[test]
     fn relative_times() {
