@@ -76,7 +76,7 @@ impl Entry {
             next_try: now,
             last_error: None,
             message_id: message.message_id.clone(),
-            size: message.data.len() as u64,
+            size: message.len() as u64,
             eight_bit: message.eight_bit,
         }
     }
@@ -87,14 +87,16 @@ impl Entry {
             .filter(|r| r.state == RecipientState::Pending)
     }
 
-    /// The message to send now: only to the recipients still pending.
-    pub fn prepared(&self, data: Vec<u8>) -> Prepared {
+    /// The message to send now, `data` as read from the queue: only to the recipients
+    /// still pending.
+    pub fn prepared<'a>(&self, data: &'a [u8]) -> Prepared<'a> {
         Prepared {
             envelope: Envelope {
                 sender: self.sender.clone(),
                 recipients: self.pending().map(|r| r.address.clone()).collect(),
             },
-            data,
+            head: Vec::new(),
+            body: data,
             eight_bit: self.eight_bit,
             message_id: self.message_id.clone(),
         }
@@ -147,7 +149,7 @@ impl Queue {
     }
 
     /// Writes a message and its entry durably; once this returns, the message is safe.
-    pub fn add(&self, entry: &Entry, data: &[u8]) -> Result<()> {
+    pub fn add(&self, entry: &Entry, message: &Prepared) -> Result<()> {
         let failed = |e: io::Error| {
             Error::new(
                 Kind::CannotCreate,
@@ -155,13 +157,24 @@ impl Queue {
                 e,
             )
         };
-        write_durably(&self.dir, &format!("{}.msg", entry.id), data).map_err(failed)?;
-        write_durably(&self.dir, &format!("{}.json", entry.id), &serialize(entry)).map_err(failed)
+        write_durably(&self.dir, &format!("{}.msg", entry.id), &message.pieces())
+            .map_err(failed)?;
+        write_durably(
+            &self.dir,
+            &format!("{}.json", entry.id),
+            &[&serialize(entry)],
+        )
+        .map_err(failed)
     }
 
     /// Replaces an entry's state (after an attempt).
     pub fn save(&self, entry: &Entry) -> Result<()> {
-        write_durably(&self.dir, &format!("{}.json", entry.id), &serialize(entry)).map_err(|e| {
+        write_durably(
+            &self.dir,
+            &format!("{}.json", entry.id),
+            &[&serialize(entry)],
+        )
+        .map_err(|e| {
             Error::new(
                 Kind::Io,
                 format!("cannot update queued message {}", entry.id),
@@ -314,8 +327,8 @@ pub fn now() -> u64 {
 }
 
 /// Temporary file, fsync, rename over `name`, fsync of the directory: after a crash the
-/// file is either the old one or the new one, whole.
-fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+/// file is either the old one or the new one, whole. The file is `pieces` one after another.
+fn write_durably(dir: &Path, name: &str, pieces: &[&[u8]]) -> io::Result<()> {
     let temporary = dir.join(format!(".tmp.{name}.{}", std::process::id()));
     let mut file = OpenOptions::new()
         .write(true)
@@ -323,7 +336,9 @@ fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&temporary)?;
-    file.write_all(bytes)?;
+    for piece in pieces {
+        file.write_all(piece)?;
+    }
     file.sync_all()?;
     drop(file);
     fs::rename(&temporary, dir.join(name))?;
@@ -420,13 +435,14 @@ pub fn render_entry(entry: &Entry, out: &mut impl Write) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn message() -> Prepared {
+    fn message() -> Prepared<'static> {
         Prepared {
             envelope: Envelope {
                 sender: "s@x.org".into(),
                 recipients: vec!["a@x.org".into(), "b@x.org".into()],
             },
-            data: b"Subject: s\r\n\r\nbody\r\n".to_vec(),
+            head: b"Subject: s\r\n\r\n".to_vec(),
+            body: b"body\r\n",
             eight_bit: false,
             message_id: Some("<1@x.org>".into()),
         }
@@ -438,14 +454,18 @@ mod tests {
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
         let mut entry = Entry::new("acct", &message, &message.envelope.recipients);
-        queue.add(&entry, &message.data).unwrap();
+        queue.add(&entry, &message).unwrap();
         assert_eq!(queue.ids().unwrap(), [entry.id.clone()]);
         assert_eq!(queue.load(&entry.id).unwrap().as_ref(), Some(&entry));
-        assert_eq!(queue.message(&entry.id).unwrap(), message.data);
+        assert_eq!(
+            queue.message(&entry.id).unwrap(),
+            b"Subject: s\r\n\r\nbody\r\n"
+        );
+        assert_eq!(entry.size, 20);
         entry.recipients[0].state = RecipientState::Delivered;
         queue.save(&entry).unwrap();
         let loaded = queue.load(&entry.id).unwrap().unwrap();
-        assert_eq!(loaded.prepared(vec![]).envelope.recipients, ["b@x.org"]);
+        assert_eq!(loaded.prepared(&[]).envelope.recipients, ["b@x.org"]);
         queue.remove(&entry.id).unwrap();
         assert!(queue.ids().unwrap().is_empty());
         assert_eq!(queue.load(&entry.id).unwrap(), None);
@@ -481,7 +501,7 @@ mod tests {
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
         let entry = Entry::new("acct", &message, &message.envelope.recipients);
-        queue.add(&entry, &message.data).unwrap();
+        queue.add(&entry, &message).unwrap();
         let held = queue.lock(&entry.id).unwrap();
         assert!(held.is_some());
         assert!(queue.lock(&entry.id).unwrap().is_none());
@@ -497,7 +517,7 @@ mod tests {
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
         let entry = Entry::new("acct", &message, &message.envelope.recipients);
-        queue.add(&entry, &message.data).unwrap();
+        queue.add(&entry, &message).unwrap();
         fs::write(dir.path().join("0123ABC.msg"), b"half a mess").unwrap();
         fs::write(dir.path().join(".tmp.0123ABD.json.77"), b"{").unwrap();
         assert_eq!(
