@@ -322,7 +322,7 @@ fn transmit(
 /// the message, dot-stuffed, while it is written).
 const ONE_WRITE: usize = 4 << 20;
 /// Larger ones are dot-stuffed and written this much at a time, never copied whole.
-const CHUNK: usize = 256 << 10;
+const CHUNK: usize = 64 << 10;
 
 /// The message after DATA's 354, and the server's reply to its final dot.
 ///
