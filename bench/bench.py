@@ -6,8 +6,8 @@ the `measure` helper, then starts this with their paths. Everything lives in a
 temporary directory (HOME of both clients, their configurations, the test CA, the
 queue) that is removed at the end.
 
-Both clients talk to bench/smtp_server.py (aiosmtpd, STARTTLS + XOAUTH2 required) on
-127.0.0.1, in the same run, one after the other for each scenario. Wall time and peak
+Both clients talk to tests/mta/mailbox_server.py (aiosmtpd, STARTTLS + XOAUTH2 required,
+with --count-only: nothing stored) on 127.0.0.1, in the same run, one after the other for each scenario. Wall time and peak
 RSS of each client process come from bench/measure.c (fork, exec, wait4).
 """
 
@@ -171,13 +171,15 @@ account default : bench
 
     # --- the server -----------------------------------------------------------------
     def start_server(self):
-        here = os.path.dirname(os.path.abspath(__file__))
+        """The test suite's aiosmtpd server (tests/mta), storing nothing, on self.port."""
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "mta",
+                              "mailbox_server.py")
         self.server = subprocess.Popen(
-            [sys.executable, os.path.join(here, "smtp_server.py"), "--port", str(self.port),
+            [sys.executable, script, "--port", str(self.port), "--count-only", self.accepted,
              "--cert", self.path("pki", "server.pem"), "--key", self.path("pki", "server.key"),
-             "--user", USER, "--token", TOKEN, "--accepted", self.accepted],
+             "--user", USER, "--token", TOKEN, "--stop-on-stdin-eof"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.path("server.log"), "a"))
-        if self.server.stdout.readline().strip() != b"ready":
+        if self.server.stdout.readline().strip() != str(self.port).encode():
             sys.exit("bench: the SMTP server did not start; see " + self.path("server.log"))
 
     def stop_server(self):
