@@ -121,7 +121,8 @@ mod tests {
                 sender: "cron@x.org".into(),
                 recipients: vec!["bad@y.org".into()],
             },
-            data: b"Subject: nightly backup\r\nFrom: cron@x.org\r\n\r\nsecret body\r\n".to_vec(),
+            head: b"Subject: nightly backup\r\nFrom: cron@x.org\r\n\r\nsecret body\r\n".to_vec(),
+            body: &[],
             eight_bit: false,
             message_id: None,
         };
@@ -132,7 +133,7 @@ mod tests {
             status: "5.1.1",
         }];
         let bounce =
-            String::from_utf8(build(&entry, &failures, "me@x.org", &message.data)).unwrap();
+            String::from_utf8(build(&entry, &failures, "me@x.org", &message.head)).unwrap();
         assert!(
             bounce.contains("Content-Type: multipart/report"),
             "{bounce}"

@@ -48,6 +48,12 @@ pub const TEMPORARY_PREFIX: &str = ".tmp.";
 /// Replaces `path` with `bytes`, readable by its owner only: after a crash the file is the
 /// old one or the new one, whole, and once this returns the new one survives a power cut.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_private_parts(path, &[bytes])
+}
+
+/// `write_private` of `parts` one after the other, so a caller holding a message in two
+/// pieces (rewritten header, body from the input buffer) need not join them.
+pub fn write_private_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(Error::new(
             Kind::Internal,
@@ -74,7 +80,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(&temporary)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        .and_then(|mut file| {
+            for part in parts {
+                file.write_all(part)?;
+            }
+            file.sync_all()
+        })
         .and_then(|()| std::fs::rename(&temporary, path))
         .and_then(|()| sync_dir(dir));
     if let Err(e) = written {

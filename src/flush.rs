@@ -119,7 +119,7 @@ impl<'a> Flusher<'a> {
         };
         let started = Instant::now();
         let data = self.queue.message(id)?;
-        let message = entry.prepared(data);
+        let message = entry.prepared(&data);
         let attempted: Vec<String> = message.envelope.recipients.clone();
         let account = self.config.accounts.get(&entry.account).cloned();
         let result = match &account {
@@ -167,7 +167,7 @@ impl<'a> Flusher<'a> {
             Some(_) => self.queue.save(&entry)?,
         }
         if !failures.is_empty() {
-            self.bounce(&entry, account.as_ref(), &failures, &message.data);
+            self.bounce(&entry, account.as_ref(), &failures, &data);
         }
         let outcomes: Vec<Outcome> = attempted
             .iter()
@@ -256,7 +256,8 @@ impl<'a> Flusher<'a> {
                         recipients: vec![entry.sender.clone()],
                     },
                     eight_bit: !data.is_ascii(),
-                    data,
+                    head: data,
+                    body: &[],
                     message_id: None,
                 };
                 self.send(account, &notice)
@@ -393,7 +394,8 @@ mod tests {
                 sender: "s@x.org".into(),
                 recipients: vec![],
             },
-            data: vec![],
+            head: vec![],
+            body: &[],
             eight_bit: false,
             message_id: None,
         };

@@ -4,6 +4,7 @@
 //!
 //! Everything here is pure and works on bytes: no UTF-8 is assumed of the message.
 
+use std::borrow::Cow;
 use std::io::{self, BufRead};
 
 use mail_builder::headers::address::Address as BuiltAddress;
@@ -24,14 +25,29 @@ pub struct Envelope {
 
 /// A message ready to transmit.
 #[derive(Debug)]
-pub struct Prepared {
+pub struct Prepared<'a> {
     pub envelope: Envelope,
-    /// The message with CRLF line ends, ending in CRLF, not dot-stuffed.
-    pub data: Vec<u8>,
+    /// The message is `head` followed by `body`: CRLF line ends, ending in CRLF, not
+    /// dot-stuffed. `head` holds what was made in memory (the rewritten header block, or
+    /// a whole bounce); `body` is borrowed as it is from the input (or the queue file), so
+    /// a large message is held once.
+    pub head: Vec<u8>,
+    pub body: &'a [u8],
     /// Has bytes above 127: goes out with BODY=8BITMIME.
     pub eight_bit: bool,
     /// The Message-ID header's value, for the delivery log.
     pub message_id: Option<String>,
+}
+
+impl Prepared<'_> {
+    /// The message's bytes, in order.
+    pub fn pieces(&self) -> [&[u8]; 2] {
+        [&self.head, self.body]
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body.len()
+    }
 }
 
 /// What intake needs to know beyond the message itself.
@@ -55,29 +71,37 @@ const MAX_LINE: usize = 998;
 
 /// Reads the message: to EOF with `-i`, else up to a line holding only "." (sendmail's
 /// rule; a trailing CR is ignored for that test), which is not part of the message.
+/// Line ends become CRLF as the lines come in (as [`crlf_lines`] makes them), so that
+/// [`prepare`] can send the body from this one buffer.
 pub fn read_message(mut input: impl BufRead, ignore_dots: bool) -> io::Result<Vec<u8>> {
     let mut message = Vec::new();
-    if ignore_dots {
-        input.read_to_end(&mut message)?;
-        return Ok(message);
-    }
     loop {
         let start = message.len();
         if input.read_until(b'\n', &mut message)? == 0 {
             return Ok(message);
         }
-        let line = trim_line_end(&message[start..]);
-        if line == b"." {
+        let end = start + trim_line_end(&message[start..]).len();
+        if !ignore_dots && &message[start..end] == b"." {
             message.truncate(start);
             return Ok(message);
+        }
+        if memchr::memchr(b'\r', &message[start..end]).is_some() {
+            let line = message[start..end].to_vec();
+            message.truncate(start);
+            push_crlf_line(&mut message, &line);
+        } else {
+            message.truncate(end);
+            message.extend_from_slice(b"\r\n");
         }
     }
 }
 
-/// Turns raw input into the envelope and the bytes to send.
-pub fn prepare(raw: &[u8], options: &Options) -> Result<Prepared> {
+/// Turns raw input into the envelope and the bytes to send. The body is borrowed from
+/// `raw` when its lines already end in CRLF (as [`read_message`] leaves them).
+pub fn prepare<'a>(raw: &'a [u8], options: &Options) -> Result<Prepared<'a>> {
     let lines = crlf_lines(raw);
     let (fields, body) = split_header(&lines);
+    let body_start = lines.len() - body.len();
 
     let sender = match options
         .sender
@@ -93,7 +117,7 @@ pub fn prepare(raw: &[u8], options: &Options) -> Result<Prepared> {
     };
     let recipients = envelope_recipients(&fields, options)?;
 
-    let mut header = Vec::with_capacity(lines.len() / 4 + 256);
+    let mut header = Vec::with_capacity(body_start + 256);
     let mut has = HasFields::default();
     for field in &fields {
         has.note(&field.name);
@@ -130,14 +154,20 @@ pub fn prepare(raw: &[u8], options: &Options) -> Result<Prepared> {
         }
     };
 
-    let mut data = header;
-    data.extend_from_slice(b"\r\n");
-    data.extend_from_slice(body);
-    let data = reencode_long_lines(data);
-    let eight_bit = !data.is_ascii();
+    header.extend_from_slice(b"\r\n");
+    let (head, body) = match lines {
+        Cow::Borrowed(text) => (header, &text[body_start..]),
+        Cow::Owned(text) => {
+            header.extend_from_slice(&text[body_start..]);
+            (header, &[][..])
+        }
+    };
+    let (head, body) = reencode_long_lines(head, body);
+    let eight_bit = !head.is_ascii() || !body.is_ascii();
     Ok(Prepared {
         envelope: Envelope { sender, recipients },
-        data,
+        head,
+        body,
         eight_bit,
         message_id,
     })
@@ -300,17 +330,28 @@ impl HasFields {
 }
 
 /// The input with every line ending in exactly one CRLF (LF, CRLF and stray CRs before
-/// the LF all become CRLF), a missing final line end added. A CR alone inside a line is a
-/// line break too (old Mac text): servers refuse bare CRs since the SMTP smuggling fixes.
-fn crlf_lines(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
-    for line in raw.split_inclusive(|&b| b == b'\n') {
-        for piece in trim_line_end(line).split(|&b| b == b'\r') {
-            out.extend_from_slice(piece);
-            out.extend_from_slice(b"\r\n");
-        }
+/// the LF all become CRLF), a missing final line end added; borrowed when it already is so.
+fn crlf_lines(raw: &[u8]) -> Cow<'_, [u8]> {
+    let normal = |line: &[u8]| {
+        line.ends_with(b"\r\n") && memchr::memchr(b'\r', &line[..line.len() - 2]).is_none()
+    };
+    if split_lines(raw).all(normal) {
+        return Cow::Borrowed(raw);
     }
-    out
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
+    for line in split_lines(raw) {
+        push_crlf_line(&mut out, trim_line_end(line));
+    }
+    Cow::Owned(out)
+}
+
+/// Appends a line without its line end, then CRLF. A CR alone inside it is a line break
+/// too (old Mac text): servers refuse bare CRs since the SMTP smuggling fixes.
+fn push_crlf_line(out: &mut Vec<u8>, line: &[u8]) {
+    for piece in line.split(|&b| b == b'\r') {
+        out.extend_from_slice(piece);
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 fn trim_line_end(line: &[u8]) -> &[u8] {
@@ -331,12 +372,9 @@ fn split_header(text: &[u8]) -> (Vec<Field>, &[u8]) {
     let mut fields: Vec<Field> = Vec::new();
     let mut offset = 0;
     if text.starts_with(b"From ") {
-        offset = text
-            .split_inclusive(|&b| b == b'\n')
-            .next()
-            .map_or(0, <[u8]>::len);
+        offset = split_lines(text).next().map_or(0, <[u8]>::len);
     }
-    for line in text[offset..].split_inclusive(|&b| b == b'\n') {
+    for line in split_lines(&text[offset..]) {
         let content = without_crlf(line);
         if content.is_empty() {
             return (fields, &text[offset + line.len()..]);
@@ -357,7 +395,7 @@ fn split_header(text: &[u8]) -> (Vec<Field>, &[u8]) {
 
 /// The lines of CRLF text, without their CRLF.
 fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
-    text.split_inclusive(|&b| b == b'\n').map(without_crlf)
+    split_lines(text).map(without_crlf)
 }
 
 fn without_crlf(line: &[u8]) -> &[u8] {
@@ -373,8 +411,20 @@ fn field_name(line: &[u8]) -> Option<&str> {
 }
 
 fn long_line(text: &[u8]) -> bool {
-    text.split(|&b| b == b'\n')
-        .any(|line| line.len() > MAX_LINE + 1)
+    split_lines(text).any(|line| line.strip_suffix(b"\n").unwrap_or(line).len() > MAX_LINE + 1)
+}
+
+/// The lines of `text`, each with its LF (the last may have none), as `split_inclusive`
+/// would give them, but found with memchr: byte by byte, the passes over a 20 MiB body
+/// cost more than all the rest of intake.
+fn split_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |at| at + 1);
+        let (line, tail) = rest.split_at(end);
+        rest = tail;
+        (!line.is_empty()).then_some(line)
+    })
 }
 
 /// Writes a header field, refolding it at spaces when a line is too long. A field with
@@ -405,15 +455,19 @@ fn write_folded(out: &mut Vec<u8>, raw: &[u8]) {
 /// Re-encodes as quoted-printable every MIME leaf part that has a line over 998 octets
 /// and no transfer encoding of its own; a reader decodes it back to the same bytes, so
 /// nothing is cut. Parts already in base64 or quoted-printable cannot have such lines.
-fn reencode_long_lines(message: Vec<u8>) -> Vec<u8> {
-    if !long_line(&message) {
-        return message;
+/// The message is `head` then `body`; when nothing needs re-encoding both come back as
+/// they are, else the whole new message comes back as the head.
+fn reencode_long_lines(head: Vec<u8>, body: &[u8]) -> (Vec<u8>, &[u8]) {
+    if !long_line(&head) && !long_line(body) {
+        return (head, body);
     }
+    let message = [&head[..], body].concat();
+    drop(head);
     let Some(parsed) = MessageParser::new().parse(&message) else {
-        return message;
+        return (message, &[]);
     };
     let span = |from: u32, to: u32| from as usize..to as usize;
-    let edits: Vec<_> = parsed
+    let mut edits: Vec<_> = parsed
         .parts
         .iter()
         .filter(|part| !matches!(part.body, PartType::Multipart(_) | PartType::Message(_)))
@@ -427,15 +481,21 @@ fn reencode_long_lines(message: Vec<u8>) -> Vec<u8> {
         .filter(|(_, body)| long_line(&message[body.clone()]))
         .collect();
     drop(parsed);
-    let mut out = message.clone();
-    // From the last part back, so the offsets of the earlier ones stay right.
-    for (header, body) in edits.into_iter().rev() {
-        let encoded = quoted_printable(&message[body.clone()]);
-        out.splice(body, encoded);
-        let rewritten = declare_quoted_printable(&message[header.clone()], header.start == 0);
-        out.splice(header, rewritten);
+    edits.sort_by_key(|(header, _)| header.start);
+    // One pass from the start: each part's header and body replaced, the rest copied once.
+    let mut out = Vec::with_capacity(message.len() + message.len() / 8);
+    let mut copied = 0;
+    for (header, body) in edits {
+        out.extend_from_slice(&message[copied..header.start]);
+        out.extend(declare_quoted_printable(
+            &message[header.clone()],
+            header.start == 0,
+        ));
+        out.extend(quoted_printable(&message[body.clone()]));
+        copied = body.end;
     }
-    out
+    out.extend_from_slice(&message[copied..]);
+    (out, &[])
 }
 
 /// A part's header block (blank line included) saying quoted-printable; the message's
@@ -458,7 +518,7 @@ fn declare_quoted_printable(header: &[u8], top_level: bool) -> Vec<u8> {
 fn quoted_printable(text: &[u8]) -> Vec<u8> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = Vec::with_capacity(text.len() + text.len() / 8);
-    for piece in text.split_inclusive(|&b| b == b'\n') {
+    for piece in split_lines(text) {
         let line = without_crlf(piece);
         let mut column = 0;
         for (i, &byte) in line.iter().enumerate() {
@@ -497,7 +557,12 @@ mod tests {
         BTreeMap::from([("root".to_string(), vec!["admin@example.com".to_string()])])
     }
 
-    fn prep(raw: &[u8], t: bool, recipients: &[&str], sender: Option<&str>) -> Result<Prepared> {
+    fn prep<'a>(
+        raw: &'a [u8],
+        t: bool,
+        recipients: &[&str],
+        sender: Option<&str>,
+    ) -> Result<Prepared<'a>> {
         let aliases = aliases();
         let resolver = Resolver::new(&aliases, Some("example.com"));
         let recipients: Vec<String> = recipients.iter().map(|s| s.to_string()).collect();
@@ -514,14 +579,19 @@ mod tests {
         )
     }
 
+    fn text_of(p: &Prepared) -> Vec<u8> {
+        p.pieces().concat()
+    }
+
     fn header_of(p: &Prepared) -> String {
-        let text = String::from_utf8_lossy(&p.data);
+        let text = String::from_utf8_lossy(&text_of(p)).into_owned();
         text.split("\r\n\r\n").next().unwrap().to_string()
     }
 
-    fn body_of(p: &Prepared) -> &[u8] {
-        let at = p.data.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        &p.data[at + 4..]
+    fn body_of(p: &Prepared) -> Vec<u8> {
+        let text = text_of(p);
+        let at = text.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        text[at + 4..].to_vec()
     }
 
     #[test]
@@ -529,18 +599,54 @@ mod tests {
         let input = b"Subject: x\n\nline\n.\nafter\n";
         assert_eq!(
             read_message(&input[..], false).unwrap(),
-            b"Subject: x\n\nline\n"
+            b"Subject: x\r\n\r\nline\r\n"
         );
         assert_eq!(read_message(&b"a\r\n.\r\nb"[..], false).unwrap(), b"a\r\n");
-        assert_eq!(read_message(&input[..], true).unwrap(), input);
-        assert_eq!(read_message(&b"..\nx\n"[..], false).unwrap(), b"..\nx\n");
+        assert_eq!(
+            read_message(&input[..], true).unwrap(),
+            b"Subject: x\r\n\r\nline\r\n.\r\nafter\r\n"
+        );
+        assert_eq!(
+            read_message(&b"..\nx\n"[..], false).unwrap(),
+            b"..\r\nx\r\n"
+        );
+    }
+
+    #[test]
+    fn split_lines_is_split_inclusive_on_lf() {
+        for text in [
+            &b""[..],
+            b"\n",
+            b"a",
+            b"a\n",
+            b"a\r\nb",
+            b"\n\nx\r\n\n",
+            b"ab\ncd\n",
+        ] {
+            let ours: Vec<&[u8]> = split_lines(text).collect();
+            let std: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+            assert_eq!(ours, std, "{text:?}");
+        }
+        assert!(long_line(&[b'x'; MAX_LINE + 2]));
+        assert!(!long_line(&[&[b'x'; MAX_LINE][..], b"\r\n"].concat()));
     }
 
     #[test]
     fn line_ends_become_crlf_never_cr_cr_lf() {
-        assert_eq!(crlf_lines(b"a\nb\r\nc\r\r\nd"), b"a\r\nb\r\nc\r\nd\r\n");
-        assert_eq!(crlf_lines(b"mac\rtext\n"), b"mac\r\ntext\r\n");
-        assert_eq!(crlf_lines(b""), b"");
+        let raw = b"a\nb\r\nc\r\r\nd";
+        assert_eq!(&*crlf_lines(raw), b"a\r\nb\r\nc\r\nd\r\n");
+        assert_eq!(&*crlf_lines(b""), b"");
+        assert_eq!(&*crlf_lines(b"mac\rtext\n"), b"mac\r\ntext\r\n");
+        assert_eq!(
+            read_message(&b"mac\rtext\n"[..], true).unwrap(),
+            b"mac\r\ntext\r\n"
+        );
+        // What stdin gives prepare() is already so: its body is sent from that buffer.
+        let read = read_message(&raw[..], true).unwrap();
+        assert_eq!(read, &*crlf_lines(raw));
+        assert!(matches!(crlf_lines(&read), Cow::Borrowed(_)));
+        let p = prep(&read, false, &["a@x.org"], None).unwrap();
+        assert_eq!(p.body, read.as_slice());
     }
 
     #[test]
@@ -625,7 +731,7 @@ mod tests {
     fn empty_input_is_an_empty_body() {
         let p = prep(b"", false, &["a@x.org"], None).unwrap();
         assert_eq!(body_of(&p), b"");
-        assert!(p.data.ends_with(b"\r\n\r\n"));
+        assert!(text_of(&p).ends_with(b"\r\n\r\n"));
     }
 
     #[test]
@@ -684,9 +790,9 @@ mod tests {
         );
         assert!(!header.contains("8bit"), "{header}");
         assert!(header.contains("MIME-Version: 1.0"));
-        assert!(p.data.split(|&b| b == b'\n').all(|l| l.len() <= 78));
+        assert!(text_of(&p).split(|&b| b == b'\n').all(|l| l.len() <= 78));
         assert_eq!(
-            decode_qp(body_of(&p)),
+            decode_qp(&body_of(&p)),
             format!("{long}\r\nshort\r\n").as_bytes()
         );
     }
@@ -698,9 +804,9 @@ mod tests {
             "Subject: s\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nshort\n--B\nContent-Type: text/csv\nContent-Transfer-Encoding: 8bit\n\n{long}\nend\n--B--\n"
         );
         let p = prep(raw.as_bytes(), false, &["a@x.org"], None).unwrap();
-        let text = String::from_utf8(p.data.clone()).unwrap();
+        let text = String::from_utf8(text_of(&p)).unwrap();
         assert!(
-            p.data.split(|&b| b == b'\n').all(|l| l.len() <= 78),
+            text_of(&p).split(|&b| b == b'\n').all(|l| l.len() <= 78),
             "{text}"
         );
         assert!(
@@ -729,15 +835,9 @@ mod tests {
     #[test]
     fn long_header_lines_are_folded_at_spaces() {
         let subject = vec!["word"; 400].join(" ");
-        let p = prep(
-            format!("Subject: {subject}\n\nb\n").as_bytes(),
-            false,
-            &["a@x.org"],
-            None,
-        )
-        .unwrap();
-        assert!(p
-            .data
+        let raw = format!("Subject: {subject}\n\nb\n");
+        let p = prep(raw.as_bytes(), false, &["a@x.org"], None).unwrap();
+        assert!(text_of(&p)
             .split(|&b| b == b'\n')
             .all(|l| l.len() <= MAX_LINE + 1));
         let unfolded = header_of(&p).replace("\r\n ", " ");
@@ -753,7 +853,7 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(!String::from_utf8_lossy(&p.data).contains("From someone"));
+        assert!(!String::from_utf8_lossy(&text_of(&p)).contains("From someone"));
     }
 
     #[test]
@@ -856,16 +956,12 @@ mod tests {
                 }
             }
             if let Ok(p) = prep(&input, next() % 2 == 0, &["a@x.org"], None) {
-                assert!(
-                    p.data.ends_with(b"\r\n"),
-                    "{:?}",
-                    String::from_utf8_lossy(&input)
-                );
-                assert!(
-                    !p.data.windows(2).any(|w| w == b"\r\r"),
-                    "{:?}",
-                    String::from_utf8_lossy(&input)
-                );
+                let data = p.pieces().concat();
+                let shown = String::from_utf8_lossy(&input);
+                assert!(data.ends_with(b"\r\n"), "{shown:?}");
+                let bare_cr = data.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n');
+                let bare_lf = data.windows(2).any(|w| w[0] != b'\r' && w[1] == b'\n');
+                assert!(!bare_cr && !bare_lf, "{shown:?}");
                 let _ = address::parse_list(&input);
             }
         }

@@ -77,7 +77,7 @@ impl Entry {
             next_try: now,
             last_error: None,
             message_id: message.message_id.clone(),
-            size: message.data.len() as u64,
+            size: message.len() as u64,
             eight_bit: message.eight_bit,
         }
     }
@@ -88,14 +88,16 @@ impl Entry {
             .filter(|r| r.state == RecipientState::Pending)
     }
 
-    /// The message to send now: only to the recipients still pending.
-    pub fn prepared(&self, data: Vec<u8>) -> Prepared {
+    /// The message to send now, `data` as read from the queue: only to the recipients
+    /// still pending.
+    pub fn prepared<'a>(&self, data: &'a [u8]) -> Prepared<'a> {
         Prepared {
             envelope: Envelope {
                 sender: self.sender.clone(),
                 recipients: self.pending().map(|r| r.address.clone()).collect(),
             },
-            data,
+            head: Vec::new(),
+            body: data,
             eight_bit: self.eight_bit,
             message_id: self.message_id.clone(),
         }
@@ -138,16 +140,19 @@ impl Queue {
     }
 
     /// Writes a message and its entry durably; once this returns, the message is safe.
-    pub fn add(&self, entry: &Entry, data: &[u8]) -> Result<()> {
+    pub fn add(&self, entry: &Entry, message: &Prepared) -> Result<()> {
         // The message first: an entry never points at a missing or half-written message.
-        files::write_private(&self.dir.join(format!("{}.msg", entry.id)), data)
-            .and_then(|()| {
-                files::write_private(
-                    &self.dir.join(format!("{}.json", entry.id)),
-                    &serialize(entry),
-                )
-            })
-            .map_err(|e| e.within("cannot queue the message"))
+        files::write_private_parts(
+            &self.dir.join(format!("{}.msg", entry.id)),
+            &message.pieces(),
+        )
+        .and_then(|()| {
+            files::write_private(
+                &self.dir.join(format!("{}.json", entry.id)),
+                &serialize(entry),
+            )
+        })
+        .map_err(|e| e.within("cannot queue the message"))
     }
 
     /// Replaces an entry's state (after an attempt).
@@ -381,13 +386,14 @@ pub fn render_entry(entry: &Entry, out: &mut impl Write) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn message() -> Prepared {
+    fn message() -> Prepared<'static> {
         Prepared {
             envelope: Envelope {
                 sender: "s@x.org".into(),
                 recipients: vec!["a@x.org".into(), "b@x.org".into()],
             },
-            data: b"Subject: s\r\n\r\nbody\r\n".to_vec(),
+            head: b"Subject: s\r\n\r\n".to_vec(),
+            body: b"body\r\n",
             eight_bit: false,
             message_id: Some("<1@x.org>".into()),
         }
@@ -399,14 +405,18 @@ mod tests {
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
         let mut entry = Entry::new("acct", &message, &message.envelope.recipients);
-        queue.add(&entry, &message.data).unwrap();
+        queue.add(&entry, &message).unwrap();
         assert_eq!(queue.ids().unwrap(), [entry.id.clone()]);
         assert_eq!(queue.load(&entry.id).unwrap().as_ref(), Some(&entry));
-        assert_eq!(queue.message(&entry.id).unwrap(), message.data);
+        assert_eq!(
+            queue.message(&entry.id).unwrap(),
+            b"Subject: s\r\n\r\nbody\r\n"
+        );
+        assert_eq!(entry.size, 20);
         entry.recipients[0].state = RecipientState::Delivered;
         queue.save(&entry).unwrap();
         let loaded = queue.load(&entry.id).unwrap().unwrap();
-        assert_eq!(loaded.prepared(vec![]).envelope.recipients, ["b@x.org"]);
+        assert_eq!(loaded.prepared(&[]).envelope.recipients, ["b@x.org"]);
         queue.remove(&entry.id).unwrap();
         assert!(queue.ids().unwrap().is_empty());
         assert_eq!(queue.load(&entry.id).unwrap(), None);
@@ -442,7 +452,7 @@ mod tests {
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
         let entry = Entry::new("acct", &message, &message.envelope.recipients);
-        queue.add(&entry, &message.data).unwrap();
+        queue.add(&entry, &message).unwrap();
         let held = queue.lock(&entry.id).unwrap();
         assert!(held.is_some());
         assert!(queue.lock(&entry.id).unwrap().is_none());
@@ -458,7 +468,7 @@ mod tests {
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
         let entry = Entry::new("acct", &message, &message.envelope.recipients);
-        queue.add(&entry, &message.data).unwrap();
+        queue.add(&entry, &message).unwrap();
         fs::write(dir.path().join("0123ABC.msg"), b"half a mess").unwrap();
         fs::write(dir.path().join(".tmp.0123ABD.json.77"), b"{").unwrap();
         assert_eq!(

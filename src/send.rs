@@ -203,7 +203,7 @@ fn enqueue(
         entry.last_error = Some(why.to_string());
         entry.next_try = crate::clock::now() + flush::backoff(&config.queue, 1).as_secs();
     }
-    queue.add(&entry, &prepared.data)?;
+    queue.add(&entry, prepared)?;
     Ok(entry)
 }
 
@@ -283,7 +283,7 @@ fn log_direct(
         sender: prepared.envelope.sender.clone(),
         result: Status::overall(&recipients),
         recipients,
-        size: prepared.data.len() as u64,
+        size: prepared.len() as u64,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     if let Err(err) = DeliveryLog::new(&config.queue.log_file).append(&record) {
@@ -341,9 +341,10 @@ fn print_dry_run(account: Option<&Account>, prepared: &Prepared) -> Result<()> {
         "Account: {via}\nEnvelope sender: <{}>\nEnvelope recipients: {}\nBody: {body}\nMessage ({} bytes):\n",
         envelope.sender,
         recipients.join(", "),
-        prepared.data.len()
+        prepared.len()
     )
-    .and_then(|()| out.write_all(&prepared.data))
+    .and_then(|()| out.write_all(&prepared.head))
+    .and_then(|()| out.write_all(prepared.body))
     .and_then(|()| out.flush());
     written.map_err(|e| Error::new(Kind::Io, "cannot write to stdout", e))
 }

@@ -326,15 +326,60 @@ fn transmit(
     log.sent("DATA");
     let reply = conn.command(Data).map_err(|e| failure(server, "DATA", e))?;
     log.received(&reply);
-    // lettre dot-stuffs and appends CRLF.CRLF itself: hand it the text without its last CRLF.
-    let text = message.data.strip_suffix(b"\r\n").unwrap_or(&message.data);
-    log.note(&format!("({} bytes of message)", message.data.len()));
+    log.note(&format!("({} bytes of message)", message.len()));
     log.sent(".");
-    let reply = conn
-        .message(text)
-        .map_err(|e| failure(server, "the message", e))?;
+    let reply = content(conn, message).map_err(|e| failure(server, "the message", e))?;
     log.received(&reply);
     Ok(delivery)
+}
+
+/// Messages up to this size go out in one write with their final dot (one more copy of
+/// the message, dot-stuffed, while it is written).
+const ONE_WRITE: usize = 4 << 20;
+/// Larger ones are dot-stuffed and written this much at a time, never copied whole.
+const CHUNK: usize = 64 << 10;
+
+/// The message after DATA's 354, and the server's reply to its final dot.
+///
+/// lettre's `message()` writes the text, then the final "\r\n.\r\n" in a second write,
+/// then waits for the reply. lettre 0.11.23 sets no TCP_NODELAY (and offers no way to),
+/// so Nagle's algorithm holds that small second write until the server acknowledges the
+/// first, which a server delaying its ACKs does only after 40 ms (Linux) or more: on
+/// every message. A text message therefore goes through `command()`, which writes what
+/// it is given in one write; a larger or non-UTF-8 one through `message_iter`, in chunks
+/// (at most that one stall, small beside the time its size takes).
+fn content(conn: &mut SmtpConnection, message: &Prepared) -> SmtpResult {
+    let [head, body] = message.pieces();
+    if message.len() <= ONE_WRITE {
+        if let (Ok(head), Ok(body)) = (std::str::from_utf8(head), std::str::from_utf8(body)) {
+            return conn.command(DotStuffed([head, body]));
+        }
+    }
+    // lettre dot-stuffs and appends CRLF.CRLF itself: hand it the text without its last CRLF.
+    let (head, body) = match body.strip_suffix(b"\r\n") {
+        Some(body) => (head, body),
+        None if body.is_empty() => (head.strip_suffix(b"\r\n").unwrap_or(head), body),
+        None => (head, body),
+    };
+    conn.message_iter(head.chunks(CHUNK).chain(body.chunks(CHUNK)))
+}
+
+type SmtpResult = std::result::Result<Response, lettre::transport::smtp::Error>;
+
+/// Message text (CRLF line ends, ending in CRLF) as DATA content: each line that starts
+/// with "." gets another, then the final ".", all in one string for `command()`.
+struct DotStuffed<'a>([&'a str; 2]);
+
+impl fmt::Display for DotStuffed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in self.0.iter().flat_map(|piece| piece.split_inclusive('\n')) {
+            if line.starts_with('.') {
+                f.write_str(".")?;
+            }
+            f.write_str(line)?;
+        }
+        f.write_str(".\r\n")
+    }
 }
 
 fn parse_address(address: &str) -> Result<lettre::Address> {
@@ -441,6 +486,15 @@ impl Transcript {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_stuffed_text_ends_with_the_final_dot() {
+        let text = DotStuffed([".top\r\nSubject: s\r\n\r\n", "..two\r\n.\r\nend.\r\n"]);
+        assert_eq!(
+            text.to_string(),
+            "..top\r\nSubject: s\r\n\r\n...two\r\n..\r\nend.\r\n.\r\n"
+        );
+    }
 
     #[test]
     fn delivery_reports_refused_before_deferred() {

@@ -149,6 +149,38 @@ fn happy_path_sendmail_personality() {
     assert_delivered_once(&h, &o, "XOAUTH2");
 }
 
+/// The text after DATA is written two ways (src/smtp.rs): in one write with its final dot
+/// (UTF-8, up to 4 MiB) or by lettre in chunks (larger, or not UTF-8). Both dot-stuff:
+/// lines starting with "." arrive as they were, in every case.
+#[test]
+fn dot_lines_arrive_intact_whichever_way_the_text_is_written() {
+    let h = Harness::new(ServerOptions::default());
+    let dots: &[u8] = b".\n..\n.leading\nmiddle.\n";
+    let filler = "0123456789abcdef".repeat(4) + "\n";
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("utf-8", [b"caf\xc3\xa9\n".as_slice(), dots].concat()),
+        ("latin-1", [b"caf\xe9\n".as_slice(), dots].concat()),
+        ("5 MiB", [filler.repeat(80_000).as_bytes(), dots].concat()),
+    ];
+    for (name, body) in &cases {
+        let message = [b"To: rcpt@example.com\nSubject: dots\n\n".as_slice(), body].concat();
+        let o = h.send(&["-i", "rcpt@example.com"], &message);
+        assert_exit(&h, &o, 0);
+        let received = h.server.received();
+        let data = &received.last().expect("a message arrived").data;
+        let expected: Vec<u8> = body
+            .split_inclusive(|&b| b == b'\n')
+            .flat_map(|line| [&line[..line.len() - 1], b"\r\n"].concat())
+            .collect();
+        assert!(
+            data.ends_with(&[b"\r\n\r\n".as_slice(), &expected].concat()),
+            "{name}: body mangled, {} bytes arrived",
+            data.len()
+        );
+    }
+    assert_eq!(h.server.received().len(), cases.len());
+}
+
 #[test]
 fn happy_path_password_auth_plain() {
     let h = Harness::new(password_auth());

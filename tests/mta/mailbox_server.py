@@ -2,10 +2,10 @@
 # A real SMTP server not written by us (aiosmtpd) for tests/real_mta.rs: STARTTLS and XOAUTH2 required, mail delivered into a Maildir.
 """Mailbox server for the real-MTA test.
 
-Listens on HOST (default 127.0.0.1) on a free port, prints that port alone
-on a line on stdout once it accepts connections, and serves until SIGTERM or
-SIGINT (or, with --stop-on-stdin-eof, until its stdin closes, so it dies with
-the test that started it).
+Listens on HOST (default 127.0.0.1) on --port (default: a free port), prints
+that port alone on a line on stdout once it accepts connections, and serves
+until SIGTERM or SIGINT (or, with --stop-on-stdin-eof, until its stdin closes,
+so it dies with the test that started it).
 
 The session must STARTTLS (certificate and key from --cert/--key) and then
 AUTH XOAUTH2 with --user and --token before MAIL; PLAIN and LOGIN are not
@@ -28,6 +28,10 @@ byte for byte as received (CRLF line ends, dot-unstuffed, without the final
     header_defect TEXT      (each defect Python's email parser reports)
 
 Both files are in place before the server answers 250 to the final ".".
+
+With --count-only FILE (bench/run uses it) nothing is stored or parsed: each
+accepted message appends one line "SIZE RCPT[,RCPT...]" to FILE, unsynced, so
+that the server's own work per message stays small.
 """
 
 import argparse
@@ -52,12 +56,15 @@ HOSTNAME = "mta.test"
 class MaildirHandler:
     """aiosmtpd handler: checks XOAUTH2 credentials and delivers to a Maildir."""
 
-    def __init__(self, maildir_path, user, token):
+    def __init__(self, maildir_path, user, token, count_only=None):
+        self.user = user
+        self.token = token
+        self.count_only = count_only and open(count_only, "a", buffering=1, encoding="utf-8")
+        if self.count_only:
+            return
         self.maildir = mailbox.Maildir(maildir_path, create=True)
         self.envelope_dir = os.path.join(maildir_path, "envelope")
         os.makedirs(self.envelope_dir, exist_ok=True)
-        self.user = user
-        self.token = token
 
     # aiosmtpd offers every `auth_<MECH>` method of the handler as an AUTH
     # mechanism and calls it as method(server, args), args = ["XOAUTH2", blob?].
@@ -101,6 +108,10 @@ class MaildirHandler:
         )
 
     async def handle_DATA(self, server, session, envelope):
+        if self.count_only:
+            size = len(envelope.original_content)
+            self.count_only.write("%d %s\n" % (size, ",".join(envelope.rcpt_tos)))
+            return "250 2.0.0 OK"
         key = self.deliver(session, envelope)
         return "250 2.0.0 OK: queued as " + key
 
@@ -155,24 +166,32 @@ def header_lines(content):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--cert", required=True, help="server certificate chain (PEM)")
     parser.add_argument("--key", required=True, help="server private key (PEM)")
     parser.add_argument("--user", required=True, help="the only XOAUTH2 user accepted")
     parser.add_argument("--token", required=True, help="the only bearer token accepted")
-    parser.add_argument("--maildir", required=True, help="Maildir to deliver into")
+    parser.add_argument("--maildir", help="Maildir to deliver into")
+    parser.add_argument(
+        "--count-only",
+        metavar="FILE",
+        help="store nothing: append 'SIZE RCPTS' to FILE for each message",
+    )
     parser.add_argument(
         "--stop-on-stdin-eof",
         action="store_true",
         help="exit when stdin closes (the parent test died or is done)",
     )
     args = parser.parse_args()
+    if not (args.maildir or args.count_only):
+        parser.error("one of --maildir and --count-only is required")
 
     logging.basicConfig(stream=sys.stderr, level=logging.ERROR)
 
     tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls_context.load_cert_chain(args.cert, args.key)
 
-    handler = MaildirHandler(args.maildir, args.user, args.token)
+    handler = MaildirHandler(args.maildir, args.user, args.token, args.count_only)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
@@ -188,7 +207,7 @@ def main():
             loop=loop,
         )
 
-    server = loop.run_until_complete(loop.create_server(new_session, args.host, 0))
+    server = loop.run_until_complete(loop.create_server(new_session, args.host, args.port))
     port = server.sockets[0].getsockname()[1]
 
     for signum in (signal.SIGTERM, signal.SIGINT):
