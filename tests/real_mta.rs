@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::harness::{code, run_with_limit, stderr, write_private, BIN};
+use common::harness::{code, isolate, run_with_limit, stderr, write_private, BIN};
 use common::oauth_server::{
     assert_no_oauth_secrets, use_oauth, write_browser, OAuthOptions, OAuthServer,
 };
@@ -200,21 +200,7 @@ impl Mailbox {
 
     /// Runs `cmd` with HOME, config and state in the temporary directory.
     fn run(&self, mut cmd: Command, stdin: &[u8]) -> Output {
-        let home = self.dir.path();
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("OAUTH_SENDMAIL") {
-                cmd.env_remove(&key);
-            }
-        }
-        cmd.env("HOME", home)
-            .env("OAUTH_SENDMAIL_CONFIG", self.config_path())
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("XDG_STATE_HOME", home.join(".local/state"))
-            .env("XDG_DATA_HOME", home.join(".local/share"))
-            .env("XDG_CACHE_HOME", home.join(".cache"))
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
-            .env_remove("MAIL")
-            .current_dir(home);
+        isolate(&mut cmd, self.dir.path(), &self.config_path());
         run_with_limit(cmd, stdin, RUN_LIMIT)
     }
 

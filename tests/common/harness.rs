@@ -124,31 +124,33 @@ impl Harness {
 
     /// Points `cmd` at this harness's HOME and config.
     fn isolate(&self, cmd: &mut Command) {
-        let home = self.home.path();
-        // Inherit the rest (PATH, coverage and backtrace settings) but nothing that could
-        // point the binary at the developer's real config, state, keyring or mailbox.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("OAUTH_SENDMAIL") {
-                cmd.env_remove(&key);
-            }
+        isolate(cmd, self.home.path(), &self.config_path);
+    }
+}
+
+/// Points `cmd` at `home` and `config` and at nothing of the developer's: no other
+/// OAUTH_SENDMAIL* variable, no XDG directory outside `home`, no mailbox, and no session
+/// bus (which leads to the real keyring) unless the test named one itself.
+pub fn isolate(cmd: &mut Command, home: &Path, config: &Path) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("OAUTH_SENDMAIL") {
+            cmd.env_remove(&key);
         }
-        cmd.env("HOME", home)
-            .env("OAUTH_SENDMAIL_CONFIG", &self.config_path)
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env("XDG_STATE_HOME", home.join(".local/state"))
-            .env("XDG_DATA_HOME", home.join(".local/share"))
-            .env("XDG_CACHE_HOME", home.join(".cache"))
-            // The session bus ($XDG_RUNTIME_DIR/bus is one too) leads to the real keyring;
-            // only a test that names a bus itself gets one.
-            .env_remove("XDG_RUNTIME_DIR")
-            .env_remove("MAIL")
-            .current_dir(home);
-        if !cmd
-            .get_envs()
-            .any(|(key, value)| key == "DBUS_SESSION_BUS_ADDRESS" && value.is_some())
-        {
-            cmd.env_remove("DBUS_SESSION_BUS_ADDRESS");
-        }
+    }
+    cmd.env("HOME", home)
+        .env("OAUTH_SENDMAIL_CONFIG", config)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("MAIL")
+        .current_dir(home);
+    if !cmd
+        .get_envs()
+        .any(|(key, value)| key == "DBUS_SESSION_BUS_ADDRESS" && value.is_some())
+    {
+        cmd.env_remove("DBUS_SESSION_BUS_ADDRESS");
     }
 }
 
