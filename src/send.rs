@@ -79,9 +79,19 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
         )?;
         // The message is safe; whatever this attempt meets, the queue retries it.
         let queue = Queue::open(&config.queue.dir)?;
-        Flusher::new(&config, &queue, invocation.verbose, None)
-            .run(Selection::Ids(vec![entry.id]), None)?;
-        return Ok(Accepted::Sent);
+        let report = Flusher::new(&config, &queue, invocation.verbose, None)
+            .run(Selection::Ids(vec![entry.id.clone()]), None)?;
+        if report.delivered == 1 {
+            return Ok(Accepted::Sent);
+        }
+        let why = match queue.load(&entry.id)?.and_then(|e| e.last_error) {
+            Some(error) => error,
+            None if report.bounced == 1 => "refused by the server: the sender gets a bounce".into(),
+            None => "another flush is delivering the queue".into(),
+        };
+        return Ok(Accepted::Queued {
+            notice: format!("queued as {}: {why}", entry.id),
+        });
     }
     let started = Instant::now();
     match send_now(account, &prepared, invocation.verbose) {

@@ -276,6 +276,22 @@ fn queue_always_spools_first_then_delivers() {
         log_records(&h)[0].contains("\"queue_id\":\""),
         "delivered from the queue"
     );
+    assert!(
+        stderr(&o).is_empty(),
+        "sent: nothing to say\n{}",
+        explain(&h, &o)
+    );
+
+    // When the first attempt fails, the caller hears the message is queued, and why.
+    let h = harness(with_fault(Fault::Greeting421), "queue = \"always\"\n");
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    ok(&h, &o);
+    assert!(
+        stderr(&o).contains("queued as") && stderr(&o).contains("421"),
+        "{}",
+        explain(&h, &o)
+    );
+    assert_eq!(h.queue_listing().0.len(), 1);
 }
 
 /// Spawns `n` sends of distinct messages (message i says "message i") concurrently enough.
