@@ -11,12 +11,24 @@ use crate::clock::rfc3339;
 use crate::queue::Entry;
 
 /// A recipient that will not get the message, with the reason.
-pub struct Failure<'a> {
-    pub address: &'a str,
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub address: String,
     /// The server's reply or our own explanation (e.g. expiry).
-    pub reason: &'a str,
+    pub reason: String,
     /// An RFC 3463 status such as 5.1.1 (4.4.7 for a message that expired).
-    pub status: &'a str,
+    pub status: String,
+}
+
+impl Failure {
+    /// Refused by a server: the status is the one in its reply.
+    pub fn refused(address: &str, reply: &str) -> Failure {
+        Failure {
+            address: address.to_string(),
+            reason: reply.to_string(),
+            status: status_of(reply),
+        }
+    }
 }
 
 /// Builds the bounce for `entry` from `from` (the account's address) to its sender.
@@ -43,7 +55,7 @@ pub fn build(entry: &Entry, failures: &[Failure], from: &str, original: &[u8]) -
             "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\nDiagnostic-Code: smtp; {}\r\n",
             failure.address,
             failure.status,
-            one_line(failure.reason)
+            one_line(&failure.reason)
         ));
     }
 
@@ -127,11 +139,7 @@ mod tests {
             message_id: None,
         };
         let entry = Entry::new("acct", &message, &message.envelope.recipients);
-        let failures = [Failure {
-            address: "bad@y.org",
-            reason: "550 5.1.1 no such user",
-            status: "5.1.1",
-        }];
+        let failures = [Failure::refused("bad@y.org", "550 5.1.1 no such user")];
         let bounce =
             String::from_utf8(build(&entry, &failures, "me@x.org", &message.head)).unwrap();
         assert!(

@@ -28,6 +28,34 @@ pub struct Record {
     pub result: Status,
 }
 
+impl Record {
+    /// A record of an attempt that began at `started`, its result the worst of its
+    /// recipients'.
+    pub fn new(
+        queue_id: Option<String>,
+        message_id: Option<String>,
+        account: &str,
+        sender: &str,
+        recipients: Vec<Outcome>,
+        size: u64,
+        started: std::time::Instant,
+    ) -> Record {
+        let now = crate::clock::now();
+        Record {
+            time: crate::clock::rfc3339(now),
+            unix: now,
+            queue_id,
+            message_id,
+            account: account.to_string(),
+            sender: sender.to_string(),
+            result: Status::overall(&recipients),
+            recipients,
+            size,
+            duration_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub address: String,

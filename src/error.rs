@@ -92,6 +92,12 @@ impl Error {
         )
     }
 
+    /// A failure a queued message can wait out: it passes (4xx, no network) or a person
+    /// can fix it (a refused login). Decides what sendmail queues instead of refusing.
+    pub fn can_wait(&self) -> bool {
+        matches!(self.kind, Kind::Temporary | Kind::AuthRefused)
+    }
+
     /// Marks a failure after which the message is safe (queued): nothing more to save.
     pub fn message_kept(mut self) -> Error {
         self.message_kept = true;
@@ -210,5 +216,9 @@ mod tests {
         assert!(Error::new(Kind::Unavailable, "a", "b").is_permanent());
         assert!(!Error::new(Kind::AuthRefused, "a", "b").is_permanent());
         assert!(!Error::new(Kind::Temporary, "a", "b").is_permanent());
+        assert!(Error::new(Kind::AuthRefused, "a", "b").can_wait());
+        assert!(Error::new(Kind::Temporary, "a", "b").can_wait());
+        assert!(!Error::new(Kind::Config, "a", "b").can_wait());
+        assert!(!Error::new(Kind::Unavailable, "a", "b").can_wait());
     }
 }

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use crate::bounce::{self, Failure};
-use crate::clock::rfc3339;
 use crate::config::{Account, Config, QueueSettings};
 use crate::dead_letter;
 use crate::delivery_log::{DeliveryLog, Outcome, Record, Status};
@@ -131,25 +130,22 @@ impl<'a> Flusher<'a> {
             Some(account) => self.send(account, &message),
         };
 
-        let mut failures: Vec<(String, String, String)> = Vec::new();
+        let mut failures: Vec<Failure> = Vec::new();
         match result {
             Ok(delivery) => record_delivery(&mut entry, &delivery, &mut failures),
             Err(err) if err.is_permanent() => {
+                let reason = err.summary();
                 for recipient in entry
                     .recipients
                     .iter_mut()
                     .filter(|r| r.state == RecipientState::Pending)
                 {
                     recipient.state = RecipientState::Bounced;
-                    recipient.reply = Some(err.to_string());
-                    failures.push((
-                        recipient.address.clone(),
-                        err.to_string(),
-                        bounce::status_of(&err.to_string()),
-                    ));
+                    recipient.reply = Some(reason.clone());
+                    failures.push(Failure::refused(&recipient.address, &reason));
                 }
             }
-            Err(err) => entry.last_error = Some(first_line(&err.to_string())),
+            Err(err) => entry.last_error = Some(err.summary()),
         }
         entry.attempts += 1;
         let now = crate::clock::now();
@@ -182,23 +178,19 @@ impl<'a> Flusher<'a> {
                 reply: r.reply.clone().or_else(|| entry.last_error.clone()),
             })
             .collect();
-        let status = Status::overall(&outcomes);
-        let record = Record {
-            time: rfc3339(now),
-            unix: now,
-            queue_id: Some(entry.id.clone()),
-            message_id: entry.message_id.clone(),
-            account: entry.account.clone(),
-            sender: entry.sender.clone(),
-            recipients: outcomes,
-            size: entry.size,
-            duration_ms: started.elapsed().as_millis() as u64,
-            result: status,
-        };
+        let record = Record::new(
+            Some(entry.id.clone()),
+            entry.message_id.clone(),
+            &entry.account,
+            &entry.sender,
+            outcomes,
+            entry.size,
+            started,
+        );
         if let Err(err) = self.log.append(&record) {
-            eprintln!("oauth-sendmail: warning: {err}");
+            eprintln!("oauth-sendmail: warning: {}", err.summary());
         }
-        Ok(Some(status))
+        Ok(Some(record.result))
     }
 
     /// Sends through the open session for `account`, opening one when needed.
@@ -236,20 +228,12 @@ impl<'a> Flusher<'a> {
         &mut self,
         entry: &Entry,
         account: Option<&Account>,
-        failures: &[(String, String, String)],
+        failures: &[Failure],
         original: &[u8],
     ) {
         let sent = match (entry.sender.is_empty(), account) {
             (false, Some(account)) => {
-                let list: Vec<Failure> = failures
-                    .iter()
-                    .map(|(address, reason, status)| Failure {
-                        address,
-                        reason,
-                        status,
-                    })
-                    .collect();
-                let data = bounce::build(entry, &list, account.address(), original);
+                let data = bounce::build(entry, failures, account.address(), original);
                 let notice = crate::intake::Prepared {
                     envelope: crate::intake::Envelope {
                         sender: String::new(),
@@ -261,11 +245,8 @@ impl<'a> Flusher<'a> {
                     message_id: None,
                 };
                 self.send(account, &notice)
-                    .map_err(|e| e.to_string())
-                    .and_then(|delivery| match delivery.failure() {
-                        None => Ok(()),
-                        Some(err) => Err(err.to_string()),
-                    })
+                    .and_then(|delivery| delivery.failure().map_or(Ok(()), Err))
+                    .map_err(|err| err.summary())
             }
             _ => Err("the message has no sender to tell".to_string()),
         };
@@ -275,20 +256,15 @@ impl<'a> Flusher<'a> {
                 Err(err) => format!("LOST: {err}"),
             };
             eprintln!(
-                "oauth-sendmail: cannot bounce queued message {}: {}; {kept}",
-                entry.id,
-                first_line(&why)
+                "oauth-sendmail: cannot bounce queued message {}: {why}; {kept}",
+                entry.id
             );
         }
     }
 }
 
 /// Marks what the server said of each recipient.
-fn record_delivery(
-    entry: &mut Entry,
-    delivery: &Delivery,
-    failures: &mut Vec<(String, String, String)>,
-) {
+fn record_delivery(entry: &mut Entry, delivery: &Delivery, failures: &mut Vec<Failure>) {
     for recipient in entry.recipients.iter_mut() {
         if delivery.accepted.contains(&recipient.address) {
             recipient.state = RecipientState::Delivered;
@@ -300,11 +276,7 @@ fn record_delivery(
         {
             recipient.state = RecipientState::Bounced;
             recipient.reply = Some(reply.clone());
-            failures.push((
-                recipient.address.clone(),
-                reply.clone(),
-                bounce::status_of(reply),
-            ));
+            failures.push(Failure::refused(&recipient.address, reply));
         } else if let Some((_, reply)) = delivery
             .deferred
             .iter()
@@ -317,11 +289,7 @@ fn record_delivery(
 }
 
 /// Gives up on the recipients still pending.
-fn expire(
-    entry: &mut Entry,
-    settings: &QueueSettings,
-    failures: &mut Vec<(String, String, String)>,
-) {
+fn expire(entry: &mut Entry, settings: &QueueSettings, failures: &mut Vec<Failure>) {
     let last = entry
         .last_error
         .clone()
@@ -338,7 +306,11 @@ fn expire(
     {
         recipient.state = RecipientState::Bounced;
         recipient.reply = Some(why.clone());
-        failures.push((recipient.address.clone(), why.clone(), "4.4.7".into()));
+        failures.push(Failure {
+            address: recipient.address.clone(),
+            reason: why.clone(),
+            status: "4.4.7".into(),
+        });
     }
 }
 
@@ -359,10 +331,6 @@ fn human(duration: Duration) -> String {
         .find(|(size, _)| seconds >= *size && seconds.is_multiple_of(*size))
         .map_or((seconds, "second"), |(size, unit)| (seconds / size, unit));
     format!("{count} {unit}{}", if count == 1 { "" } else { "s" })
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_string()
 }
 
 #[cfg(test)]
@@ -421,16 +389,10 @@ mod tests {
                 RecipientState::Pending
             ]
         );
-        assert_eq!(
-            failures,
-            [(
-                "b@x.org".to_string(),
-                "550 5.1.1 unknown".to_string(),
-                "5.1.1".to_string()
-            )]
-        );
+        assert_eq!(failures, [Failure::refused("b@x.org", "550 5.1.1 unknown")]);
+        assert_eq!(failures[0].status, "5.1.1");
         expire(&mut entry, &QueueSettings::default(), &mut failures);
         assert_eq!(entry.recipients[2].state, RecipientState::Bounced);
-        assert_eq!(failures[1].2, "4.4.7");
+        assert_eq!(failures[1].status, "4.4.7");
     }
 }

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::address::Resolver;
 use crate::cli::Invocation;
-use crate::clock::rfc3339;
 use crate::config::{Account, Config, QueueMode};
 use crate::dead_letter;
 use crate::delivery_log::{DeliveryLog, Outcome, Record, Status};
@@ -128,10 +127,7 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
                 (None, None) => Ok(Accepted::Sent),
             }
         }
-        Err(err)
-            if config.queue.mode != QueueMode::Never
-                && (err.is_transient() || err.kind() == Kind::AuthRefused) =>
-        {
+        Err(err) if config.queue.mode != QueueMode::Never && err.can_wait() => {
             let entry = enqueue(
                 &config,
                 account,
@@ -186,7 +182,7 @@ fn whole_message(prepared: &Prepared, err: &Error) -> Delivery {
         .iter()
         .map(|r| (r.clone(), err.summary()))
         .collect();
-    match err.is_transient() || err.kind() == Kind::AuthRefused {
+    match err.can_wait() {
         true => Delivery {
             deferred: each,
             ..Delivery::default()
@@ -223,12 +219,8 @@ fn flush_behind(config: &Config, account: &Account, session: Session, verbose: b
     let Some(queue) = Queue::existing(&config.queue.dir) else {
         return session.close();
     };
-    let due = queue
-        .all()
-        .unwrap_or_default()
-        .iter()
-        .any(|e| e.account == account.name && e.is_due(crate::clock::now()));
-    if !due {
+    // An empty queue (the usual case) costs one readdir; the flusher reads the entries.
+    if queue.ids().map_or(true, |ids| ids.is_empty()) {
         return session.close();
     }
     let deadline = Instant::now() + OPPORTUNISTIC_FLUSH;
@@ -283,19 +275,15 @@ fn log_direct(
             reply: Some(reply.clone()),
         });
     }
-    let now = crate::clock::now();
-    let record = Record {
-        time: rfc3339(now),
-        unix: now,
-        queue_id: queued.map(|e| e.id.clone()),
-        message_id: prepared.message_id.clone(),
-        account: account.name.clone(),
-        sender: prepared.envelope.sender.clone(),
-        result: Status::overall(&recipients),
+    let record = Record::new(
+        queued.map(|e| e.id.clone()),
+        prepared.message_id.clone(),
+        &account.name,
+        &prepared.envelope.sender,
         recipients,
-        size: prepared.len() as u64,
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
+        prepared.len() as u64,
+        started,
+    );
     if let Err(err) = DeliveryLog::new(&config.queue.log_file).append(&record) {
         eprintln!("oauth-sendmail: warning: {}", err.summary());
     }
