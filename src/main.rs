@@ -4,11 +4,10 @@
 //! aliases and qualification in `address`, header rewriting in `intake`, secrets in
 //! `credential`, the SMTP client in `smtp`, sending one message in `send`, the spool in
 //! `queue` and its delivery in `flush`, bounces in `bounce`, the delivery log in
-//! `delivery_log`, exit codes in `error`.
-//! `sendmail -bs` (SMTP on stdin/stdout) is served by `smtp_session`.
-//! `credential`, the SMTP client in `smtp`, exit codes in `error`; OAuth2: `login` in
-//! `oauth`, tokens on the send path in `token`, the token endpoint in `endpoint`, refresh
-//! tokens in `store` (keyring or file).
+//! `delivery_log`, exit codes in `error`. `sendmail -bs` (SMTP on stdin/stdout) is served
+//! by `smtp_session`. OAuth2: `login` in `oauth`, tokens on the send path in `token`, the
+//! token endpoint in `endpoint`, refresh tokens in `store` (keyring or file). State files
+//! are written by `files`; dates come from `clock`.
 
 mod address;
 mod bounce;
@@ -117,7 +116,7 @@ fn serve_smtp(options: &SessionOptions) -> Result<()> {
             config: options.config.clone(),
             ..Invocation::default()
         };
-        match send::deliver(&invocation, &message.data) {
+        match send::deliver(&config, &invocation, &message.data) {
             Ok(_) => Ok(()),
             Err(err) if err.is_message_kept() && err.kind() != Kind::RecipientRefused => Ok(()),
             Err(err) => Err(err),
@@ -190,19 +189,14 @@ fn flush_queue(config_path: Option<&Path>, selection: Selection, verbose: bool) 
     Ok(())
 }
 
-/// `queue retry`: those messages now, whatever their retry time.
+/// `queue retry`: those messages now (all of them when none is named), whatever their
+/// retry time.
 fn retry_queued(config_path: Option<&Path>, ids: Vec<String>) -> Result<()> {
-    let ids = match ids.is_empty() {
-        false => ids,
-        true => {
-            let config = Config::load(config_path)?;
-            Queue::existing(&config.queue.dir)
-                .map(|q| q.ids())
-                .transpose()?
-                .unwrap_or_default()
-        }
+    let selection = match ids.is_empty() {
+        true => Selection::All,
+        false => Selection::Ids(ids),
     };
-    flush_queue(config_path, Selection::Ids(ids), true)
+    flush_queue(config_path, selection, true)
 }
 
 /// `queue show ID`: the state, then the message.

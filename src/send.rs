@@ -33,7 +33,8 @@ pub enum Accepted {
 pub fn send(invocation: &Invocation) -> Result<()> {
     let raw = intake::read_message(io::stdin().lock(), invocation.ignore_dots)
         .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
-    match deliver(invocation, &raw) {
+    // A configuration that cannot be read still leaves the message in dead.letter.
+    match Config::load(invocation.config.as_deref()).and_then(|c| deliver(&c, invocation, &raw)) {
         Ok(Accepted::Sent) => Ok(()),
         // One line: cron and scripts log stderr, and the message is safe.
         Ok(Accepted::Queued { notice }) => {
@@ -46,8 +47,7 @@ pub fn send(invocation: &Invocation) -> Result<()> {
 }
 
 /// Delivers one message as sendmail would: `Ok` once it is sent or safely queued.
-pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
-    let config = Config::load(invocation.config.as_deref())?;
+pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
     let sender_hint = invocation
         .sender
@@ -70,7 +70,7 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
     )?;
     if config.queue.mode == QueueMode::Always {
         let entry = enqueue(
-            &config,
+            config,
             account,
             &prepared,
             &prepared.envelope.recipients,
@@ -78,7 +78,7 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
         )?;
         // The message is safe; whatever this attempt meets, the queue retries it.
         let queue = Queue::open(&config.queue.dir)?;
-        let report = Flusher::new(&config, &queue, invocation.verbose, None)
+        let report = Flusher::new(config, &queue, invocation.verbose, None)
             .run(Selection::Ids(vec![entry.id.clone()]), None)?;
         if report.delivered == 1 {
             return Ok(Accepted::Sent);
@@ -102,18 +102,18 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
                     let later: Vec<String> =
                         delivery.deferred.iter().map(|(r, _)| r.clone()).collect();
                     let why = delivery.deferred[0].1.clone();
-                    Some(enqueue(&config, account, &prepared, &later, Some(&why))?)
+                    Some(enqueue(config, account, &prepared, &later, Some(&why))?)
                 }
             };
             log_direct(
-                &config,
+                config,
                 account,
                 &prepared,
                 &delivery,
                 queued.as_ref(),
                 started,
             );
-            flush_behind(&config, account, session, invocation.verbose);
+            flush_behind(config, account, session, invocation.verbose);
             match (delivery.failure(), queued) {
                 (Some(err), None) => Err(err),
                 (Some(err), Some(_)) if !delivery.refused.is_empty() => Err(err.message_kept()),
@@ -129,14 +129,14 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
         }
         Err(err) if config.queue.mode != QueueMode::Never && err.can_wait() => {
             let entry = enqueue(
-                &config,
+                config,
                 account,
                 &prepared,
                 &prepared.envelope.recipients,
                 Some(&err.summary()),
             )?;
             let failed = whole_message(&prepared, &err);
-            log_direct(&config, account, &prepared, &failed, Some(&entry), started);
+            log_direct(config, account, &prepared, &failed, Some(&entry), started);
             if err.kind() == Kind::AuthRefused {
                 // A refused login is for a person to fix: say so with the exit code too.
                 return Err(err.hint(format!("the message is queued as {} and goes out with `sendmail -q` once this is fixed", entry.id)).message_kept());
@@ -147,7 +147,7 @@ pub fn deliver(invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
         }
         Err(err) => {
             log_direct(
-                &config,
+                config,
                 account,
                 &prepared,
                 &whole_message(&prepared, &err),
