@@ -220,6 +220,7 @@ fn concurrent_senders_refresh_once_under_the_lock() {
     let (oauth, h) = logged_in(OAuthOptions {
         lifetimes: vec![30, 3600],
         rotate: true,
+        refresh_delay: std::time::Duration::from_millis(700),
         ..OAuthOptions::default()
     });
     let outputs: Vec<Output> = thread::scope(|s| {

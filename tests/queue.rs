@@ -131,21 +131,48 @@ fn h_first_queue_id(record: &str) -> String {
     record[start..].split('"').next().unwrap().to_string()
 }
 
+/// What the shipped timer runs (`queue flush`) leaves a message alone until its retry
+/// time, then delivers it.
 #[test]
 fn greeting_421_then_success_delivers_on_the_next_flush() {
-    let h = Harness::new(with_fault(Fault::Greeting421));
+    let h = harness(with_fault(Fault::Greeting421), "retry_initial = \"2s\"\n");
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
     ok(&h, &o);
     assert_eq!(h.queue_listing().0.len(), 1);
     h.server.set_fault(Fault::None);
-    // The retry time (1 minute) has not come: a plain flush leaves it, a retry sends it.
     ok(&h, &h.own(&["queue", "flush"]));
     assert!(
         h.server.received().is_empty(),
         "tried before its retry time"
     );
-    ok(&h, &h.own(&["queue", "retry", "--all"]));
+    thread::sleep(Duration::from_millis(2100));
+    ok(&h, &h.own(&["queue", "flush"]));
     assert_eq!(h.server.received().len(), 1, "{}", h.server.transcript());
+    assert!(h.queue_listing().0.is_empty());
+    ok(&h, &h.own(&["queue", "flush"]));
+    assert_eq!(h.server.received().len(), 1, "exactly once");
+}
+
+/// Recipients a server already accepted never get the message again: only the deferred
+/// one is tried on the next flush.
+#[test]
+fn accepted_recipients_are_not_sent_the_message_again() {
+    let h = harness(with_fault(Fault::Rcpt451("slow@example.com".into())), "");
+    let o = h.send(&["-i", "a@example.com", "slow@example.com"], MESSAGE);
+    ok(&h, &o);
+    assert!(stderr(&o).contains("queued as"), "{}", explain(&h, &o));
+    assert_eq!(h.queue_listing().0.len(), 1);
+    h.server.set_fault(Fault::None);
+    ok(&h, &h.own(&["queue", "retry", "--all"]));
+    let received = h.server.received();
+    let to: Vec<&[String]> = received.iter().map(|m| m.rcpt_to.as_slice()).collect();
+    assert_eq!(
+        to,
+        [
+            &["a@example.com".to_string()][..],
+            &["slow@example.com".to_string()][..]
+        ]
+    );
     assert!(h.queue_listing().0.is_empty());
 }
 
@@ -294,7 +321,7 @@ fn queue_always_spools_first_then_delivers() {
     assert_eq!(h.queue_listing().0.len(), 1);
 }
 
-/// Spawns `n` sends of distinct messages (message i says "message i") concurrently enough.
+/// Queues `n` distinct messages (message i says "message i"), one send after another.
 fn enqueue_many(h: &Harness, n: usize) {
     for i in 0..n {
         let body = format!("To: rcpt@example.com\nSubject: number {i}\n\nmessage {i}\n");
@@ -304,12 +331,7 @@ fn enqueue_many(h: &Harness, n: usize) {
 }
 
 fn spawn_flush(h: &Harness) -> std::process::Child {
-    let home = h.home.path();
-    Command::new(BIN)
-        .args(["queue", "retry", "--all"])
-        .env("HOME", home)
-        .env("OAUTH_SENDMAIL_CONFIG", &h.config_path)
-        .env("XDG_STATE_HOME", home.join(".local/state"))
+    h.command(&["queue", "retry", "--all"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -332,8 +354,11 @@ fn several_flushers_deliver_each_of_200_messages_exactly_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // What one flusher left (it found the queue busy) the next run takes.
-    ok(&h, &h.own(&["queue", "retry", "--all"]));
+    // One flusher held the queue and drained it; the others found it busy.
+    assert!(
+        h.queue_listing().0.is_empty(),
+        "the flushers left messages behind"
+    );
     let mut bodies: Vec<String> = h
         .server
         .received()
@@ -373,14 +398,10 @@ fn a_writer_killed_at_any_point_leaves_no_half_message() {
         format!("{line}\n").repeat(65536)
     );
     let body = format!("{line}\r\n").repeat(65536);
-    let home = h.home.path();
     // Sends the message; kills the sender after `kill_after` if it is still running.
     let send = |kill_after: Option<Duration>| -> bool {
-        let mut child = Command::new(BIN)
-            .args(["send", "-i", "rcpt@example.com"])
-            .env("HOME", home)
-            .env("OAUTH_SENDMAIL_CONFIG", &h.config_path)
-            .env("XDG_STATE_HOME", home.join(".local/state"))
+        let mut child = h
+            .command(&["send", "-i", "rcpt@example.com"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -440,10 +461,19 @@ fn a_flusher_killed_mid_delivery_loses_nothing() {
     h.server.set_fault(Fault::StallData(Duration::from_secs(3)));
     let mut flusher = spawn_flush(&h);
     let started = Instant::now();
-    while !h.server.transcript().contains("C: DATA") && started.elapsed() < Duration::from_secs(10)
+    while !h.server.transcript_now().contains("C: DATA")
+        && started.elapsed() < Duration::from_secs(10)
     {
         thread::sleep(Duration::from_millis(20));
     }
+    assert!(
+        h.server.transcript_now().contains("C: DATA"),
+        "the flusher never reached DATA"
+    );
+    assert!(
+        flusher.try_wait().unwrap().is_none(),
+        "the flusher ended before the kill"
+    );
     flusher.kill().unwrap();
     flusher.wait().unwrap();
     assert!(h.server.received().is_empty());

@@ -357,7 +357,7 @@ fn every_caller_delivers_through_aiosmtpd() {
 }
 
 /// A refused token at a real server (aiosmtpd answering the way Gmail does: 334 with a JSON
-/// error, then 535) is exit 77, nothing delivered, and the message kept in dead.letter.
+/// error, then 535) is exit 77, nothing delivered, and the message waits in the queue.
 #[test]
 fn refused_token_is_exit_77() {
     if !aiosmtpd_available("refused_token_is_exit_77") {

@@ -6,7 +6,9 @@ mod common;
 
 use std::process::Output;
 
-use common::harness::{assert_no_secrets, code, stderr, stdout, write_private, Harness};
+use common::harness::{
+    assert_no_secrets, assert_no_secrets_in_files, code, stderr, stdout, write_private, Harness,
+};
 use common::smtp_server::{AuthCheck, Fault, ServerOptions, TlsMode, TEST_PASSWORD, TEST_USER};
 
 /// A small message a cron job could send; the body line is what we look for downstream.
@@ -61,6 +63,11 @@ fn assert_auth_refused_and_queued(h: &Harness, o: &Output) {
     assert_stderr_has(h, o, "queued as");
     let (ids, listing) = h.queue_listing();
     assert_eq!(ids.len(), 1, "{listing}");
+    // The refusal is written down, in the queue entry and the delivery log, without the
+    // secret that was refused.
+    let log = stdout(&h.own(&["log", "--format", "json"]));
+    assert!(log.contains("\"result\":\"queued\""), "{log}");
+    assert_no_secrets_in_files(&h.home.path().join(".local/state"));
 }
 
 fn with_fault(fault: Fault) -> ServerOptions {

@@ -230,6 +230,8 @@ fn several_messages_in_one_session_are_each_delivered() {
     // The first message one command at a time; "root" is an alias.
     let first = b"Subject: first\r\nBcc: hidden@example.com\r\n\r\nbody one\r\n..dot line\r\n.\r\n";
     assert_eq!(c.send_message("root", first).code, 250);
+    // The 250 came after the delivery, not before it.
+    assert_eq!(h.server.received().len(), 1);
 
     // The second pipelined, as a PIPELINING client may: envelope and DATA in one write.
     c.send(
@@ -241,6 +243,7 @@ fn several_messages_in_one_session_are_each_delivered() {
     }
     c.send("Subject: second\r\n\r\nbody two, caf\u{e9}\r\n.\r\n".as_bytes());
     c.expect(250);
+    assert_eq!(h.server.received().len(), 2);
 
     let third = c.send_message(
         "c@example.com",
@@ -452,6 +455,10 @@ fn a_pipe_closed_in_the_middle_of_a_message_delivers_nothing() {
     assert!(done.unread.is_empty(), "{:?}", done.unread);
     assert_eq!(h.server.connections(), 0, "nothing half sent");
     assert!(h.dead_letter().is_none());
+    assert!(
+        h.queue_listing().0.is_empty(),
+        "nothing half kept for later either"
+    );
 }
 
 #[test]

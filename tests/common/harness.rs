@@ -77,6 +77,15 @@ impl Harness {
         self.run(cmd, stdin)
     }
 
+    /// The binary with `args`, isolated in this harness, for a test that spawns it itself
+    /// (to run several at once, or to kill one).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        self.isolate(&mut cmd);
+        cmd
+    }
+
     /// `oauth-sendmail ARGS` (its own commands: queue, log, ...).
     pub fn own(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(BIN);
@@ -260,6 +269,29 @@ pub fn assert_no_secrets(o: &Output) {
             !err.contains(&secret),
             "a secret ({secret}) leaked to stderr:\n{err}"
         );
+    }
+}
+
+/// Fails if any secret form is in a file the binary left in `dir` (queue entries, the
+/// delivery log, caches), looking through every file below it.
+pub fn assert_no_secrets_in_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            assert_no_secrets_in_files(&path);
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+        for secret in secret_forms() {
+            assert!(
+                !text.contains(&secret),
+                "a secret ({secret}) is in {}",
+                path.display()
+            );
+        }
     }
 }
 

@@ -46,6 +46,9 @@ pub struct OAuthOptions {
     pub client_secret: Option<String>,
     /// The authorization endpoint answers error=access_denied (the user declined).
     pub deny: bool,
+    /// How long a refresh takes to answer: long enough, clients running at once all
+    /// reach the endpoint while the first refresh is still in flight.
+    pub refresh_delay: std::time::Duration,
 }
 
 impl Default for OAuthOptions {
@@ -57,6 +60,7 @@ impl Default for OAuthOptions {
             device_pending: 1,
             client_secret: Some(CLIENT_SECRET.to_string()),
             deny: false,
+            refresh_delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -421,6 +425,9 @@ fn device_code(shared: &Shared, params: &HashMap<String, String>) -> Answer {
 }
 
 fn token(shared: &Shared, params: &HashMap<String, String>) -> Answer {
+    if params.get("grant_type").map(String::as_str) == Some("refresh_token") {
+        std::thread::sleep(shared.opts.refresh_delay);
+    }
     let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     let get = |k: &str| params.get(k).map(String::as_str).unwrap_or_default();
     let grant = get("grant_type");

@@ -226,6 +226,15 @@ impl TestServer {
         *self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
     }
 
+    /// The transcript as it is now, without waiting for open connections (for polling).
+    pub fn transcript_now(&self) -> String {
+        self.shared
+            .transcript
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// How many TCP connections were accepted.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
