@@ -93,11 +93,11 @@ pub fn status_of(reply: &str) -> String {
         .find(|word| {
             let parts: Vec<&str> = word.split('.').collect();
             parts.len() == 3
+                && matches!(parts[0], "4" | "5")
                 && parts
                     .iter()
                     .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         })
-        .filter(|code| code.starts_with('5') || code.starts_with('4'))
         .unwrap_or("5.0.0")
         .to_string()
 }
@@ -174,5 +174,6 @@ mod tests {
         assert_eq!(status_of("550 no such user"), "5.0.0");
         assert_eq!(status_of("4.4.7 expired"), "4.4.7");
         assert_eq!(status_of("version 1.2.3 of x"), "5.0.0");
+        assert_eq!(status_of("relay 1.2.3 said 5.1.1 no such user"), "5.1.1");
     }
 }

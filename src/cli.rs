@@ -458,11 +458,8 @@ pub fn parse(argv: &[OsString]) -> Result<Action> {
             let cli = Cli::from_arg_matches(&matches).map_err(usage)?;
             let config = cli.config;
             Ok(match cli.command {
-                Command::Send(args) => {
-                    let mut args = *args;
-                    args.config = args.config.or(config);
-                    return action_for(args);
-                }
+                // clap gives the global --config to send's -C (they share the id).
+                Command::Send(args) => return action_for(*args),
                 Command::Queue(QueueArgs::List) => Action::ListQueue { config },
                 Command::Queue(QueueArgs::Flush { verbose }) => Action::FlushQueue {
                     config,

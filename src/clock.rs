@@ -22,6 +22,19 @@ pub fn readable(seconds: u64) -> String {
     format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
 }
 
+/// "Thu Nov 26 04:39:12 2026", as ctime(3) writes it (in UTC): the date mbox readers
+/// expect after "From ".
+pub fn asctime(seconds: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (year, month, day, hour, minute, second) = civil(seconds);
+    let weekday = DAYS[(seconds / 86400 % 7) as usize];
+    let month = MONTHS[(month - 1) as usize];
+    format!("{weekday} {month} {day:2} {hour:02}:{minute:02}:{second:02} {year}")
+}
+
 /// Year, month, day, hour, minute, second (Howard Hinnant's civil_from_days).
 fn civil(seconds: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (seconds / 86400) as i64;
@@ -48,6 +61,8 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(1_795_668_586), "2026-11-26T04:49:46Z");
         assert_eq!(readable(1_767_225_599), "2025-12-31 23:59:59 UTC");
+        assert_eq!(asctime(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(asctime(1_795_668_586), "Thu Nov 26 04:49:46 2026");
     }
 
     #[test]

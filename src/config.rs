@@ -436,8 +436,8 @@ impl Account {
         let first = addresses
             .first()
             .ok_or("`from` needs at least one address")?;
-        if let Some(bad) = addresses.iter().find(|a| !a.contains('@')) {
-            return Err(format!("`from` address `{bad}` has no domain"));
+        for address in &addresses {
+            crate::address::check_syntax(address).map_err(|e| format!("`from`: {e}"))?;
         }
         let user = file.user.unwrap_or_else(|| first.clone());
         let auth = file.auth.unwrap_or(match provider {

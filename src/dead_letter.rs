@@ -1,6 +1,7 @@
 //! `~/dead.letter`: where a message goes when it could not be sent, so it is never lost.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Kind, Result};
@@ -16,9 +17,11 @@ pub fn save(message: &[u8]) -> Result<PathBuf> {
     })?;
     let path = PathBuf::from(home).join("dead.letter");
     let what = || format!("cannot save the message to {}", path.display());
+    // Owner only: it holds whole messages (cron output, logs), as the queue does.
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| Error::new(Kind::CannotCreate, what(), e))?;
     file.write_all(&mbox_entry(message))
@@ -30,7 +33,11 @@ pub fn save(message: &[u8]) -> Result<PathBuf> {
 /// An mbox entry: a "From " separator, LF line ends, body lines starting with "From "
 /// quoted as ">From ", and a blank line after.
 fn mbox_entry(message: &[u8]) -> Vec<u8> {
-    let mut out = format!("From MAILER-DAEMON {}\n", asctime_now()).into_bytes();
+    let mut out = format!(
+        "From MAILER-DAEMON {}\n",
+        crate::clock::asctime(crate::clock::now())
+    )
+    .into_bytes();
     for line in message.split_inclusive(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -42,23 +49,6 @@ fn mbox_entry(message: &[u8]) -> Vec<u8> {
     }
     out.push(b'\n');
     out
-}
-
-/// The current local time as ctime(3) writes it, which mbox readers expect after "From ".
-fn asctime_now() -> String {
-    let mut buffer = [0 as libc::c_char; 32];
-    // SAFETY: time(NULL) has no preconditions; ctime_r writes at most 26 bytes into a
-    // 32-byte buffer and returns it NUL-terminated, or NULL on failure.
-    let text = unsafe {
-        let now = libc::time(std::ptr::null_mut());
-        libc::ctime_r(&now, buffer.as_mut_ptr())
-    };
-    if text.is_null() {
-        return "Thu Jan  1 00:00:00 1970".into();
-    }
-    // SAFETY: ctime_r succeeded, so `buffer` holds a NUL-terminated string.
-    let text = unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) };
-    text.to_string_lossy().trim_end().to_string()
 }
 
 #[cfg(test)]

@@ -241,29 +241,37 @@ fn rewrite_addresses(field: &Field, options: &Options) -> Option<Vec<u8>> {
     if all_qualified {
         return None;
     }
-    let resolve = |mailbox: &Mailbox| -> Option<Vec<BuiltAddress<'static>>> {
+    // A header name that resolves nowhere (no alias, no domain; not a recipient, or -t
+    // would have refused it) is qualified with the sender's domain, as an MTA qualifies
+    // with its own: never sent as it is.
+    let sender_domain = options
+        .default_sender
+        .rsplit_once('@')
+        .map_or("localhost", |(_, d)| d);
+    let resolve = |mailbox: &Mailbox| -> Vec<BuiltAddress<'static>> {
         let addresses = match is_sender {
             true => vec![options
                 .resolver
                 .sender(&mailbox.address, options.default_sender)],
-            false => options.resolver.recipient(&mailbox.address).ok()?,
+            false => options
+                .resolver
+                .recipient(&mailbox.address)
+                .unwrap_or_else(|_| vec![format!("{}@{sender_domain}", mailbox.address)]),
         };
-        Some(
-            addresses
-                .into_iter()
-                .enumerate()
-                .map(|(i, a)| BuiltAddress::new_address(mailbox.name.clone().filter(|_| i == 0), a))
-                .collect(),
-        )
+        addresses
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| BuiltAddress::new_address(mailbox.name.clone().filter(|_| i == 0), a))
+            .collect()
     };
     let mut list = Vec::new();
     for entry in &entries {
         match entry {
-            Entry::Mailbox(mailbox) => list.extend(resolve(mailbox)?),
+            Entry::Mailbox(mailbox) => list.extend(resolve(mailbox)),
             Entry::Group { name, members } => {
                 let mut resolved = Vec::new();
                 for member in members {
-                    resolved.extend(resolve(member)?);
+                    resolved.extend(resolve(member));
                 }
                 list.push(BuiltAddress::new_group(Some(name.clone()), resolved));
             }
@@ -755,6 +763,29 @@ mod tests {
         assert_eq!(
             p.envelope.recipients,
             ["admin@example.com", "bob@example.com", "carol@example.com"]
+        );
+    }
+
+    #[test]
+    fn a_header_name_that_resolves_nowhere_gets_the_sender_domain() {
+        let aliases = aliases();
+        let resolver = Resolver::new(&aliases, None);
+        let p = prepare(
+            b"To: bob, a@x.org\nSubject: s\n\nb\n",
+            &Options {
+                extract_recipients: false,
+                sender: None,
+                full_name: None,
+                recipients: &["a@x.org".to_string()],
+                resolver: &resolver,
+                default_sender: "me@example.org",
+            },
+        )
+        .unwrap();
+        let header = header_of(&p);
+        assert!(
+            header.contains("To: <bob@example.org>, <a@x.org>"),
+            "{header}"
         );
     }
 
