@@ -632,10 +632,14 @@ pub fn check_endpoint(uri: &str) -> std::result::Result<(), String> {
     let Some(rest) = uri.strip_prefix("http://") else {
         return Err(format!("`{uri}` is not an https:// address"));
     };
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = match host.rsplit_once(':') {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // "http://127.0.0.1:80@evil.example/" is a request to evil.example.
+    if authority.contains('@') {
+        return Err(format!("`{uri}` has a user part: give the address alone"));
+    }
+    let host = match authority.rsplit_once(':') {
         Some((host, port)) if !port.contains(']') => host,
-        _ => host,
+        _ => authority,
     };
     match host {
         "127.0.0.1" | "localhost" | "[::1]" => Ok(()),
@@ -847,6 +851,7 @@ mod tests {
         assert!(check_endpoint("http://localhost/x").is_ok());
         assert!(check_endpoint("http://[::1]:9/x").is_ok());
         assert!(check_endpoint("http://127.0.0.1.evil.com/x").is_err());
+        assert!(check_endpoint("http://127.0.0.1:8080@evil.example/token").is_err());
         assert!(check_endpoint("ftp://x").is_err());
     }
 

@@ -343,8 +343,7 @@ fn status(options: &cli::StatusArgs) -> Result<()> {
         for (label, value) in lines {
             text.push_str(&format!("  {:<16}{value}\n", format!("{label}:")));
         }
-        out.write_all(text.as_bytes())
-            .map_err(|e| Error::new(Kind::Io, "cannot write to stdout", e))?;
+        out.write_all(text.as_bytes()).map_err(stdout_error)?;
     }
     match failed {
         Some(err) => Err(err.within("the check failed")),

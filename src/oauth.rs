@@ -39,6 +39,19 @@ pub fn login(account: &Account, opts: &Login) -> Result<()> {
             "add [accounts.{name}.oauth] with client_id (see the README)"
         ))
     })?;
+    // Refused before anything is opened or stored: such an account has nothing to keep.
+    match oauth.grant {
+        Grant::User | Grant::ClientCredentials if opts.client_secret_stdin => {}
+        Grant::User => {}
+        Grant::ServiceAccount { .. } | Grant::ClientCredentials => {
+            return Err(Error::new(
+                Kind::Usage,
+                format!("account `{name}` needs no login"),
+                "it gets its tokens with its own credentials (a service account key or client credentials)",
+            )
+            .hint(format!("check it with `oauth-sendmail status --check --account {name}`")))
+        }
+    }
     let input = StdinLines::start();
     let store = choose_store(account, oauth)?;
     if opts.client_secret_stdin {
@@ -55,20 +68,12 @@ pub fn login(account: &Account, opts: &Login) -> Result<()> {
         token::remember_store(account, store.kind())?;
         eprintln!(
             "oauth-sendmail: the client secret of account `{name}` is in {}",
-            store.describe()?
+            store.describe(Item::ClientSecret)?
         );
     }
-    match oauth.grant {
-        Grant::User => {}
-        Grant::ClientCredentials if opts.client_secret_stdin => return Ok(()),
-        Grant::ServiceAccount { .. } | Grant::ClientCredentials => {
-            return Err(Error::new(
-                Kind::Usage,
-                format!("account `{name}` needs no login"),
-                "it gets its tokens with its own credentials (a service account key or client credentials)",
-            )
-            .hint(format!("check it with `oauth-sendmail status --check --account {name}`")))
-        }
+    if oauth.grant == Grant::ClientCredentials {
+        // Its client secret was all there was to keep.
+        return Ok(());
     }
     let client_secret = token::client_secret(oauth, Some(&store))?;
     let deadline = Instant::now() + Duration::from_secs(opts.timeout);
@@ -87,7 +92,7 @@ pub fn login(account: &Account, opts: &Login) -> Result<()> {
     println!(
         "Logged in: account `{name}` ({}); its refresh token is in {}.",
         account.user,
-        store.describe()?
+        store.describe(Item::RefreshToken)?
     );
     Ok(())
 }

@@ -58,13 +58,11 @@ impl Store {
     }
 
     /// Where the secrets are, for messages: "the OS keyring (Secret Service)" or the file.
-    pub fn describe(&self) -> Result<String> {
+    /// Where `item` is kept, for people.
+    pub fn describe(&self, item: Item) -> Result<String> {
         Ok(match self.kind {
             StoreKind::Keyring => "the OS keyring (Secret Service)".to_string(),
-            StoreKind::File => format!(
-                "the file {} (mode 0600)",
-                self.file(Item::RefreshToken)?.display()
-            ),
+            StoreKind::File => format!("the file {} (mode 0600)", self.file(item)?.display()),
         })
     }
 

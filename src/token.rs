@@ -133,8 +133,9 @@ pub fn secret_for(
     }
     let _lock = Lock::take(&account.name)?;
     // Read again under the lock: another sender may have refreshed while we waited.
+    // And with the time read again: the wait for the lock can be long.
     let mut cache = Cache::load(&account.name)?;
-    if let Some(token) = cache.valid_token(now) {
+    if let Some(token) = cache.valid_token(crate::clock::now()) {
         if Some(token) != rejected {
             note(
                 verbose,
@@ -153,7 +154,7 @@ pub fn secret_for(
             Ok(Some(response.access_token))
         }
         Err(err) => {
-            cache.last_error = Some(err.to_string().lines().next().unwrap_or_default().into());
+            cache.last_error = Some(err.summary());
             cache.last_error_at = Some(crate::clock::now());
             // The failure itself matters more than recording it.
             let _ = cache.save(&account.name);
@@ -234,7 +235,9 @@ fn refresh_failure(account: &Account, failure: Failure, what: &str) -> Error {
 }
 
 fn not_logged_in(account: &Account, store: &Store) -> Error {
-    let place = store.describe().unwrap_or_else(|e| e.to_string());
+    let place = store
+        .describe(Item::RefreshToken)
+        .unwrap_or_else(|e| e.to_string());
     Error::new(
         Kind::Config,
         format!("account `{}` is not logged in", account.name),
@@ -323,8 +326,15 @@ pub fn forget(account: &Account) -> Result<Vec<String>> {
     let cache = Cache::load(&account.name).unwrap_or_default();
     if let Some(oauth) = &account.oauth {
         if let Some(store) = recorded_store(account, oauth, &cache) {
-            if store.delete(Item::RefreshToken)? {
-                removed.push(format!("the refresh token in {}", store.describe()?));
+            // The client secret too (login --client-secret-stdin): once the cache that
+            // records the store is gone, nothing would ever find it again.
+            for (item, what) in [
+                (Item::RefreshToken, "the refresh token"),
+                (Item::ClientSecret, "the client secret"),
+            ] {
+                if store.delete(item)? {
+                    removed.push(format!("{what} in {}", store.describe(item)?));
+                }
             }
         }
     }
@@ -379,7 +389,9 @@ pub fn status(account: &Account) -> Vec<(&'static str, String)> {
                     ),
                 )),
                 Some(store) => {
-                    let place = store.describe().unwrap_or_else(|e| e.to_string());
+                    let place = store
+                        .describe(Item::RefreshToken)
+                        .unwrap_or_else(|e| e.to_string());
                     lines.push(("store", place));
                     let state = match store.get(Item::RefreshToken) {
                         Ok(Some(_)) => "present".to_string(),

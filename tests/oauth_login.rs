@@ -307,7 +307,12 @@ fn keyring_store_without_a_session_bus_says_how_to_use_a_file() {
 
 #[test]
 fn without_a_store_setting_login_falls_back_to_a_file_and_remembers_it() {
-    let oauth = OAuthServer::start(OAuthOptions::default());
+    // The login's access token is already stale, so the send must find the refresh token
+    // in the store the login chose: that is what "remembers" means.
+    let oauth = OAuthServer::start(OAuthOptions {
+        lifetimes: vec![30, 3600],
+        ..OAuthOptions::default()
+    });
     let h = Harness::with_config(ServerOptions::default(), |c| {
         use_oauth(c, &oauth, "");
         *c = c.replace("store = \"file\"\n", "");
@@ -322,4 +327,5 @@ fn without_a_store_setting_login_falls_back_to_a_file_and_remembers_it() {
     assert!(state_file(&h, "test.refresh-token").exists());
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
+    assert_eq!(oauth.calls("refresh_token"), 1, "{}", oauth.log());
 }
