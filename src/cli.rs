@@ -147,6 +147,9 @@ pub struct Invocation {
     pub dry_run: bool,
     pub account: Option<String>,
     pub config: Option<PathBuf>,
+    /// Do not let due queued messages follow a successful send on its connection: a
+    /// `-bs` client waits for each reply, and its next message should not wait on ours.
+    pub alone: bool,
 }
 
 /// The options that still mean something under `-bs`, where the envelope comes from the
@@ -533,6 +536,7 @@ fn action_for(args: SendmailArgs) -> Result<Action> {
         dry_run: args.dry_run,
         account: args.account,
         config: args.config,
+        alone: false,
     }))
 }
 

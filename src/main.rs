@@ -114,6 +114,7 @@ fn serve_smtp(options: &SessionOptions) -> Result<()> {
             verbose: options.verbose,
             account: options.account.clone(),
             config: options.config.clone(),
+            alone: true,
             ..Invocation::default()
         };
         match send::deliver(&config, &invocation, &message.data) {

@@ -113,7 +113,10 @@ pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<A
                 queued.as_ref(),
                 started,
             );
-            flush_behind(config, account, session, invocation.verbose);
+            match invocation.alone {
+                true => session.close(),
+                false => flush_behind(config, account, session, invocation.verbose),
+            }
             match (delivery.failure(), queued) {
                 (Some(err), None) => Err(err),
                 (Some(err), Some(_)) if !delivery.refused.is_empty() => Err(err.message_kept()),

@@ -523,3 +523,39 @@ fn a_broken_configuration_gets_a_421_greeting_and_exit_78() {
         done.stderr
     );
 }
+
+/// A `-bs` client waits for each reply: queued messages do not follow its message on the
+/// connection (a piped send lets them), so its next message is not held up by ours.
+#[test]
+fn a_session_does_not_wait_on_the_queue() {
+    let h = Harness::with_config(
+        ServerOptions {
+            fault: Fault::Greeting421,
+            ..ServerOptions::default()
+        },
+        |config| config.insert_str(0, "retry_initial = \"1s\"\n"),
+    );
+    let queued = h.send(&["-i", "early@example.com"], b"Subject: early\n\nqueued\n");
+    assert_eq!(
+        queued.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&queued.stderr)
+    );
+    h.server.set_fault(Fault::None);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let mut c = Client::open(&h, &["-bs"]);
+    let sent = c.send_message("rcpt@example.com", b"Subject: now\r\n\r\nbody\r\n.\r\n");
+    assert_eq!(sent.code, 250, "{}", c.transcript);
+    c.command("QUIT", 221);
+    assert_clean_exit(&h, &c.finish());
+    let received = h.server.received();
+    assert_eq!(received.len(), 1, "{}", h.server.transcript());
+    assert_eq!(received[0].rcpt_to, ["rcpt@example.com"]);
+    assert_eq!(
+        h.queue_listing().0.len(),
+        1,
+        "the queued one waits for a flush"
+    );
+}
