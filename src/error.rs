@@ -31,6 +31,11 @@ pub enum Kind {
     AuthRefused,
     /// The configuration is missing or wrong (EX_CONFIG).
     Config,
+    /// The server's TLS certificate cannot be trusted (unknown CA, wrong host name, a
+    /// machine in the middle): not a passing fault but one a person must look at, so a
+    /// queued message waits and the exit status says so (EX_CONFIG: the fix is usually
+    /// `ca_file` or `host`).
+    Certificate,
 }
 
 /// A failure: what happened, why, and (when there is one) what to do next.
@@ -95,7 +100,17 @@ impl Error {
     /// A failure a queued message can wait out: it passes (4xx, no network) or a person
     /// can fix it (a refused login). Decides what sendmail queues instead of refusing.
     pub fn can_wait(&self) -> bool {
-        matches!(self.kind, Kind::Temporary | Kind::AuthRefused)
+        matches!(
+            self.kind,
+            Kind::Temporary | Kind::AuthRefused | Kind::Certificate
+        )
+    }
+
+    /// A failure a queued message waits out only once a person acts (log in again, fix
+    /// the certificate or the configuration): sendmail keeps the message and still exits
+    /// non-zero, so cron and scripts see it.
+    pub fn needs_a_person(&self) -> bool {
+        matches!(self.kind, Kind::AuthRefused | Kind::Certificate)
     }
 
     /// Marks a failure after which the message is safe (queued): nothing more to save.
@@ -137,7 +152,7 @@ impl Error {
             Kind::Temporary => 75,
             Kind::Protocol => 76,
             Kind::AuthRefused => 77,
-            Kind::Config => 78,
+            Kind::Config | Kind::Certificate => 78,
         }
     }
 }
@@ -220,5 +235,9 @@ mod tests {
         assert!(Error::new(Kind::Temporary, "a", "b").can_wait());
         assert!(!Error::new(Kind::Config, "a", "b").can_wait());
         assert!(!Error::new(Kind::Unavailable, "a", "b").can_wait());
+        assert!(Error::new(Kind::Certificate, "a", "b").can_wait());
+        assert!(Error::new(Kind::Certificate, "a", "b").needs_a_person());
+        assert!(!Error::new(Kind::Temporary, "a", "b").needs_a_person());
+        assert_eq!(Error::new(Kind::Certificate, "a", "b").exit_code(), 78);
     }
 }

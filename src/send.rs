@@ -140,8 +140,9 @@ pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<A
             )?;
             let failed = whole_message(&prepared, &err);
             log_direct(config, account, &prepared, &failed, Some(&entry), started);
-            if err.kind() == Kind::AuthRefused {
-                // A refused login is for a person to fix: say so with the exit code too.
+            if err.needs_a_person() {
+                // A refused login or an untrusted certificate is for a person to fix: say
+                // so with the exit code too.
                 return Err(err.hint(format!("the message is queued as {} and goes out with `sendmail -q` once this is fixed", entry.id)).message_kept());
             }
             Ok(Accepted::Queued {

@@ -21,6 +21,9 @@ use crate::intake::Prepared;
 #[derive(Debug, Default)]
 pub struct Delivery {
     pub accepted: Vec<String>,
+    /// The server's reply to the final dot ("250 2.0.0 Ok: queued as ABC"): what each
+    /// accepted recipient's delivery-log entry records.
+    pub reply: Option<String>,
     /// Refused for good (5xx on RCPT), with the server's words.
     pub refused: Vec<(String, String)>,
     /// Refused for now (4xx on RCPT).
@@ -330,6 +333,11 @@ fn transmit(
     log.sent(".");
     let reply = content(conn, message).map_err(|e| failure(server, "the message", e))?;
     log.received(&reply);
+    delivery.reply = Some(format!(
+        "{} {}",
+        reply.code(),
+        reply.message().collect::<Vec<_>>().join(" ")
+    ));
     Ok(delivery)
 }
 
