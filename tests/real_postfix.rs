@@ -18,7 +18,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::harness::{code, isolate, run_with_limit, stderr, stdout, write_private, BIN};
-use common::oauth_server::{OAuthOptions, OAuthServer};
+use common::oauth_server::{
+    assert_no_oauth_secrets, OAuthOptions, OAuthServer, SERVICE_ACCOUNT_EMAIL,
+    SERVICE_ACCOUNT_KEY_PEM,
+};
 use common::postfix::{self, Postfix};
 use common::smtp_server::{TEST_TOKEN, TEST_USER};
 use common::tls;
@@ -42,14 +45,23 @@ fn server(test: &str) -> Option<&'static Server> {
     }
     static SERVER: OnceLock<Server> = OnceLock::new();
     Some(SERVER.get_or_init(|| {
+        // The first token issued goes to the service account test; Dovecot's introspection
+        // takes every one of them.
         let oauth = OAuthServer::start(OAuthOptions {
-            access_tokens: vec![TEST_TOKEN.to_string(), long_token()],
+            access_tokens: vec![
+                SERVICE_ACCOUNT_TOKEN.to_string(),
+                TEST_TOKEN.to_string(),
+                long_token(),
+            ],
             ..OAuthOptions::default()
         });
         let postfix = Postfix::start(&oauth.url("/introspect"));
         Server { oauth, postfix }
     }))
 }
+
+/// What the fake provider issues for the service account.
+const SERVICE_ACCOUNT_TOKEN: &str = "ya29.c.service-account-token-MUST-NOT-LEAK";
 
 /// A 2.4 KB access token, the size of a Microsoft one: its XOAUTH2 response in base64 is
 /// about 3.3 KB, more than Postfix takes on one command line.
@@ -68,12 +80,13 @@ fn long_token() -> String {
 /// `token` in a secret file, alias root -> admin@example.com as tests/common/callers.rs
 /// expects) and `bin/sendmail`.
 struct Client {
+    server: &'static Server,
     home: tempfile::TempDir,
     token: String,
 }
 
 impl Client {
-    fn new(server: &Server, token: &str) -> Client {
+    fn new(server: &'static Server, token: &str) -> Client {
         let home = tempfile::tempdir().expect("tempdir for HOME");
         let ca_file = tls::write_ca_file(home.path());
         let secret = home.path().join("secret");
@@ -104,9 +117,43 @@ impl Client {
         std::fs::create_dir(home.path().join("bin")).expect("create <home>/bin");
         std::os::unix::fs::symlink(BIN, home.path().join("bin/sendmail")).expect("symlink");
         Client {
+            server,
             home,
             token: token.to_string(),
         }
+    }
+
+    /// A sender whose account is a Google service account (JWT bearer grant at the fake
+    /// provider, no login), acting as TEST_USER: its token comes from the provider.
+    fn with_service_account(server: &'static Server) -> Client {
+        let mut client = Client::new(server, "unused");
+        client.token = SERVICE_ACCOUNT_TOKEN.to_string();
+        let key = client.home.path().join("service-account.json");
+        let json = serde_json::json!({
+            "type": "service_account",
+            "client_email": SERVICE_ACCOUNT_EMAIL,
+            "private_key_id": "0123abcd",
+            "private_key": SERVICE_ACCOUNT_KEY_PEM,
+            "client_id": "1234567890",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        });
+        write_private(&key, &json.to_string());
+        let config = std::fs::read_to_string(client.config_path()).expect("read config");
+        let secret_line = config
+            .lines()
+            .find(|l| l.starts_with("secret = "))
+            .expect("a secret line")
+            .to_string();
+        let config = format!(
+            "{}\n[accounts.test.oauth]\nservice_account = \"{}\"\nsubject = \"{TEST_USER}\"\ntoken_uri = \"{}\"\n",
+            config
+                .replace(&format!("{secret_line}\n"), "")
+                .replace("provider = \"custom\"", "provider = \"gmail\""),
+            key.display(),
+            server.oauth.url("/token"),
+        );
+        write_private(&client.config_path(), &config);
+        client
     }
 
     fn config_path(&self) -> PathBuf {
@@ -119,6 +166,7 @@ impl Client {
         cmd.args(args);
         isolate(&mut cmd, self.home.path(), &self.config_path());
         let out = run_with_limit(cmd, stdin, limit);
+        assert_no_oauth_secrets(&self.server.oauth, &out);
         for (what, text) in [("stdout", stdout(&out)), ("stderr", stderr(&out))] {
             assert!(
                 !text.contains(&self.token),
@@ -327,6 +375,69 @@ fn long_access_token_authenticates() {
         split(&messages[0]).1,
         input_body(message.as_bytes()),
         "the body changed on its way"
+    );
+}
+
+/// A token the provider never issued: Dovecot's introspection says inactive, Postfix answers
+/// 535, exit 77, nothing delivered. (What makes the other tests' "authenticated" mean
+/// something: this server does check tokens.)
+#[test]
+fn unknown_token_is_refused_exit_77() {
+    let Some(server) = server("unknown_token_is_refused_exit_77") else {
+        return;
+    };
+    let client = Client::new(server, "ya29.a-token-the-provider-never-issued");
+    let message = "Subject: must not arrive\n\nThe token is not the provider's.\n";
+
+    let out = client.sendmail(
+        &["-i", "unknown-token@example.com"],
+        message.as_bytes(),
+        RUN_LIMIT,
+    );
+
+    assert_eq!(code(&out), 77, "{}", explain(server, &out));
+    assert!(
+        stderr(&out).contains("535"),
+        "stderr does not show the server's refusal\n{}",
+        explain(server, &out)
+    );
+    assert!(
+        delivered(server, "unknown-token").is_empty(),
+        "delivered with a token the provider never issued\n{}",
+        explain(server, &out)
+    );
+}
+
+/// A service account (JWT bearer grant, no login) gets its token from the provider, and
+/// Dovecot, asking the same provider, takes it: the message arrives, authenticated.
+#[test]
+fn service_account_token_from_the_provider_is_accepted() {
+    let Some(server) = server("service_account_token_from_the_provider_is_accepted") else {
+        return;
+    };
+    let client = Client::with_service_account(server);
+    let message = "Subject: sent as a service account\n\nThe provider issued this token.\n";
+
+    let out = client.sendmail(
+        &["-i", "service@example.com"],
+        message.as_bytes(),
+        RUN_LIMIT,
+    );
+
+    assert_eq!(code(&out), 0, "{}", explain(server, &out));
+    assert_eq!(
+        server.oauth.calls("jwt_bearer"),
+        1,
+        "{}",
+        server.oauth.log()
+    );
+    let messages = delivered(server, "service");
+    assert_eq!(messages.len(), 1, "{}", explain(server, &out));
+    let problems = authentication_problems(server, &messages[0]);
+    assert!(
+        problems.is_empty(),
+        "{problems:#?}\n{}",
+        explain(server, &out)
     );
 }
 
