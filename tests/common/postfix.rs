@@ -268,7 +268,9 @@ fn lay_out(dir: &Path, port: u16, introspection_url: &str) -> std::io::Result<()
     }
     std::os::unix::fs::chown(dir.join("mail"), Some(MAIL_ID), Some(MAIL_ID))?;
     let fill = |name: &str, to: &str| -> std::io::Result<()> {
-        let text = std::fs::read_to_string(templates().join(name))?
+        let template = templates().join(name);
+        let text = std::fs::read_to_string(&template)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", template.display())))?
             .replace("@DIR@", &dir.to_string_lossy())
             .replace("@PORT@", &port.to_string())
             .replace("@INTROSPECTION_URL@", introspection_url);
