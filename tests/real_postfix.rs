@@ -262,6 +262,28 @@ fn authentication_problems(server: &Server, message: &[u8]) -> Vec<String> {
     problems
 }
 
+/// The run `out` succeeded and `local`@example.com got exactly one message, over TLS after
+/// XOAUTH2 as the account: that message.
+fn the_one_authenticated(server: &Server, out: &Output, local: &str) -> Vec<u8> {
+    assert_eq!(code(out), 0, "{}", explain(server, out));
+    let mut messages = delivered(server, local);
+    assert_eq!(
+        messages.len(),
+        1,
+        "{} messages for {local}@example.com, expected 1\n{}",
+        messages.len(),
+        explain(server, out)
+    );
+    let message = messages.remove(0);
+    let problems = authentication_problems(server, &message);
+    assert!(
+        problems.is_empty(),
+        "{problems:#?}\n{}",
+        explain(server, out)
+    );
+    message
+}
+
 /// A header line `name: ...` of `head` (the first), without the name.
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines()
@@ -290,23 +312,9 @@ fn cron_mail_arrives_over_tls_after_xoauth2() {
 
     let out = client.sendmail(cron.argv, cron.stdin.as_bytes(), RUN_LIMIT);
 
-    assert_eq!(code(&out), 0, "{}", explain(server, &out));
+    let message = the_one_authenticated(server, &out, "admin");
     assert!(out.stderr.is_empty(), "{}", explain(server, &out));
-    let messages = delivered(server, "admin");
-    let [message] = messages.as_slice() else {
-        panic!(
-            "{} messages for admin@example.com, expected 1\n{}",
-            messages.len(),
-            explain(server, &out)
-        );
-    };
-    let problems = authentication_problems(server, message);
-    assert!(
-        problems.is_empty(),
-        "{problems:#?}\n{}",
-        explain(server, &out)
-    );
-    let (head, body) = split(message);
+    let (head, body) = split(&message);
     assert_eq!(
         header(&head, "Return-Path"),
         Some(&format!("<{}>", cron.expect.mail_from) as &str),
@@ -357,22 +365,9 @@ fn long_access_token_authenticates() {
         RUN_LIMIT,
     );
 
+    let delivered = the_one_authenticated(server, &out, "long-token");
     assert_eq!(
-        code(&out),
-        0,
-        "a long token did not get the message through\n{}",
-        explain(server, &out)
-    );
-    let messages = delivered(server, "long-token");
-    assert_eq!(messages.len(), 1, "{}", explain(server, &out));
-    let problems = authentication_problems(server, &messages[0]);
-    assert!(
-        problems.is_empty(),
-        "{problems:#?}\n{}",
-        explain(server, &out)
-    );
-    assert_eq!(
-        split(&messages[0]).1,
+        split(&delivered).1,
         input_body(message.as_bytes()),
         "the body changed on its way"
     );
@@ -424,20 +419,12 @@ fn service_account_token_from_the_provider_is_accepted() {
         RUN_LIMIT,
     );
 
-    assert_eq!(code(&out), 0, "{}", explain(server, &out));
+    the_one_authenticated(server, &out, "service");
     assert_eq!(
         server.oauth.calls("jwt_bearer"),
         1,
         "{}",
         server.oauth.log()
-    );
-    let messages = delivered(server, "service");
-    assert_eq!(messages.len(), 1, "{}", explain(server, &out));
-    let problems = authentication_problems(server, &messages[0]);
-    assert!(
-        problems.is_empty(),
-        "{problems:#?}\n{}",
-        explain(server, &out)
     );
 }
 
