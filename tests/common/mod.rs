@@ -1,8 +1,10 @@
-//! Shared test support: the test PKI, the scripted SMTP server, the fake OAuth2 provider and
-//! the harness that runs the binary against them. Each test crate uses only part of it, hence the dead_code allowance.
+//! Shared test support: the test PKI, the scripted SMTP server, the fake OAuth2 provider, a real
+//! Postfix + Dovecot instance and the harness that runs the binary against them. Each test crate uses only part of it, hence the dead_code allowance.
 #![allow(dead_code)]
 
 pub mod harness;
 pub mod oauth_server;
+#[cfg(unix)]
+pub mod postfix;
 pub mod smtp_server;
 pub mod tls;

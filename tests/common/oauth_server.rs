@@ -276,6 +276,7 @@ fn serve(mut stream: TcpStream, shared: &Shared) {
         ("GET", "/authorize") => authorize(shared, &parse_form(query)),
         ("POST", "/token") => token(shared, &parse_form(&body)),
         ("POST", "/devicecode") => device_code(shared, &parse_form(&body)),
+        ("POST", "/introspect") => introspect(shared, &parse_form(&body)),
         _ => Answer::text("404 Not Found", "no such endpoint"),
     };
     {
@@ -533,6 +534,31 @@ fn next_secret(state: &mut State, prefix: &str) -> String {
     let secret = format!("{prefix}-{}-{LEAK_MARKER}", state.counter);
     state.issued.push(secret.clone());
     secret
+}
+
+/// Token introspection (RFC 7662), as a resource server (Dovecot's oauth2 passdb) asks it:
+/// `token=...` is active, for TEST_USER, when it is TEST_TOKEN, one of the configured
+/// `access_tokens` or a token this server issued.
+fn introspect(shared: &Shared, params: &HashMap<String, String>) -> Answer {
+    let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    count(&mut state, "introspect");
+    let token = params.get("token").map(String::as_str).unwrap_or_default();
+    let known = token == TEST_TOKEN
+        || shared.opts.access_tokens.iter().any(|t| t == token)
+        || state.issued.iter().any(|t| t == token);
+    if token.is_empty() || !known {
+        return Answer::json("200 OK", json!({"active": false}));
+    }
+    Answer::json(
+        "200 OK",
+        json!({
+            "active": true,
+            "username": super::smtp_server::TEST_USER,
+            "client_id": CLIENT_ID,
+            "scope": "https://mail.google.com/",
+            "token_type": "Bearer",
+        }),
+    )
 }
 
 /// Verifies an RS256 JWT from the test service account and returns its claims.
