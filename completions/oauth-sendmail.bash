@@ -116,13 +116,17 @@ _oauth__sendmail() {
 
     case "${cmd}" in
         oauth__sendmail)
-            opts="-h -V --config --help --version send queue log login logout status help"
+            opts="-C -h -V --config --help --version send queue log login logout status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -316,7 +320,7 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__log)
-            opts="-h --since --status --format --config --help"
+            opts="-C -h --since --status --format --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -335,6 +339,10 @@ _oauth__sendmail() {
                     return 0
                     ;;
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -406,13 +414,17 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__queue)
-            opts="-h --config --help list show retry remove flush help"
+            opts="-C -h --config --help list show retry remove flush help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -424,13 +436,17 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__queue__subcmd__flush)
-            opts="-v -h --verbose --config --help"
+            opts="-v -C -h --verbose --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -540,13 +556,17 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__queue__subcmd__list)
-            opts="-h --config --help"
+            opts="-C -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -558,13 +578,17 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__queue__subcmd__remove)
-            opts="-h --config --help"
+            opts="-C -h --all --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -576,13 +600,17 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__queue__subcmd__retry)
-            opts="-h --all --config --help"
+            opts="-C -h --all --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -594,13 +622,17 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__queue__subcmd__show)
-            opts="-h --config --help"
+            opts="-C -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -612,7 +644,7 @@ _oauth__sendmail() {
             return 0
             ;;
         oauth__subcmd__sendmail__subcmd__send)
-            opts="-t -i -f -F -b -q -o -C -v -B -N -R -V -L -X -h -O -A -G -U -n -m --dry-run --account --help --version"
+            opts="-t -i -f -F -b -q -o -C -v -B -N -R -V -L -X -h -O -A -G -U -n -m --config --dry-run --account --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -635,6 +667,10 @@ _oauth__sendmail() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
