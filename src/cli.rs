@@ -487,6 +487,9 @@ fn command() -> clap::Command {
     Cli::command()
 }
 
+#[cfg(test)]
+mod generate;
+
 /// A command line that cannot be used: the error, and clap's whole explanation of it.
 #[derive(Debug)]
 pub struct Rejected {
@@ -1166,7 +1169,10 @@ mod tests {
         assert_eq!(r.explanation, None, "sendmail's callers keep one line");
         let summary = r.error.to_string();
         assert_eq!(summary.lines().count(), 1, "{summary}");
-        assert!(summary.contains("possible values: m, p, s, v, i"), "{summary}");
+        assert!(
+            summary.contains("possible values: m, p, s, v, i"),
+            "{summary}"
+        );
     }
 
     /// The configuration a parsed command line names, whatever the action.
@@ -1260,12 +1266,18 @@ mod tests {
     fn flush_is_not_said_to_be_what_sendmail_q_does() {
         let mut queue = command().find_subcommand("queue").unwrap().clone();
         let help = queue.render_help().to_string();
-        let flush = help.lines().find(|l| l.trim_start().starts_with("flush")).unwrap();
+        let flush = help
+            .lines()
+            .find(|l| l.trim_start().starts_with("flush"))
+            .unwrap();
         assert!(flush.contains("retry time has come"), "{flush}");
         assert!(!help.contains("what sendmail -q does"), "{help}");
         let mut sendmail = SendmailCli::command();
         let help = sendmail.render_help().to_string();
-        let q = help.lines().find(|l| l.trim_start().starts_with("-q")).unwrap();
+        let q = help
+            .lines()
+            .find(|l| l.trim_start().starts_with("-q"))
+            .unwrap();
         assert!(q.contains("every queued message"), "{q}");
     }
 
@@ -1287,38 +1299,10 @@ mod tests {
     /// Regenerate with: UPDATE_GENERATED=1 cargo test generated_files
     #[test]
     fn generated_files_are_current() {
-        use clap_complete::Shell;
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let man = |cmd: clap::Command| {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .section("8")
-                .render(&mut page)
-                .unwrap();
-            page
-        };
-        let mut files = vec![(root.join("man/oauth-sendmail.8"), man(command()))];
-        // One page per subcommand, so a new one cannot be forgotten.
-        for sub in command().get_subcommands() {
-            // clap wants a &'static name; a test process can spare a few bytes.
-            let name: &'static str = format!("oauth-sendmail-{}", sub.get_name()).leak();
-            files.push((
-                root.join(format!("man/{name}.8")),
-                man(sub.clone().name(name)),
-            ));
-        }
-        for (shell, file) in [
-            (Shell::Bash, "oauth-sendmail.bash"),
-            (Shell::Zsh, "_oauth-sendmail"),
-            (Shell::Fish, "oauth-sendmail.fish"),
-        ] {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut command(), "oauth-sendmail", &mut script);
-            files.push((root.join("completions").join(file), script));
-        }
         let update = std::env::var_os("UPDATE_GENERATED").is_some();
         let mut stale = Vec::new();
-        for (path, content) in files {
+        for (path, content) in generate::files(root) {
             if update {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, &content).unwrap();
