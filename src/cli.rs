@@ -242,9 +242,6 @@ pub struct SendmailArgs {
     #[arg(long, value_name = "NAME")]
     pub account: Option<String>,
 
-    #[command(flatten)]
-    pub ignored: IgnoredOptions,
-
     /// Recipient addresses; with -t, added to those in the headers
     #[arg(value_name = "RECIPIENT")]
     pub recipients: Vec<String>,
@@ -256,6 +253,10 @@ pub struct SendmailArgs {
     /// Print version
     #[arg(long, action = ArgAction::Version)]
     version: Option<bool>,
+
+    // Last: its help heading would otherwise go on to the options after it.
+    #[command(flatten)]
+    pub ignored: IgnoredOptions,
 }
 
 /// sendmail options accepted for compatibility and ignored: each means nothing to a
@@ -411,6 +412,10 @@ enum Command {
     Send(Box<SendmailArgs>),
 
     /// Show and manage the messages waiting in the queue
+    ///
+    /// `queue flush` delivers the messages whose retry time has come: what a timer or a
+    /// cron job runs every few minutes. `sendmail -q` and `queue retry --all` deliver
+    /// every queued message now, whatever its retry time (as Postfix's sendmail -q).
     #[command(subcommand)]
     Queue(QueueArgs),
 
