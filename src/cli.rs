@@ -658,6 +658,13 @@ fn usage(err: clap::Error, explain: bool) -> Rejected {
         err.exit();
     }
     let text = err.to_string();
+    if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // The text is the help, which lists the commands; its first line is no error.
+        return Rejected {
+            explanation: explain.then_some(text),
+            error: Error::new(Kind::Usage, "bad command line", "no command given"),
+        };
+    }
     // The first paragraph is the error itself, with what it needs to be understood (the
     // missing argument, the valid values); the rest is usage and tips.
     let why = text
@@ -1166,6 +1173,13 @@ mod tests {
                 && summary.contains("possible values: sent, queued, deferred, bounced, failed"),
             "{summary}"
         );
+    }
+
+    #[test]
+    fn a_missing_command_is_said_so_after_the_list_of_commands() {
+        let r = rejected(&["oauth-sendmail", "queue"]);
+        assert!(r.explanation.unwrap().contains("flush"));
+        assert_eq!(r.error.to_string(), "bad command line: no command given");
     }
 
     #[test]

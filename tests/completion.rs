@@ -113,20 +113,67 @@ fn fish_completes_commands_their_subcommands_and_options() {
     }
 }
 
-/// zsh cannot be asked for completions without a terminal; the script must at least load
-/// in zsh's completion system and define the function `compdef` names.
+/// What zsh completes for `line`: an interactive zsh on a pseudo-terminal (zpty), its
+/// .zshrc loading the script through compinit, gets `line` and a TAB and prints every
+/// candidate that reaches compadd.
+fn zsh_complete(line: &str) -> Option<Vec<String>> {
+    // zsh on its own first, so that a missing zsh is told apart from a hung one.
+    run("zsh", &["-f", "-c"], "true")?;
+    let zdotdir = tempfile::tempdir().unwrap();
+    let completions = Path::new(ROOT).join("completions");
+    let zshrc = ZSHRC.replace("COMPLETIONS", completions.to_str().unwrap());
+    std::fs::write(zdotdir.path().join(".zshrc"), zshrc).unwrap();
+    let out = Command::new("timeout")
+        .args(["30", "zsh", "-f", "-c", ZSH_CAPTURE, "zsh"])
+        .arg(zdotdir.path())
+        .arg(line)
+        .env("HOME", zdotdir.path())
+        .output()
+        .expect("run timeout(1)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "zsh failed or hung: {stderr}");
+    let out = String::from_utf8_lossy(&out.stdout);
+    Some(
+        out.split("<hit>")
+            .skip(1)
+            .filter_map(|rest| rest.split("</hit>").next())
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// The interactive zsh's start: our script in $fpath, compinit, a compadd that prints
+/// what it is given before it adds it, and a marker when the line editor starts.
+const ZSHRC: &str = r#"PROMPT= ; RPROMPT= ; PROMPT_EOL_MARK=
+fpath=(COMPLETIONS $fpath)
+autoload -Uz compinit && compinit -u -D
+compadd () {
+  if [[ ${@[1,(i)(-|--)]} == *-(O|A|D)\ * ]]; then builtin compadd "$@"; return $?; fi
+  typeset -a hits
+  builtin compadd -A hits "$@"
+  local x; for x in $hits; do print -r -- "<hit>$x</hit>"; done
+  builtin compadd "$@"
+}
+# Typed-ahead input may be dropped while the line editor sets the terminal up: the line
+# is typed only once it says it is reading.
+zle-line-init() { print -rn -- "<ready>" }
+zle -N zle-line-init
+"#;
+
+/// $1: the ZDOTDIR holding that .zshrc, $2: the line. The end marker is typed split
+/// (`<do""ne>`) so that only its output, not the echo of the typing, matches.
+const ZSH_CAPTURE: &str = r#"zmodload zsh/zpty
+zpty z "ZDOTDIR=$1 zsh -i"
+zpty -r z line '*<ready>*'
+zpty -w -n z "$2"$'\t'
+zpty -w z $'\C-u print -r -- "<do""ne>"'
+zpty -r z out '*<done>*'
+print -r -- "$out"
+zpty -d z"#;
+
 #[test]
-fn zsh_script_loads_and_defines_its_function() {
-    let dir = Path::new(ROOT).join("completions");
-    let script = format!(
-        "fpath=({} $fpath); autoload -Uz compinit; compinit -u -D; autoload -Uz _oauth-sendmail; \
-         whence -w _oauth-sendmail; zsh -n {}/_oauth-sendmail && echo parsed",
-        dir.display(),
-        dir.display()
-    );
-    let Some(out) = run("zsh", &["-f", "-c"], &script) else {
-        return;
-    };
-    assert!(out.contains("_oauth-sendmail: function"), "{out}");
-    assert!(out.contains("parsed"), "{out}");
+fn zsh_completes_commands_their_subcommands_and_options() {
+    for (line, want) in CASES {
+        assert_offers("zsh", line, zsh_complete(line), want);
+    }
 }
