@@ -680,9 +680,10 @@ fn usage(err: clap::Error, explain: bool) -> Rejected {
     };
     // Under the sendmail names this line is all a caller keeps: say where help is.
     let see_help = if explain { "" } else { " (see --help)" };
+    let error = Error::new(Kind::Usage, "bad command line", format!("{why}{see_help}"));
     Rejected {
-        explanation: explain.then_some(text.clone()),
-        error: Error::new(Kind::Usage, "bad command line", format!("{why}{see_help}")),
+        explanation: explain.then_some(text),
+        error,
     }
 }
 
@@ -1283,20 +1284,15 @@ mod tests {
     /// the help, and so the man page and completions made from it, must not equate them.
     #[test]
     fn flush_is_not_said_to_be_what_sendmail_q_does() {
-        let mut queue = command().find_subcommand("queue").unwrap().clone();
-        let help = queue.render_help().to_string();
-        let flush = help
-            .lines()
-            .find(|l| l.trim_start().starts_with("flush"))
-            .unwrap();
+        let line = |mut cmd: clap::Command, start: &str| {
+            let help = cmd.render_help().to_string();
+            let line = help.lines().find(|l| l.trim_start().starts_with(start));
+            (line.unwrap().to_string(), help)
+        };
+        let (flush, help) = line(command().find_subcommand("queue").unwrap().clone(), "flush");
         assert!(flush.contains("retry time has come"), "{flush}");
         assert!(!help.contains("what sendmail -q does"), "{help}");
-        let mut sendmail = SendmailCli::command();
-        let help = sendmail.render_help().to_string();
-        let q = help
-            .lines()
-            .find(|l| l.trim_start().starts_with("-q"))
-            .unwrap();
+        let (q, _) = line(SendmailCli::command(), "-q");
         assert!(q.contains("every queued message"), "{q}");
     }
 

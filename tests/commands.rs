@@ -183,7 +183,10 @@ fn usage_errors_show_clap_whole_message_then_one_summary_line() {
     let err = stderr(&o);
     assert!(err.contains("[possible values: sent, queued"), "{err}");
     assert!(
-        err.lines().last().unwrap().contains("possible values: sent"),
+        err.lines()
+            .last()
+            .unwrap()
+            .contains("possible values: sent"),
         "{err}"
     );
 
@@ -264,7 +267,11 @@ fn queue_remove_all_empties_the_queue() {
     let o = h.own(&["queue", "remove", "--all"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     for id in &ids {
-        assert!(stdout(&o).contains(&format!("{id}: removed")), "{}", explain(&o));
+        assert!(
+            stdout(&o).contains(&format!("{id}: removed")),
+            "{}",
+            explain(&o)
+        );
     }
     assert!(h.queue_listing().0.is_empty());
     let o = h.own(&["queue", "remove", "--all"]);
@@ -277,7 +284,10 @@ fn queue_remove_all_empties_the_queue() {
 #[test]
 fn an_empty_log_names_its_file() {
     let h = unused_server(|_| {});
-    let log_file = h.home.path().join(".local/state/oauth-sendmail/delivery.log");
+    let log_file = h
+        .home
+        .path()
+        .join(".local/state/oauth-sendmail/delivery.log");
     for format in ["table", "csv", "json"] {
         let o = h.own(&["log", "--format", format]);
         assert_eq!(code(&o), 0, "{}", explain(&o));

@@ -56,7 +56,7 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             file: "oauth-sendmail",
             cmd: own.clone(),
             configuration: true,
-            examples: EXAMPLES_MAIN,
+            examples: &[EXAMPLES_MAIN, EXAMPLE_CRONTAB],
             see_also: &[
                 "oauth-sendmail.toml(5)",
                 "sendmail(8)",
@@ -69,28 +69,28 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             file: "oauth-sendmail-send",
             cmd: sub("send"),
             configuration: true,
-            examples: EXAMPLES_SEND,
+            examples: &[EXAMPLES_SEND],
             see_also: &["oauth-sendmail(8)", "sendmail(8)", "oauth-sendmail.toml(5)"],
         },
         Page {
             file: "oauth-sendmail-queue",
             cmd: sub("queue"),
             configuration: false,
-            examples: EXAMPLES_QUEUE,
+            examples: &[EXAMPLES_QUEUE, EXAMPLE_CRONTAB],
             see_also: &["oauth-sendmail(8)", "mailq(8)", "sendmail(8)", "crontab(5)"],
         },
         Page {
             file: "oauth-sendmail-log",
             cmd: sub("log"),
             configuration: false,
-            examples: EXAMPLES_LOG,
+            examples: &[EXAMPLES_LOG],
             see_also: &["oauth-sendmail(8)", "oauth-sendmail-queue(8)"],
         },
         Page {
             file: "oauth-sendmail-login",
             cmd: sub("login"),
             configuration: true,
-            examples: EXAMPLES_LOGIN,
+            examples: &[EXAMPLES_LOGIN],
             see_also: &[
                 "oauth-sendmail(8)",
                 "oauth-sendmail-status(8)",
@@ -103,14 +103,14 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             file: "oauth-sendmail-logout",
             cmd: sub("logout"),
             configuration: false,
-            examples: EXAMPLES_LOGOUT,
+            examples: &[EXAMPLES_LOGOUT],
             see_also: &["oauth-sendmail(8)", "oauth-sendmail-login(8)"],
         },
         Page {
             file: "oauth-sendmail-status",
             cmd: sub("status"),
             configuration: true,
-            examples: EXAMPLES_STATUS,
+            examples: &[EXAMPLES_STATUS],
             see_also: &[
                 "oauth-sendmail(8)",
                 "oauth-sendmail-login(8)",
@@ -121,7 +121,7 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             file: "sendmail",
             cmd: built(SendmailCli::command()),
             configuration: true,
-            examples: EXAMPLES_SEND,
+            examples: &[EXAMPLES_SEND],
             see_also: &[
                 "oauth-sendmail(8)",
                 "mailq(8)",
@@ -133,7 +133,7 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             file: "mailq",
             cmd: built(mailq_command()),
             configuration: false,
-            examples: EXAMPLES_MAILQ,
+            examples: &[EXAMPLES_MAILQ],
             see_also: &[
                 "oauth-sendmail-queue(8)",
                 "sendmail(8)",
@@ -144,7 +144,7 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             file: "newaliases",
             cmd: built(newaliases_command()),
             configuration: true,
-            examples: EXAMPLES_NEWALIASES,
+            examples: &[EXAMPLES_NEWALIASES],
             see_also: &["oauth-sendmail.toml(5)", "sendmail(8)", "oauth-sendmail(8)"],
         },
     ];
@@ -170,7 +170,8 @@ struct Page {
     cmd: clap::Command,
     /// Whether the page has a CONFIGURATION section (commands that send or read accounts).
     configuration: bool,
-    examples: &'static str,
+    /// Raw roff, one piece after the other.
+    examples: &'static [&'static str],
     see_also: &'static [&'static str],
 }
 
@@ -260,7 +261,7 @@ impl Page {
         page.push_str(ENVIRONMENT);
         page.push_str(&exit_status());
         page.push_str(".SH EXAMPLES\n");
-        page.push_str(self.examples);
+        page.push_str(&self.examples.concat());
         page.push_str(".SH SEE ALSO\n");
         let refs: Vec<String> = self
             .see_also
@@ -519,14 +520,6 @@ oauth\-sendmail status \-\-check
 printf \(aqSubject: test\en\enIt works.\en\(aq | sendmail \-i you@example.com
 .fi
 .RE
-.PP
-Deliver the queue every five minutes, from a crontab:
-.PP
-.RS
-.nf
-*/5 * * * * oauth\-sendmail queue flush
-.fi
-.RE
 "#;
 
 const EXAMPLES_SEND: &str = r#"A message whose headers name its recipients, as mail programs send it:
@@ -570,7 +563,9 @@ oauth\-sendmail queue retry \-\-all
 oauth\-sendmail queue remove 18f3a2c4e5b6d7a8
 .fi
 .RE
-.PP
+"#;
+
+const EXAMPLE_CRONTAB: &str = r#".PP
 Deliver what is due every five minutes, from a crontab:
 .PP
 .RS
