@@ -1,4 +1,4 @@
-_oauth__sendmail() {
+_oauth_sendmail() {
     local i cur prev opts cmd
     COMPREPLY=()
     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
@@ -14,100 +14,100 @@ _oauth__sendmail() {
     do
         case "${cmd},${i}" in
             ",$1")
-                cmd="oauth__sendmail"
+                cmd="oauth_sendmail"
                 ;;
-            oauth__sendmail,help)
-                cmd="oauth__sendmail__subcmd__help"
+            oauth_sendmail,help)
+                cmd="oauth_sendmail__subcmd__help"
                 ;;
-            oauth__sendmail,log)
-                cmd="oauth__sendmail__subcmd__log"
+            oauth_sendmail,log)
+                cmd="oauth_sendmail__subcmd__log"
                 ;;
-            oauth__sendmail,login)
-                cmd="oauth__sendmail__subcmd__login"
+            oauth_sendmail,login)
+                cmd="oauth_sendmail__subcmd__login"
                 ;;
-            oauth__sendmail,logout)
-                cmd="oauth__sendmail__subcmd__logout"
+            oauth_sendmail,logout)
+                cmd="oauth_sendmail__subcmd__logout"
                 ;;
-            oauth__sendmail,queue)
-                cmd="oauth__sendmail__subcmd__queue"
+            oauth_sendmail,queue)
+                cmd="oauth_sendmail__subcmd__queue"
                 ;;
-            oauth__sendmail,send)
-                cmd="oauth__sendmail__subcmd__send"
+            oauth_sendmail,send)
+                cmd="oauth_sendmail__subcmd__send"
                 ;;
-            oauth__sendmail,status)
-                cmd="oauth__sendmail__subcmd__status"
+            oauth_sendmail,status)
+                cmd="oauth_sendmail__subcmd__status"
                 ;;
-            oauth__sendmail__subcmd__help,help)
-                cmd="oauth__sendmail__subcmd__help__subcmd__help"
+            oauth_sendmail__subcmd__help,help)
+                cmd="oauth_sendmail__subcmd__help__subcmd__help"
                 ;;
-            oauth__sendmail__subcmd__help,log)
-                cmd="oauth__sendmail__subcmd__help__subcmd__log"
+            oauth_sendmail__subcmd__help,log)
+                cmd="oauth_sendmail__subcmd__help__subcmd__log"
                 ;;
-            oauth__sendmail__subcmd__help,login)
-                cmd="oauth__sendmail__subcmd__help__subcmd__login"
+            oauth_sendmail__subcmd__help,login)
+                cmd="oauth_sendmail__subcmd__help__subcmd__login"
                 ;;
-            oauth__sendmail__subcmd__help,logout)
-                cmd="oauth__sendmail__subcmd__help__subcmd__logout"
+            oauth_sendmail__subcmd__help,logout)
+                cmd="oauth_sendmail__subcmd__help__subcmd__logout"
                 ;;
-            oauth__sendmail__subcmd__help,queue)
-                cmd="oauth__sendmail__subcmd__help__subcmd__queue"
+            oauth_sendmail__subcmd__help,queue)
+                cmd="oauth_sendmail__subcmd__help__subcmd__queue"
                 ;;
-            oauth__sendmail__subcmd__help,send)
-                cmd="oauth__sendmail__subcmd__help__subcmd__send"
+            oauth_sendmail__subcmd__help,send)
+                cmd="oauth_sendmail__subcmd__help__subcmd__send"
                 ;;
-            oauth__sendmail__subcmd__help,status)
-                cmd="oauth__sendmail__subcmd__help__subcmd__status"
+            oauth_sendmail__subcmd__help,status)
+                cmd="oauth_sendmail__subcmd__help__subcmd__status"
                 ;;
-            oauth__sendmail__subcmd__help__subcmd__queue,flush)
-                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__flush"
+            oauth_sendmail__subcmd__help__subcmd__queue,flush)
+                cmd="oauth_sendmail__subcmd__help__subcmd__queue__subcmd__flush"
                 ;;
-            oauth__sendmail__subcmd__help__subcmd__queue,list)
-                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__list"
+            oauth_sendmail__subcmd__help__subcmd__queue,list)
+                cmd="oauth_sendmail__subcmd__help__subcmd__queue__subcmd__list"
                 ;;
-            oauth__sendmail__subcmd__help__subcmd__queue,remove)
-                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__remove"
+            oauth_sendmail__subcmd__help__subcmd__queue,remove)
+                cmd="oauth_sendmail__subcmd__help__subcmd__queue__subcmd__remove"
                 ;;
-            oauth__sendmail__subcmd__help__subcmd__queue,retry)
-                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__retry"
+            oauth_sendmail__subcmd__help__subcmd__queue,retry)
+                cmd="oauth_sendmail__subcmd__help__subcmd__queue__subcmd__retry"
                 ;;
-            oauth__sendmail__subcmd__help__subcmd__queue,show)
-                cmd="oauth__sendmail__subcmd__help__subcmd__queue__subcmd__show"
+            oauth_sendmail__subcmd__help__subcmd__queue,show)
+                cmd="oauth_sendmail__subcmd__help__subcmd__queue__subcmd__show"
                 ;;
-            oauth__sendmail__subcmd__queue,flush)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__flush"
+            oauth_sendmail__subcmd__queue,flush)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__flush"
                 ;;
-            oauth__sendmail__subcmd__queue,help)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__help"
+            oauth_sendmail__subcmd__queue,help)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__help"
                 ;;
-            oauth__sendmail__subcmd__queue,list)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__list"
+            oauth_sendmail__subcmd__queue,list)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__list"
                 ;;
-            oauth__sendmail__subcmd__queue,remove)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__remove"
+            oauth_sendmail__subcmd__queue,remove)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__remove"
                 ;;
-            oauth__sendmail__subcmd__queue,retry)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__retry"
+            oauth_sendmail__subcmd__queue,retry)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__retry"
                 ;;
-            oauth__sendmail__subcmd__queue,show)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__show"
+            oauth_sendmail__subcmd__queue,show)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__show"
                 ;;
-            oauth__sendmail__subcmd__queue__subcmd__help,flush)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__flush"
+            oauth_sendmail__subcmd__queue__subcmd__help,flush)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__help__subcmd__flush"
                 ;;
-            oauth__sendmail__subcmd__queue__subcmd__help,help)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__help"
+            oauth_sendmail__subcmd__queue__subcmd__help,help)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__help__subcmd__help"
                 ;;
-            oauth__sendmail__subcmd__queue__subcmd__help,list)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__list"
+            oauth_sendmail__subcmd__queue__subcmd__help,list)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__help__subcmd__list"
                 ;;
-            oauth__sendmail__subcmd__queue__subcmd__help,remove)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__remove"
+            oauth_sendmail__subcmd__queue__subcmd__help,remove)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__help__subcmd__remove"
                 ;;
-            oauth__sendmail__subcmd__queue__subcmd__help,retry)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__retry"
+            oauth_sendmail__subcmd__queue__subcmd__help,retry)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__help__subcmd__retry"
                 ;;
-            oauth__sendmail__subcmd__queue__subcmd__help,show)
-                cmd="oauth__sendmail__subcmd__queue__subcmd__help__subcmd__show"
+            oauth_sendmail__subcmd__queue__subcmd__help,show)
+                cmd="oauth_sendmail__subcmd__queue__subcmd__help__subcmd__show"
                 ;;
             *)
                 ;;
@@ -115,14 +115,18 @@ _oauth__sendmail() {
     done
 
     case "${cmd}" in
-        oauth__sendmail)
-            opts="-h -V --config --help --version send queue log login logout status help"
+        oauth_sendmail)
+            opts="-C -h -V --config --help --version send queue log login logout status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -133,7 +137,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help)
+        oauth_sendmail__subcmd__help)
             opts="send queue log login logout status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -147,7 +151,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__help)
+        oauth_sendmail__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -161,7 +165,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__log)
+        oauth_sendmail__subcmd__help__subcmd__log)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -175,7 +179,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__login)
+        oauth_sendmail__subcmd__help__subcmd__login)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -189,7 +193,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__logout)
+        oauth_sendmail__subcmd__help__subcmd__logout)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -203,7 +207,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__queue)
+        oauth_sendmail__subcmd__help__subcmd__queue)
             opts="list show retry remove flush"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -217,7 +221,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__flush)
+        oauth_sendmail__subcmd__help__subcmd__queue__subcmd__flush)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -231,7 +235,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__list)
+        oauth_sendmail__subcmd__help__subcmd__queue__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -245,7 +249,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__remove)
+        oauth_sendmail__subcmd__help__subcmd__queue__subcmd__remove)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -259,7 +263,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__retry)
+        oauth_sendmail__subcmd__help__subcmd__queue__subcmd__retry)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -273,7 +277,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__queue__subcmd__show)
+        oauth_sendmail__subcmd__help__subcmd__queue__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -287,7 +291,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__send)
+        oauth_sendmail__subcmd__help__subcmd__send)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -301,7 +305,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__help__subcmd__status)
+        oauth_sendmail__subcmd__help__subcmd__status)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -315,8 +319,8 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__log)
-            opts="-h --since --status --format --config --help"
+        oauth_sendmail__subcmd__log)
+            opts="-C -h --since --status --format --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -338,6 +342,10 @@ _oauth__sendmail() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -345,7 +353,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__login)
+        oauth_sendmail__subcmd__login)
             opts="-C -h --account --config --port --no-browser --device --timeout --client-secret-stdin --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -379,7 +387,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__logout)
+        oauth_sendmail__subcmd__logout)
             opts="-C -h --account --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -405,8 +413,8 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue)
-            opts="-h --config --help list show retry remove flush help"
+        oauth_sendmail__subcmd__queue)
+            opts="-C -h --config --help list show retry remove flush help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -416,21 +424,7 @@ _oauth__sendmail() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__flush)
-            opts="-v -h --verbose --config --help"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --config)
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -441,7 +435,29 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__help)
+        oauth_sendmail__subcmd__queue__subcmd__flush)
+            opts="-v -C -h --verbose --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__queue__subcmd__help)
             opts="list show retry remove flush help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -455,7 +471,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__flush)
+        oauth_sendmail__subcmd__queue__subcmd__help__subcmd__flush)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -469,7 +485,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__help)
+        oauth_sendmail__subcmd__queue__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -483,7 +499,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__list)
+        oauth_sendmail__subcmd__queue__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -497,7 +513,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__remove)
+        oauth_sendmail__subcmd__queue__subcmd__help__subcmd__remove)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -511,7 +527,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__retry)
+        oauth_sendmail__subcmd__queue__subcmd__help__subcmd__retry)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -525,7 +541,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__help__subcmd__show)
+        oauth_sendmail__subcmd__queue__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -539,14 +555,18 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__list)
-            opts="-h --config --help"
+        oauth_sendmail__subcmd__queue__subcmd__list)
+            opts="-C -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -557,14 +577,18 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__remove)
-            opts="-h --config --help"
+        oauth_sendmail__subcmd__queue__subcmd__remove)
+            opts="-C -h --all --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -575,14 +599,18 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__retry)
-            opts="-h --all --config --help"
+        oauth_sendmail__subcmd__queue__subcmd__retry)
+            opts="-C -h --all --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -593,14 +621,18 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__queue__subcmd__show)
-            opts="-h --config --help"
+        oauth_sendmail__subcmd__queue__subcmd__show)
+            opts="-C -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -611,8 +643,8 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__send)
-            opts="-t -i -f -F -b -q -o -C -v -B -N -R -V -L -X -h -O -A -G -U -n -m --dry-run --account --help --version"
+        oauth_sendmail__subcmd__send)
+            opts="-t -i -f -F -b -q -o -C -v -B -N -R -V -L -X -h -O -A -G -U -n -m --config --dry-run --account --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -635,6 +667,10 @@ _oauth__sendmail() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -689,7 +725,7 @@ _oauth__sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth__subcmd__sendmail__subcmd__status)
+        oauth_sendmail__subcmd__status)
             opts="-C -v -h --account --config --check --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -719,7 +755,7 @@ _oauth__sendmail() {
 }
 
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
-    complete -F _oauth__sendmail -o nosort -o bashdefault -o default oauth-sendmail
+    complete -F _oauth_sendmail -o nosort -o bashdefault -o default oauth-sendmail
 else
-    complete -F _oauth__sendmail -o bashdefault -o default oauth-sendmail
+    complete -F _oauth_sendmail -o bashdefault -o default oauth-sendmail
 fi

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_oauth_sendmail_global_optspecs
-    string join \n config= h/help V/version
+    string join \n C/config= h/help V/version
 end
 
 function __fish_oauth_sendmail_needs_command
@@ -24,7 +24,7 @@ function __fish_oauth_sendmail_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -s V -l version -d 'Print version'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
@@ -43,7 +43,7 @@ v\t'Verify recipients without sending'
 i\t'Check the aliases'"
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s q -d 'Deliver every queued message now, whatever its retry time (an interval, as in -q30m, is ignored)' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s o -d 'Set a sendmail option: -oi is -i; the others (-oem, -odi, -oQ...) are ignored' -r
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s C -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s C -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l account -d 'Send through this account of the configuration' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s B -d 'Body type (7BIT, 8BITMIME): detected from the message instead' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s N -d 'Delivery status notification conditions' -r
@@ -58,37 +58,38 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s t
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s i -d 'Read the message until end of input: a line holding only "." does not end it'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s v -d 'Print the SMTP dialogue on stderr (secrets are redacted)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l dry-run -d 'Print the envelope and the message as they would be sent; send nothing'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l version -d 'Print version'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s G -d 'Relay (gateway) submission'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s U -d 'Initial user submission'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s n -d 'Do not expand aliases (aliases are configured, not system-wide)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s m -d 'Also send to the sender when in an alias expansion'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l help -d 'Print help'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -l version -d 'Print version'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -s h -l help -d 'Print help'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "list" -d 'List the queued messages (what mailq shows)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "show" -d 'Show one queued message: its state, then its text'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "retry" -d 'Try messages again now, whatever their retry time'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "remove" -d 'Remove messages from the queue without sending them'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "flush" -d 'Deliver the messages whose retry time has come (what sendmail -q does)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "flush" -d 'Deliver the messages whose retry time has come, as a timer does (sendmail -q and queue retry --all deliver every message now)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and not __fish_seen_subcommand_from list show retry remove flush help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from list" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from list" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from show" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from show" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from retry" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from retry" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from retry" -l all -d 'Every queued message'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from retry" -s h -l help -d 'Print help'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from remove" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from remove" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from remove" -l all -d 'Every queued message (those being delivered right now are left)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from flush" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from flush" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from flush" -s v -l verbose -d 'Print the SMTP dialogue on stderr (secrets are redacted)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from flush" -s h -l help -d 'Print help'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "list" -d 'List the queued messages (what mailq shows)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one queued message: its state, then its text'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "retry" -d 'Try messages again now, whatever their retry time'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove messages from the queue without sending them'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "flush" -d 'Deliver the messages whose retry time has come (what sendmail -q does)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "flush" -d 'Deliver the messages whose retry time has come, as a timer does (sendmail -q and queue retry --all deliver every message now)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand queue; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l since -d 'Only attempts newer than this: 30m, 12h, 1d, 2w' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l status -d 'Only attempts with this result' -r -f -a "sent\t'The server accepted it'
@@ -99,7 +100,7 @@ failed\t'Refused for good and not queued; the caller got an error'"
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l format -d 'Output format: a table to read, CSV for a spreadsheet, JSON Lines for scripts' -r -f -a "table\t''
 csv\t''
 json\t''"
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -l account -d 'The account to log in (default: the configuration\'s default account)' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand login" -s C -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
@@ -128,4 +129,4 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and 
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "show" -d 'Show one queued message: its state, then its text'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "retry" -d 'Try messages again now, whatever their retry time'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "remove" -d 'Remove messages from the queue without sending them'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "flush" -d 'Deliver the messages whose retry time has come (what sendmail -q does)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "flush" -d 'Deliver the messages whose retry time has come, as a timer does (sendmail -q and queue retry --all deliver every message now)'

@@ -127,6 +127,8 @@ pub enum QueueCommand {
     /// Try these again now (all of them when empty).
     Retry(Vec<String>),
     Remove(Vec<String>),
+    /// `queue remove --all`: spelled out, so that no empty list can mean everything.
+    RemoveAll,
 }
 
 /// A sendmail command line, reduced to what the rest of the program acts on.
@@ -225,7 +227,7 @@ pub struct SendmailArgs {
     pub option: Vec<String>,
 
     /// Read the configuration from FILE instead of the default locations
-    #[arg(short = 'C', value_name = "FILE")]
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Print the SMTP dialogue on stderr (secrets are redacted)
@@ -240,9 +242,6 @@ pub struct SendmailArgs {
     #[arg(long, value_name = "NAME")]
     pub account: Option<String>,
 
-    #[command(flatten)]
-    pub ignored: IgnoredOptions,
-
     /// Recipient addresses; with -t, added to those in the headers
     #[arg(value_name = "RECIPIENT")]
     pub recipients: Vec<String>,
@@ -254,6 +253,10 @@ pub struct SendmailArgs {
     /// Print version
     #[arg(long, action = ArgAction::Version)]
     version: Option<bool>,
+
+    // Last: its help heading would otherwise go on to the options after it.
+    #[command(flatten)]
+    pub ignored: IgnoredOptions,
 }
 
 /// sendmail options accepted for compatibility and ignored: each means nothing to a
@@ -337,6 +340,43 @@ struct SendmailCli {
     args: SendmailArgs,
 }
 
+/// `mailq` (sendmail -bp) and `newaliases` (sendmail -bi) under their own names: all
+/// they take is the configuration to use.
+#[derive(Parser, Debug)]
+#[command(disable_help_flag = true, disable_version_flag = true, version)]
+struct NamedCli {
+    /// Read the configuration from FILE instead of the default locations
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Print help
+    #[arg(long, action = ArgAction::Help)]
+    help: Option<bool>,
+
+    /// Print version
+    #[arg(long, action = ArgAction::Version)]
+    version: Option<bool>,
+}
+
+fn mailq_command() -> clap::Command {
+    NamedCli::command().name("mailq").about(
+        "List the messages waiting in oauth-sendmail's queue (what sendmail -bp and \
+         oauth-sendmail queue list show)",
+    )
+}
+
+fn newaliases_command() -> clap::Command {
+    NamedCli::command()
+        .name("newaliases")
+        .about("Check the aliases of oauth-sendmail's configuration (what sendmail -bi does)")
+        .long_about(
+            "Check the aliases of oauth-sendmail's configuration (what sendmail -bi does).\n\n\
+             There is no aliases database to rebuild: the aliases are the [aliases] table of \
+             the configuration file, read on every send. newaliases checks that each one \
+             resolves to qualified addresses and prints how many there are.",
+        )
+}
+
 /// oauth-sendmail under its own name.
 #[derive(Parser, Debug)]
 #[command(
@@ -354,8 +394,9 @@ pub struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    /// Read the configuration from FILE instead of the default locations
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Read the configuration from FILE instead of the default locations (before or
+    /// after the command's name)
+    #[arg(short = 'C', long = "config", global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 }
 
@@ -371,6 +412,10 @@ enum Command {
     Send(Box<SendmailArgs>),
 
     /// Show and manage the messages waiting in the queue
+    ///
+    /// `queue flush` delivers the messages whose retry time has come: what a timer or a
+    /// cron job runs every few minutes. `sendmail -q` and `queue retry --all` deliver
+    /// every queued message now, whatever its retry time (as Postfix's sendmail -q).
     #[command(subcommand)]
     Queue(QueueArgs),
 
@@ -409,10 +454,14 @@ enum QueueArgs {
     /// Remove messages from the queue without sending them
     Remove {
         /// Queue ids
-        #[arg(required = true)]
+        #[arg(required_unless_present = "all")]
         ids: Vec<String>,
+        /// Every queued message (those being delivered right now are left)
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
     },
-    /// Deliver the messages whose retry time has come (what sendmail -q does)
+    /// Deliver the messages whose retry time has come, as a timer does (sendmail -q and
+    /// queue retry --all deliver every message now)
     Flush {
         /// Print the SMTP dialogue on stderr (secrets are redacted)
         #[arg(short, long)]
@@ -443,26 +492,62 @@ fn command() -> clap::Command {
     Cli::command()
 }
 
+#[cfg(test)]
+mod generate;
+
+/// A command line that cannot be used: the error, and clap's whole explanation of it.
+#[derive(Debug)]
+pub struct Rejected {
+    /// What clap says (the usage, the valid values, a tip) for a person at a terminal, to
+    /// be printed before the error; `None` under the sendmail names, whose callers (cron,
+    /// scripts) keep one line, so the error's own line says everything that helps.
+    pub explanation: Option<String>,
+    /// `bad command line: <what clap said, on one line>`, exit 64.
+    pub error: Error,
+}
+
+impl From<Error> for Rejected {
+    fn from(error: Error) -> Rejected {
+        Rejected {
+            explanation: None,
+            error,
+        }
+    }
+}
+
 /// Parses a whole argv, argv[0] included.
-pub fn parse(argv: &[OsString]) -> Result<Action> {
+pub fn parse(argv: &[OsString]) -> std::result::Result<Action, Rejected> {
     let argv0 = argv.first().map(OsString::as_os_str).unwrap_or_default();
+    let terse = |err| usage(err, false);
     match Personality::from_argv0(argv0) {
-        Personality::Mailq => Ok(Action::ListQueue { config: None }),
-        Personality::Newaliases => Ok(Action::CheckAliases { config: None }),
+        named @ (Personality::Mailq | Personality::Newaliases) => {
+            let mailq = named == Personality::Mailq;
+            let command = match mailq {
+                true => mailq_command(),
+                false => newaliases_command(),
+            };
+            let matches = command.try_get_matches_from(argv).map_err(terse)?;
+            let config = NamedCli::from_arg_matches(&matches).map_err(terse)?.config;
+            Ok(match mailq {
+                true => Action::ListQueue { config },
+                false => Action::CheckAliases { config },
+            })
+        }
         Personality::Sendmail => {
             let matches = SendmailCli::command()
                 .try_get_matches_from(argv)
-                .map_err(usage)?;
-            let cli = SendmailCli::from_arg_matches(&matches).map_err(usage)?;
-            action_for(cli.args)
+                .map_err(terse)?;
+            let cli = SendmailCli::from_arg_matches(&matches).map_err(terse)?;
+            Ok(action_for(cli.args)?)
         }
         Personality::Own => {
-            let matches = Cli::command().try_get_matches_from(argv).map_err(usage)?;
-            let cli = Cli::from_arg_matches(&matches).map_err(usage)?;
+            let full = |err| usage(err, true);
+            let matches = Cli::command().try_get_matches_from(argv).map_err(full)?;
+            let cli = Cli::from_arg_matches(&matches).map_err(full)?;
             let config = cli.config;
             Ok(match cli.command {
-                // clap gives the global --config to send's -C (they share the id).
-                Command::Send(args) => return action_for(*args),
+                // clap gives the global -C/--config to the commands' own (they share the id).
+                Command::Send(args) => return Ok(action_for(*args)?),
                 Command::Queue(QueueArgs::List) => Action::ListQueue { config },
                 Command::Queue(QueueArgs::Flush { verbose }) => Action::FlushQueue {
                     config,
@@ -477,7 +562,11 @@ pub fn parse(argv: &[OsString]) -> Result<Action> {
                     config,
                     command: QueueCommand::Retry(ids),
                 },
-                Command::Queue(QueueArgs::Remove { ids }) => Action::Queue {
+                Command::Queue(QueueArgs::Remove { all: true, .. }) => Action::Queue {
+                    config,
+                    command: QueueCommand::RemoveAll,
+                },
+                Command::Queue(QueueArgs::Remove { ids, .. }) => Action::Queue {
                     config,
                     command: QueueCommand::Remove(ids),
                 },
@@ -558,8 +647,9 @@ fn session_for(args: SendmailArgs) -> Result<Action> {
     }))
 }
 
-/// A clap error as our one-line usage error; help and version print and exit 0.
-fn usage(err: clap::Error) -> Error {
+/// A clap error as our usage error (exit 64), with clap's whole text when `explain`;
+/// help and version print and exit 0.
+fn usage(err: clap::Error, explain: bool) -> Rejected {
     use clap::error::ErrorKind;
     if matches!(
         err.kind(),
@@ -568,14 +658,33 @@ fn usage(err: clap::Error) -> Error {
         err.exit();
     }
     let text = err.to_string();
-    let first = text.lines().next().unwrap_or("bad arguments");
-    let why = first.strip_prefix("error: ").unwrap_or(first).to_string();
-    // One line, as callers such as cron log only the first line of stderr.
-    Error::new(
-        Kind::Usage,
-        "bad command line",
-        format!("{why} (see --help)"),
-    )
+    if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // The text is the help, which lists the commands; its first line is no error.
+        return Rejected {
+            explanation: explain.then_some(text),
+            error: Error::new(Kind::Usage, "bad command line", "no command given"),
+        };
+    }
+    // The first paragraph is the error itself, with what it needs to be understood (the
+    // missing argument, the valid values); the rest is usage and tips.
+    let why = text
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let why = why.strip_prefix("error: ").unwrap_or(&why);
+    let why = match why.is_empty() {
+        true => "bad arguments",
+        false => why,
+    };
+    // Under the sendmail names this line is all a caller keeps: say where help is.
+    let see_help = if explain { "" } else { " (see --help)" };
+    let error = Error::new(Kind::Usage, "bad command line", format!("{why}{see_help}"));
+    Rejected {
+        explanation: explain.then_some(text),
+        error,
+    }
 }
 
 #[cfg(test)]
@@ -587,7 +696,7 @@ mod tests {
             .chain(args.iter().copied())
             .map(OsString::from)
             .collect();
-        parse(&argv)
+        parse(&argv).map_err(|rejected| rejected.error)
     }
 
     fn invocation(args: &[&str]) -> Invocation {
@@ -643,7 +752,7 @@ mod tests {
             .chain(args.iter().copied())
             .map(OsString::from)
             .collect();
-        parse(&argv)
+        parse(&argv).map_err(|rejected| rejected.error)
     }
 
     fn login(args: &[&str]) -> Login {
@@ -1037,6 +1146,156 @@ mod tests {
         );
     }
 
+    fn rejected(argv: &[&str]) -> Rejected {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        parse(&argv).unwrap_err()
+    }
+
+    #[test]
+    fn own_usage_errors_keep_clap_whole_message_and_a_whole_summary() {
+        let r = rejected(&["oauth-sendmail", "queue", "retry"]);
+        let explanation = r.explanation.unwrap();
+        assert!(explanation.contains("<IDS>"), "{explanation}");
+        assert!(explanation.contains("Usage: "), "{explanation}");
+        assert_eq!(r.error.exit_code(), 64);
+        let summary = r.error.to_string();
+        assert_eq!(summary.lines().count(), 1, "{summary}");
+        assert!(
+            summary.contains("not provided: <IDS>"),
+            "the summary names what is missing: {summary}"
+        );
+
+        let r = rejected(&["oauth-sendmail", "log", "--status", "nope"]);
+        assert!(r.explanation.unwrap().contains("[possible values: sent,"));
+        let summary = r.error.to_string();
+        assert_eq!(summary.lines().count(), 1, "{summary}");
+        assert!(
+            summary.contains("'nope'")
+                && summary.contains("possible values: sent, queued, deferred, bounced, failed"),
+            "{summary}"
+        );
+    }
+
+    #[test]
+    fn a_missing_command_is_said_so_after_the_list_of_commands() {
+        let r = rejected(&["oauth-sendmail", "queue"]);
+        assert!(r.explanation.unwrap().contains("flush"));
+        assert_eq!(r.error.to_string(), "bad command line: no command given");
+    }
+
+    #[test]
+    fn sendmail_usage_errors_are_one_line_that_keeps_the_valid_values() {
+        let r = rejected(&["sendmail", "-bt"]);
+        assert_eq!(r.explanation, None, "sendmail's callers keep one line");
+        let summary = r.error.to_string();
+        assert_eq!(summary.lines().count(), 1, "{summary}");
+        assert!(
+            summary.contains("possible values: m, p, s, v, i"),
+            "{summary}"
+        );
+    }
+
+    /// The configuration a parsed command line names, whatever the action.
+    fn config_of(action: Action) -> Option<PathBuf> {
+        match action {
+            Action::Send(inv) => inv.config,
+            Action::SmtpSession(options) => options.config,
+            Action::ListQueue { config }
+            | Action::FlushQueue { config, .. }
+            | Action::Queue { config, .. }
+            | Action::Log { config, .. }
+            | Action::CheckAliases { config } => config,
+            Action::Login(login) => login.config,
+            Action::Logout(logout) => logout.config,
+            Action::Status(status) => status.config,
+        }
+    }
+
+    #[test]
+    fn every_command_takes_c_and_config_before_or_after_its_name() {
+        let commands: [&[&str]; 11] = [
+            &["send", "x@y.z"],
+            &["queue", "list"],
+            &["queue", "flush"],
+            &["queue", "show", "A"],
+            &["queue", "retry", "--all"],
+            &["queue", "remove", "A"],
+            &["queue", "remove", "--all"],
+            &["log"],
+            &["login"],
+            &["logout"],
+            &["status"],
+        ];
+        let want = Some(PathBuf::from("/c.toml"));
+        for command in commands {
+            for flag in ["-C", "--config"] {
+                // Before the command, after its first word, and at the end.
+                let mut places = vec![[&[flag, "/c.toml"][..], command].concat()];
+                places.push([&command[..1], &[flag, "/c.toml"], &command[1..]].concat());
+                places.push([command, &[flag, "/c.toml"]].concat());
+                for args in places {
+                    match own(&args) {
+                        Ok(action) => assert_eq!(config_of(action), want, "{args:?}"),
+                        Err(err) => panic!("{args:?}: {err}"),
+                    }
+                }
+            }
+        }
+        for name in ["sendmail", "mailq", "newaliases"] {
+            for args in [&["-C", "/c.toml"][..], &["--config", "/c.toml"]] {
+                let argv: Vec<OsString> = std::iter::once(&name)
+                    .chain(args)
+                    .map(OsString::from)
+                    .collect();
+                let want = want.clone();
+                let action = parse(&argv).map_err(|r| r.error.to_string());
+                assert_eq!(action.map(config_of), Ok(want), "{name} {args:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn mailq_and_newaliases_refuse_what_they_do_not_take() {
+        for name in ["mailq", "newaliases"] {
+            let r = rejected(&[name, "root"]);
+            assert_eq!(r.error.exit_code(), 64);
+            assert_eq!(r.explanation, None);
+        }
+    }
+
+    #[test]
+    fn queue_remove_all() {
+        assert_eq!(
+            own(&["queue", "remove", "--all"]).unwrap(),
+            Action::Queue {
+                config: None,
+                command: QueueCommand::RemoveAll
+            }
+        );
+        assert_eq!(
+            own(&["queue", "remove", "--all", "A"])
+                .unwrap_err()
+                .exit_code(),
+            64
+        );
+    }
+
+    /// `queue flush` delivers what is due; `sendmail -q` everything now (as Postfix's):
+    /// the help, and so the man page and completions made from it, must not equate them.
+    #[test]
+    fn flush_is_not_said_to_be_what_sendmail_q_does() {
+        let line = |mut cmd: clap::Command, start: &str| {
+            let help = cmd.render_help().to_string();
+            let line = help.lines().find(|l| l.trim_start().starts_with(start));
+            (line.unwrap().to_string(), help)
+        };
+        let (flush, help) = line(command().find_subcommand("queue").unwrap().clone(), "flush");
+        assert!(flush.contains("retry time has come"), "{flush}");
+        assert!(!help.contains("what sendmail -q does"), "{help}");
+        let (q, _) = line(SendmailCli::command(), "-q");
+        assert!(q.contains("every queued message"), "{q}");
+    }
+
     #[test]
     fn unknown_option_is_a_one_line_usage_error() {
         let err = sendmail(&["-Z", "x"]).unwrap_err();
@@ -1055,38 +1314,10 @@ mod tests {
     /// Regenerate with: UPDATE_GENERATED=1 cargo test generated_files
     #[test]
     fn generated_files_are_current() {
-        use clap_complete::Shell;
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let man = |cmd: clap::Command| {
-            let mut page = Vec::new();
-            clap_mangen::Man::new(cmd)
-                .section("8")
-                .render(&mut page)
-                .unwrap();
-            page
-        };
-        let mut files = vec![(root.join("man/oauth-sendmail.8"), man(command()))];
-        // One page per subcommand, so a new one cannot be forgotten.
-        for sub in command().get_subcommands() {
-            // clap wants a &'static name; a test process can spare a few bytes.
-            let name: &'static str = format!("oauth-sendmail-{}", sub.get_name()).leak();
-            files.push((
-                root.join(format!("man/{name}.8")),
-                man(sub.clone().name(name)),
-            ));
-        }
-        for (shell, file) in [
-            (Shell::Bash, "oauth-sendmail.bash"),
-            (Shell::Zsh, "_oauth-sendmail"),
-            (Shell::Fish, "oauth-sendmail.fish"),
-        ] {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut command(), "oauth-sendmail", &mut script);
-            files.push((root.join("completions").join(file), script));
-        }
         let update = std::env::var_os("UPDATE_GENERATED").is_some();
         let mut stale = Vec::new();
-        for (path, content) in files {
+        for (path, content) in generate::files(root) {
             if update {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(&path, &content).unwrap();

@@ -46,7 +46,14 @@ use queue::{Entry, Queue};
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    match cli::parse(&argv).and_then(run) {
+    let result = cli::parse(&argv).map_err(|rejected| {
+        // clap's explanation first, our one line last, where a reader's eye ends.
+        if let Some(explanation) = rejected.explanation {
+            eprintln!("{}", explanation.trim_end());
+        }
+        rejected.error
+    });
+    match result.and_then(run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("oauth-sendmail: {err}");
@@ -80,6 +87,10 @@ fn run(action: Action) -> Result<()> {
             config,
             command: QueueCommand::Remove(ids),
         } => remove_queued(config.as_deref(), &ids),
+        Action::Queue {
+            config,
+            command: QueueCommand::RemoveAll,
+        } => remove_all_queued(config.as_deref()),
         Action::Log {
             config,
             since,
@@ -214,17 +225,55 @@ fn show_queued(config_path: Option<&Path>, id: &str) -> Result<()> {
 fn remove_queued(config_path: Option<&Path>, ids: &[String]) -> Result<()> {
     for id in ids {
         let (queue, _) = find_queued(config_path, id)?;
-        let Some(_lock) = queue.lock(id)? else {
+        if !remove_one(&queue, id)? {
             return Err(Error::new(
                 Kind::Temporary,
                 format!("cannot remove {id}"),
                 "it is being delivered right now",
             ));
-        };
-        queue.remove(id)?;
-        println!("{id}: removed");
+        }
     }
     Ok(())
+}
+
+/// `queue remove --all`: every message not being delivered right now.
+fn remove_all_queued(config_path: Option<&Path>) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let empty = || {
+        println!("the queue is empty");
+        Ok(())
+    };
+    let Some(queue) = Queue::existing(&config.queue.dir) else {
+        return empty();
+    };
+    let ids = queue.ids()?;
+    if ids.is_empty() {
+        return empty();
+    }
+    let mut busy = Vec::new();
+    for id in &ids {
+        if !remove_one(&queue, id)? {
+            busy.push(id.as_str());
+        }
+    }
+    match busy.is_empty() {
+        true => Ok(()),
+        false => Err(Error::new(
+            Kind::Temporary,
+            format!("cannot remove {}", busy.join(", ")),
+            "being delivered right now",
+        )),
+    }
+}
+
+/// Removes `id` unless a flusher holds it; false when it does.
+fn remove_one(queue: &Queue, id: &str) -> Result<bool> {
+    let Some(_lock) = queue.lock(id)? else {
+        return Ok(false);
+    };
+    queue.remove(id)?;
+    println!("{id}: removed");
+    Ok(true)
 }
 
 fn find_queued(config_path: Option<&Path>, id: &str) -> Result<(Queue, Entry)> {
@@ -250,10 +299,22 @@ fn show_log(
 ) -> Result<()> {
     let config = Config::load(config_path)?;
     let oldest = since.map_or(0, |age| crate::clock::now().saturating_sub(age.as_secs()));
-    let mut records = DeliveryLog::new(&config.queue.log_file).read()?;
+    let log_file = &config.queue.log_file;
+    let mut records = DeliveryLog::new(log_file).read()?;
+    let logged = records.len();
     records.retain(|r| r.unix >= oldest && status.is_none_or(|s| r.result == s));
     let mut out = io::stdout().lock();
-    delivery_log::render(&records, format, &mut out).map_err(stdout_error)
+    delivery_log::render(&records, format, &mut out).map_err(stdout_error)?;
+    // On stderr, so that CSV and JSON on stdout stay just that.
+    match (records.is_empty(), logged) {
+        (false, _) => {}
+        (true, 0) => eprintln!("no deliveries logged in {}", log_file.display()),
+        (true, n) => eprintln!(
+            "none of the {n} deliveries logged in {} match",
+            log_file.display()
+        ),
+    }
+    Ok(())
 }
 
 fn stdout_error(e: io::Error) -> Error {

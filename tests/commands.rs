@@ -161,3 +161,141 @@ fn log_since_keeps_recent_attempts() {
         "{recent}"
     );
 }
+
+/// Issue 9 item 18: clap's whole message (what is missing, the valid values), then our one
+/// line, exit 64; under the sendmail name one line that still says what is wrong.
+#[test]
+fn usage_errors_show_clap_whole_message_then_one_summary_line() {
+    let h = unused_server(|_| {});
+    let o = h.own(&["queue", "retry"]);
+    assert_eq!(code(&o), 64, "{}", explain(&o));
+    let err = stderr(&o);
+    assert!(err.contains("\n  <IDS>...\n"), "{err}");
+    assert!(err.contains("Usage: oauth-sendmail queue retry"), "{err}");
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with("oauth-sendmail: bad command line: ") && last.contains("<IDS>"),
+        "the last line sums it up: {err}"
+    );
+
+    let o = h.own(&["log", "--status", "nope"]);
+    assert_eq!(code(&o), 64, "{}", explain(&o));
+    let err = stderr(&o);
+    assert!(err.contains("[possible values: sent, queued"), "{err}");
+    assert!(
+        err.lines()
+            .last()
+            .unwrap()
+            .contains("possible values: sent"),
+        "{err}"
+    );
+
+    let o = h.sendmail(&["-bt"], b"");
+    assert_eq!(code(&o), 64, "{}", explain(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("possible values: m, p, s, v, i"), "{err}");
+}
+
+/// Issue 9 item 19: `-C FILE` and `--config FILE` name the configuration for every command,
+/// before or after its name. A file that does not exist proves it was the one read (the
+/// harness's own configuration would work).
+#[test]
+fn every_command_reads_the_configuration_given_with_c() {
+    let h = unused_server(|_| {});
+    let missing = h.home.path().join("missing.toml");
+    let missing = missing.to_str().unwrap();
+    let commands: [&[&str]; 8] = [
+        &["send", "--dry-run", "x@y.z"],
+        &["queue", "list"],
+        &["queue", "flush"],
+        &["queue", "remove", "--all"],
+        &["log"],
+        &["login"],
+        &["logout"],
+        &["status"],
+    ];
+    for command in commands {
+        for flag in ["-C", "--config"] {
+            let mut places = vec![[&[flag, missing][..], command].concat()];
+            places.push([&command[..1], &[flag, missing], &command[1..]].concat());
+            places.push([command, &[flag, missing]].concat());
+            for args in places {
+                let mut cmd = Command::new(BIN);
+                cmd.args(&args);
+                let o = h.run(cmd, b"");
+                assert_eq!(code(&o), 78, "{args:?}: {}", explain(&o));
+                assert!(
+                    stderr(&o).contains(&format!("cannot read {missing}")),
+                    "{args:?}: {}",
+                    explain(&o)
+                );
+            }
+        }
+    }
+    for name in ["mailq", "newaliases"] {
+        let o = as_named(&h, name, &["-C", missing]);
+        assert_eq!(code(&o), 78, "{name}: {}", explain(&o));
+    }
+}
+
+/// Issue 9 item 25: `mailq --help` is help, as for the other names, not the queue.
+#[test]
+fn mailq_help_prints_help() {
+    let h = unused_server(|_| {});
+    for name in ["mailq", "newaliases"] {
+        let o = as_named(&h, name, &["--help"]);
+        assert_eq!(code(&o), 0, "{}", explain(&o));
+        let out = stdout(&o);
+        assert!(out.contains(&format!("Usage: {name} [OPTIONS]")), "{out}");
+        assert!(out.contains("--config <FILE>"), "{out}");
+    }
+}
+
+/// Issue 9 item 25: `queue remove --all` empties the queue.
+#[test]
+fn queue_remove_all_empties_the_queue() {
+    let h = Harness::new(ServerOptions {
+        fault: Fault::Greeting421,
+        ..ServerOptions::default()
+    });
+    for _ in 0..2 {
+        assert_eq!(code(&h.send(&["-i", "rcpt@example.com"], MESSAGE)), 0);
+    }
+    let (ids, listing) = h.queue_listing();
+    assert_eq!(ids.len(), 2, "{listing}");
+    let o = h.own(&["queue", "remove", "--all"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    for id in &ids {
+        assert!(
+            stdout(&o).contains(&format!("{id}: removed")),
+            "{}",
+            explain(&o)
+        );
+    }
+    assert!(h.queue_listing().0.is_empty());
+    let o = h.own(&["queue", "remove", "--all"]);
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(stdout(&o), "the queue is empty\n");
+}
+
+/// Issue 9 item 25: an empty `log` says, on stderr (stdout stays CSV or JSON), which file
+/// it read.
+#[test]
+fn an_empty_log_names_its_file() {
+    let h = unused_server(|_| {});
+    let log_file = h
+        .home
+        .path()
+        .join(".local/state/oauth-sendmail/delivery.log");
+    for format in ["table", "csv", "json"] {
+        let o = h.own(&["log", "--format", format]);
+        assert_eq!(code(&o), 0, "{}", explain(&o));
+        assert_eq!(
+            stderr(&o),
+            format!("no deliveries logged in {}\n", log_file.display()),
+            "{format}"
+        );
+    }
+    assert_eq!(stdout(&h.own(&["log", "--format", "json"])), "");
+}
