@@ -150,7 +150,13 @@ pub fn secret_for(
     match fetch(account, oauth, &cache, verbose) {
         Ok(response) => {
             cache.record_token(&response, crate::clock::now());
-            cache.save(&account.name)?;
+            // Only a cache: the token in hand still sends this message.
+            if let Err(err) = cache.save(&account.name) {
+                eprintln!(
+                    "oauth-sendmail: the access token is used but not cached: {}\n  the next send fetches a new one",
+                    err.summary()
+                );
+            }
             Ok(Some(response.access_token))
         }
         Err(err) => {
@@ -173,6 +179,10 @@ fn fetch(account: &Account, oauth: &OAuth, cache: &Cache, verbose: bool) -> Resu
                 .get(Item::RefreshToken)?
                 .ok_or_else(|| not_logged_in(account, &store))?;
             let client_secret = client_secret(oauth, Some(&store))?;
+            // Before the endpoint is asked: it may void `refresh` for a new one.
+            store
+                .reserve_for_rotation()
+                .map_err(|e| e.within(what.clone()))?;
             let mut form = vec![
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh.expose()),
@@ -186,7 +196,7 @@ fn fetch(account: &Account, oauth: &OAuth, cache: &Cache, verbose: bool) -> Resu
             if let Some(rotated) = &response.refresh_token {
                 if *rotated != refresh {
                     // Before the new access token is used: the old refresh token may be void now.
-                    store.set(Item::RefreshToken, rotated)?;
+                    store.set_rotated(rotated)?;
                     note(verbose, "stored the new (rotated) refresh token");
                 }
             }
@@ -306,6 +316,8 @@ pub fn save_login(account: &Account, store: &Store, response: &TokenResponse) ->
         .hint("for Google the request asks for access_type=offline and prompt=consent; for Microsoft the scopes must include offline_access")
     })?;
     store.set(Item::RefreshToken, refresh)?;
+    // Room for the first rotation now; the first refresh tries again if there is none.
+    let _ = store.reserve_for_rotation();
     let mut cache = Cache::load(&account.name).unwrap_or_default();
     cache.store = Some(store.kind());
     cache.record_token(response, crate::clock::now());
