@@ -351,8 +351,13 @@ pub fn forget(account: &Account) -> Result<Vec<String>> {
         }
     }
     let path = cache_file(&account.name)?;
+    // The file may hold only the store's name or the last error: no token to speak of.
+    let had_token = cache.access_token.is_some();
     match std::fs::remove_file(&path) {
-        Ok(()) => removed.push(format!("the cached access token ({})", path.display())),
+        Ok(()) if had_token => {
+            removed.push(format!("the cached access token ({})", path.display()))
+        }
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
             return Err(Error::new(
@@ -439,7 +444,8 @@ pub fn status(account: &Account) -> Vec<(&'static str, String)> {
         lines.push(("last refreshed", when(at, now)));
     }
     let last_error = match (&cache.last_error, cache.last_error_at) {
-        (Some(error), Some(at)) => format!("{error} ({})", when(at, now)),
+        // The time first: `when` has brackets of its own, and so may the error.
+        (Some(error), Some(at)) => format!("{}: {error}", when(at, now)),
         (Some(error), None) => error.clone(),
         (None, _) => "none".to_string(),
     };

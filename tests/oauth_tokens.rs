@@ -150,6 +150,14 @@ fn invalid_grant_exits_77_with_guidance_and_keeps_the_message() {
         out.contains("last error:") && out.contains("invalid_grant"),
         "{out}"
     );
+    // When, then what: no brackets inside brackets.
+    let line = out.lines().find(|l| l.contains("last error:")).unwrap();
+    let value = line.split_once("last error:").unwrap().1.trim();
+    assert!(
+        value.contains(" UTC (") && value.contains(" ago): cannot get an access token"),
+        "{line}"
+    );
+    assert!(!line.contains("))"), "{line}");
     let mut h = h;
     h.server.expect_unused();
 }
