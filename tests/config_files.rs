@@ -348,3 +348,44 @@ fn status_shows_from_and_user_only_where_there_is_a_login() {
     let o = relay.own(&["status"]);
     assert!(stdout(&o).contains("  user:           "), "{}", explain(&o));
 }
+
+#[test]
+fn state_and_queue_directories_left_at_0755_are_made_private() {
+    let spool = "SPOOL";
+    let h = Harness::with_config(ServerOptions::default(), |c| {
+        *c = format!("queue = \"always\"\nqueue_dir = \"{spool}\"\n{c}");
+    });
+    let home = h.home.path();
+    let state = home.join(".local/state/oauth-sendmail");
+    let chosen_parent = home.join("spool");
+    let queue = chosen_parent.join("oauth-sendmail");
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    std::fs::write(
+        &h.config_path,
+        text.replace(spool, &queue.display().to_string()),
+    )
+    .unwrap();
+    // As an older version, or mkdir under umask 022, left them.
+    for dir in [&state, &queue] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let default_queue = state.join("queue");
+    std::fs::create_dir_all(&default_queue).unwrap();
+    for dir in [&state, &default_queue, &chosen_parent, &queue] {
+        chmod(dir, 0o755);
+    }
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let o = h.send(&["-i", "rcpt@example.com"], b"Subject: x\n\nbody\n");
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(mode(&queue), 0o700, "the queue directory");
+    assert_eq!(mode(&chosen_parent), 0o755, "the administrator's directory");
+    // The default queue, inside the state directory: both.
+    let text = std::fs::read_to_string(&h.config_path).unwrap();
+    let line = text.lines().find(|l| l.starts_with("queue_dir")).unwrap();
+    std::fs::write(&h.config_path, text.replace(line, "")).unwrap();
+    let o = h.send(&["-i", "rcpt@example.com"], b"Subject: y\n\nbody\n");
+    assert_eq!(code(&o), 0, "{}", explain(&o));
+    assert_eq!(mode(&default_queue), 0o700, "the default queue directory");
+    assert_eq!(mode(&state), 0o700, "the state directory");
+    assert_eq!(h.server.received().len(), 2);
+}
