@@ -147,3 +147,183 @@ fn keyring_round_trip_with_a_real_secret_service() {
     );
     assert_eq!(h.server.received().len(), 2);
 }
+
+/// A D-Bus session bus of this test's own with gnome-keyring on it, its keyrings in
+/// `data` (XDG_DATA_HOME); stopped when dropped (gnome-keyring leaves with its bus).
+struct PrivateKeyring {
+    bus: OsString,
+    bus_pid: String,
+}
+
+impl PrivateKeyring {
+    fn start(home: &std::path::Path, data: &std::path::Path) -> Result<PrivateKeyring, String> {
+        let out = Command::new("dbus-daemon")
+            .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("dbus-daemon: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut lines = text.lines();
+        let (Some(bus), Some(pid)) = (lines.next(), lines.next()) else {
+            return Err(format!("dbus-daemon printed {text:?}"));
+        };
+        let keyring = PrivateKeyring {
+            bus: OsString::from(bus),
+            bus_pid: pid.trim().to_string(),
+        };
+        let runtime = home.join("run");
+        std::fs::create_dir_all(&runtime).map_err(|e| e.to_string())?;
+        let mut daemon = Command::new("gnome-keyring-daemon")
+            .args(["--unlock", "--components=secrets"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &keyring.bus)
+            .env("XDG_DATA_HOME", data)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("HOME", home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("gnome-keyring-daemon: {e}"))?;
+        daemon
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"pass")
+            .map_err(|e| e.to_string())?;
+        let started = daemon.wait().map_err(|e| e.to_string())?;
+        if !started.success() {
+            return Err(format!("gnome-keyring-daemon --unlock: {started}"));
+        }
+        Ok(keyring)
+    }
+
+    /// What `secret-tool` finds on this bus for the account's refresh token.
+    fn lookup(&self) -> Option<String> {
+        let out = Command::new("secret-tool")
+            .args([
+                "lookup",
+                "service",
+                "oauth-sendmail",
+                "username",
+                "test refresh-token",
+            ])
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run secret-tool");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    }
+}
+
+impl Drop for PrivateKeyring {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.bus_pid).status();
+    }
+}
+
+/// A tmpfs on `dir`, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` to the last byte; returns the filler.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 4096];
+    while file.write(&block).is_ok_and(|n| n > 0) {}
+    while let Ok(1) = file.write(&[0]) {}
+    path
+}
+
+/// Skips outside CI, fails under CI=true.
+fn cannot_run(test: &str, why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why}; CI must run this test (as root, with scripts/install-test-deps)");
+    }
+    let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {why}");
+}
+
+#[test]
+fn a_rotated_token_the_keyring_cannot_take_is_kept_and_used() {
+    const TEST: &str = "a_rotated_token_the_keyring_cannot_take_is_kept_and_used";
+    let (oauth, h) = harness_with_oauth(
+        OAuthOptions {
+            lifetimes: vec![30],
+            rotate: true,
+            ..OAuthOptions::default()
+        },
+        "store = \"keyring\"\n",
+    );
+    // The keyrings and the state directory on one small disk, as in one home.
+    let local = h.home.path().join(".local");
+    std::fs::create_dir_all(&local).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&local)
+        .output();
+    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+        let mut oauth = oauth;
+        oauth.expect_unused();
+        let mut h = h;
+        h.server.expect_unused();
+        return cannot_run(
+            TEST,
+            &format!("cannot mount a tmpfs (needs root): {mounted:?}"),
+        );
+    }
+    let _tmpfs = Tmpfs(local.clone());
+    let keyring = match PrivateKeyring::start(h.home.path(), &local.join("share")) {
+        Ok(keyring) => keyring,
+        Err(why) => {
+            let mut oauth = oauth;
+            oauth.expect_unused();
+            let mut h = h;
+            h.server.expect_unused();
+            return cannot_run(TEST, &why);
+        }
+    };
+    let o = run_with_bus(&h, &keyring.bus, &["login", "--timeout", "20"], true);
+    assert_eq!(code(&o), 0, "login: {}", explain(&h, &oauth, &o));
+    assert_eq!(
+        keyring.lookup(),
+        oauth.live_refresh_tokens().first().cloned()
+    );
+
+    let filler = fill(&local);
+    let o = run_with_bus(&h, &keyring.bus, &["send", "-i", "rcpt@example.com"], false);
+    assert_eq!(
+        code(&o),
+        0,
+        "send on a full disk: {}",
+        explain(&h, &oauth, &o)
+    );
+    assert_no_oauth_secrets(&oauth, &o);
+    let err = common::harness::stderr(&o);
+    assert!(
+        err.contains("cannot store the rotated refresh token in the OS keyring")
+            && err.contains("test.refresh-token.rescued"),
+        "{err}"
+    );
+    let rescued = local.join("state/oauth-sendmail/test.refresh-token.rescued");
+    let kept = std::fs::read_to_string(&rescued).unwrap();
+    let live = oauth.live_refresh_tokens();
+    assert_eq!(vec![kept.lines().next().unwrap().to_string()], live);
+
+    // Room again: the next refresh uses the kept token (the keyring's is void) and puts
+    // its successor in the keyring.
+    std::fs::remove_file(filler).unwrap();
+    let o = run_with_bus(&h, &keyring.bus, &["send", "-i", "rcpt@example.com"], false);
+    assert_eq!(code(&o), 0, "send with room: {}", explain(&h, &oauth, &o));
+    assert_eq!(oauth.calls("refresh_token"), 2);
+    assert_eq!(
+        keyring.lookup(),
+        oauth.live_refresh_tokens().first().cloned()
+    );
+    assert!(!rescued.exists(), "the keyring holds the newest now");
+    assert_eq!(h.server.received().len(), 2);
+}
