@@ -8,84 +8,22 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::harness::{code, stderr, Harness};
 use common::oauth_server::{
     assert_no_oauth_secrets, explain, harness_with_oauth, login, OAuthOptions, OAuthServer,
 };
+use common::tmpfs::{cannot_run, Tmpfs};
 
 const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: disk full\n\nBody of the disk-full test.\n";
 
-/// A tmpfs mounted on a directory, unmounted when dropped (declare it after the harness
-/// whose HOME holds it, so that it goes first).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (mount's syntax: "1m") on `dir`; `None` (skipped) when
-    /// that is impossible outside CI.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(dir).unwrap();
-        let result = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .output();
-        let why = match result {
-            Ok(o) if o.status.success() => {
-                return Some(Tmpfs {
-                    dir: dir.to_path_buf(),
-                })
-            }
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) => e.to_string(),
-        };
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "cannot mount a tmpfs on {} (run as root): {why}",
-                dir.display()
-            );
-        }
-        eprintln!(
-            "SKIPPED: cannot mount a tmpfs on {} (needs root): {why}",
-            dir.display()
-        );
-        None
-    }
-
-    /// Fills the file system to the last byte; returns the filler file.
-    fn fill(&self) -> PathBuf {
-        let path = self.dir.join("filler");
-        let mut file = std::fs::File::create(&path).unwrap();
-        let block = vec![0u8; 4096];
-        loop {
-            match file.write(&block) {
-                Ok(0) => break,
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-                Err(e) => panic!("filling {}: {e}", path.display()),
-            }
-        }
-        // The last partial block, byte by byte.
-        while let Ok(1) = file.write(&[0]) {}
-        let probe = std::fs::write(self.dir.join("probe"), b"x");
-        assert!(probe.is_err(), "the file system is not full");
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+/// 30 s is inside the safety margin: every send refreshes, and every refresh rotates.
+fn rotating() -> OAuthOptions {
+    OAuthOptions {
+        lifetimes: vec![30],
+        rotate: true,
+        ..OAuthOptions::default()
     }
 }
 
@@ -94,12 +32,16 @@ impl Drop for Tmpfs {
 fn logged_in_on_tmpfs(opts: OAuthOptions) -> Option<(OAuthServer, Harness, Tmpfs)> {
     let (oauth, h) = harness_with_oauth(opts, "");
     let state = h.home.path().join(".local/state");
-    let Some(tmpfs) = Tmpfs::mount(&state, "1m") else {
-        let mut oauth = oauth;
-        oauth.expect_unused();
-        let mut h = h;
-        h.server.expect_unused();
-        return None;
+    let tmpfs = match Tmpfs::mount(&state, "1m") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            cannot_run("disk_full", &why);
+            let mut oauth = oauth;
+            oauth.expect_unused();
+            let mut h = h;
+            h.server.expect_unused();
+            return None;
+        }
     };
     let config = std::fs::read_to_string(&h.config_path).unwrap();
     let home = h.home.path().display().to_string();
@@ -130,12 +72,7 @@ fn stored_refresh_token(h: &Harness) -> String {
 
 #[test]
 fn a_rotated_refresh_token_is_kept_on_a_full_disk() {
-    // 30 s is inside the safety margin: every send refreshes, and every refresh rotates.
-    let Some((oauth, h, tmpfs)) = logged_in_on_tmpfs(OAuthOptions {
-        lifetimes: vec![30],
-        rotate: true,
-        ..OAuthOptions::default()
-    }) else {
+    let Some((oauth, h, tmpfs)) = logged_in_on_tmpfs(rotating()) else {
         return;
     };
     let filler = tmpfs.fill();
@@ -162,11 +99,7 @@ fn a_rotated_refresh_token_is_kept_on_a_full_disk() {
 
 #[test]
 fn without_room_for_a_rotated_token_no_refresh_is_asked_for() {
-    let Some((oauth, h, tmpfs)) = logged_in_on_tmpfs(OAuthOptions {
-        lifetimes: vec![30],
-        rotate: true,
-        ..OAuthOptions::default()
-    }) else {
+    let Some((oauth, h, tmpfs)) = logged_in_on_tmpfs(rotating()) else {
         return;
     };
     // A state directory from before reservations existed, on a full disk.

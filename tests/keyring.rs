@@ -17,6 +17,7 @@ use common::harness::{code, stdout, Harness, BIN};
 use common::oauth_server::{
     assert_no_oauth_secrets, explain, harness_with_oauth, write_browser, OAuthOptions,
 };
+use common::tmpfs::{cannot_run, Tmpfs};
 
 const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: keyring test\n\nBody.\n";
 
@@ -44,14 +45,23 @@ fn keyring_session(test: &str) -> Option<OsString> {
 
 /// What `secret-tool` finds for the account's refresh token (`None`: nothing).
 fn secret_tool_lookup() -> Option<String> {
-    let out = Command::new("secret-tool")
-        .args([
-            "lookup",
-            "service",
-            "oauth-sendmail",
-            "username",
-            "test refresh-token",
-        ])
+    secret_tool_lookup_on(None)
+}
+
+/// The same on `bus` (`None`: the bus of the environment).
+fn secret_tool_lookup_on(bus: Option<&OsString>) -> Option<String> {
+    let mut cmd = Command::new("secret-tool");
+    cmd.args([
+        "lookup",
+        "service",
+        "oauth-sendmail",
+        "username",
+        "test refresh-token",
+    ]);
+    if let Some(bus) = bus {
+        cmd.env("DBUS_SESSION_BUS_ADDRESS", bus);
+    }
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .expect("run secret-tool (scripts/install-test-deps installs libsecret-tools)");
@@ -198,20 +208,7 @@ impl PrivateKeyring {
 
     /// What `secret-tool` finds on this bus for the account's refresh token.
     fn lookup(&self) -> Option<String> {
-        let out = Command::new("secret-tool")
-            .args([
-                "lookup",
-                "service",
-                "oauth-sendmail",
-                "username",
-                "test refresh-token",
-            ])
-            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run secret-tool");
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (out.status.success() && !text.is_empty()).then_some(text)
+        secret_tool_lookup_on(Some(&self.bus))
     }
 }
 
@@ -219,33 +216,6 @@ impl Drop for PrivateKeyring {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(&self.bus_pid).status();
     }
-}
-
-/// A tmpfs on `dir`, unmounted when dropped.
-struct Tmpfs(std::path::PathBuf);
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills the file system of `dir` to the last byte; returns the filler.
-fn fill(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("filler");
-    let mut file = std::fs::File::create(&path).unwrap();
-    let block = vec![0u8; 4096];
-    while file.write(&block).is_ok_and(|n| n > 0) {}
-    while let Ok(1) = file.write(&[0]) {}
-    path
-}
-
-/// Skips outside CI, fails under CI=true.
-fn cannot_run(test: &str, why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why}; CI must run this test (as root, with scripts/install-test-deps)");
-    }
-    let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {why}");
 }
 
 #[test]
@@ -261,28 +231,15 @@ fn a_rotated_token_the_keyring_cannot_take_is_kept_and_used() {
     );
     // The keyrings and the state directory on one small disk, as in one home.
     let local = h.home.path().join(".local");
-    std::fs::create_dir_all(&local).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
-        .arg(&local)
-        .output();
-    if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
-        let mut oauth = oauth;
-        oauth.expect_unused();
-        let mut h = h;
-        h.server.expect_unused();
-        return cannot_run(
-            TEST,
-            &format!("cannot mount a tmpfs (needs root): {mounted:?}"),
-        );
-    }
-    let _tmpfs = Tmpfs(local.clone());
-    let keyring = match PrivateKeyring::start(h.home.path(), &local.join("share")) {
-        Ok(keyring) => keyring,
+    let ready = Tmpfs::mount(&local, "1m").and_then(|tmpfs| {
+        PrivateKeyring::start(h.home.path(), &local.join("share")).map(|k| (tmpfs, k))
+    });
+    // Declared in this order, the bus goes first, then the disk under it.
+    let (tmpfs, keyring) = match ready {
+        Ok(ready) => ready,
         Err(why) => {
-            let mut oauth = oauth;
+            let (mut oauth, mut h) = (oauth, h);
             oauth.expect_unused();
-            let mut h = h;
             h.server.expect_unused();
             return cannot_run(TEST, &why);
         }
@@ -294,7 +251,7 @@ fn a_rotated_token_the_keyring_cannot_take_is_kept_and_used() {
         oauth.live_refresh_tokens().first().cloned()
     );
 
-    let filler = fill(&local);
+    let filler = tmpfs.fill();
     let o = run_with_bus(&h, &keyring.bus, &["send", "-i", "rcpt@example.com"], false);
     assert_eq!(
         code(&o),

@@ -6,3 +6,4 @@ pub mod harness;
 pub mod oauth_server;
 pub mod smtp_server;
 pub mod tls;
+pub mod tmpfs;
