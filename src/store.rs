@@ -172,8 +172,7 @@ impl Store {
             )
             .hint("the old refresh token may be void now: if the next send says so, log in again")
         };
-        let file = OpenOptions::new().write(true).open(&reservation);
-        let file = match file {
+        let mut file = match OpenOptions::new().write(true).open(&reservation) {
             Ok(file) if line.len() <= RESERVATION => file,
             // No reservation (made before this version), or a token larger than it: the
             // ordinary write, which needs room.
@@ -182,7 +181,6 @@ impl Store {
                     .map_err(|e| e.within("cannot store the rotated refresh token"))
             }
         };
-        let mut file = file;
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_all())
             .and_then(|()| std::fs::rename(&reservation, target))
