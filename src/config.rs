@@ -282,7 +282,13 @@ impl Config {
             explicit.is_some() || std::env::var_os("OAUTH_SENDMAIL_CONFIG").is_some();
         for path in candidates {
             match std::fs::read_to_string(&path) {
-                Ok(text) => return Config::parse(&text, &path),
+                Ok(text) => {
+                    // Before anything in it is used: its commands would run as us.
+                    let safe = check_not_writable_by_others(&path)?;
+                    let config = Config::parse(&text, &path)?;
+                    config.check_inline_secrets_private(&safe)?;
+                    return Ok(config);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicitly_named => continue,
                 Err(e) => {
                     return Err(Error::new(
@@ -378,12 +384,23 @@ impl Config {
         let mut all = self.accounts.values();
         match (all.next(), all.next()) {
             (Some(only), None) => Ok(only),
-            (None, _) => Err(Error::new(
-                Kind::Config,
-                "no account to send with",
-                self.where_accounts_are(),
-            )
-            .hint("add an [accounts.NAME] table; see the README's quick start")),
+            (None, _) => {
+                let hint = match &self.path {
+                    Some(path) => format!("add an [accounts.NAME] table to {}: contrib/config.example.toml in the sources shows every key", path.display()),
+                    None => format!(
+                        "start from the commented example contrib/config.example.toml in the sources: copy it to {} and fill in an account",
+                        search_path()
+                            .first()
+                            .map_or("/etc/oauth-sendmail/config.toml".into(), |p| p.display().to_string())
+                    ),
+                };
+                Err(Error::new(
+                    Kind::Config,
+                    "no account to send with",
+                    self.where_accounts_are(),
+                )
+                .hint(hint))
+            }
             (Some(_), Some(_)) => Err(Error::new(
                 Kind::Config,
                 "several accounts and no default",
@@ -393,15 +410,55 @@ impl Config {
         }
     }
 
+    /// The accounts whose secrets are written in the file itself (`client_secret = "..."`).
+    fn inline_secrets(&self) -> Vec<&str> {
+        self.accounts
+            .values()
+            .filter(|a| {
+                a.oauth
+                    .as_ref()
+                    .is_some_and(|o| matches!(o.client_secret, Some(ClientSecret::Value(_))))
+            })
+            .map(|a| a.name.as_str())
+            .collect()
+    }
+
+    /// A file that holds a secret must not be readable by others: ssh's rule for keys.
+    fn check_inline_secrets_private(&self, file: &SafeFile) -> Result<()> {
+        let inline = self.inline_secrets();
+        if inline.is_empty() || !file.readable_by_others {
+            return Ok(());
+        }
+        let path = file.path.display();
+        Err(Error::new(
+            Kind::Config,
+            format!("cannot use the configuration {path}"),
+            format!(
+                "it holds the client_secret of account `{}` in clear and others can read it (mode {:o}, and every directory up to it lets them through)",
+                inline.join("`, `"),
+                file.mode & 0o777
+            ),
+        )
+        .hint(format!(
+            "run: chmod 600 {path} (or move the secret out: client_secret = {{ file = \"...\" }})"
+        )))
+    }
+
     fn where_accounts_are(&self) -> String {
         match &self.path {
             Some(path) => format!("{} defines {}", path.display(), self.account_names()),
             None => {
-                let searched: Vec<String> = search_path()
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect();
-                format!("no configuration file (looked for {})", searched.join(", "))
+                // Without a file, neither -C nor $OAUTH_SENDMAIL_CONFIG named one (a named
+                // file that is missing is an error of its own).
+                let mut searched = vec![
+                    "-C/--config FILE (not given)".to_string(),
+                    "$OAUTH_SENDMAIL_CONFIG (not set)".to_string(),
+                ];
+                searched.extend(search_path().iter().map(|p| p.display().to_string()));
+                format!(
+                    "no configuration file (looked at, in order: {})",
+                    searched.join(", ")
+                )
             }
         }
     }
@@ -621,6 +678,99 @@ impl OAuth {
         }
         Ok(())
     }
+}
+
+/// A configuration file that passed [`check_not_writable_by_others`].
+struct SafeFile {
+    /// With symbolic links resolved: the file that was checked.
+    path: PathBuf,
+    mode: u32,
+    /// Its mode lets group or others read it, and every directory up to it lets someone
+    /// other than its owner through.
+    readable_by_others: bool,
+}
+
+/// ssh's rule for files whose contents it acts on: the file, and every directory from `/`
+/// down to it, belongs to root or to us and is writable by nobody else, or another user
+/// could put a `secret = { command = ... }` in it that runs as us (as root, too). A
+/// directory like /tmp (root's, sticky) is fine: there nobody can replace what is ours.
+fn check_not_writable_by_others(path: &Path) -> Result<SafeFile> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String, hint: String| {
+        Error::new(
+            Kind::Config,
+            format!("cannot use the configuration {}", path.display()),
+            why,
+        )
+        .hint(hint)
+    };
+    let real = std::fs::canonicalize(path)
+        .map_err(|e| Error::new(Kind::Config, format!("cannot read {}", path.display()), e))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let ours = |uid: u32| uid == 0 || uid == me;
+    let stat = |p: &Path| {
+        std::fs::metadata(p)
+            .map_err(|e| Error::new(Kind::Config, format!("cannot read {}", p.display()), e))
+    };
+    let file = stat(&real)?;
+    let shown = real.display();
+    if !file.is_file() {
+        return Err(refuse(
+            "it is not a regular file".into(),
+            "name the configuration file itself".into(),
+        ));
+    }
+    if !ours(file.uid()) {
+        return Err(refuse(
+            format!(
+                "{shown} belongs to user id {}, neither to you nor to root",
+                file.uid()
+            ),
+            format!("run: chown {me} {shown} (or use a configuration of your own)"),
+        ));
+    }
+    if file.mode() & 0o022 != 0 {
+        return Err(refuse(
+            format!(
+                "others may write to it (mode {:o}), and its commands run as you",
+                file.mode() & 0o777
+            ),
+            format!("run: chmod go-w {shown}"),
+        ));
+    }
+    let mut reachable = true;
+    for dir in real.ancestors().skip(1) {
+        let meta = stat(dir)?;
+        let mode = meta.mode();
+        let sticky_roots = mode & 0o1000 != 0 && meta.uid() == 0;
+        if !ours(meta.uid()) {
+            return Err(refuse(
+                format!(
+                    "the directory {} belongs to user id {}, neither to you nor to root",
+                    dir.display(),
+                    meta.uid()
+                ),
+                "keep the configuration in a directory of yours or root's".into(),
+            ));
+        }
+        if mode & 0o022 != 0 && !sticky_roots {
+            return Err(refuse(
+                format!(
+                    "others may write to the directory {} (mode {:o}), and so replace the file",
+                    dir.display(),
+                    mode & 0o777
+                ),
+                format!("run: chmod go-w {}", dir.display()),
+            ));
+        }
+        reachable &= mode & 0o011 != 0;
+    }
+    Ok(SafeFile {
+        path: real.clone(),
+        mode: file.mode(),
+        readable_by_others: reachable && file.mode() & 0o044 != 0,
+    })
 }
 
 /// An endpoint receives secrets: https, or plain http only to this machine (tests, and
@@ -947,6 +1097,74 @@ mod tests {
     #[test]
     fn default_account_must_exist() {
         assert!(parse("default_account = \"x\"\n").is_err());
+    }
+
+    #[test]
+    fn the_shipped_example_parses_and_holds_no_secret() {
+        let text = include_str!("../contrib/config.example.toml");
+        let config = parse(text).unwrap();
+        assert!(config.inline_secrets().is_empty());
+        assert!(config.accounts.len() >= 7);
+        assert_eq!(config.choose_account(None, None).unwrap().name, "gmail");
+        let grants: Vec<Grant> = config
+            .accounts
+            .values()
+            .filter_map(|a| a.oauth.as_ref().map(|o| o.grant.clone()))
+            .collect();
+        assert!(grants.contains(&Grant::User));
+        assert!(grants.contains(&Grant::ClientCredentials));
+        assert!(grants
+            .iter()
+            .any(|g| matches!(g, Grant::ServiceAccount { .. })));
+        // Every key the loader knows is shown (set, or commented out with its meaning).
+        for key in [
+            "domain",
+            "default_account",
+            "[aliases]",
+            "queue",
+            "queue_dir",
+            "log_file",
+            "retry_initial",
+            "retry_max",
+            "max_age",
+            "provider",
+            "host",
+            "port",
+            "tls",
+            "ca_file",
+            "hello_name",
+            "timeout",
+            "from",
+            "user",
+            "auth",
+            "secret",
+            "client_id",
+            "client_secret",
+            "tenant",
+            "auth_uri",
+            "token_uri",
+            "device_uri",
+            "scopes",
+            "store",
+            "service_account",
+            "subject",
+            "client_credentials",
+        ] {
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(key)),
+                "the example lacks {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_inline_client_secret_is_found() {
+        let config = oauth_account("client_id = \"i\"\nclient_secret = \"s\"\n").unwrap();
+        assert_eq!(config.inline_secrets(), ["me"]);
+        let config =
+            oauth_account("client_id = \"i\"\nclient_secret = { file = \"/s\" }\n").unwrap();
+        assert!(config.inline_secrets().is_empty());
     }
 
     #[test]

@@ -133,12 +133,21 @@ pub fn post_form(
             format!("bad answer from {url}"),
             format!("HTTP {status} without a JSON object"),
         ))),
+        // A busy or failing endpoint says nothing about the grant, whatever its `error`
+        // reads (some answer a 503 with invalid_grant): only a 4xx refuses a login.
+        (429 | 500..=599, json) => {
+            let said = json.as_ref().and_then(|json| text(json, "error"));
+            let why = match said {
+                Some(code) => format!("HTTP {status} ({})", clean(code, form)),
+                None => format!("HTTP {status}"),
+            };
+            Err(Failure::new(Error::new(
+                Kind::Temporary,
+                format!("the endpoint {url} failed"),
+                why,
+            )))
+        }
         (_, Some(json)) if text(&json, "error").is_some() => Err(oauth_error(url, &json, form)),
-        (429 | 500..=599, _) => Err(Failure::new(Error::new(
-            Kind::Temporary,
-            format!("the endpoint {url} failed"),
-            format!("HTTP {status}"),
-        ))),
         (_, _) => Err(Failure::new(Error::new(
             Kind::Protocol,
             format!("bad answer from {url}"),

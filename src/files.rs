@@ -4,7 +4,7 @@
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Kind, Result};
@@ -26,19 +26,54 @@ pub fn state_dir() -> Result<PathBuf> {
     Ok(base.join("oauth-sendmail"))
 }
 
-/// Creates `dir` (mode 0700: it holds messages and secrets) if needed.
+/// Creates `dir` (mode 0700: it holds messages and secrets) if needed, and makes it 0700
+/// if it is ours and others may look in: one made by an older version, or by hand under a
+/// umask of 022. Only `dir` itself: a parent (`/var/spool` of `/var/spool/oauth-sendmail`)
+/// is the administrator's.
 pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    let failed = |e: std::io::Error| {
+        Error::new(
+            Kind::CannotCreate,
+            format!("cannot create {}", dir.display()),
+            e,
+        )
+    };
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| {
-            Error::new(
-                Kind::CannotCreate,
-                format!("cannot create {}", dir.display()),
-                e,
-            )
-        })
+        .map_err(failed)?;
+    // `dir`, and within the state directory every directory down to it (the queue's
+    // default place is in it).
+    let state = state_dir().ok();
+    let within_state = |d: &Path| state.as_deref().is_some_and(|s| d.starts_with(s));
+    let mut ancestors = dir.ancestors();
+    let ours = ancestors
+        .next()
+        .into_iter()
+        .chain(ancestors.take_while(|d| within_state(d)));
+    for path in ours {
+        make_private(path)?;
+    }
+    Ok(())
+}
+
+/// chmod 700 a directory of ours that others may look in.
+fn make_private(dir: &Path) -> Result<()> {
+    let failed = |e: std::io::Error| {
+        Error::new(
+            Kind::CannotCreate,
+            format!("cannot make {} private (chmod 700)", dir.display()),
+            e,
+        )
+    };
+    let metadata = std::fs::metadata(dir).map_err(failed)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let ours = metadata.uid() == unsafe { libc::geteuid() };
+    if ours && metadata.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// The prefix of the temporary files `write_private` leaves if killed: a reader of the
@@ -103,7 +138,28 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn an_existing_dir_of_ours_is_made_private_but_not_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let parent = dir.path().join("spool");
+        let ours = parent.join("oauth-sendmail");
+        std::fs::create_dir_all(&ours).unwrap();
+        for path in [dir.path(), &parent, &ours] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        ensure_private_dir(&ours).unwrap();
+        assert_eq!(mode(&ours), 0o700);
+        assert_eq!(mode(&parent), 0o755);
+        // New ones, parents included, are 0700 from the start.
+        let new = dir.path().join("a/b");
+        ensure_private_dir(&new).unwrap();
+        assert_eq!((mode(&dir.path().join("a")), mode(&new)), (0o700, 0o700));
+    }
 
     #[test]
     fn write_private_is_0600_replaces_and_leaves_no_temporary() {

@@ -149,10 +149,21 @@ fn verify(invocation: &Invocation) -> Result<()> {
             "no recipients given",
         ));
     }
+    // Deliverable means through an account: the one a send would choose.
+    let sender = invocation
+        .sender
+        .as_deref()
+        .map(|s| resolver.sender(s, ""))
+        .filter(|s| !s.is_empty());
+    let account = config.choose_account(invocation.account.as_deref(), sender.as_deref())?;
     let mut failed = 0;
     for recipient in &invocation.recipients {
         match resolver.recipient(recipient) {
-            Ok(addresses) => println!("{recipient}... deliverable: {}", addresses.join(", ")),
+            Ok(addresses) => println!(
+                "{recipient}... deliverable: {} (through account `{}`)",
+                addresses.join(", "),
+                account.name
+            ),
             Err(err) => {
                 failed += 1;
                 println!("{recipient}... undeliverable: {err}");
@@ -361,8 +372,10 @@ fn logout(options: &cli::Logout) -> Result<()> {
     Ok(())
 }
 
-/// `oauth-sendmail status`: each account's state, never a secret; with `--check`, an SMTP
-/// login to each that sends nothing.
+/// `oauth-sendmail status`: each account's state, never a secret, and the checks a send
+/// makes (which account it picks, that its secret can be read, that it is logged in):
+/// when one fails, status says what and exits with that failure's status. With `--check`,
+/// also an SMTP login to each that sends nothing.
 fn status(options: &cli::StatusArgs) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let accounts: Vec<&Account> = match &options.account {
@@ -373,8 +386,21 @@ fn status(options: &cli::StatusArgs) -> Result<()> {
         // The error names the file and says what to add.
         config.choose_account(None, None)?;
     }
-    let mut failed: Option<Error> = None;
+    let mut problems: Vec<Error> = Vec::new();
     let mut out = io::stdout().lock();
+    if options.account.is_none() {
+        // What a send that names no account, and no sender of one, goes through.
+        let default = match config.choose_account(None, None) {
+            Ok(account) => account.name.clone(),
+            Err(err) => {
+                let text = format!("none: {}", err.summary());
+                problems.push(err);
+                text
+            }
+        };
+        writeln!(out, "{:<18}{default}", "default account:").map_err(stdout_error)?;
+    }
+    let mut failed: Option<Error> = None;
     for account in &accounts {
         let mut lines = vec![
             (
@@ -382,9 +408,14 @@ fn status(options: &cli::StatusArgs) -> Result<()> {
                 format!("{}:{} ({:?})", account.host, account.port, account.provider)
                     .to_lowercase(),
             ),
-            ("user", account.user.clone()),
+            ("from", account.addresses.join(", ")),
         ];
-        lines.extend(token::status(account));
+        if account.auth != config::AuthMethod::None {
+            lines.push(("user", account.user.clone()));
+        }
+        let report = token::status(account);
+        lines.extend(report.lines);
+        problems.extend(report.problems);
         if options.check {
             let checked = token::with_secret(account, options.verbose, |secret| {
                 smtp::check(account, secret, options.verbose)
@@ -406,6 +437,16 @@ fn status(options: &cli::StatusArgs) -> Result<()> {
             text.push_str(&format!("  {:<16}{value}\n", format!("{label}:")));
         }
         out.write_all(text.as_bytes()).map_err(stdout_error)?;
+    }
+    let mut problems = problems.into_iter();
+    if let Some(first) = problems.next() {
+        // The others were shown above; the first is the exit status, with its hint.
+        let more = problems.count();
+        let first = first.within("a send would fail");
+        return Err(match more {
+            0 => first,
+            n => first.hint(format!("and {n} more problem(s): see above")),
+        });
     }
     match failed {
         Some(err) => Err(err.within("the check failed")),

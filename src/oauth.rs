@@ -163,10 +163,7 @@ fn code_flow(
     } else if !open_browser(&url) {
         eprintln!("No browser could be started: open the address yourself, or paste the address the browser ends up at here.");
     }
-    eprintln!(
-        "Waiting up to {} seconds...",
-        deadline.saturating_duration_since(Instant::now()).as_secs()
-    );
+    eprintln!("Waiting up to {}...", time_left(deadline));
     let redirect = wait_for_redirect(&listener, input, deadline)?;
     if let Some(error) = &redirect.error {
         let why = match &redirect.error_description {
@@ -411,10 +408,7 @@ fn device_flow(
         "To log in account `{}` ({}), open {verification} on any device and enter the code {user_code}",
         account.name, account.user
     );
-    eprintln!(
-        "Waiting up to {} seconds...",
-        deadline.saturating_duration_since(Instant::now()).as_secs()
-    );
+    eprintln!("Waiting up to {}...", time_left(deadline));
     let token_uri = token::token_uri(oauth)?;
     loop {
         thread::sleep(Duration::from_secs(interval));
@@ -435,6 +429,15 @@ fn device_flow(
             Err(f) if f.code.as_deref() == Some("slow_down") => interval += 5,
             Err(f) => return Err(f.error.within("the device login failed")),
         }
+    }
+}
+
+/// "5 seconds" for a deadline 4.99 s away: what --timeout said, not one less.
+fn time_left(deadline: Instant) -> String {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match left.as_millis().div_ceil(1000) {
+        1 => "1 second".to_string(),
+        n => format!("{n} seconds"),
     }
 }
 

@@ -2,7 +2,9 @@
 //! the OS keyring (the Secret Service, through keyring-core) or a 0600 file in the state
 //! directory. Short-lived access tokens are not kept here: see `token`.
 
-use std::path::PathBuf;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,9 @@ impl Item {
         }
     }
 }
+
+/// The room kept for a rotated refresh token: Microsoft's are 1-2 KB.
+const RESERVATION: usize = 64 * 1024;
 
 /// The keyring service name every entry is filed under; the user part is
 /// "ACCOUNT ITEM", e.g. "gmail refresh-token".
@@ -69,22 +74,28 @@ impl Store {
     /// The secret, or `None` when none was ever stored.
     pub fn get(&self, item: Item) -> Result<Option<Secret>> {
         match self.kind {
-            StoreKind::Keyring => keyring::get(&self.account, item),
-            StoreKind::File => {
-                let path = self.file(item)?;
-                if !path.exists() {
-                    return Ok(None);
+            StoreKind::Keyring if item == Item::RefreshToken => {
+                // Newer than the keyring's, when there is one (see `set_rotated`).
+                match read_token_file(&self.rescued()?)? {
+                    Some(rescued) => Ok(Some(rescued)),
+                    None => keyring::get(&self.account, item),
                 }
-                let text = read_private_text(&path, "token file")?;
-                let line = text.lines().next().unwrap_or_default().trim();
-                Ok((!line.is_empty()).then(|| Secret::new(line)))
             }
+            StoreKind::Keyring => keyring::get(&self.account, item),
+            StoreKind::File => read_token_file(&self.file(item)?),
         }
     }
 
     pub fn set(&self, item: Item, secret: &Secret) -> Result<()> {
         match self.kind {
-            StoreKind::Keyring => keyring::set(&self.account, item, secret),
+            StoreKind::Keyring => {
+                keyring::set(&self.account, item, secret)?;
+                if item == Item::RefreshToken {
+                    // The keyring holds the newest now: a rescued one would shadow it.
+                    remove_if_there(&self.rescued()?)?;
+                }
+                Ok(())
+            }
             StoreKind::File => {
                 let path = self.file(item)?;
                 crate::files::write_private(&path, format!("{}\n", secret.expose()).as_bytes())
@@ -92,33 +103,152 @@ impl Store {
         }
     }
 
-    /// Removes the secret; `false` when there was none.
-    pub fn delete(&self, item: Item) -> Result<bool> {
+    /// Makes sure a rotated refresh token can be written whatever the disk holds by then:
+    /// a file of [`RESERVATION`] bytes, written out and synced, waits next to the token
+    /// file, and [`Store::set_rotated`] overwrites it in place (no new blocks) and renames
+    /// it. Called before the token endpoint is asked: when the room cannot be had, the
+    /// refresh is not made (a temporary failure), rather than the provider voiding the old
+    /// token for a new one that cannot be kept. (On a copy-on-write file system, btrfs or
+    /// ZFS, even an overwrite may need room: there this narrows the risk, no more.)
+    pub fn reserve_for_rotation(&self) -> Result<()> {
+        let path = self.reservation()?;
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() >= RESERVATION as u64) {
+            return Ok(());
+        }
+        crate::files::write_private(&path, &[b'\n'; RESERVATION]).map_err(|e| {
+            Error::new(
+                Kind::Temporary,
+                "cannot reserve room for a rotated refresh token, so no refresh was asked for",
+                e.summary(),
+            )
+            .hint(format!(
+                "free some space on the file system of {}",
+                path.parent().unwrap_or(&path).display()
+            ))
+        })
+    }
+
+    /// Stores a refresh token the provider just rotated (the old one may be void already):
+    /// into the reservation, so lack of space cannot lose it. In the keyring, when the
+    /// keyring cannot take it, it is kept in the state directory instead (see `rescued`),
+    /// and `get` finds it there.
+    pub fn set_rotated(&self, secret: &Secret) -> Result<()> {
         match self.kind {
-            StoreKind::Keyring => keyring::delete(&self.account, item),
             StoreKind::File => {
-                let path = self.file(item)?;
-                match std::fs::remove_file(&path) {
-                    Ok(()) => Ok(true),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-                    Err(e) => Err(Error::new(
-                        Kind::Io,
-                        format!("cannot remove {}", path.display()),
-                        e,
-                    )),
-                }
+                self.fill_reservation(secret, &self.file(Item::RefreshToken)?)?;
+                // Room for the next rotation; when there is none now, the next refresh
+                // waits until there is.
+                let _ = self.reserve_for_rotation();
+                Ok(())
             }
+            StoreKind::Keyring => match self.set(Item::RefreshToken, secret) {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    let rescued = self.rescued()?;
+                    self.fill_reservation(secret, &rescued)
+                        .map_err(|e| e.within(err.summary()))?;
+                    let _ = self.reserve_for_rotation();
+                    eprintln!(
+                        "oauth-sendmail: cannot store the rotated refresh token in the OS keyring: {}\n  it is kept in {} (mode 0600) and used from there; it moves to the keyring at the next rotation or login",
+                        err.summary(),
+                        rescued.display()
+                    );
+                    Ok(())
+                }
+            },
         }
     }
 
+    /// Writes `secret` over the start of the reservation and renames it to `target`: no
+    /// block is allocated, so a full disk cannot stop it.
+    fn fill_reservation(&self, secret: &Secret, target: &Path) -> Result<()> {
+        let reservation = self.reservation()?;
+        let line = format!("{}\n", secret.expose());
+        let cannot = |e: std::io::Error| {
+            Error::new(
+                Kind::CannotCreate,
+                "the provider rotated the refresh token, and the new one cannot be stored",
+                format!("{}: {e}", target.display()),
+            )
+            .hint("the old refresh token may be void now: if the next send says so, log in again")
+        };
+        let mut file = match OpenOptions::new().write(true).open(&reservation) {
+            Ok(file) if line.len() <= RESERVATION => file,
+            // No reservation (made before this version), or a token larger than it: the
+            // ordinary write, which needs room.
+            _ => {
+                return crate::files::write_private(target, line.as_bytes())
+                    .map_err(|e| e.within("cannot store the rotated refresh token"))
+            }
+        };
+        file.write_all(line.as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&reservation, target))
+            .and_then(|()| crate::files::sync_dir(target.parent().unwrap_or(Path::new("."))))
+            .map_err(cannot)?;
+        // The padding after the line is harmless (readers take the first line); cutting it
+        // frees the room for the next reservation.
+        let _ = file
+            .set_len(line.len() as u64)
+            .and_then(|()| file.sync_all());
+        Ok(())
+    }
+
+    /// Removes the secret; `false` when there was none.
+    pub fn delete(&self, item: Item) -> Result<bool> {
+        if item == Item::RefreshToken {
+            remove_if_there(&self.reservation()?)?;
+        }
+        match self.kind {
+            StoreKind::Keyring if item == Item::RefreshToken => {
+                let rescued = remove_if_there(&self.rescued()?)?;
+                Ok(keyring::delete(&self.account, item)? || rescued)
+            }
+            StoreKind::Keyring => keyring::delete(&self.account, item),
+            StoreKind::File => remove_if_there(&self.file(item)?),
+        }
+    }
+
+    /// The room kept for the next rotated refresh token (see `reserve_for_rotation`).
+    fn reservation(&self) -> Result<PathBuf> {
+        self.named("refresh-token.reserved")
+    }
+
+    /// A keyring account's rotated refresh token that the keyring could not take.
+    fn rescued(&self) -> Result<PathBuf> {
+        self.named("refresh-token.rescued")
+    }
+
     fn file(&self, item: Item) -> Result<PathBuf> {
-        Ok(
-            crate::files::state_dir()?.join(format!(
-                "{}.{}",
-                file_stem(&self.account),
-                item.name()
-            )),
-        )
+        self.named(item.name())
+    }
+
+    /// `STATE/ACCOUNT.suffix`.
+    fn named(&self, suffix: &str) -> Result<PathBuf> {
+        Ok(crate::files::state_dir()?.join(format!("{}.{suffix}", file_stem(&self.account))))
+    }
+}
+
+/// The first line of a private token file; `None` when there is no such file.
+fn read_token_file(path: &Path) -> Result<Option<Secret>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read_private_text(path, "token file")?;
+    let line = text.lines().next().unwrap_or_default().trim();
+    Ok((!line.is_empty()).then(|| Secret::new(line)))
+}
+
+/// Removes `path`; `false` when it was not there.
+fn remove_if_there(path: &Path) -> Result<bool> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::new(
+            Kind::Io,
+            format!("cannot remove {}", path.display()),
+            e,
+        )),
     }
 }
 

@@ -150,7 +150,13 @@ pub fn secret_for(
     match fetch(account, oauth, &cache, verbose) {
         Ok(response) => {
             cache.record_token(&response, crate::clock::now());
-            cache.save(&account.name)?;
+            // Only a cache: the token in hand still sends this message.
+            if let Err(err) = cache.save(&account.name) {
+                eprintln!(
+                    "oauth-sendmail: the access token is used but not cached: {}\n  the next send fetches a new one",
+                    err.summary()
+                );
+            }
             Ok(Some(response.access_token))
         }
         Err(err) => {
@@ -173,6 +179,10 @@ fn fetch(account: &Account, oauth: &OAuth, cache: &Cache, verbose: bool) -> Resu
                 .get(Item::RefreshToken)?
                 .ok_or_else(|| not_logged_in(account, &store))?;
             let client_secret = client_secret(oauth, Some(&store))?;
+            // Before the endpoint is asked: it may void `refresh` for a new one.
+            store
+                .reserve_for_rotation()
+                .map_err(|e| e.within(what.clone()))?;
             let mut form = vec![
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh.expose()),
@@ -186,7 +196,7 @@ fn fetch(account: &Account, oauth: &OAuth, cache: &Cache, verbose: bool) -> Resu
             if let Some(rotated) = &response.refresh_token {
                 if *rotated != refresh {
                     // Before the new access token is used: the old refresh token may be void now.
-                    store.set(Item::RefreshToken, rotated)?;
+                    store.set_rotated(rotated)?;
                     note(verbose, "stored the new (rotated) refresh token");
                 }
             }
@@ -197,12 +207,8 @@ fn fetch(account: &Account, oauth: &OAuth, cache: &Cache, verbose: bool) -> Resu
         }
         Grant::ClientCredentials => {
             let store = recorded_store(account, oauth, cache);
-            let secret = client_secret(oauth, store.as_ref())?.ok_or_else(|| {
-                Error::new(Kind::Config, what.clone(), "client_credentials needs a client secret").hint(format!(
-                    "set client_secret in [accounts.{}.oauth], or save it with `oauth-sendmail login --account {} --client-secret-stdin`",
-                    account.name, account.name
-                ))
-            })?;
+            let secret = client_secret(oauth, store.as_ref())?
+                .ok_or_else(|| no_client_secret(account, what.clone()))?;
             let scope = oauth.scopes.join(" ");
             let form = [
                 ("grant_type", "client_credentials"),
@@ -214,6 +220,13 @@ fn fetch(account: &Account, oauth: &OAuth, cache: &Cache, verbose: bool) -> Resu
                 .map_err(|f| f.error.within(what))
         }
     }
+}
+
+fn no_client_secret(account: &Account, what: String) -> Error {
+    Error::new(Kind::Config, what, "client_credentials needs a client secret").hint(format!(
+        "set client_secret in [accounts.{}.oauth], or save it with `oauth-sendmail login --account {} --client-secret-stdin`",
+        account.name, account.name
+    ))
 }
 
 /// The guidance for a refresh the token endpoint refused.
@@ -251,17 +264,19 @@ fn not_logged_in(account: &Account, store: &Store) -> Error {
 
 /// The store of a user login: the configured one, else the one `login` chose.
 fn user_store(account: &Account, oauth: &OAuth, cache: &Cache) -> Result<Store> {
-    recorded_store(account, oauth, cache).ok_or_else(|| {
-        Error::new(
-            Kind::Config,
-            format!("account `{}` is not logged in", account.name),
-            "no login has stored a refresh token yet",
-        )
-        .hint(format!(
-            "run `oauth-sendmail login --account {}`",
-            account.name
-        ))
-    })
+    recorded_store(account, oauth, cache).ok_or_else(|| no_login_yet(account))
+}
+
+fn no_login_yet(account: &Account) -> Error {
+    Error::new(
+        Kind::Config,
+        format!("account `{}` is not logged in", account.name),
+        "no login has stored a refresh token yet",
+    )
+    .hint(format!(
+        "run `oauth-sendmail login --account {}`",
+        account.name
+    ))
 }
 
 fn recorded_store(account: &Account, oauth: &OAuth, cache: &Cache) -> Option<Store> {
@@ -306,6 +321,8 @@ pub fn save_login(account: &Account, store: &Store, response: &TokenResponse) ->
         .hint("for Google the request asks for access_type=offline and prompt=consent; for Microsoft the scopes must include offline_access")
     })?;
     store.set(Item::RefreshToken, refresh)?;
+    // Room for the first rotation now; the first refresh tries again if there is none.
+    let _ = store.reserve_for_rotation();
     let mut cache = Cache::load(&account.name).unwrap_or_default();
     cache.store = Some(store.kind());
     cache.record_token(response, crate::clock::now());
@@ -339,8 +356,13 @@ pub fn forget(account: &Account) -> Result<Vec<String>> {
         }
     }
     let path = cache_file(&account.name)?;
+    // The file may hold only the store's name or the last error: no token to speak of.
+    let had_token = cache.access_token.is_some();
     match std::fs::remove_file(&path) {
-        Ok(()) => removed.push(format!("the cached access token ({})", path.display())),
+        Ok(()) if had_token => {
+            removed.push(format!("the cached access token ({})", path.display()))
+        }
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
             return Err(Error::new(
@@ -353,86 +375,151 @@ pub fn forget(account: &Account) -> Result<Vec<String>> {
     Ok(removed)
 }
 
-/// `status` lines for an account (label, value): state, never a secret.
-pub fn status(account: &Account) -> Vec<(&'static str, String)> {
-    let mut lines = Vec::new();
+/// What `status` says about an account: `label: value` lines (never a secret), and what
+/// would make a send through it fail, found by the checks a send makes (the secret can be
+/// read, the account is logged in, the client secret is there) short of the network.
+#[derive(Default)]
+pub struct Report {
+    pub lines: Vec<(&'static str, String)>,
+    pub problems: Vec<Error>,
+}
+
+impl Report {
+    fn line(&mut self, label: &'static str, value: impl Into<String>) {
+        self.lines.push((label, value.into()));
+    }
+
+    /// `value` when `check` passes, else "FAILED: why", and the failure is a problem.
+    fn checked<T>(&mut self, label: &'static str, value: String, check: Result<T>) -> Option<T> {
+        match check {
+            Ok(t) => {
+                self.line(label, value);
+                Some(t)
+            }
+            Err(err) => {
+                self.line(label, format!("{value}: FAILED: {}", first_line(&err)));
+                self.problems.push(err);
+                None
+            }
+        }
+    }
+}
+
+pub fn status(account: &Account) -> Report {
+    let mut report = Report::default();
     let Some(oauth) = &account.oauth else {
-        let source = match &account.secret {
-            Some(crate::credential::SecretSource::File(path)) => {
-                format!("a ready token or password from the file {}", path.display())
+        match &account.secret {
+            Some(source) => {
+                let what = match source {
+                    crate::credential::SecretSource::File(path) => {
+                        format!("a ready token or password from the file {}", path.display())
+                    }
+                    crate::credential::SecretSource::Command(_) => {
+                        "a ready token or password from a command".to_string()
+                    }
+                };
+                // What a send does first: read the file, or run the command.
+                report.checked("credentials", what, source.fetch());
             }
-            Some(crate::credential::SecretSource::Command(_)) => {
-                "a ready token or password from a command".to_string()
-            }
-            None => "none (the server trusts this host)".to_string(),
-        };
-        lines.push(("credentials", source));
-        return lines;
+            None => report.line("credentials", "none (the server trusts this host)"),
+        }
+        return report;
     };
     let cache = match Cache::load(&account.name) {
         Ok(cache) => cache,
         Err(err) => {
-            lines.push(("token cache", format!("unreadable: {err}")));
+            report.line("token cache", format!("unreadable: {}", first_line(&err)));
+            report.problems.push(err);
             Cache::default()
         }
     };
     let now = crate::clock::now();
     match &oauth.grant {
         Grant::User => {
-            lines.push(("credentials", "OAuth2 login".to_string()));
-            match recorded_store(account, oauth, &cache) {
-                None => lines.push((
-                    "refresh token",
-                    format!(
-                        "none: run `oauth-sendmail login --account {}`",
-                        account.name
-                    ),
-                )),
+            report.line("credentials", "OAuth2 login");
+            let store = recorded_store(account, oauth, &cache);
+            match &store {
+                None => {
+                    report.line(
+                        "refresh token",
+                        format!(
+                            "none: run `oauth-sendmail login --account {}`",
+                            account.name
+                        ),
+                    );
+                    report.problems.push(no_login_yet(account));
+                }
                 Some(store) => {
                     let place = store
                         .describe(Item::RefreshToken)
                         .unwrap_or_else(|e| e.to_string());
-                    lines.push(("store", place));
+                    report.line("store", place);
                     let state = match store.get(Item::RefreshToken) {
                         Ok(Some(_)) => "present".to_string(),
-                        Ok(None) => format!(
-                            "none: run `oauth-sendmail login --account {}`",
-                            account.name
-                        ),
-                        Err(err) => format!("cannot tell: {}", first_line(&err)),
+                        Ok(None) => {
+                            report.problems.push(not_logged_in(account, store));
+                            format!(
+                                "none: run `oauth-sendmail login --account {}`",
+                                account.name
+                            )
+                        }
+                        Err(err) => {
+                            let text = format!("cannot tell: {}", first_line(&err));
+                            report.problems.push(err);
+                            text
+                        }
                     };
-                    lines.push(("refresh token", state));
+                    report.line("refresh token", state);
                 }
             }
+            if let Some(ClientSecret::Source(_)) = &oauth.client_secret {
+                report.checked(
+                    "client secret",
+                    "from the configuration's source".to_string(),
+                    client_secret(oauth, store.as_ref()),
+                );
+            }
         }
-        Grant::ServiceAccount { key_file, subject } => lines.push((
-            "credentials",
-            format!(
-                "service account key {} acting as {subject}",
-                key_file.display()
-            ),
-        )),
-        Grant::ClientCredentials => lines.push((
-            "credentials",
-            format!("client credentials of client {}", oauth.client_id),
-        )),
+        Grant::ServiceAccount { key_file, subject } => {
+            report.checked(
+                "credentials",
+                format!(
+                    "service account key {} acting as {subject}",
+                    key_file.display()
+                ),
+                read_private_text(key_file, "service account key file"),
+            );
+        }
+        Grant::ClientCredentials => {
+            let store = recorded_store(account, oauth, &cache);
+            let secret = client_secret(oauth, store.as_ref()).and_then(|secret| {
+                secret
+                    .ok_or_else(|| no_client_secret(account, format!("account `{}`", account.name)))
+            });
+            report.checked(
+                "credentials",
+                format!("client credentials of client {}", oauth.client_id),
+                secret,
+            );
+        }
     }
     let expiry = match (&cache.access_token, cache.expires_at) {
         (Some(_), Some(at)) if at > now => format!("expires {}", when(at, now)),
         (Some(_), Some(at)) => format!("expired {}", when(at, now)),
         _ => "none cached".to_string(),
     };
-    lines.push(("access token", expiry));
+    report.line("access token", expiry);
     if let Some(at) = cache.refreshed_at {
-        lines.push(("last refreshed", when(at, now)));
+        report.line("last refreshed", when(at, now));
     }
     let last_error = match (&cache.last_error, cache.last_error_at) {
-        (Some(error), Some(at)) => format!("{error} ({})", when(at, now)),
+        // The time first: `when` has brackets of its own, and so may the error.
+        (Some(error), Some(at)) => format!("{}: {error}", when(at, now)),
         (Some(error), None) => error.clone(),
         (None, _) => "none".to_string(),
     };
-    lines.push(("last error", last_error));
-    lines
+    report.line("last error", last_error);
+    report
 }
 
 fn first_line(err: &Error) -> String {

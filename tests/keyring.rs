@@ -17,6 +17,7 @@ use common::harness::{code, stdout, Harness, BIN};
 use common::oauth_server::{
     assert_no_oauth_secrets, explain, harness_with_oauth, write_browser, OAuthOptions,
 };
+use common::tmpfs::{cannot_run, Tmpfs};
 
 const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: keyring test\n\nBody.\n";
 
@@ -44,14 +45,23 @@ fn keyring_session(test: &str) -> Option<OsString> {
 
 /// What `secret-tool` finds for the account's refresh token (`None`: nothing).
 fn secret_tool_lookup() -> Option<String> {
-    let out = Command::new("secret-tool")
-        .args([
-            "lookup",
-            "service",
-            "oauth-sendmail",
-            "username",
-            "test refresh-token",
-        ])
+    secret_tool_lookup_on(None)
+}
+
+/// The same on `bus` (`None`: the bus of the environment).
+fn secret_tool_lookup_on(bus: Option<&OsString>) -> Option<String> {
+    let mut cmd = Command::new("secret-tool");
+    cmd.args([
+        "lookup",
+        "service",
+        "oauth-sendmail",
+        "username",
+        "test refresh-token",
+    ]);
+    if let Some(bus) = bus {
+        cmd.env("DBUS_SESSION_BUS_ADDRESS", bus);
+    }
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .expect("run secret-tool (scripts/install-test-deps installs libsecret-tools)");
@@ -145,5 +155,132 @@ fn keyring_round_trip_with_a_real_secret_service() {
         None,
         "logout left the token in the keyring"
     );
+    assert_eq!(h.server.received().len(), 2);
+}
+
+/// A D-Bus session bus of this test's own with gnome-keyring on it, its keyrings in
+/// `data` (XDG_DATA_HOME); stopped when dropped (gnome-keyring leaves with its bus).
+struct PrivateKeyring {
+    bus: OsString,
+    bus_pid: String,
+}
+
+impl PrivateKeyring {
+    fn start(home: &std::path::Path, data: &std::path::Path) -> Result<PrivateKeyring, String> {
+        let out = Command::new("dbus-daemon")
+            .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("dbus-daemon: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut lines = text.lines();
+        let (Some(bus), Some(pid)) = (lines.next(), lines.next()) else {
+            return Err(format!("dbus-daemon printed {text:?}"));
+        };
+        let keyring = PrivateKeyring {
+            bus: OsString::from(bus),
+            bus_pid: pid.trim().to_string(),
+        };
+        let runtime = home.join("run");
+        std::fs::create_dir_all(&runtime).map_err(|e| e.to_string())?;
+        let mut daemon = Command::new("gnome-keyring-daemon")
+            .args(["--unlock", "--components=secrets"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &keyring.bus)
+            .env("XDG_DATA_HOME", data)
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("HOME", home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("gnome-keyring-daemon: {e}"))?;
+        daemon
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"pass")
+            .map_err(|e| e.to_string())?;
+        let started = daemon.wait().map_err(|e| e.to_string())?;
+        if !started.success() {
+            return Err(format!("gnome-keyring-daemon --unlock: {started}"));
+        }
+        Ok(keyring)
+    }
+
+    /// What `secret-tool` finds on this bus for the account's refresh token.
+    fn lookup(&self) -> Option<String> {
+        secret_tool_lookup_on(Some(&self.bus))
+    }
+}
+
+impl Drop for PrivateKeyring {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.bus_pid).status();
+    }
+}
+
+#[test]
+fn a_rotated_token_the_keyring_cannot_take_is_kept_and_used() {
+    const TEST: &str = "a_rotated_token_the_keyring_cannot_take_is_kept_and_used";
+    let (oauth, h) = harness_with_oauth(
+        OAuthOptions {
+            lifetimes: vec![30],
+            rotate: true,
+            ..OAuthOptions::default()
+        },
+        "store = \"keyring\"\n",
+    );
+    // The keyrings and the state directory on one small disk, as in one home.
+    let local = h.home.path().join(".local");
+    let ready = Tmpfs::mount(&local, "1m").and_then(|tmpfs| {
+        PrivateKeyring::start(h.home.path(), &local.join("share")).map(|k| (tmpfs, k))
+    });
+    // Declared in this order, the bus goes first, then the disk under it.
+    let (tmpfs, keyring) = match ready {
+        Ok(ready) => ready,
+        Err(why) => {
+            let (mut oauth, mut h) = (oauth, h);
+            oauth.expect_unused();
+            h.server.expect_unused();
+            return cannot_run(TEST, &why);
+        }
+    };
+    let o = run_with_bus(&h, &keyring.bus, &["login", "--timeout", "20"], true);
+    assert_eq!(code(&o), 0, "login: {}", explain(&h, &oauth, &o));
+    assert_eq!(
+        keyring.lookup(),
+        oauth.live_refresh_tokens().first().cloned()
+    );
+
+    let filler = tmpfs.fill();
+    let o = run_with_bus(&h, &keyring.bus, &["send", "-i", "rcpt@example.com"], false);
+    assert_eq!(
+        code(&o),
+        0,
+        "send on a full disk: {}",
+        explain(&h, &oauth, &o)
+    );
+    assert_no_oauth_secrets(&oauth, &o);
+    let err = common::harness::stderr(&o);
+    assert!(
+        err.contains("cannot store the rotated refresh token in the OS keyring")
+            && err.contains("test.refresh-token.rescued"),
+        "{err}"
+    );
+    let rescued = local.join("state/oauth-sendmail/test.refresh-token.rescued");
+    let kept = std::fs::read_to_string(&rescued).unwrap();
+    let live = oauth.live_refresh_tokens();
+    assert_eq!(vec![kept.lines().next().unwrap().to_string()], live);
+
+    // Room again: the next refresh uses the kept token (the keyring's is void) and puts
+    // its successor in the keyring.
+    std::fs::remove_file(filler).unwrap();
+    let o = run_with_bus(&h, &keyring.bus, &["send", "-i", "rcpt@example.com"], false);
+    assert_eq!(code(&o), 0, "send with room: {}", explain(&h, &oauth, &o));
+    assert_eq!(oauth.calls("refresh_token"), 2);
+    assert_eq!(
+        keyring.lookup(),
+        oauth.live_refresh_tokens().first().cloned()
+    );
+    assert!(!rescued.exists(), "the keyring holds the newest now");
     assert_eq!(h.server.received().len(), 2);
 }

@@ -213,6 +213,12 @@ fn the_wait_for_the_browser_is_bounded() {
     let o = h.run(cmd, b"");
     assert_eq!(code(&o), 75, "{}", explain(&h, &oauth, &o));
     assert!(stderr(&o).contains("the login timed out"), "{}", stderr(&o));
+    // What --timeout said, not a second less.
+    assert!(
+        stderr(&o).contains("Waiting up to 1 second..."),
+        "{}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("oauth-sendmail: "), "{}", stderr(&o));
 }
 
@@ -232,6 +238,11 @@ fn device_login_for_microsoft() {
     let o = h.run(cmd, b"");
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
     assert!(stderr(&o).contains(USER_CODE), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Waiting up to 30 seconds..."),
+        "{}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("/device"), "{}", stderr(&o));
     assert_no_oauth_secrets(&oauth, &o);
     assert_eq!(oauth.calls("devicecode"), 1);
@@ -283,6 +294,45 @@ fn logout_forgets_and_sending_then_asks_for_login() {
     );
     let kept = String::from_utf8(h.dead_letter().expect("dead.letter")).unwrap();
     assert!(kept.contains("Body of the oauth test."), "{kept}");
+    let mut h = h;
+    h.server.expect_unused();
+}
+
+#[test]
+fn logout_names_only_what_there_was() {
+    let (oauth, h) = harness_with_oauth(
+        OAuthOptions {
+            lifetimes: vec![30],
+            ..OAuthOptions::default()
+        },
+        "",
+    );
+    assert_eq!(code(&login(&h, &[])), 0);
+    // A refused refresh leaves the state file with the last error and no access token.
+    oauth.revoke_all();
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_eq!(code(&o), 77, "{}", explain(&h, &oauth, &o));
+    assert!(state_file(&h, "test.json").exists());
+    let logout = || {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("logout");
+        h.run(cmd, b"")
+    };
+    let o = logout();
+    assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
+    let out = stdout(&o);
+    assert!(out.contains("removed the refresh token"), "{out}");
+    assert!(
+        !out.contains("cached access token"),
+        "there was none: {out}"
+    );
+    assert!(!state_file(&h, "test.json").exists());
+    let o = logout();
+    assert!(
+        stdout(&o).contains("had no tokens to forget"),
+        "{}",
+        stdout(&o)
+    );
     let mut h = h;
     h.server.expect_unused();
 }

@@ -150,6 +150,14 @@ fn invalid_grant_exits_77_with_guidance_and_keeps_the_message() {
         out.contains("last error:") && out.contains("invalid_grant"),
         "{out}"
     );
+    // When, then what: no brackets inside brackets.
+    let line = out.lines().find(|l| l.contains("last error:")).unwrap();
+    let value = line.split_once("last error:").unwrap().1.trim();
+    assert!(
+        value.contains(" UTC (") && value.contains(" ago): cannot get an access token"),
+        "{line}"
+    );
+    assert!(!line.contains("))"), "{line}");
     let mut h = h;
     h.server.expect_unused();
 }
@@ -365,4 +373,30 @@ fn status_check_failure_is_the_exit_code() {
         stdout(&o)
     );
     assert_no_oauth_secrets(&oauth, &o);
+}
+
+#[test]
+fn a_5xx_or_429_from_the_token_endpoint_is_temporary_whatever_its_error_says() {
+    for (status, error) in [
+        ("503 Service Unavailable", "invalid_grant"),
+        ("500 Internal Server Error", "invalid_request"),
+        ("429 Too Many Requests", "rate_limited"),
+    ] {
+        let (oauth, h) = logged_in(OAuthOptions {
+            lifetimes: vec![30],
+            ..OAuthOptions::default()
+        });
+        oauth.fail_token_requests(status, error);
+        let o = send(&h, &oauth);
+        assert_eq!(code(&o), 0, "{status}: {}", explain(&h, &oauth, &o));
+        let err = stderr(&o);
+        assert!(err.contains(&status[..3]), "{status}: {err}");
+        assert!(
+            !err.contains("oauth-sendmail login"),
+            "{status}: not a refused login: {err}"
+        );
+        assert_queued_not_dead(&h, &o);
+        let mut h = h;
+        h.server.expect_unused();
+    }
 }

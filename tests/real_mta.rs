@@ -93,6 +93,13 @@ impl Stored {
 impl Mailbox {
     fn start() -> Mailbox {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Private, as a home is: a config holding a client secret (use_oauth) is refused
+        // where others can read it.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("chmod 700 the mailbox's HOME");
         let pki = tls::pki();
         let cert = dir.path().join("server-cert.pem");
         let key = dir.path().join("server-key.pem");

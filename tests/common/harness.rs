@@ -36,6 +36,14 @@ impl Harness {
     /// names the secret file as `<home>/secret`.
     pub fn with_config(opts: ServerOptions, edit: impl FnOnce(&mut String)) -> Harness {
         let home = tempfile::tempdir().expect("tempdir for HOME");
+        // Private, as adduser makes a home: the binary refuses a config that holds a
+        // secret (use_oauth's client_secret) where others can read it.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o700))
+                .expect("chmod 700 HOME");
+        }
         let server = TestServer::start(opts.clone());
 
         let secret_path = home.path().join("secret");

@@ -8,3 +8,4 @@ pub mod oauth_server;
 pub mod postfix;
 pub mod smtp_server;
 pub mod tls;
+pub mod tmpfs;

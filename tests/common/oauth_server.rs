@@ -82,6 +82,8 @@ struct State {
     authorize_params: Vec<HashMap<String, String>>,
     jwt_claims: Vec<Value>,
     counter: usize,
+    /// Set by `fail_token_requests`: the HTTP status and OAuth2 error of every token answer.
+    token_failure: Option<(&'static str, String)>,
 }
 
 struct Shared {
@@ -200,6 +202,12 @@ impl OAuthServer {
     /// One line per request and answer, for failure messages.
     pub fn log(&self) -> String {
         self.state().log.clone()
+    }
+
+    /// From now on every token request is answered `status` with `{"error": code}`, as a
+    /// provider under load may (a 503 that says invalid_grant).
+    pub fn fail_token_requests(&self, status: &'static str, code: &str) {
+        self.state().token_failure = Some((status, code.to_string()));
     }
 
     pub fn expect_unused(&mut self) {
@@ -438,6 +446,12 @@ fn token(shared: &Shared, params: &HashMap<String, String>) -> Answer {
         other => other,
     };
     count(&mut state, kind);
+    if let Some((status, code)) = &state.token_failure {
+        return Answer::json(
+            status,
+            json!({"error": code, "error_description": "failing on purpose"}),
+        );
+    }
     if kind == "jwt_bearer" {
         return match verify_jwt(
             get("assertion"),
