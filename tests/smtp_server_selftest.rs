@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::harness::run_with_limit;
 use common::smtp_server::{
-    AuthCheck, Fault, ServerOptions, TestServer, TlsMode, TEST_PASSWORD, TEST_TOKEN, TEST_USER,
+    AuthCheck, Certificate, DripAt, Fault, ServerOptions, TestServer, TlsMode, TEST_PASSWORD,
+    TEST_TOKEN, TEST_USER,
 };
 
 /// Shared by the scripts below: argv is port, CA file, then script-specific values.
@@ -423,4 +424,135 @@ fn expect_unused_opts_out() {
     let mut server = TestServer::start(ServerOptions::default());
     server.expect_unused();
     assert_eq!(server.connections(), 0);
+}
+
+/// Postfix's line limit as the binary's tests rely on it: an AUTH line over 2048 octets is
+/// cut and its initial response refused as Postfix + Dovecot refuse it; the same response
+/// on its own line after `AUTH XOAUTH2` (RFC 4954) is accepted, and so is the Gmail-style
+/// refusal in that form; other over-long commands get 500.
+#[test]
+fn postfix_line_limit_and_auth_without_initial_response() {
+    let long_token = "x".repeat(2400);
+    let server = TestServer::start(ServerOptions {
+        auth: AuthCheck::Xoauth2 {
+            user: TEST_USER.to_string(),
+            token: long_token.clone(),
+        },
+        ..ServerOptions::default()
+    });
+    let port = server.port.to_string();
+    let ca = server.ca_file.to_string_lossy().into_owned();
+    let out = python(
+        r#"
+user, token = sys.argv[3], sys.argv[4]
+s = smtplib.SMTP("localhost", port, timeout=10)
+s.starttls(context=ctx)
+s.ehlo()
+expect("NOOP too long", s.docmd("NOOP", "x" * 3000), 500)
+code, text = s.docmd("AUTH", "XOAUTH2 " + xoauth2(user, token))
+expect("AUTH inline", (code, text), 535)
+if b"Invalid base64 data in initial response" not in text:
+    sys.exit("unexpected refusal: %r" % text)
+code, text = s.docmd("AUTH", "XOAUTH2")
+if code != 334 or text.strip():
+    sys.exit("AUTH without initial response: expected an empty 334, got %r" % ((code, text),))
+expect("response line", s.docmd(xoauth2(user, token)), 235)
+s.quit()
+"#,
+        &[&port, &ca, TEST_USER, &long_token],
+    );
+    assert_ok(&out, &server);
+    let transcript = server.transcript();
+    assert!(transcript.contains("cut at 2048"), "{transcript}");
+
+    let server = TestServer::start(ServerOptions {
+        fault: Fault::Xoauth2Reject,
+        ..ServerOptions::default()
+    });
+    let port = server.port.to_string();
+    let ca = server.ca_file.to_string_lossy().into_owned();
+    let out = python(
+        r#"
+user, token = sys.argv[3], sys.argv[4]
+s = smtplib.SMTP("localhost", port, timeout=10)
+s.starttls(context=ctx)
+s.ehlo()
+expect("AUTH", s.docmd("AUTH", "XOAUTH2"), 334)
+code, text = s.docmd(xoauth2(user, token))
+expect("response line", (code, text), 334)
+if b"mail.google.com" not in base64.b64decode(text):
+    sys.exit("no JSON reason: %r" % text)
+expect("empty line", s.docmd(""), 535)
+s.quit()
+"#,
+        &[&port, &ca, TEST_USER, TEST_TOKEN],
+    );
+    assert_ok(&out, &server);
+}
+
+/// The faults the binary's certificate, deadline and redaction tests rely on, seen by
+/// Python: a certificate for another name fails verification, a dripped greeting never
+/// completes, a refused AUTH echoes what was sent.
+#[test]
+fn other_name_certificate_drip_and_echo_faults() {
+    let wrong_name = TestServer::start(ServerOptions {
+        tls: TlsMode::Implicit,
+        certificate: Certificate::OtherName,
+        ..ServerOptions::default()
+    });
+    let dripping = TestServer::start(ServerOptions {
+        fault: Fault::Drip(DripAt::Greeting),
+        ..ServerOptions::default()
+    });
+    let echoing = TestServer::start(ServerOptions {
+        fault: Fault::EchoAuth535,
+        ..ServerOptions::default()
+    });
+    let ca = echoing.ca_file.to_string_lossy().into_owned();
+    let out = python(
+        r#"
+import socket
+user, token = sys.argv[3], sys.argv[4]
+wrong_name, dripping = int(sys.argv[5]), int(sys.argv[6])
+try:
+    smtplib.SMTP_SSL("127.0.0.1", wrong_name, context=ctx, timeout=10)
+    sys.exit("a certificate for other.example was accepted for 127.0.0.1")
+except ssl.SSLCertVerificationError as e:
+    if "other.example" not in str(e) and "match" not in str(e):
+        sys.exit("unexpected verification error: %s" % e)
+import time
+c = socket.create_connection(("127.0.0.1", dripping), timeout=10)
+got, end = b"", time.monotonic() + 3.5
+while time.monotonic() < end:
+    c.settimeout(max(0.01, end - time.monotonic()))
+    try:
+        b = c.recv(100)
+    except socket.timeout:
+        break
+    if not b:
+        break
+    got += b
+if len(got) < 2 or len(got) > 6 or b"\n" in got:
+    sys.exit("not a drip of a byte a second: %r" % got)
+c.close()
+s = smtplib.SMTP("localhost", port, timeout=10)
+s.starttls(context=ctx)
+s.ehlo()
+sent = xoauth2(user, token)
+code, text = s.docmd("AUTH", "XOAUTH2 " + sent)
+expect("AUTH", (code, text), 535)
+if sent.encode() not in text or token.encode() not in text:
+    sys.exit("the 535 does not echo: %r" % text)
+s.quit()
+"#,
+        &[
+            &echoing.port.to_string(),
+            &ca,
+            TEST_USER,
+            TEST_TOKEN,
+            &wrong_name.port.to_string(),
+            &dripping.port.to_string(),
+        ],
+    );
+    assert_ok(&out, &echoing);
 }
