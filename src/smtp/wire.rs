@@ -268,36 +268,41 @@ impl Wire {
                 .hint("if the server uses a private CA, set ca_file to its certificate (PEM)");
         };
         let host = &self.host;
-        let (why, hint) = match problem {
-            CertificateError::NotValidForName => (
-                format!("it is not for {host}"),
-                "set `host` to a name the certificate is for",
-            ),
+        let name_hint = "set `host` to a name the certificate is for (as the provider \
+                         documents it), or find out why the server presents another one";
+        let (problem, hint) = match problem {
+            CertificateError::NotValidForName => (format!("is not for {host}"), name_hint),
             CertificateError::NotValidForNameContext { presented, .. } => (
-                format!("it is for {}, not {host}", presented.join(", ")),
-                "set `host` to a name the certificate is for",
+                format!(
+                    "is for {}, not {host}",
+                    presented
+                        .iter()
+                        .map(|name| presented_name(name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                name_hint,
             ),
             CertificateError::UnknownIssuer => (
-                "it is not trusted: unknown issuer".to_string(),
+                "is not trusted: unknown issuer".to_string(),
                 "if the server uses a private CA, set ca_file to that CA's certificate (PEM); \
                  if it should have a public certificate, something in between may be \
                  intercepting the connection",
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
-                "it has expired".to_string(),
+                "has expired".to_string(),
                 "the server's administrator must renew it; check this machine's clock too",
             ),
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => (
-                "it is not valid yet".to_string(),
-                "check this machine's clock",
-            ),
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                ("is not valid yet".to_string(), "check this machine's clock")
+            }
             CertificateError::Revoked => (
-                "it has been revoked".to_string(),
+                "has been revoked".to_string(),
                 "the server's administrator must replace it",
             ),
             other => (
                 format!(
-                    "it is not valid: {}",
+                    "is not valid: {}",
                     describe_chain(&rustls::Error::InvalidCertificate(other.clone()))
                 ),
                 "if the server uses a private CA, set ca_file to that CA's certificate (PEM)",
@@ -305,8 +310,8 @@ impl Wire {
         };
         Error::new(
             Kind::Certificate,
-            format!("the certificate of {host} is not accepted"),
-            why,
+            Step::Tls.failed(&self.server),
+            format!("the certificate of {host} {problem}"),
         )
         .hint(hint)
     }
@@ -318,7 +323,7 @@ impl Wire {
             Stream::Plain(socket) => socket.write_all(bytes),
             Stream::Tls(tls) => tls.write_all(bytes).and_then(|()| tls.flush()),
         };
-        written.map_err(|e| self.io_error(step, e))
+        written.map_err(|e| self.broken(step, e))
     }
 
     /// Sends a command line (CRLF added), shown in the transcript as `shown`.
@@ -409,9 +414,16 @@ impl Wire {
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io_error(step, e)),
+                Err(e) => return Err(self.broken(step, e)),
             }
         }
+    }
+
+    /// An I/O failure in the middle of the dialogue: the connection is good for nothing
+    /// more (not even QUIT, whose reply would come after what did not).
+    fn broken(&mut self, step: Step, err: io::Error) -> Error {
+        self.stream = None;
+        self.io_error(step, err)
     }
 
     /// An I/O failure at `step`: a timeout worded as one, the rest as the OS says it.
@@ -446,6 +458,14 @@ impl Wire {
             tls.conn.send_close_notify();
             let _ = tls.flush();
         }
+    }
+}
+
+/// A name from a certificate as rustls presents it (`DnsName("mx.example")`): the name.
+fn presented_name(name: &str) -> &str {
+    match (name.find('"'), name.rfind('"')) {
+        (Some(start), Some(end)) if start < end => &name[start + 1..end],
+        _ => name,
     }
 }
 
@@ -537,5 +557,17 @@ impl Transcript {
         if self.on {
             eprintln!("-- {text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presented_names_lose_their_wrapping() {
+        assert_eq!(presented_name("DnsName(\"mx.example\")"), "mx.example");
+        assert_eq!(presented_name("192.0.2.1"), "192.0.2.1");
+        assert_eq!(presented_name("\""), "\"");
     }
 }
