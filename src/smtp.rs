@@ -11,7 +11,7 @@
 mod reply;
 mod wire;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
@@ -368,15 +368,16 @@ impl Session {
             .note(&format!("{} bytes of message text", message.len()));
         self.wire.transcript.sent(".");
         let step = Step::Command("the message");
-        let allowance = self.transfer_allowance(message.len());
+        // One deadline for the whole text, however it is cut into writes.
+        let deadline = Instant::now() + self.transfer_allowance(message.len());
         let [head, body] = message.pieces();
         let mut stuffer = DotStuffer::new(message.len());
         for piece in [head, body] {
             for chunk in stuffer.push(piece) {
-                self.wire.write(&chunk, allowance, step)?;
+                self.wire.write(&chunk, deadline, step)?;
             }
         }
-        self.wire.write(&stuffer.finish(), allowance, step)?;
+        self.wire.write(&stuffer.finish(), deadline, step)?;
         let reply = self.wire.reply(step)?;
         if !reply.is_success() {
             return Err(refusal(&self.wire, step, &reply));

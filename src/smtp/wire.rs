@@ -189,10 +189,10 @@ impl Wire {
         self.redactor.apply(text)
     }
 
-    /// Sets the deadline of the next reads and writes: `allowance` from now, or the end
-    /// of the phase if that comes first.
-    fn arm(&mut self, allowance: Duration) -> Result<&mut Stream> {
-        let deadline = (Instant::now() + allowance).min(self.bound);
+    /// Sets the deadline of the next reads and writes: `deadline`, or the end of the phase
+    /// if that comes first.
+    fn arm(&mut self, deadline: Instant) -> Result<&mut Stream> {
+        let deadline = deadline.min(self.bound);
         match self.stream.as_mut() {
             Some(stream) => {
                 stream.socket().deadline = deadline;
@@ -217,7 +217,7 @@ impl Wire {
         })?;
         let conn = ClientConnection::new(config, name)
             .map_err(|e| Error::new(Kind::Internal, "cannot set up TLS", e))?;
-        self.arm(self.timeout)?;
+        self.arm(Instant::now() + self.timeout)?;
         let socket = match self.stream.take() {
             Some(Stream::Plain(socket)) => socket,
             other => {
@@ -316,9 +316,9 @@ impl Wire {
         .hint(hint)
     }
 
-    /// Writes `bytes` within `allowance`.
-    pub fn write(&mut self, bytes: &[u8], allowance: Duration, step: Step) -> Result<()> {
-        let stream = self.arm(allowance)?;
+    /// Writes `bytes` by `deadline`.
+    pub fn write(&mut self, bytes: &[u8], deadline: Instant, step: Step) -> Result<()> {
+        let stream = self.arm(deadline)?;
         let written = match stream {
             Stream::Plain(socket) => socket.write_all(bytes),
             Stream::Tls(tls) => tls.write_all(bytes).and_then(|()| tls.flush()),
@@ -329,8 +329,8 @@ impl Wire {
     /// Sends a command line (CRLF added), shown in the transcript as `shown`.
     pub fn send(&mut self, line: &str, shown: &str, step: Step) -> Result<()> {
         self.transcript.sent(shown);
-        let timeout = self.timeout;
-        self.write(format!("{line}\r\n").as_bytes(), timeout, step)
+        let deadline = Instant::now() + self.timeout;
+        self.write(format!("{line}\r\n").as_bytes(), deadline, step)
     }
 
     /// Sends a command and waits for its reply.
@@ -341,8 +341,7 @@ impl Wire {
 
     /// Reads one complete reply within the step's timeout, every line redacted and shown.
     pub fn reply(&mut self, step: Step) -> Result<Reply> {
-        let timeout = self.timeout;
-        self.arm(timeout)?;
+        self.arm(Instant::now() + self.timeout)?;
         let mut parser = Parser::default();
         loop {
             let line = self.read_line(step)?;
