@@ -26,9 +26,11 @@ pub enum Step<'a> {
 }
 
 impl Step<'_> {
-    /// "timed out waiting for the reply to RCPT TO from HOST:PORT"
-    fn timed_out(&self, server: &str) -> String {
+    /// "timed out waiting for the reply to RCPT TO from HOST:PORT", or when it was our
+    /// turn to write, "timed out sending the message to HOST:PORT".
+    fn timed_out(&self, server: &str, sending: bool) -> String {
         match self {
+            Step::Command(what) if sending => format!("timed out sending {what} to {server}"),
             Step::Connect => format!("timed out connecting to {server}"),
             Step::Greeting => format!("timed out waiting for the greeting from {server}"),
             Step::Tls => format!("timed out in the TLS handshake with {server}"),
@@ -116,13 +118,15 @@ pub struct Wire {
     timeout: Duration,
     /// When the current phase (opening, one transaction) must be over, whatever the steps.
     bound: Instant,
+    /// How long that phase was given, for the error when it runs out.
+    bound_len: Duration,
     redactor: Redactor,
     pub transcript: Transcript,
 }
 
 impl Wire {
-    /// Connects to the account's server (each address it resolves to, in turn), with TLS
-    /// from the start for `tls = "implicit"`. The phase bound starts at `bound`.
+    /// Connects to the account's server (each address it resolves to, in turn), starting
+    /// a phase that must be over within `bound`.
     pub fn connect(account: &Account, bound: Duration, transcript: Transcript) -> Result<Wire> {
         let server = format!("{}:{}", account.host, account.port);
         let start = Instant::now();
@@ -156,12 +160,13 @@ impl Wire {
             host: account.host.clone(),
             timeout: account.timeout,
             bound: start + bound,
+            bound_len: bound,
             redactor: Redactor::default(),
             transcript,
             server,
         };
         let Some(tcp) = connected else {
-            return Err(wire.io_error(Step::Connect, last));
+            return Err(wire.io_error(Step::Connect, last, false));
         };
         // Commands are small writes each awaiting a reply: Nagle's algorithm would hold
         // them for the peer's delayed ACK (40 ms or more, on every command).
@@ -173,6 +178,7 @@ impl Wire {
     /// Starts a new phase that must be over within `bound`.
     pub fn set_bound(&mut self, bound: Duration) {
         self.bound = Instant::now() + bound;
+        self.bound_len = bound;
     }
 
     pub fn is_encrypted(&self) -> bool {
@@ -264,7 +270,7 @@ impl Wire {
             .and_then(|inner| inner.downcast_ref::<rustls::Error>());
         let Some(rustls::Error::InvalidCertificate(problem)) = rustls_error else {
             return self
-                .io_error(Step::Tls, err)
+                .io_error(Step::Tls, err, false)
                 .hint("if the server uses a private CA, set ca_file to its certificate (PEM)");
         };
         let host = &self.host;
@@ -323,7 +329,7 @@ impl Wire {
             Stream::Plain(socket) => socket.write_all(bytes),
             Stream::Tls(tls) => tls.write_all(bytes).and_then(|()| tls.flush()),
         };
-        written.map_err(|e| self.broken(step, e))
+        written.map_err(|e| self.broken(step, e, true))
     }
 
     /// Sends a command line (CRLF added), shown in the transcript as `shown`.
@@ -357,17 +363,7 @@ impl Wire {
                     }
                     return Ok(reply);
                 }
-                Err(why) => {
-                    self.stream = None;
-                    return Err(Error::new(
-                        Kind::Protocol,
-                        step.failed(&self.server),
-                        format!(
-                            "the server's answer is not SMTP: {}",
-                            self.redactor.apply(&why)
-                        ),
-                    ));
-                }
+                Err(why) => return Err(self.not_smtp(step, &why)),
             }
         }
     }
@@ -386,15 +382,8 @@ impl Wire {
             }
             scanned = self.buf.len();
             if scanned > super::reply::MAX_LINE {
-                self.stream = None;
-                return Err(Error::new(
-                    Kind::Protocol,
-                    step.failed(&self.server),
-                    format!(
-                        "the server's answer is not SMTP: a line of over {} octets",
-                        super::reply::MAX_LINE
-                    ),
-                ));
+                let why = format!("a line of over {} octets", super::reply::MAX_LINE);
+                return Err(self.not_smtp(step, &why));
             }
             let mut chunk = [0u8; 4096];
             let read = match self.stream.as_mut() {
@@ -413,27 +402,45 @@ impl Wire {
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.broken(step, e)),
+                Err(e) => return Err(self.broken(step, e, false)),
             }
         }
     }
 
+    /// An answer that is not SMTP: nothing after it can be trusted to be either.
+    fn not_smtp(&mut self, step: Step, why: &str) -> Error {
+        self.stream = None;
+        Error::new(
+            Kind::Protocol,
+            step.failed(&self.server),
+            format!(
+                "the server's answer is not SMTP: {}",
+                self.redactor.apply(why)
+            ),
+        )
+    }
+
     /// An I/O failure in the middle of the dialogue: the connection is good for nothing
     /// more (not even QUIT, whose reply would come after what did not).
-    fn broken(&mut self, step: Step, err: io::Error) -> Error {
+    fn broken(&mut self, step: Step, err: io::Error, sending: bool) -> Error {
         self.stream = None;
-        self.io_error(step, err)
+        self.io_error(step, err, sending)
     }
 
     /// An I/O failure at `step`: a timeout worded as one, the rest as the OS says it.
-    fn io_error(&self, step: Step, err: io::Error) -> Error {
+    fn io_error(&self, step: Step, err: io::Error, sending: bool) -> Error {
         if err.kind() == io::ErrorKind::TimedOut {
-            let secs = self.timeout.as_secs();
             let why = match self.bound <= Instant::now() {
-                true => "the whole exchange took longer than the time it is allowed".to_string(),
-                false => format!("nothing within {secs} seconds (timeout = {secs})"),
+                true => format!(
+                    "this part of the session is allowed {} seconds in all",
+                    self.bound_len.as_secs()
+                ),
+                false => format!(
+                    "not done in time (timeout = {} seconds a step)",
+                    self.timeout.as_secs()
+                ),
             };
-            return Error::new(Kind::Temporary, step.timed_out(&self.server), why)
+            return Error::new(Kind::Temporary, step.timed_out(&self.server, sending), why)
                 .hint("if the server is only slow, raise `timeout` for this account");
         }
         let why = match err.kind() {
