@@ -567,6 +567,121 @@ impl DotStuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A plain-text relay account at `port` on 127.0.0.1, timeout 2 seconds.
+    fn account(port: u16) -> Account {
+        let text = format!(
+            "[accounts.t]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+             auth = \"none\"\nfrom = \"a@example.com\"\ntimeout = 2\n"
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("/t.toml")).unwrap();
+        config.accounts["t"].clone()
+    }
+
+    /// A server that sends `greeting`, then answers each line it reads with the next of
+    /// `answers` (raw bytes, CRLF included), then waits for the client to leave.
+    fn scripted(greeting: &'static [u8], answers: &'static [&'static [u8]]) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let _ = tcp.write_all(greeting);
+            let mut reader = BufReader::new(tcp.try_clone().unwrap());
+            for answer in answers {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = tcp.write_all(answer);
+            }
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        port
+    }
+
+    fn open(port: u16) -> Result<Session> {
+        Session::open(&account(port), None, false)
+    }
+
+    #[test]
+    fn what_is_not_smtp_is_a_protocol_error_not_a_panic() {
+        let cases: [(&[u8], &[&[u8]]); 4] = [
+            (b"hello there\r\n", &[]),
+            (b"220-one\r\n554 two\r\n", &[]),
+            (b"220 ok\r\n", &[b"250-a\r\n550 b\r\n"]),
+            (b"220 ok\r\n", &[b"299999\r\n"]),
+        ];
+        for (greeting, answers) in cases {
+            let err = open(scripted(greeting, answers)).err().expect("an error");
+            assert_eq!(err.exit_code(), 76, "{greeting:?} {answers:?}: {err}");
+            assert!(err.to_string().contains("not SMTP"), "{err}");
+        }
+        let endless: &'static [u8] = Box::leak(vec![b'2'; reply::MAX_LINE + 10].into_boxed_slice());
+        let err = open(scripted(endless, &[])).err().expect("an error");
+        assert_eq!(err.exit_code(), 76, "{err}");
+    }
+
+    #[test]
+    fn a_closed_connection_or_a_421_is_temporary() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || drop(listener.accept()));
+        let err = open(port).err().expect("an error");
+        assert!(err.is_transient(), "{err}");
+        assert!(
+            err.to_string().contains("the server closed the connection"),
+            "{err}"
+        );
+        let err = open(scripted(b"421 4.3.2 busy\r\n", &[b"221 bye\r\n"]))
+            .err()
+            .expect("an error");
+        assert!(
+            err.is_transient() && err.to_string().contains("421 4.3.2 busy"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ehlo_refused_falls_back_to_helo() {
+        let port = scripted(
+            b"220 old\r\n",
+            &[b"502 what\r\n", b"250 hi\r\n", b"221 bye\r\n"],
+        );
+        let session = open(port).expect("HELO is enough");
+        assert!(!session.extensions.has("8BITMIME"));
+        session.close();
+    }
+
+    #[test]
+    fn a_refused_transaction_is_reset_and_the_session_stays_usable() {
+        let port = scripted(
+            b"220 ok\r\n",
+            &[
+                b"250 hi\r\n",
+                b"550 5.7.1 not you\r\n",
+                b"250 reset\r\n",
+                b"221 bye\r\n",
+            ],
+        );
+        let mut session = open(port).unwrap();
+        let message = Prepared {
+            envelope: crate::intake::Envelope {
+                sender: "a@example.com".into(),
+                recipients: vec!["b@example.com".into()],
+            },
+            head: b"Subject: x\r\n\r\n".to_vec(),
+            body: b"body\r\n",
+            eight_bit: false,
+            message_id: None,
+        };
+        let err = session.send(&message).expect_err("MAIL refused");
+        assert_eq!(err.exit_code(), 69, "{err}");
+        assert!(err.to_string().contains("MAIL FROM failed at"), "{err}");
+        assert!(session.is_usable());
+        session.close();
+    }
 
     fn stuffed(pieces: &[&[u8]], len: usize) -> Vec<u8> {
         let mut stuffer = DotStuffer::new(len);
