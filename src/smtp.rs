@@ -107,7 +107,9 @@ impl Session {
             Tls::None => None,
             Tls::Starttls | Tls::Implicit => Some(wire::tls_config(account)?),
         };
-        let mut wire = Wire::connect(account, account.timeout * OPEN_BOUND, transcript)?;
+        // A timeout of centuries is a wish for none: a day keeps the arithmetic finite.
+        let timeout = account.timeout.min(Duration::from_secs(24 * 3600));
+        let mut wire = Wire::connect(account, timeout, timeout * OPEN_BOUND, transcript)?;
         if let (Tls::Implicit, Some(tls)) = (account.tls, &tls) {
             wire.start_tls(tls.clone())?;
         }
@@ -124,7 +126,7 @@ impl Session {
         let mut session = Session {
             extensions: Extensions::default(),
             wire,
-            timeout: account.timeout,
+            timeout,
             broken: false,
         };
         let opened = session.hello(&hello).and_then(|()| {
@@ -570,11 +572,11 @@ mod tests {
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
 
-    /// A plain-text relay account at `port` on 127.0.0.1, timeout 2 seconds.
-    fn account(port: u16) -> Account {
+    /// A plain-text relay account at `port` on 127.0.0.1.
+    fn account(port: u16, timeout: u64) -> Account {
         let text = format!(
             "[accounts.t]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
-             auth = \"none\"\nfrom = \"a@example.com\"\ntimeout = 2\n"
+             auth = \"none\"\nfrom = \"a@example.com\"\ntimeout = {timeout}\n"
         );
         let config = crate::config::Config::parse(&text, std::path::Path::new("/t.toml")).unwrap();
         config.accounts["t"].clone()
@@ -602,7 +604,7 @@ mod tests {
     }
 
     fn open(port: u16) -> Result<Session> {
-        Session::open(&account(port), None, false)
+        Session::open(&account(port, 2), None, false)
     }
 
     #[test]
@@ -641,6 +643,14 @@ mod tests {
             err.is_transient() && err.to_string().contains("421 4.3.2 busy"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_huge_timeout_is_no_overflow() {
+        let port = scripted(b"220 ok\r\n", &[b"250 hi\r\n", b"221 bye\r\n"]);
+        Session::open(&account(port, i64::MAX as u64), None, false)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .close();
     }
 
     #[test]

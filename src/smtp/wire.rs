@@ -125,12 +125,17 @@ pub struct Wire {
 }
 
 impl Wire {
-    /// Connects to the account's server (each address it resolves to, in turn), starting
-    /// a phase that must be over within `bound`.
-    pub fn connect(account: &Account, bound: Duration, transcript: Transcript) -> Result<Wire> {
+    /// Connects to the account's server (each address it resolves to, in turn), each step
+    /// to take at most `timeout`, starting a phase that must be over within `bound`.
+    pub fn connect(
+        account: &Account,
+        timeout: Duration,
+        bound: Duration,
+        transcript: Transcript,
+    ) -> Result<Wire> {
         let server = format!("{}:{}", account.host, account.port);
         let start = Instant::now();
-        let deadline = start + account.timeout.min(bound);
+        let deadline = start + timeout.min(bound);
         let addresses = (account.host.as_str(), account.port)
             .to_socket_addrs()
             .map_err(|e| {
@@ -158,7 +163,7 @@ impl Wire {
             stream: None,
             buf: Vec::new(),
             host: account.host.clone(),
-            timeout: account.timeout,
+            timeout,
             bound: start + bound,
             bound_len: bound,
             redactor: Redactor::default(),
