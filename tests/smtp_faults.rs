@@ -164,8 +164,8 @@ fn happy_path_sendmail_personality() {
 }
 
 /// The text after DATA is written two ways (src/smtp.rs): in one write with its final dot
-/// (UTF-8, up to 4 MiB) or by lettre in chunks (larger, or not UTF-8). Both dot-stuff:
-/// lines starting with "." arrive as they were, in every case.
+/// (up to 4 MiB) or in 64 KiB chunks (larger). Both dot-stuff, whatever the bytes (UTF-8
+/// or not): lines starting with "." arrive as they were, in every case.
 #[test]
 fn dot_lines_arrive_intact_whichever_way_the_text_is_written() {
     let h = Harness::new(ServerOptions::default());
