@@ -7,6 +7,7 @@
 mod common;
 
 use std::process::Output;
+use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -530,6 +531,28 @@ fn a_dripped_greeting_times_out() {
 #[test]
 fn a_dripped_reply_to_rcpt_times_out() {
     assert_drip_times_out(DripAt::Rcpt, "timed out waiting for the reply to RCPT TO");
+}
+
+/// Each reply 3 seconds late, timeout = 4: every step is in time, but opening the session
+/// (greeting, EHLO, STARTTLS, EHLO, AUTH) may take 3 x timeout in all, and does not get
+/// more.
+#[test]
+fn a_session_slow_at_every_step_ends_at_its_bound() {
+    let h = Harness::with_config(
+        with_fault(Fault::SlowReplies(Duration::from_secs(3))),
+        |c| {
+            let edited = c.replace("timeout = 20\n", "timeout = 4\n");
+            assert_ne!(*c, edited, "no timeout in the config:\n{c}");
+            *c = edited;
+        },
+    );
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_exit(&h, &o, 0);
+    // Which step it is depends on the scheduler: the bound, not the step, ran out.
+    assert_stderr_has(&h, &o, "timed out ");
+    assert_stderr_has(&h, &o, "allowed 12 seconds in all");
+    assert_stderr_has(&h, &o, "queued as");
+    assert!(h.server.received().is_empty());
 }
 
 /// Issue 9 item 17: a server whose 535 quotes the AUTH argument (and what it decodes to)

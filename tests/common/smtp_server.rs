@@ -98,6 +98,9 @@ pub enum Fault {
     EchoAuth535,
     /// Send this reply a byte a second, for ever (until the client leaves).
     Drip(DripAt),
+    /// Wait this long before every reply: each step is slow but within a client's
+    /// per-step timeout, the whole is not.
+    SlowReplies(Duration),
 }
 
 /// Which reply `Fault::Drip` drips.
@@ -1082,6 +1085,9 @@ impl Session {
 
     /// Sends a (possibly multi-line) reply: "250-first", ..., "250 last".
     fn reply(&mut self, code: u16, lines: &[&str]) -> io::Result<()> {
+        if let Fault::SlowReplies(wait) = self.fault() {
+            thread::sleep(wait);
+        }
         let mut out = String::new();
         for (i, text) in lines.iter().enumerate() {
             let separator = if i + 1 == lines.len() { ' ' } else { '-' };
