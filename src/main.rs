@@ -111,9 +111,7 @@ fn run(action: Action) -> Result<()> {
 /// to dead.letter. A message the queue took is safe, so it gets its 250.
 fn serve_smtp(options: &SessionOptions) -> Result<()> {
     // Our EHLO name upstream, so both sides of the relay give the same name.
-    let settings = smtp_session::Settings::new(
-        lettre::transport::smtp::extension::ClientId::default().to_string(),
-    );
+    let settings = smtp_session::Settings::new(smtp::default_hello_name());
     let config = Config::load(options.config.as_deref())
         .map_err(|err| smtp_session::refuse(io::stdout().lock(), &settings, err))?;
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());

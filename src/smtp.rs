@@ -1,21 +1,27 @@
-//! SMTP submission through lettre's `SmtpConnection`: TLS always verified (STARTTLS or
-//! implicit), AUTH by XOAUTH2, PLAIN/LOGIN or none, then MAIL/RCPT/DATA keeping each
-//! recipient's answer. With `-v` the dialogue goes to stderr, secrets redacted.
+//! SMTP submission, spoken here over `wire` (TCP, rustls): TLS always verified (STARTTLS
+//! or implicit), AUTH by XOAUTH2, PLAIN/LOGIN or none (the response on its own line when
+//! the command would be long, RFC 4954), then MAIL/RCPT/DATA keeping each recipient's
+//! answer. Every step has a deadline, and so has each phase. With `-v` the whole dialogue
+//! goes to stderr, secrets redacted.
+//!
+//! lettre's `SmtpConnection` was used before: its timeout is per read (a server dripping
+//! a byte at a time held a sender for ever), it cannot show the greeting or give the
+//! certificate error apart from other TLS failures, and it cannot pipeline.
 
-use std::fmt;
+mod reply;
+mod wire;
+
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use lettre::transport::smtp::authentication::Mechanism;
-use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
-use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
-use lettre::transport::smtp::response::Response;
 
 use crate::config::{Account, AuthMethod, Tls};
 use crate::credential::Secret;
 use crate::error::{Error, Kind, Result};
 use crate::intake::Prepared;
+use reply::Reply;
+use wire::{Step, Transcript, Wire};
 
 /// What the server said about each recipient of a message that reached DATA (or not).
 #[derive(Debug, Default)]
@@ -31,74 +37,132 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The error to report when some recipients did not get the message.
+    /// The error to report when some recipients did not get the message: each address
+    /// once, with the server's words.
     pub fn failure(&self) -> Option<Error> {
-        let (kind, list, verb) = match (self.refused.is_empty(), self.deferred.is_empty()) {
+        let kind = match (self.refused.is_empty(), self.deferred.is_empty()) {
             (true, true) => return None,
-            (false, _) => (Kind::RecipientRefused, &self.refused, "refused"),
-            (true, false) => (Kind::Temporary, &self.deferred, "deferred"),
+            (false, _) => Kind::RecipientRefused,
+            (true, false) => Kind::Temporary,
         };
-        let mut why: Vec<String> = self
+        let answers: Vec<(&str, &str, &str)> = self
             .refused
             .iter()
-            .chain(&self.deferred)
-            .map(|(r, e)| format!("{r}: {e}"))
+            .map(|(r, e)| (r.as_str(), e.as_str(), "refused"))
+            .chain(
+                self.deferred
+                    .iter()
+                    .map(|(r, e)| (r.as_str(), e.as_str(), "deferred")),
+            )
             .collect();
+        let (what, mut why) = match answers.as_slice() {
+            [(who, reply, verb)] => (format!("recipient {who} {verb}"), vec![reply.to_string()]),
+            _ => {
+                let verb = match (self.refused.is_empty(), self.deferred.is_empty()) {
+                    (false, false) => "not accepted",
+                    (false, true) => "refused",
+                    _ => "deferred",
+                };
+                let why = answers
+                    .iter()
+                    .map(|(who, reply, verb)| format!("{who} {verb}: {reply}"))
+                    .collect();
+                (format!("{} recipients {verb}", answers.len()), why)
+            }
+        };
         if !self.accepted.is_empty() {
             why.push(format!(
                 "the message went to the other {} recipient(s)",
                 self.accepted.len()
             ));
         }
-        let who: Vec<&str> = list.iter().map(|(r, _)| r.as_str()).collect();
-        Some(Error::new(
-            kind,
-            format!("recipient {} {verb}", who.join(", ")),
-            why.join("; "),
-        ))
+        Some(Error::new(kind, what, why.join("; ")))
     }
 }
 
+/// Opening a session (connect, greeting, EHLO, STARTTLS, EHLO, AUTH) may take this many
+/// times the account's `timeout` in all, whatever each step takes.
+const OPEN_BOUND: u32 = 3;
+/// A transaction beyond its transfer (MAIL, RCPT..., DATA, the final reply) likewise.
+const TRANSACTION_BOUND: u32 = 2;
+/// The transfer of the message text is allowed `timeout` plus its size at this rate: a
+/// slow uplink is not a stalled server.
+const MIN_RATE: usize = 32 << 10;
+/// RFC 4954 section 4: a longer AUTH line with its initial response is not sent as one.
+const MAX_AUTH_LINE: usize = 512;
+
 /// An open, authenticated connection to an account's server, good for several messages.
 pub struct Session {
-    conn: SmtpConnection,
-    server: String,
-    log: Transcript,
+    wire: Wire,
+    extensions: Extensions,
+    timeout: Duration,
     broken: bool,
 }
 
 impl Session {
     /// Connects, secures and authenticates with `secret`.
     pub fn open(account: &Account, secret: Option<&Secret>, verbose: bool) -> Result<Session> {
-        let log = Transcript { on: verbose };
-        let server = format!("{}:{}", account.host, account.port);
-        let mut conn = connect(account, &server, &log)?;
-        if let (AuthMethod::Xoauth2 | AuthMethod::Password, Some(secret)) = (account.auth, secret) {
-            if let Err(err) = authenticate(&mut conn, account, secret, &server, &log) {
-                // Says QUIT and closes TLS properly: the server deserves to know we left.
-                conn.abort();
-                return Err(err);
+        let transcript = Transcript { on: verbose };
+        let tls = match account.tls {
+            Tls::None => None,
+            Tls::Starttls | Tls::Implicit => Some(wire::tls_config(account)?),
+        };
+        // A timeout of centuries is a wish for none: a day keeps the arithmetic finite.
+        let timeout = account.timeout.min(Duration::from_secs(24 * 3600));
+        let mut wire = Wire::connect(account, timeout, timeout * OPEN_BOUND, transcript)?;
+        if let (Tls::Implicit, Some(tls)) = (account.tls, &tls) {
+            wire.start_tls(tls.clone())?;
+        }
+        let greeting = wire.reply(Step::Greeting)?;
+        if greeting.code != 220 {
+            let err = refusal(&wire, Step::Greeting, &greeting);
+            wire.quit();
+            return Err(err);
+        }
+        let hello = account
+            .hello_name
+            .clone()
+            .unwrap_or_else(default_hello_name);
+        let mut session = Session {
+            extensions: Extensions::default(),
+            wire,
+            timeout,
+            broken: false,
+        };
+        let opened = session.hello(&hello).and_then(|()| {
+            if let (Tls::Starttls, Some(tls)) = (account.tls, tls) {
+                session.starttls(tls, &hello)?;
+            }
+            match (account.auth, secret) {
+                (AuthMethod::Xoauth2 | AuthMethod::Password, Some(secret)) => {
+                    session.authenticate(account, secret)
+                }
+                _ => Ok(()),
+            }
+        });
+        match opened {
+            Ok(()) => Ok(session),
+            Err(err) => {
+                // The server deserves to know we left.
+                session.close();
+                Err(err)
             }
         }
-        Ok(Session {
-            conn,
-            server,
-            log,
-            broken: false,
-        })
     }
 
     /// Sends one message: MAIL, RCPT for each recipient, DATA.
     pub fn send(&mut self, message: &Prepared) -> Result<Delivery> {
-        let result = transmit(&mut self.conn, message, &self.server, &self.log);
+        let transfer = self.transfer_allowance(message.len());
+        self.wire
+            .set_bound(self.timeout * TRANSACTION_BOUND + transfer);
+        let result = self.transmit(message);
         if let Err(err) = &result {
             if err.kind() == Kind::Temporary || err.kind() == Kind::Protocol {
                 // The connection may be half-way through a command: do not reuse it.
                 self.broken = true;
             } else {
                 // A refused transaction leaves the session usable once reset.
-                self.log.sent("RSET");
-                self.broken = self.conn.command(Rset).is_err();
+                self.reset();
             }
         }
         result
@@ -109,9 +173,238 @@ impl Session {
         !self.broken
     }
 
-    pub fn close(mut self) {
-        self.log.sent("QUIT");
-        let _ = self.conn.quit();
+    pub fn close(self) {
+        self.wire.quit();
+    }
+
+    fn hello(&mut self, name: &str) -> Result<()> {
+        let step = Step::Command("EHLO");
+        let reply = self.wire.command(&format!("EHLO {name}"), step)?;
+        if reply.is_success() {
+            self.extensions = Extensions::from(&reply);
+            return Ok(());
+        }
+        if !reply.is_permanent() {
+            return Err(refusal(&self.wire, step, &reply));
+        }
+        // An old server without ESMTP: HELO, and no extensions.
+        let step = Step::Command("HELO");
+        let reply = self.wire.command(&format!("HELO {name}"), step)?;
+        if !reply.is_success() {
+            return Err(refusal(&self.wire, step, &reply));
+        }
+        self.extensions = Extensions::default();
+        Ok(())
+    }
+
+    fn starttls(&mut self, tls: std::sync::Arc<rustls::ClientConfig>, hello: &str) -> Result<()> {
+        if !self.extensions.has("STARTTLS") {
+            return Err(Error::new(
+                Kind::Unavailable,
+                format!("cannot secure the connection to {}", self.wire.server),
+                "the server does not offer STARTTLS",
+            )
+            .hint(
+                "use tls = \"implicit\" (usually port 465) if the server speaks TLS from the start",
+            ));
+        }
+        let step = Step::Command("STARTTLS");
+        let reply = self.wire.command("STARTTLS", step)?;
+        if reply.code != 220 {
+            return Err(refusal(&self.wire, step, &reply));
+        }
+        self.wire.start_tls(tls)?;
+        // RFC 3207 section 4.2: what the server said before TLS counts for nothing.
+        self.hello(hello)
+    }
+
+    fn authenticate(&mut self, account: &Account, secret: &Secret) -> Result<()> {
+        if !self.wire.is_encrypted() {
+            return Err(Error::new(
+                Kind::Internal,
+                "refusing to authenticate",
+                "the connection is not encrypted",
+            ));
+        }
+        self.wire.redact(secret.expose());
+        let offers = |mechanism| self.extensions.offers_auth(mechanism);
+        match account.auth {
+            AuthMethod::Xoauth2 if offers("XOAUTH2") => self.xoauth2(account, secret),
+            AuthMethod::Password if offers("PLAIN") => {
+                let plain = format!("\0{}\0{}", account.user, secret.expose());
+                let reply = self.sasl("PLAIN", &BASE64.encode(plain))?;
+                self.accepted(&reply)
+            }
+            AuthMethod::Password if offers("LOGIN") => self.login(account, secret),
+            _ => Err(Error::new(
+                Kind::Unavailable,
+                format!("cannot authenticate to {}", self.wire.server),
+                format!(
+                    "the server offers none of the mechanisms for auth = \"{}\": {}",
+                    auth_name(account.auth),
+                    self.extensions
+                        .auth_line()
+                        .unwrap_or("it offers no AUTH at all")
+                ),
+            )),
+        }
+    }
+
+    /// `AUTH MECHANISM response`, or when that line would be long, `AUTH MECHANISM`, the
+    /// server's empty 334, then the response on its own line (RFC 4954 section 4: Postfix
+    /// cuts command lines at 2048 octets, Microsoft's tokens are longer). The reply after
+    /// the response comes back, whatever it is.
+    fn sasl(&mut self, mechanism: &str, response: &str) -> Result<Reply> {
+        self.wire.redact(response);
+        let step = Step::Command("AUTH");
+        let line = format!("AUTH {mechanism} {response}");
+        if line.len() + 2 <= MAX_AUTH_LINE {
+            self.wire
+                .send(&line, &format!("AUTH {mechanism} (redacted)"), step)?;
+            return self.wire.reply(step);
+        }
+        let challenge = self.wire.command(&format!("AUTH {mechanism}"), step)?;
+        if challenge.code != 334 {
+            return Ok(challenge);
+        }
+        self.wire.send(response, "(redacted)", step)?;
+        self.wire.reply(step)
+    }
+
+    /// SASL XOAUTH2. A refused token draws `334 <base64 JSON>` (Gmail, Microsoft); the
+    /// client must answer with an empty line to get the final `535`. The JSON is the real
+    /// reason.
+    fn xoauth2(&mut self, account: &Account, token: &Secret) -> Result<()> {
+        let user = &account.user;
+        let initial = format!("user={user}\x01auth=Bearer {}\x01\x01", token.expose());
+        let reply = self.sasl("XOAUTH2", &BASE64.encode(initial))?;
+        if reply.code != 334 {
+            return self.accepted(&reply);
+        }
+        let challenge = reply.first().trim();
+        let reason = BASE64
+            .decode(challenge)
+            .map(|b| self.wire.redacted(&String::from_utf8_lossy(&b)))
+            .unwrap_or_else(|_| challenge.to_string());
+        let step = Step::Command("AUTH");
+        let refusal = match self.wire.command("", step) {
+            Ok(reply) => reply.to_string(),
+            Err(e) => e.summary(),
+        };
+        let error = Error::new(
+            Kind::AuthRefused,
+            format!("authentication refused by {}", self.wire.server),
+            format!("{refusal} (reason: {reason})"),
+        );
+        // With [oauth] the token engine refreshes and retries, and says what to check then.
+        match account.oauth {
+            Some(_) => Err(error),
+            None => Err(error.hint(format!("the access token for {user} was not accepted: check that `secret` yields a current token (they expire after about an hour)"))),
+        }
+    }
+
+    /// AUTH LOGIN: the user name and the password, each answering a 334.
+    fn login(&mut self, account: &Account, secret: &Secret) -> Result<()> {
+        let step = Step::Command("AUTH");
+        let password = BASE64.encode(secret.expose());
+        self.wire.redact(&password);
+        let mut reply = self.wire.command("AUTH LOGIN", step)?;
+        for (line, shown) in [
+            (BASE64.encode(&account.user), "(user)"),
+            (password, "(redacted)"),
+        ] {
+            if reply.code != 334 {
+                break;
+            }
+            self.wire.send(&line, shown, step)?;
+            reply = self.wire.reply(step)?;
+        }
+        self.accepted(&reply)
+    }
+
+    /// The end of an AUTH exchange: 235, or the refusal as an error.
+    fn accepted(&self, reply: &Reply) -> Result<()> {
+        match reply.is_success() {
+            true => Ok(()),
+            false => Err(refusal(&self.wire, Step::Command("AUTH"), reply)),
+        }
+    }
+
+    fn transmit(&mut self, message: &Prepared) -> Result<Delivery> {
+        let envelope = &message.envelope;
+        if !envelope.sender.is_empty() {
+            check_address(&envelope.sender)?;
+        }
+        for recipient in &envelope.recipients {
+            check_address(recipient)?;
+        }
+        let mut mail = format!("MAIL FROM:<{}>", envelope.sender);
+        if message.eight_bit && self.extensions.has("8BITMIME") {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        self.expect_success(&mail, "MAIL FROM")?;
+
+        let mut delivery = Delivery::default();
+        for recipient in &envelope.recipients {
+            let step = Step::Command("RCPT TO");
+            let reply = self.wire.command(&format!("RCPT TO:<{recipient}>"), step)?;
+            let answer = (recipient.clone(), reply.to_string());
+            match reply.code {
+                200..=299 => delivery.accepted.push(recipient.clone()),
+                400..=499 => delivery.deferred.push(answer),
+                500..=599 => delivery.refused.push(answer),
+                _ => return Err(refusal(&self.wire, step, &reply)),
+            }
+        }
+        if delivery.accepted.is_empty() {
+            self.reset();
+            return Ok(delivery);
+        }
+        let step = Step::Command("DATA");
+        let reply = self.wire.command("DATA", step)?;
+        if reply.code != 354 {
+            return Err(refusal(&self.wire, step, &reply));
+        }
+        self.wire
+            .transcript
+            .note(&format!("{} bytes of message text", message.len()));
+        self.wire.transcript.sent(".");
+        let step = Step::Command("the message");
+        // One deadline for the whole text, however it is cut into writes.
+        let deadline = Instant::now() + self.transfer_allowance(message.len());
+        let [head, body] = message.pieces();
+        let mut stuffer = DotStuffer::new(message.len());
+        for piece in [head, body] {
+            for chunk in stuffer.push(piece) {
+                self.wire.write(&chunk, deadline, step)?;
+            }
+        }
+        self.wire.write(&stuffer.finish(), deadline, step)?;
+        let reply = self.wire.reply(step)?;
+        if !reply.is_success() {
+            return Err(refusal(&self.wire, step, &reply));
+        }
+        delivery.reply = Some(reply.to_string());
+        Ok(delivery)
+    }
+
+    fn expect_success(&mut self, line: &str, verb: &str) -> Result<Reply> {
+        let step = Step::Command(verb);
+        let reply = self.wire.command(line, step)?;
+        match reply.is_success() {
+            true => Ok(reply),
+            false => Err(refusal(&self.wire, step, &reply)),
+        }
+    }
+
+    /// RSET after a refused transaction; the session is broken if that fails too.
+    fn reset(&mut self) {
+        self.wire.set_bound(self.timeout);
+        self.broken = self.expect_success("RSET", "RSET").is_err();
+    }
+
+    fn transfer_allowance(&self, len: usize) -> Duration {
+        self.timeout + Duration::from_secs((len / MIN_RATE) as u64)
     }
 }
 
@@ -121,328 +414,48 @@ pub fn check(account: &Account, secret: Option<&Secret>, verbose: bool) -> Resul
     Ok(())
 }
 
-fn connect(account: &Account, server: &str, log: &Transcript) -> Result<SmtpConnection> {
-    let hello = account
-        .hello_name
-        .clone()
-        .map(ClientId::Domain)
-        .unwrap_or_default();
-    let tls = match account.tls {
-        Tls::None => None,
-        Tls::Starttls | Tls::Implicit => Some(tls_parameters(account)?),
+/// The EHLO name when the account sets none: this machine's host name (RFC 5321 4.1.4),
+/// else the address literal of the loopback address.
+pub fn default_hello_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = match rc {
+        0 => {
+            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        }
+        _ => String::new(),
     };
-    let implicit = tls.as_ref().filter(|_| account.tls == Tls::Implicit);
-    log.note(&format!(
-        "connecting to {server}{}",
-        if implicit.is_some() { " with TLS" } else { "" }
-    ));
-    let mut conn = SmtpConnection::connect(
-        (account.host.as_str(), account.port),
-        Some(account.timeout),
-        &hello,
-        implicit,
-        None,
-    )
-    .map_err(|e| failure(server, "connect", e))?;
-    log.sent(&format!("EHLO {hello}"));
-    log.note(&format!("server: {}", conn.server_info()));
-    if account.tls == Tls::Starttls {
-        if !conn.can_starttls() {
-            return Err(Error::new(
-                Kind::Unavailable,
-                format!("cannot secure the connection to {server}"),
-                "the server does not offer STARTTLS",
-            )
-            .hint(
-                "use tls = \"implicit\" (usually port 465) if the server speaks TLS from the start",
-            ));
-        }
-        log.sent("STARTTLS");
-        let params = tls.as_ref().expect("STARTTLS has TLS parameters");
-        conn.starttls(params, &hello)
-            .map_err(|e| failure(server, "STARTTLS", e))?;
-        log.sent(&format!("EHLO {hello}"));
-        log.note(&format!("server: {}", conn.server_info()));
-    }
-    Ok(conn)
-}
-
-fn tls_parameters(account: &Account) -> Result<TlsParameters> {
-    let mut builder = TlsParameters::builder(account.host.clone());
-    if let Some(path) = &account.ca_file {
-        let bad = |why: &dyn fmt::Display| {
-            Error::new(
-                Kind::Config,
-                format!("cannot use ca_file {}", path.display()),
-                why.to_string(),
-            )
-        };
-        let pem = std::fs::read(path).map_err(|e| bad(&e))?;
-        builder = builder.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| bad(&e))?);
-    }
-    builder
-        .build_rustls()
-        .map_err(|e| Error::new(Kind::Internal, "cannot set up TLS", e))
-}
-
-fn authenticate(
-    conn: &mut SmtpConnection,
-    account: &Account,
-    secret: &Secret,
-    server: &str,
-    log: &Transcript,
-) -> Result<()> {
-    if !conn.is_encrypted() {
-        return Err(Error::new(
-            Kind::Internal,
-            "refusing to authenticate",
-            "the connection is not encrypted",
-        ));
-    }
-    let offers = |m| conn.server_info().supports_auth_mechanism(m);
-    match account.auth {
-        AuthMethod::Xoauth2 if offers(Mechanism::Xoauth2) => {
-            xoauth2(conn, account, secret, server, log)
-        }
-        AuthMethod::Password if offers(Mechanism::Plain) => {
-            let plain = format!("\0{}\0{}", account.user, secret.expose());
-            log.sent("AUTH PLAIN (redacted)");
-            let reply = conn
-                .command(Line(&format!("AUTH PLAIN {}", BASE64.encode(plain))))
-                .map_err(|e| failure(server, "AUTH", e))?;
-            log.received(&reply);
-            Ok(())
-        }
-        AuthMethod::Password if offers(Mechanism::Login) => {
-            let steps = [
-                ("AUTH LOGIN".to_string(), "AUTH LOGIN"),
-                (BASE64.encode(&account.user), "(user)"),
-                (BASE64.encode(secret.expose()), "(redacted)"),
-            ];
-            for (line, shown) in steps {
-                log.sent(shown);
-                let reply = conn
-                    .command(Line(&line))
-                    .map_err(|e| failure(server, "AUTH", e))?;
-                log.received(&reply);
-            }
-            Ok(())
-        }
-        _ => Err(Error::new(
-            Kind::Unavailable,
-            format!("cannot authenticate to {server}"),
-            format!(
-                "the server offers none of the mechanisms for auth = \"{}\": {}",
-                auth_name(account.auth),
-                conn.server_info()
-            ),
-        )),
+    let usable = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    match usable {
+        true => name,
+        false => "[127.0.0.1]".to_string(),
     }
 }
 
-/// SASL XOAUTH2. A refused token draws `334 <base64 JSON>` (Gmail, Microsoft); the client
-/// must answer with an empty line to get the final `535`. The JSON is the real reason.
-fn xoauth2(
-    conn: &mut SmtpConnection,
-    account: &Account,
-    token: &Secret,
-    server: &str,
-    log: &Transcript,
-) -> Result<()> {
-    let user = &account.user;
-    let initial = format!("user={user}\x01auth=Bearer {}\x01\x01", token.expose());
-    log.sent("AUTH XOAUTH2 (redacted)");
-    let reply = conn
-        .command(Line(&format!("AUTH XOAUTH2 {}", BASE64.encode(initial))))
-        .map_err(|e| failure(server, "AUTH", e))?;
-    log.received(&reply);
-    if !reply.has_code(334) {
-        return Ok(());
-    }
-    let challenge = reply.first_line().unwrap_or_default().trim();
-    let reason = BASE64
-        .decode(challenge)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_else(|_| challenge.to_string());
-    log.sent("");
-    let refusal = match conn.command(Line("")) {
-        Ok(reply) => format!(
-            "{} {}",
-            reply.code(),
-            reply.message().collect::<Vec<_>>().join(" ")
-        ),
-        Err(e) => describe(&e),
+/// A reply that refuses `step`, as our error: the kind from the reply code, the server's
+/// words kept.
+fn refusal(wire: &Wire, step: Step, reply: &Reply) -> Error {
+    let kind = match reply.code {
+        530 | 534 | 535 | 538 if matches!(step, Step::Command("AUTH")) => Kind::AuthRefused,
+        400..=499 => Kind::Temporary,
+        500..=599 => Kind::Unavailable,
+        // A positive reply where another was due: not the SMTP we speak.
+        _ => Kind::Protocol,
     };
-    let error = Error::new(
-        Kind::AuthRefused,
-        format!("authentication refused by {server}"),
-        format!("{refusal} (reason: {reason})"),
-    );
-    // With [oauth] the token engine refreshes and retries, and says what to check then.
-    match account.oauth {
-        Some(_) => Err(error),
-        None => Err(error.hint(format!("the access token for {user} was not accepted: check that `secret` yields a current token (they expire after about an hour)"))),
-    }
+    Error::new(kind, step.failed(&wire.server), reply)
 }
 
-fn transmit(
-    conn: &mut SmtpConnection,
-    message: &Prepared,
-    server: &str,
-    log: &Transcript,
-) -> Result<Delivery> {
-    let envelope = &message.envelope;
-    let sender = match envelope.sender.as_str() {
-        "" => None,
-        address => Some(parse_address(address)?),
-    };
-    let mut parameters = Vec::new();
-    if message.eight_bit && conn.server_info().supports_feature(Extension::EightBitMime) {
-        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-    }
-    let mail = Mail::new(sender, parameters);
-    log.sent(&mail.to_string());
-    let reply = conn
-        .command(mail)
-        .map_err(|e| failure(server, "MAIL FROM", e))?;
-    log.received(&reply);
-
-    let mut delivery = Delivery::default();
-    for recipient in &envelope.recipients {
-        let rcpt = Rcpt::new(parse_address(recipient)?, vec![]);
-        log.sent(&rcpt.to_string());
-        match conn.command(rcpt) {
-            Ok(reply) => {
-                log.received(&reply);
-                delivery.accepted.push(recipient.clone());
-            }
-            Err(e) if e.is_permanent() => delivery.refused.push((recipient.clone(), describe(&e))),
-            Err(e) if e.is_transient() => delivery.deferred.push((recipient.clone(), describe(&e))),
-            Err(e) => return Err(failure(server, "RCPT TO", e)),
-        }
-    }
-    if delivery.accepted.is_empty() {
-        log.sent("RSET");
-        let _ = conn.command(Rset);
-        return Ok(delivery);
-    }
-    log.sent("DATA");
-    let reply = conn.command(Data).map_err(|e| failure(server, "DATA", e))?;
-    log.received(&reply);
-    log.note(&format!("({} bytes of message)", message.len()));
-    log.sent(".");
-    let reply = content(conn, message).map_err(|e| failure(server, "the message", e))?;
-    log.received(&reply);
-    delivery.reply = Some(format!(
-        "{} {}",
-        reply.code(),
-        reply.message().collect::<Vec<_>>().join(" ")
-    ));
-    Ok(delivery)
-}
-
-/// Messages up to this size go out in one write with their final dot (one more copy of
-/// the message, dot-stuffed, while it is written).
-const ONE_WRITE: usize = 4 << 20;
-/// Larger ones are dot-stuffed and written this much at a time, never copied whole.
-const CHUNK: usize = 64 << 10;
-
-/// The message after DATA's 354, and the server's reply to its final dot.
-///
-/// lettre's `message()` writes the text, then the final "\r\n.\r\n" in a second write,
-/// then waits for the reply. lettre 0.11.23 sets no TCP_NODELAY (and offers no way to),
-/// so Nagle's algorithm holds that small second write until the server acknowledges the
-/// first, which a server delaying its ACKs does only after 40 ms (Linux) or more: on
-/// every message. A text message therefore goes through `command()`, which writes what
-/// it is given in one write; a larger or non-UTF-8 one through `message_iter`, in chunks
-/// (at most that one stall, small beside the time its size takes).
-fn content(conn: &mut SmtpConnection, message: &Prepared) -> SmtpResult {
-    let [head, body] = message.pieces();
-    if message.len() <= ONE_WRITE {
-        if let (Ok(head), Ok(body)) = (std::str::from_utf8(head), std::str::from_utf8(body)) {
-            return conn.command(DotStuffed([head, body]));
-        }
-    }
-    // lettre dot-stuffs and appends CRLF.CRLF itself: hand it the text without its last CRLF.
-    let (head, body) = match body.strip_suffix(b"\r\n") {
-        Some(body) => (head, body),
-        None if body.is_empty() => (head.strip_suffix(b"\r\n").unwrap_or(head), body),
-        None => (head, body),
-    };
-    conn.message_iter(head.chunks(CHUNK).chain(body.chunks(CHUNK)))
-}
-
-type SmtpResult = std::result::Result<Response, lettre::transport::smtp::Error>;
-
-/// Message text (CRLF line ends, ending in CRLF) as DATA content: each line that starts
-/// with "." gets another, then the final ".", all in one string for `command()`.
-struct DotStuffed<'a>([&'a str; 2]);
-
-impl fmt::Display for DotStuffed<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for line in self.0.iter().flat_map(|piece| piece.split_inclusive('\n')) {
-            if line.starts_with('.') {
-                f.write_str(".")?;
-            }
-            f.write_str(line)?;
-        }
-        f.write_str(".\r\n")
-    }
-}
-
-fn parse_address(address: &str) -> Result<lettre::Address> {
+/// An envelope address must be `local@domain` and fit in angle brackets on one line.
+fn check_address(address: &str) -> Result<()> {
     address
-        .parse()
+        .parse::<lettre::Address>()
+        .map(drop)
         .map_err(|e| Error::new(Kind::BadInput, format!("bad address `{address}`"), e))
-}
-
-/// A lettre error at `step` as our error: the kind from the reply code, the server's words kept.
-fn failure(server: &str, step: &str, err: lettre::transport::smtp::Error) -> Error {
-    let kind = if err.is_permanent() {
-        match (step, err.status().map(u16::from)) {
-            ("AUTH", Some(530 | 534 | 535 | 538)) => Kind::AuthRefused,
-            _ => Kind::Unavailable,
-        }
-    } else if err.is_response() {
-        Kind::Protocol
-    } else {
-        // 4xx, refused or dropped connections, timeouts, TLS handshakes cut short.
-        Kind::Temporary
-    };
-    let error = Error::new(kind, format!("{step} failed at {server}"), describe(&err));
-    if err.is_tls() {
-        return error.hint("if the server uses a private CA, set ca_file to its certificate (PEM)");
-    }
-    error
-}
-
-/// A server's reply as it said it ("550 5.1.1 no such user"), else lettre's message with
-/// its causes, which hold the useful part ("Connection refused").
-fn describe(err: &lettre::transport::smtp::Error) -> String {
-    use std::error::Error as _;
-    match (err.status(), err.source()) {
-        (Some(code), Some(words)) => format!("{code} {words}"),
-        _ => describe_chain(err),
-    }
-}
-
-fn describe_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        // rustls appends a documentation link to some errors: noise in a mail log.
-        let cause_text = cause.to_string();
-        let cause_text = cause_text
-            .split(": https://")
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn auth_name(auth: AuthMethod) -> &'static str {
@@ -453,55 +466,258 @@ fn auth_name(auth: AuthMethod) -> &'static str {
     }
 }
 
-/// A raw command line (lettre adds nothing): for AUTH, whose arguments we build.
-struct Line<'a>(&'a str);
-
-impl fmt::Display for Line<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}\r\n", self.0)
-    }
+/// The EHLO keywords, upper case, one entry per line after the first.
+#[derive(Default)]
+struct Extensions {
+    lines: Vec<String>,
 }
 
-/// The `-v` dialogue. Only lines given to it are printed, so secrets never are.
-struct Transcript {
-    on: bool,
-}
-
-impl Transcript {
-    fn sent(&self, line: &str) {
-        if self.on {
-            eprintln!("-> {}", line.trim_end());
+impl Extensions {
+    fn from(reply: &Reply) -> Extensions {
+        Extensions {
+            lines: reply
+                .lines
+                .iter()
+                .skip(1)
+                .map(|line| line.trim().to_ascii_uppercase())
+                .collect(),
         }
     }
 
-    fn received(&self, reply: &Response) {
-        if self.on {
-            let lines: Vec<&str> = reply.message().collect();
-            for (i, line) in lines.iter().enumerate() {
-                let sep = if i + 1 == lines.len() { ' ' } else { '-' };
-                eprintln!("<- {}{sep}{line}", reply.code());
+    fn has(&self, keyword: &str) -> bool {
+        self.lines
+            .iter()
+            .any(|line| line.split_whitespace().next() == Some(keyword))
+    }
+
+    /// The AUTH lines ("AUTH PLAIN LOGIN", or the old "AUTH=PLAIN LOGIN").
+    fn auth_lines(&self) -> impl Iterator<Item = &str> {
+        self.lines
+            .iter()
+            .filter(|l| l.starts_with("AUTH ") || l.starts_with("AUTH="))
+            .map(String::as_str)
+    }
+
+    fn auth_line(&self) -> Option<&str> {
+        self.auth_lines().next()
+    }
+
+    fn offers_auth(&self, mechanism: &str) -> bool {
+        self.auth_lines()
+            .any(|line| line[5..].split_whitespace().any(|m| m == mechanism))
+    }
+}
+
+/// Messages up to this size go out in one write with their final dot (one more copy of
+/// the message, dot-stuffed): no second small write for Nagle or delayed ACKs to hold.
+const ONE_WRITE: usize = 4 << 20;
+/// Larger ones are dot-stuffed and written this much at a time, never copied whole.
+const CHUNK: usize = 64 << 10;
+
+/// Message text (CRLF line ends, ending in CRLF) as DATA content: each line that starts
+/// with "." gets another (RFC 5321 4.5.2), then the final ".". Lines may cross pieces.
+struct DotStuffer {
+    out: Vec<u8>,
+    limit: usize,
+    at_line_start: bool,
+    last: Option<u8>,
+}
+
+impl DotStuffer {
+    fn new(len: usize) -> DotStuffer {
+        let limit = if len <= ONE_WRITE { usize::MAX } else { CHUNK };
+        DotStuffer {
+            out: Vec::with_capacity(len.min(ONE_WRITE) + len.min(ONE_WRITE) / 64 + 8),
+            limit,
+            at_line_start: true,
+            last: None,
+        }
+    }
+
+    /// Adds `piece`; returns the chunks that are ready to write.
+    fn push(&mut self, mut piece: &[u8]) -> Vec<Vec<u8>> {
+        let mut ready = Vec::new();
+        while !piece.is_empty() {
+            if self.at_line_start && piece[0] == b'.' {
+                self.out.push(b'.');
+            }
+            let (line, rest) = match memchr::memchr(b'\n', piece) {
+                Some(end) => piece.split_at(end + 1),
+                None => (piece, &[][..]),
+            };
+            self.out.extend_from_slice(line);
+            self.at_line_start = line.ends_with(b"\n");
+            self.last = line.last().copied();
+            piece = rest;
+            if self.out.len() >= self.limit {
+                ready.push(std::mem::take(&mut self.out));
             }
         }
+        ready
     }
 
-    fn note(&self, text: &str) {
-        if self.on {
-            eprintln!("-- {text}");
+    /// What is left, with the final dot.
+    fn finish(mut self) -> Vec<u8> {
+        if self.last.is_some() && !self.at_line_start {
+            self.out.extend_from_slice(b"\r\n");
         }
+        self.out.extend_from_slice(b".\r\n");
+        self.out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A plain-text relay account at `port` on 127.0.0.1.
+    fn account(port: u16, timeout: u64) -> Account {
+        let text = format!(
+            "[accounts.t]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+             auth = \"none\"\nfrom = \"a@example.com\"\ntimeout = {timeout}\n"
+        );
+        let config = crate::config::Config::parse(&text, std::path::Path::new("/t.toml")).unwrap();
+        config.accounts["t"].clone()
+    }
+
+    /// A server that sends `greeting`, then answers each line it reads with the next of
+    /// `answers` (raw bytes, CRLF included), then waits for the client to leave.
+    fn scripted(greeting: &'static [u8], answers: &'static [&'static [u8]]) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut tcp, _) = listener.accept().unwrap();
+            let _ = tcp.write_all(greeting);
+            let mut reader = BufReader::new(tcp.try_clone().unwrap());
+            for answer in answers {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = tcp.write_all(answer);
+            }
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        port
+    }
+
+    fn open(port: u16) -> Result<Session> {
+        Session::open(&account(port, 2), None, false)
+    }
+
+    #[test]
+    fn what_is_not_smtp_is_a_protocol_error_not_a_panic() {
+        let cases: [(&[u8], &[&[u8]]); 4] = [
+            (b"hello there\r\n", &[]),
+            (b"220-one\r\n554 two\r\n", &[]),
+            (b"220 ok\r\n", &[b"250-a\r\n550 b\r\n"]),
+            (b"220 ok\r\n", &[b"299999\r\n"]),
+        ];
+        for (greeting, answers) in cases {
+            let err = open(scripted(greeting, answers)).err().expect("an error");
+            assert_eq!(err.exit_code(), 76, "{greeting:?} {answers:?}: {err}");
+            assert!(err.to_string().contains("not SMTP"), "{err}");
+        }
+        let endless: &'static [u8] = Box::leak(vec![b'2'; reply::MAX_LINE + 10].into_boxed_slice());
+        let err = open(scripted(endless, &[])).err().expect("an error");
+        assert_eq!(err.exit_code(), 76, "{err}");
+    }
+
+    #[test]
+    fn a_closed_connection_or_a_421_is_temporary() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || drop(listener.accept()));
+        let err = open(port).err().expect("an error");
+        assert!(err.is_transient(), "{err}");
+        assert!(
+            err.to_string().contains("the server closed the connection"),
+            "{err}"
+        );
+        let err = open(scripted(b"421 4.3.2 busy\r\n", &[b"221 bye\r\n"]))
+            .err()
+            .expect("an error");
+        assert!(
+            err.is_transient() && err.to_string().contains("421 4.3.2 busy"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_huge_timeout_is_no_overflow() {
+        let port = scripted(b"220 ok\r\n", &[b"250 hi\r\n", b"221 bye\r\n"]);
+        Session::open(&account(port, i64::MAX as u64), None, false)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .close();
+    }
+
+    #[test]
+    fn ehlo_refused_falls_back_to_helo() {
+        let port = scripted(
+            b"220 old\r\n",
+            &[b"502 what\r\n", b"250 hi\r\n", b"221 bye\r\n"],
+        );
+        let session = open(port).expect("HELO is enough");
+        assert!(!session.extensions.has("8BITMIME"));
+        session.close();
+    }
+
+    #[test]
+    fn a_refused_transaction_is_reset_and_the_session_stays_usable() {
+        let port = scripted(
+            b"220 ok\r\n",
+            &[
+                b"250 hi\r\n",
+                b"550 5.7.1 not you\r\n",
+                b"250 reset\r\n",
+                b"221 bye\r\n",
+            ],
+        );
+        let mut session = open(port).unwrap();
+        let message = Prepared {
+            envelope: crate::intake::Envelope {
+                sender: "a@example.com".into(),
+                recipients: vec!["b@example.com".into()],
+            },
+            head: b"Subject: x\r\n\r\n".to_vec(),
+            body: b"body\r\n",
+            eight_bit: false,
+            message_id: None,
+        };
+        let err = session.send(&message).expect_err("MAIL refused");
+        assert_eq!(err.exit_code(), 69, "{err}");
+        assert!(err.to_string().contains("MAIL FROM failed at"), "{err}");
+        assert!(session.is_usable());
+        session.close();
+    }
+
+    fn stuffed(pieces: &[&[u8]], len: usize) -> Vec<u8> {
+        let mut stuffer = DotStuffer::new(len);
+        let mut out: Vec<u8> = Vec::new();
+        for piece in pieces {
+            out.extend(stuffer.push(piece).concat());
+        }
+        out.extend(stuffer.finish());
+        out
+    }
 
     #[test]
     fn dot_stuffed_text_ends_with_the_final_dot() {
-        let text = DotStuffed([".top\r\nSubject: s\r\n\r\n", "..two\r\n.\r\nend.\r\n"]);
-        assert_eq!(
-            text.to_string(),
-            "..top\r\nSubject: s\r\n\r\n...two\r\n..\r\nend.\r\n.\r\n"
-        );
+        let pieces: [&[u8]; 2] = [b".top\r\nSubject: s\r\n\r\n", b"..two\r\n.\r\nend.\r\n"];
+        let expected = b"..top\r\nSubject: s\r\n\r\n...two\r\n..\r\nend.\r\n.\r\n";
+        assert_eq!(stuffed(&pieces, 10), expected);
+        // In chunks, with lines cut across pieces, the text on the wire is the same.
+        let cut: [&[u8]; 4] = [
+            b".top\r\nSubject: s\r\n\r\n.",
+            b".two\r",
+            b"\n",
+            b".\r\nend.\r\n",
+        ];
+        assert_eq!(stuffed(&cut, ONE_WRITE + 1), expected);
+        assert_eq!(stuffed(&[b"", b""], 0), b".\r\n");
+        assert_eq!(stuffed(&[b"no end"], 6), b"no end\r\n.\r\n");
     }
 
     #[test]
@@ -522,8 +738,46 @@ mod tests {
         assert_eq!(err.exit_code(), 67);
         let text = err.to_string();
         assert!(
-            text.contains("c@x.org") && text.contains("550 5.1.1") && text.contains("other 1"),
+            text.contains("c@x.org refused: 550 5.1.1")
+                && text.contains("b@x.org deferred: 451")
+                && text.contains("other 1"),
             "{text}"
         );
+    }
+
+    /// Issue 9 item 25: "recipient bad@x refused: bad@x: 550 ..." said the address twice.
+    #[test]
+    fn one_refused_recipient_is_named_once() {
+        let delivery = Delivery {
+            refused: vec![("bad@x.org".into(), "550 5.1.1 no such user".into())],
+            ..Default::default()
+        };
+        let text = delivery.failure().unwrap().to_string();
+        assert_eq!(text, "recipient bad@x.org refused: 550 5.1.1 no such user");
+    }
+
+    #[test]
+    fn extensions_are_read_from_the_ehlo_reply() {
+        let reply = Reply {
+            code: 250,
+            lines: vec![
+                "mx.example at your service".into(),
+                "8bitmime".into(),
+                "AUTH=LOGIN".into(),
+                "AUTH PLAIN XOAUTH2".into(),
+                "STARTTLS".into(),
+            ],
+        };
+        let ext = Extensions::from(&reply);
+        assert!(ext.has("8BITMIME") && ext.has("STARTTLS") && !ext.has("PIPELINING"));
+        assert!(ext.offers_auth("LOGIN") && ext.offers_auth("XOAUTH2"));
+        assert!(!ext.offers_auth("CRAM-MD5"));
+        assert!(Extensions::default().auth_line().is_none());
+    }
+
+    #[test]
+    fn the_default_hello_name_is_usable_in_ehlo() {
+        let name = default_hello_name();
+        assert!(!name.is_empty() && !name.contains(' '), "{name:?}");
     }
 }

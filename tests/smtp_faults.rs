@@ -1,15 +1,23 @@
 //! The real binary against the scripted SMTP server: the happy paths (STARTTLS, implicit
-//! TLS, XOAUTH2, AUTH PLAIN), one test per server fault with the exit code and message the
-//! contract promises, and no secret ever on stdout or stderr.
+//! TLS, XOAUTH2, AUTH PLAIN, tokens too long for one command line), one test per server
+//! fault (refusals, certificates that cannot be trusted, replies dripped past the deadline,
+//! replies echoing the secret) with the exit code and message the contract promises, and no
+//! secret ever on stdout, stderr or in the state files.
 
 mod common;
 
 use std::process::Output;
+use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
 use common::harness::{
     assert_no_secrets, assert_no_secrets_in_files, code, stderr, stdout, write_private, Harness,
 };
-use common::smtp_server::{AuthCheck, Fault, ServerOptions, TlsMode, TEST_PASSWORD, TEST_USER};
+use common::smtp_server::TEST_TOKEN;
+use common::smtp_server::{
+    AuthCheck, Certificate, DripAt, Fault, ServerOptions, TlsMode, TEST_PASSWORD, TEST_USER,
+};
 
 /// A small message a cron job could send; the body line is what we look for downstream.
 const MESSAGE: &[u8] =
@@ -157,8 +165,8 @@ fn happy_path_sendmail_personality() {
 }
 
 /// The text after DATA is written two ways (src/smtp.rs): in one write with its final dot
-/// (UTF-8, up to 4 MiB) or by lettre in chunks (larger, or not UTF-8). Both dot-stuff:
-/// lines starting with "." arrive as they were, in every case.
+/// (up to 4 MiB) or in 64 KiB chunks (larger). Both dot-stuff, whatever the bytes (UTF-8
+/// or not): lines starting with "." arrive as they were, in every case.
 #[test]
 fn dot_lines_arrive_intact_whichever_way_the_text_is_written() {
     let h = Harness::new(ServerOptions::default());
@@ -236,8 +244,14 @@ fn rcpt_550_refuses_one_recipient_the_other_gets_the_message() {
     let h = Harness::new(with_fault(Fault::Rcpt550("bad@example.com".to_string())));
     let o = h.send(&["-i", "good@example.com", "bad@example.com"], MESSAGE);
     assert_exit(&h, &o, 67);
-    assert_stderr_has(&h, &o, "bad@example.com");
-    assert_stderr_has(&h, &o, "550");
+    // Issue 9 item 25: the address once, then the server's words.
+    assert_stderr_has(&h, &o, "recipient bad@example.com refused: 550 5.1.1");
+    assert_eq!(
+        stderr(&o).matches("bad@example.com").count(),
+        1,
+        "the refused address is repeated\n{}",
+        explain(&h, &o)
+    );
     let received = h.server.received();
     assert_eq!(received.len(), 1, "{}", explain(&h, &o));
     assert_eq!(received[0].rcpt_to, ["good@example.com"]);
@@ -307,4 +321,313 @@ fn assert_dead_letter(h: &Harness, o: &Output) {
     let dead = String::from_utf8_lossy(&dead);
     assert!(dead.starts_with("From "), "not mbox: {dead:?}");
     assert!(dead.contains(BODY_LINE), "message missing: {dead:?}");
+}
+
+/// A token or password of `len` characters, none of them in `secret_forms()`.
+fn long_secret(prefix: &str, len: usize) -> String {
+    let mut secret = prefix.to_string();
+    while secret.len() < len {
+        secret.push_str("-LONG-SECRET-MUST-NOT-LEAK");
+    }
+    secret.truncate(len);
+    secret
+}
+
+/// The forms in which `secret` (for TEST_USER) could leak: raw, and base64 as it goes
+/// on the wire in XOAUTH2 and PLAIN.
+fn forms_of(secret: &str) -> Vec<String> {
+    vec![
+        secret.to_string(),
+        B64.encode(format!("user={TEST_USER}\x01auth=Bearer {secret}\x01\x01")),
+        B64.encode(format!("\0{TEST_USER}\0{secret}")),
+        B64.encode(secret),
+    ]
+}
+
+fn assert_never_shown(h: &Harness, o: &Output, secret: &str) {
+    let state = h.home.path().join(".local/state");
+    let mut files = String::new();
+    let mut dirs = vec![state];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            match entry.path().is_dir() {
+                true => dirs.push(entry.path()),
+                false => files.push_str(&String::from_utf8_lossy(
+                    &std::fs::read(entry.path()).unwrap_or_default(),
+                )),
+            }
+        }
+    }
+    let shown = [
+        stdout(o),
+        stderr(o),
+        files,
+        h.queue_listing().1,
+        stdout(&h.own(&["log", "--format", "json"])),
+    ];
+    for form in forms_of(secret) {
+        for (what, text) in ["stdout", "stderr", "state files", "queue list", "log"]
+            .iter()
+            .zip(&shown)
+        {
+            assert!(
+                !text.contains(&form),
+                "the secret leaked into {what}: {text}"
+            );
+        }
+    }
+}
+
+/// Issue 9 item 1: a 2.4 KB access token (Microsoft's are 1.5-2.5 KB) makes an AUTH line
+/// longer than Postfix takes (2048); RFC 4954: send `AUTH XOAUTH2`, then the response on
+/// its own line after the empty 334.
+#[test]
+fn a_long_access_token_is_sent_after_the_334() {
+    let token = long_secret("eyJ0eXAiOiJKV1QiLCJhbGciOi", 2400);
+    let h = Harness::new(ServerOptions {
+        auth: AuthCheck::Xoauth2 {
+            user: TEST_USER.to_string(),
+            token: token.clone(),
+        },
+        ..ServerOptions::default()
+    });
+    write_private(&h.home.path().join("secret"), &token);
+    let o = h.send(&["-v", "-i", "rcpt@example.com"], MESSAGE);
+    assert_exit(&h, &o, 0);
+    assert_delivered_once(&h, &o, "XOAUTH2");
+    assert!(
+        h.server.transcript().contains("C: AUTH XOAUTH2\n"),
+        "the AUTH command did not go without its response\n{}",
+        explain(&h, &o)
+    );
+    assert_stderr_has(&h, &o, "-> AUTH XOAUTH2\n");
+    assert_stderr_has(&h, &o, "-> (redacted)\n");
+    assert_never_shown(&h, &o, &token);
+}
+
+/// The same for AUTH PLAIN with a long password (API keys).
+#[test]
+fn a_long_password_is_sent_after_the_334() {
+    let password = long_secret("key-", 1600);
+    let h = Harness::new(ServerOptions {
+        auth: AuthCheck::Plain {
+            user: TEST_USER.to_string(),
+            password: password.clone(),
+        },
+        ..ServerOptions::default()
+    });
+    write_private(&h.home.path().join("secret"), &password);
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_exit(&h, &o, 0);
+    assert_delivered_once(&h, &o, "PLAIN");
+    assert_never_shown(&h, &o, &password);
+}
+
+/// Gmail's refusal (334 <base64 JSON>, then 535 after an empty line) comes the same way
+/// after a response on its own line: exit 77 with the decoded reason.
+#[test]
+fn a_long_token_refused_with_the_gmail_challenge_is_an_authentication_failure() {
+    let token = long_secret("ya29.", 2400);
+    let h = Harness::new(ServerOptions {
+        auth: AuthCheck::Xoauth2 {
+            user: TEST_USER.to_string(),
+            token: token.clone(),
+        },
+        fault: Fault::Xoauth2Reject,
+        ..ServerOptions::default()
+    });
+    write_private(&h.home.path().join("secret"), &token);
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_stderr_has(&h, &o, "https://mail.google.com/");
+    assert_stderr_has(&h, &o, "535 5.7.8");
+    assert_auth_refused_and_queued(&h, &o);
+    assert_never_shown(&h, &o, &token);
+}
+
+/// The contract for a certificate that cannot be trusted (issue 9 item 4): the message
+/// waits in the queue, the exit status is 78 so cron and scripts see it, and stderr says
+/// what is wrong with the certificate and what to set.
+fn assert_certificate_refused(h: &Harness, o: &Output, problem: &str, fix: &str) {
+    assert_exit(h, o, 78);
+    assert_stderr_has(h, o, problem);
+    assert_stderr_has(h, o, fix);
+    assert_stderr_has(h, o, "queued as");
+    assert!(h.server.received().is_empty());
+    assert!(h.dead_letter().is_none(), "queued, so not a dead letter");
+    let (ids, listing) = h.queue_listing();
+    assert_eq!(ids.len(), 1, "{listing}");
+    let mailq = h.sendmail(&["-bp"], b"");
+    assert!(
+        stdout(&mailq).contains(&ids[0]) && stdout(&mailq).contains("rcpt@example.com"),
+        "mailq does not show the message\n{}",
+        stdout(&mailq)
+    );
+}
+
+#[test]
+fn an_untrusted_certificate_keeps_the_message_and_exits_78() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let unrelated = common::tls::write_unrelated_ca_file(elsewhere.path());
+    let h = Harness::with_config(ServerOptions::default(), |config| {
+        let mut lines: Vec<String> = config.lines().map(str::to_string).collect();
+        for line in &mut lines {
+            if line.starts_with("ca_file") {
+                *line = format!("ca_file = {:?}", unrelated.to_string_lossy());
+            }
+        }
+        *config = lines.join("\n") + "\n";
+    });
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_certificate_refused(
+        &h,
+        &o,
+        "the certificate of 127.0.0.1 is not trusted: unknown issuer",
+        "ca_file",
+    );
+}
+
+#[test]
+fn a_certificate_for_another_name_keeps_the_message_and_exits_78() {
+    let h = Harness::new(ServerOptions {
+        certificate: Certificate::OtherName,
+        ..ServerOptions::default()
+    });
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_certificate_refused(
+        &h,
+        &o,
+        "the certificate of 127.0.0.1 is for other.example, not 127.0.0.1",
+        "`host`",
+    );
+}
+
+/// Issue 9 item 9: `timeout` bounds each step, not each read. The server drips a byte a
+/// second, for ever; with timeout = 2 the send gives up (the harness would kill it after
+/// 30 s), words it as a timeout and keeps the message.
+fn assert_drip_times_out(at: DripAt, wording: &str) {
+    let h = Harness::with_config(with_fault(Fault::Drip(at)), |config| {
+        let edited = config.replace("timeout = 20\n", "timeout = 2\n");
+        assert_ne!(*config, edited, "no timeout in the config:\n{config}");
+        *config = edited;
+    });
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_exit(&h, &o, 0);
+    assert_stderr_has(
+        &h,
+        &o,
+        &format!("{wording} from 127.0.0.1:{}", h.server.port),
+    );
+    assert_stderr_has(&h, &o, "queued as");
+    assert!(!stderr(&o).contains("os error"), "{}", explain(&h, &o));
+    assert_eq!(h.queue_listing().0.len(), 1);
+    assert!(h.server.received().is_empty());
+}
+
+#[test]
+fn a_dripped_greeting_times_out() {
+    assert_drip_times_out(DripAt::Greeting, "timed out waiting for the greeting");
+}
+
+#[test]
+fn a_dripped_reply_to_rcpt_times_out() {
+    assert_drip_times_out(DripAt::Rcpt, "timed out waiting for the reply to RCPT TO");
+}
+
+/// Each reply 3 seconds late, timeout = 4: every step is in time, but opening the session
+/// (greeting, EHLO, STARTTLS, EHLO, AUTH) may take 3 x timeout in all, and does not get
+/// more.
+#[test]
+fn a_session_slow_at_every_step_ends_at_its_bound() {
+    let h = Harness::with_config(
+        with_fault(Fault::SlowReplies(Duration::from_secs(3))),
+        |c| {
+            let edited = c.replace("timeout = 20\n", "timeout = 4\n");
+            assert_ne!(*c, edited, "no timeout in the config:\n{c}");
+            *c = edited;
+        },
+    );
+    let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
+    assert_exit(&h, &o, 0);
+    // Which step it is depends on the scheduler: the bound, not the step, ran out.
+    assert_stderr_has(&h, &o, "timed out ");
+    assert_stderr_has(&h, &o, "allowed 12 seconds in all");
+    assert_stderr_has(&h, &o, "queued as");
+    assert!(h.server.received().is_empty());
+}
+
+/// Issue 9 item 17: a server whose 535 quotes the AUTH argument (and what it decodes to)
+/// must not get the token or password into stderr, the queue, mailq or the delivery log.
+#[test]
+fn a_refusal_that_echoes_the_auth_argument_shows_no_secret() {
+    for opts in [ServerOptions::default(), password_auth()] {
+        let h = Harness::new(ServerOptions {
+            fault: Fault::EchoAuth535,
+            ..opts
+        });
+        let o = h.send(&["-v", "-i", "rcpt@example.com"], MESSAGE);
+        assert_stderr_has(&h, &o, "535 5.7.8 Authentication failed: AUTH");
+        assert_stderr_has(&h, &o, "(redacted)");
+        assert_auth_refused_and_queued(&h, &o);
+        assert!(
+            h.server
+                .transcript()
+                .contains("S: 535-5.7.8 Authentication failed: AUTH"),
+            "the server did not echo\n{}",
+            explain(&h, &o)
+        );
+        assert_never_shown(&h, &o, TEST_TOKEN);
+        assert_never_shown(&h, &o, TEST_PASSWORD);
+        let mailq = h.sendmail(&["-bp"], b"");
+        assert_no_secrets(&mailq);
+    }
+}
+
+/// Issue 9 item 24: `-v` shows the dialogue as it was: every line the server sent (the
+/// greeting, each EHLO line, the 535), every command, the AUTH argument as "(redacted)",
+/// and no Rust debug text.
+#[test]
+fn verbose_shows_every_line_of_the_dialogue_and_no_secret() {
+    let h = Harness::with_config(password_auth(), |config| {
+        *config = config.replace("/secret\"", "/wrong-secret\"");
+    });
+    write_private(
+        &h.home.path().join("wrong-secret"),
+        "not-the-app-password\n",
+    );
+    let o = h.send(&["-v", "-i", "rcpt@example.com"], MESSAGE);
+    assert_exit(&h, &o, 77);
+    let err = stderr(&o);
+    let transcript = h.server.transcript();
+    let mut server_lines = 0;
+    for line in transcript.lines() {
+        let Some((_, said)) = line.split_once(": ") else {
+            continue;
+        };
+        let expected = match line.split_whitespace().nth(1) {
+            Some("S:") => {
+                server_lines += 1;
+                format!("<- {said}")
+            }
+            Some("C:") if said.starts_with("AUTH PLAIN ") => "-> AUTH PLAIN (redacted)".into(),
+            Some("C:") => format!("-> {said}"),
+            _ => continue,
+        };
+        assert!(
+            err.lines().any(|l| l == expected),
+            "-v lacks {expected:?}\n{}",
+            explain(&h, &o)
+        );
+    }
+    assert!(server_lines >= 8, "{transcript}");
+    assert!(err.contains("<- 220 localhost ESMTP"), "{err}");
+    assert!(err.contains("<- 250-8BITMIME"), "{err}");
+    assert!(err.contains("<- 535 5.7.8"), "{err}");
+    for debug in ["{", "Some(", "SmtpUtfEight", "TLSv1_"] {
+        assert!(!err.contains(debug), "debug text {debug:?} in -v\n{err}");
+    }
+    assert!(!err.contains("not-the-app-password"), "{err}");
+    assert!(
+        !err.contains(&B64.encode(format!("\0{TEST_USER}\0not-the-app-password"))),
+        "{err}"
+    );
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::harness::run_with_limit;
 use common::smtp_server::{
-    AuthCheck, Fault, ServerOptions, TestServer, TlsMode, TEST_PASSWORD, TEST_TOKEN, TEST_USER,
+    AuthCheck, Certificate, DripAt, Fault, ServerOptions, TestServer, TlsMode, TEST_PASSWORD,
+    TEST_TOKEN, TEST_USER,
 };
 
 /// Shared by the scripts below: argv is port, CA file, then script-specific values.
@@ -162,6 +163,7 @@ s.quit()
     assert!(server.received().is_empty());
 }
 
+/// Gmail's refusal, after an initial response and after a response on its own line.
 #[test]
 fn gmail_style_xoauth2_rejection() {
     let server = TestServer::start(ServerOptions {
@@ -174,16 +176,21 @@ fn gmail_style_xoauth2_rejection() {
         r#"
 import json
 user, token = sys.argv[3], sys.argv[4]
-s = smtplib.SMTP("localhost", port, timeout=10)
-s.starttls(context=ctx)
-s.ehlo()
-code, challenge = s.docmd("AUTH", "XOAUTH2 " + xoauth2(user, token))
-expect("AUTH", (code, challenge), 334)
-err = json.loads(base64.b64decode(challenge))
-if err["status"] != "401" or err["scope"] != "https://mail.google.com/":
-    sys.exit("unexpected error JSON %r" % err)
-expect("empty line", s.docmd(""), 535)
-s.quit()
+for inline in (True, False):
+    s = smtplib.SMTP("localhost", port, timeout=10)
+    s.starttls(context=ctx)
+    s.ehlo()
+    if inline:
+        code, challenge = s.docmd("AUTH", "XOAUTH2 " + xoauth2(user, token))
+    else:
+        expect("AUTH", s.docmd("AUTH", "XOAUTH2"), 334)
+        code, challenge = s.docmd(xoauth2(user, token))
+    expect("AUTH", (code, challenge), 334)
+    err = json.loads(base64.b64decode(challenge))
+    if err["status"] != "401" or err["scope"] != "https://mail.google.com/":
+        sys.exit("unexpected error JSON %r" % err)
+    expect("empty line", s.docmd(""), 535)
+    s.quit()
 "#,
         &[&port, &ca, TEST_USER, TEST_TOKEN],
     );
@@ -425,55 +432,109 @@ fn expect_unused_opts_out() {
     assert_eq!(server.connections(), 0);
 }
 
-/// The library the binary is built on, used directly: if this passes and a binary test
-/// fails, the binary is at fault.
+/// Postfix's line limit as the binary's tests rely on it: an AUTH line over 2048 octets is
+/// cut and its initial response refused as Postfix + Dovecot refuse it; the same response
+/// on its own line after `AUTH XOAUTH2` (RFC 4954) is accepted; other over-long commands
+/// get 500.
 #[test]
-fn lettre_starttls_and_implicit_xoauth2() {
-    use lettre::address::Envelope;
-    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-    use lettre::{SmtpTransport, Transport};
+fn postfix_line_limit_and_auth_without_initial_response() {
+    let long_token = "x".repeat(2400);
+    let server = TestServer::start(ServerOptions {
+        auth: AuthCheck::Xoauth2 {
+            user: TEST_USER.to_string(),
+            token: long_token.clone(),
+        },
+        ..ServerOptions::default()
+    });
+    let port = server.port.to_string();
+    let ca = server.ca_file.to_string_lossy().into_owned();
+    let out = python(
+        r#"
+user, token = sys.argv[3], sys.argv[4]
+s = smtplib.SMTP("localhost", port, timeout=10)
+s.starttls(context=ctx)
+s.ehlo()
+expect("NOOP too long", s.docmd("NOOP", "x" * 3000), 500)
+code, text = s.docmd("AUTH", "XOAUTH2 " + xoauth2(user, token))
+expect("AUTH inline", (code, text), 535)
+if b"Invalid base64 data in initial response" not in text:
+    sys.exit("unexpected refusal: %r" % text)
+code, text = s.docmd("AUTH", "XOAUTH2")
+if code != 334 or text.strip():
+    sys.exit("AUTH without initial response: expected an empty 334, got %r" % ((code, text),))
+expect("response line", s.docmd(xoauth2(user, token)), 235)
+s.quit()
+"#,
+        &[&port, &ca, TEST_USER, &long_token],
+    );
+    assert_ok(&out, &server);
+    let transcript = server.transcript();
+    assert!(transcript.contains("cut at 2048"), "{transcript}");
+}
 
-    for mode in [TlsMode::StartTls, TlsMode::Implicit] {
-        let server = TestServer::start(ServerOptions {
-            tls: mode,
-            ..ServerOptions::default()
-        });
-        let ca = std::fs::read(&server.ca_file).unwrap();
-        let params = TlsParameters::builder("127.0.0.1".to_string())
-            .add_root_certificate(Certificate::from_pem(&ca).unwrap())
-            .build_rustls()
-            .unwrap();
-        let tls = match mode {
-            TlsMode::Implicit => Tls::Wrapper(params),
-            _ => Tls::Required(params),
-        };
-        let transport = SmtpTransport::builder_dangerous("127.0.0.1")
-            .port(server.port)
-            .tls(tls)
-            .credentials(Credentials::new(TEST_USER.into(), TEST_TOKEN.into()))
-            .authentication(vec![Mechanism::Xoauth2])
-            .timeout(Some(Duration::from_secs(10)))
-            .build();
-        let envelope = Envelope::new(
-            Some(TEST_USER.parse().unwrap()),
-            vec!["rcpt@example.com".parse().unwrap()],
-        )
-        .unwrap();
-        transport
-            .send_raw(
-                &envelope,
-                "Subject: lettre\r\n\r\n.dot\r\nd\u{e9}j\u{e0}".as_bytes(),
-            )
-            .unwrap_or_else(|e| panic!("{mode:?}: {e}\n{}", server.transcript()));
-
-        let received = server.received();
-        assert_eq!(received.len(), 1, "{mode:?}");
-        assert_eq!(received[0].mail_params, ["BODY=8BITMIME"]);
-        assert_eq!(received[0].auth_mechanism.as_deref(), Some("XOAUTH2"));
-        assert_eq!(
-            received[0].data,
-            "Subject: lettre\r\n\r\n.dot\r\nd\u{e9}j\u{e0}\r\n".as_bytes()
-        );
-    }
+/// The faults the binary's certificate, deadline and redaction tests rely on, seen by
+/// Python: a certificate for another name fails verification, a dripped greeting never
+/// completes, a refused AUTH echoes what was sent.
+#[test]
+fn other_name_certificate_drip_and_echo_faults() {
+    let wrong_name = TestServer::start(ServerOptions {
+        tls: TlsMode::Implicit,
+        certificate: Certificate::OtherName,
+        ..ServerOptions::default()
+    });
+    let dripping = TestServer::start(ServerOptions {
+        fault: Fault::Drip(DripAt::Greeting),
+        ..ServerOptions::default()
+    });
+    let echoing = TestServer::start(ServerOptions {
+        fault: Fault::EchoAuth535,
+        ..ServerOptions::default()
+    });
+    let ca = echoing.ca_file.to_string_lossy().into_owned();
+    let out = python(
+        r#"
+import socket
+user, token = sys.argv[3], sys.argv[4]
+wrong_name, dripping = int(sys.argv[5]), int(sys.argv[6])
+try:
+    smtplib.SMTP_SSL("127.0.0.1", wrong_name, context=ctx, timeout=10)
+    sys.exit("a certificate for other.example was accepted for 127.0.0.1")
+except ssl.SSLCertVerificationError as e:
+    if "other.example" not in str(e) and "match" not in str(e):
+        sys.exit("unexpected verification error: %s" % e)
+import time
+c = socket.create_connection(("127.0.0.1", dripping), timeout=10)
+got, end = b"", time.monotonic() + 3.5
+while time.monotonic() < end:
+    c.settimeout(max(0.01, end - time.monotonic()))
+    try:
+        b = c.recv(100)
+    except socket.timeout:
+        break
+    if not b:
+        break
+    got += b
+if len(got) < 2 or len(got) > 6 or b"\n" in got:
+    sys.exit("not a drip of a byte a second: %r" % got)
+c.close()
+s = smtplib.SMTP("localhost", port, timeout=10)
+s.starttls(context=ctx)
+s.ehlo()
+sent = xoauth2(user, token)
+code, text = s.docmd("AUTH", "XOAUTH2 " + sent)
+expect("AUTH", (code, text), 535)
+if sent.encode() not in text or token.encode() not in text:
+    sys.exit("the 535 does not echo: %r" % text)
+s.quit()
+"#,
+        &[
+            &echoing.port.to_string(),
+            &ca,
+            TEST_USER,
+            TEST_TOKEN,
+            &wrong_name.port.to_string(),
+            &dripping.port.to_string(),
+        ],
+    );
+    assert_ok(&out, &echoing);
 }

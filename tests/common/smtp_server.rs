@@ -1,11 +1,15 @@
 //! In-process scripted SMTP server for tests: RFC 5321 submission with STARTTLS or implicit
-//! TLS, AUTH XOAUTH2/PLAIN/LOGIN that checks the credentials, fault scripts (421, 451, 550,
-//! dropped connection, Gmail's 334-then-535), and a record of what it received.
+//! TLS, AUTH XOAUTH2/PLAIN/LOGIN that checks the credentials (with or without an initial
+//! response), fault scripts (421, 451, 550, dropped connection, Gmail's 334-then-535, a
+//! 535 that echoes the AUTH argument, replies dripped a byte a second), and a record of what
+//! it received.
 //!
 //! It is deliberately strict where a lax server would hide a client bug: MAIL without
 //! STARTTLS or AUTH, unqualified addresses, parameters that were not advertised, bare CR or
 //! LF in DATA, lines over 998 octets and undeclared 8-bit data are all refused, and the
-//! transcript says why.
+//! transcript says why. Command lines are cut at 2048 octets as Postfix cuts them
+//! (`line_length_limit`), so an AUTH line with a long initial response fails as it does
+//! against Postfix.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -31,8 +35,11 @@ pub const GMAIL_XOAUTH2_ERROR_JSON: &str =
 
 /// A stuck or silent client must not hang a test.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// RFC 4954 section 4: an AUTH command line may be up to 12288 octets.
-const MAX_COMMAND_LINE: usize = 12288;
+/// Postfix's `line_length_limit`: a longer command line is cut there and the rest of it
+/// discarded (smtp_get with SMTP_GET_FLAG_SKIP).
+const MAX_COMMAND_LINE: usize = 2048;
+/// RFC 4954 section 4 (and Postfix): a SASL response line on its own may be this long.
+const MAX_SASL_LINE: usize = 12288;
 /// RFC 5321 4.5.3.1.6: a text line is at most 1000 octets including CRLF (998 + CRLF).
 const MAX_TEXT_LINE: usize = 1000;
 /// Hard cap on any line held in memory; beyond it the connection is dropped.
@@ -86,6 +93,30 @@ pub enum Fault {
     /// Wait this long before answering DATA: a client killed meanwhile leaves nothing
     /// stored.
     StallData(Duration),
+    /// Refuse every AUTH with a 535 that quotes what the client sent, base64 and decoded,
+    /// as some servers do (so a client that shows replies shows the secret).
+    EchoAuth535,
+    /// Send this reply a byte a second, for ever (until the client leaves).
+    Drip(DripAt),
+    /// Wait this long before every reply: each step is slow but within a client's
+    /// per-step timeout, the whole is not.
+    SlowReplies(Duration),
+}
+
+/// Which reply `Fault::Drip` drips.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum DripAt {
+    Greeting,
+    Rcpt,
+}
+
+/// The certificate the server presents.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Certificate {
+    /// For "localhost" and 127.0.0.1, signed by the test CA (`TestServer::ca_file`).
+    Trusted,
+    /// Signed by the test CA, but for "other.example" only: a wrong host name.
+    OtherName,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +126,7 @@ pub struct ServerOptions {
     pub fault: Fault,
     /// Advertise 8BITMIME (and accept BODY=8BITMIME).
     pub eight_bit_mime: bool,
+    pub certificate: Certificate,
 }
 
 impl Default for ServerOptions {
@@ -107,6 +139,7 @@ impl Default for ServerOptions {
             },
             fault: Fault::None,
             eight_bit_mime: true,
+            certificate: Certificate::Trusted,
         }
     }
 }
@@ -445,6 +478,9 @@ impl Session {
         if self.opts().tls == TlsMode::Implicit {
             self.start_tls()?;
         }
+        if let Fault::Drip(DripAt::Greeting) = self.fault() {
+            return self.drip("220 localhost ESMTP dripping a byte a second");
+        }
         if matches!(self.fault(), Fault::Greeting421) {
             self.reply(
                 421,
@@ -458,11 +494,24 @@ impl Session {
                 self.note("client closed the connection");
                 return Ok(Flow::Drop);
             };
-            let line = String::from_utf8_lossy(strip_eol(&raw)).into_owned();
+            let mut line = String::from_utf8_lossy(strip_eol(&raw)).into_owned();
             self.log("C", &line);
-            if raw.len() > MAX_COMMAND_LINE {
-                self.reply(500, &["5.5.2 Line too long"])?;
-                continue;
+            let cut = strip_eol(&raw).len() > MAX_COMMAND_LINE;
+            if cut {
+                // Postfix: the command is what fits, the rest of the line is skipped.
+                let mut end = MAX_COMMAND_LINE;
+                while !line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                line.truncate(end);
+                self.note(&format!(
+                    "command line of {} octets cut at {MAX_COMMAND_LINE}",
+                    strip_eol(&raw).len()
+                ));
+                if !line.to_ascii_uppercase().starts_with("AUTH ") {
+                    self.reply(500, &["5.5.2 Error: command line too long"])?;
+                    continue;
+                }
             }
             let (verb, arg) = match line.split_once(' ') {
                 Some((verb, arg)) => (verb.to_ascii_uppercase(), arg.to_string()),
@@ -472,7 +521,7 @@ impl Session {
                 "EHLO" => self.ehlo(&arg)?,
                 "HELO" => self.helo(&arg)?,
                 "STARTTLS" => self.starttls()?,
-                "AUTH" => self.auth(&arg)?,
+                "AUTH" => self.auth(&arg, cut)?,
                 "MAIL" => self.mail(&arg)?,
                 "RCPT" => self.rcpt(&arg)?,
                 "DATA" => self.data(&arg)?,
@@ -578,7 +627,11 @@ impl Session {
                 return Err(io::Error::other("TLS requested on a non-plain stream"));
             }
         };
-        let conn = ServerConnection::new(tls::server_config()).map_err(io::Error::other)?;
+        let config = match self.opts().certificate {
+            Certificate::Trusted => tls::server_config(),
+            Certificate::OtherName => tls::other_name_server_config(),
+        };
+        let conn = ServerConnection::new(config).map_err(io::Error::other)?;
         let mut stream = StreamOwned::new(conn, tcp);
         while stream.conn.is_handshaking() {
             if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
@@ -596,7 +649,9 @@ impl Session {
         Ok(())
     }
 
-    fn auth(&mut self, arg: &str) -> io::Result<Flow> {
+    /// `cut`: the command line was longer than Postfix takes, so its initial response is
+    /// the first 2048 octets of the line only.
+    fn auth(&mut self, arg: &str, cut: bool) -> io::Result<Flow> {
         if !self.auth_required() {
             self.reply(502, &["5.5.1 AUTH not offered"])?;
             return Ok(Flow::Continue);
@@ -620,6 +675,17 @@ impl Session {
         let mut parts = arg.split_whitespace();
         let mechanism = parts.next().unwrap_or("").to_ascii_uppercase();
         let initial = parts.next().map(str::to_string);
+        if cut {
+            // What Postfix with Dovecot SASL answers to the truncated base64.
+            self.reply(
+                535,
+                &["5.7.8 Error: authentication failed: Invalid base64 data in initial response"],
+            )?;
+            return Ok(Flow::Continue);
+        }
+        if matches!(self.fault(), Fault::EchoAuth535) {
+            return self.echo_auth(&mechanism, initial);
+        }
         match mechanism.as_str() {
             "XOAUTH2" => self.auth_xoauth2(initial),
             "PLAIN" => self.auth_plain(initial),
@@ -631,16 +697,63 @@ impl Session {
         }
     }
 
-    /// The client's response to a 334 challenge, base64-decoded. `Ok(None)` means the
-    /// exchange is over (cancelled, undecodable or EOF) and has been answered.
-    fn sasl_response(&mut self, challenge: &str) -> io::Result<Option<Vec<u8>>> {
+    /// The client's response line to a 334 challenge, as sent.
+    fn sasl_line(&mut self, challenge: &str) -> io::Result<String> {
         self.reply(334, &[challenge])?;
         let Some(raw) = self.read_line()? else {
             return Err(io::ErrorKind::UnexpectedEof.into());
         };
         let line = String::from_utf8_lossy(strip_eol(&raw)).into_owned();
         self.log("C", &line);
+        Ok(line)
+    }
+
+    /// The client's response to a 334 challenge, base64-decoded. `Ok(None)` means the
+    /// exchange is over (cancelled, undecodable, too long or EOF) and has been answered.
+    fn sasl_response(&mut self, challenge: &str) -> io::Result<Option<Vec<u8>>> {
+        let line = self.sasl_line(challenge)?;
+        if line.len() > MAX_SASL_LINE {
+            self.reply(500, &["5.5.2 Error: SASL response line too long"])?;
+            return Ok(None);
+        }
         self.decode_sasl(&line)
+    }
+
+    /// `Fault::EchoAuth535`: the 535 quotes the response, as sent and decoded.
+    fn echo_auth(&mut self, mechanism: &str, initial: Option<String>) -> io::Result<Flow> {
+        let sent = match initial {
+            Some(text) => text,
+            None => self.sasl_line("")?,
+        };
+        let decoded: String = String::from_utf8_lossy(&B64.decode(&sent).unwrap_or_default())
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let first = format!("5.7.8 Authentication failed: AUTH {mechanism} {sent}");
+        let second = format!("5.7.8 which is: {decoded}");
+        self.reply(535, &[first.as_str(), second.as_str()])?;
+        Ok(Flow::Continue)
+    }
+
+    /// `Fault::Drip`: `text` and then spaces, a byte a second, until the client leaves or
+    /// the test ends. Never a whole line: a client must give up by a deadline of its own.
+    fn drip(&mut self, text: &str) -> io::Result<Flow> {
+        self.note("fault: dripping a reply a byte a second");
+        let mut bytes = text.bytes().chain(std::iter::repeat(b' '));
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            let byte = bytes.next().unwrap_or(b' ');
+            if self
+                .stream
+                .write_all(&[byte])
+                .and_then(|()| self.stream.flush())
+                .is_err()
+            {
+                self.note("the client left during the drip");
+                return Ok(Flow::Drop);
+            }
+            thread::sleep(Duration::from_secs(1));
+        }
+        Ok(Flow::Drop)
     }
 
     /// Decodes an initial response or a continuation line (RFC 4954: "=" is empty, "*"
@@ -832,6 +945,7 @@ impl Session {
             return Ok(Flow::Continue);
         }
         match self.fault() {
+            Fault::Drip(DripAt::Rcpt) => return self.drip("250 2.1.5 OK, dripped"),
             Fault::Rcpt550(refused) if refused.eq_ignore_ascii_case(&to) => {
                 self.reply(
                     550,
@@ -971,6 +1085,9 @@ impl Session {
 
     /// Sends a (possibly multi-line) reply: "250-first", ..., "250 last".
     fn reply(&mut self, code: u16, lines: &[&str]) -> io::Result<()> {
+        if let Fault::SlowReplies(wait) = self.fault() {
+            thread::sleep(wait);
+        }
         let mut out = String::new();
         for (i, text) in lines.iter().enumerate() {
             let separator = if i + 1 == lines.len() { ' ' } else { '-' };

@@ -1,5 +1,7 @@
 //! Test PKI: one CA and one server certificate (for "localhost" and 127.0.0.1), made with
-//! rcgen when a test process first asks for them, plus the rustls server config built from them.
+//! rcgen when a test process first asks for them, plus the rustls server config built from
+//! them; and for the certificate faults, a server certificate for another name and a CA
+//! that signed nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -21,6 +23,10 @@ pub struct TestPki {
     pub server_key_pem: String,
     /// rustls server side, ring provider, presenting the server certificate.
     pub server_config: Arc<ServerConfig>,
+    /// The same, presenting a certificate of the CA for "other.example" only.
+    pub other_name_config: Arc<ServerConfig>,
+    /// A CA (PEM) that signed none of the certificates: trusting only it is trusting none.
+    pub unrelated_ca_pem: String,
 }
 
 /// The process-wide test PKI. Key generation is cheap but not free, and one CA per process
@@ -35,6 +41,19 @@ pub fn server_config() -> Arc<ServerConfig> {
     pki().server_config.clone()
 }
 
+/// The rustls config presenting a certificate for "other.example" (a wrong host name).
+pub fn other_name_server_config() -> Arc<ServerConfig> {
+    pki().other_name_config.clone()
+}
+
+/// Writes a CA certificate that signed nothing to `dir/unrelated-ca.pem`: as `ca_file`,
+/// the server's certificate has an unknown issuer.
+pub fn write_unrelated_ca_file(dir: &Path) -> PathBuf {
+    let path = dir.join("unrelated-ca.pem");
+    std::fs::write(&path, &pki().unrelated_ca_pem).expect("write unrelated CA file");
+    path
+}
+
 /// Writes the CA certificate to `dir/test-ca.pem` and returns that path. The caller owns
 /// `dir` (a tempdir), so nothing is left behind in /tmp when the test ends.
 pub fn write_ca_file(dir: &Path) -> PathBuf {
@@ -43,12 +62,11 @@ pub fn write_ca_file(dir: &Path) -> PathBuf {
     path
 }
 
-fn make_pki() -> TestPki {
+/// A CA certificate (PEM) and the issuer to sign with.
+fn make_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
     let ca_key = KeyPair::generate().expect("generate CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "oauth-sendmail test CA");
+    ca_params.distinguished_name.push(DnType::CommonName, name);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -56,17 +74,39 @@ fn make_pki() -> TestPki {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign CA");
-    let issuer = Issuer::new(ca_params, ca_key);
+    (ca_cert.pem(), Issuer::new(ca_params, ca_key))
+}
 
-    // Both names: lettre connects to the configured host "127.0.0.1" (IP SAN), Python's
-    // smtplib tests also connect by name (DNS SAN).
+fn make_pki() -> TestPki {
+    let (ca_pem, issuer) = make_ca("oauth-sendmail test CA");
+    // Both names: the binary connects to the configured host "127.0.0.1" (IP SAN),
+    // Python's smtplib tests also connect by name (DNS SAN).
+    let (server_cert_pem, server_key_pem, server_config) =
+        make_server(&issuer, &["localhost", "127.0.0.1"]);
+    let (_, _, other_name_config) = make_server(&issuer, &["other.example"]);
+    TestPki {
+        ca_pem,
+        server_cert_pem,
+        server_key_pem,
+        server_config,
+        other_name_config,
+        unrelated_ca_pem: make_ca("oauth-sendmail unrelated CA").0,
+    }
+}
+
+/// A server certificate for `names` signed by `issuer`: its PEM, its key's PEM, and the
+/// rustls config presenting it.
+fn make_server(
+    issuer: &Issuer<'static, KeyPair>,
+    names: &[&str],
+) -> (String, String, Arc<ServerConfig>) {
     let server_key = KeyPair::generate().expect("generate server key");
     let mut server_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .expect("server params");
     server_params
         .distinguished_name
-        .push(DnType::CommonName, "localhost");
+        .push(DnType::CommonName, names[0]);
     // Strict verifiers (OpenSSL's X509_STRICT, used by newer Pythons) want these.
     server_params.use_authority_key_identifier_extension = true;
     server_params.key_usages = vec![
@@ -75,7 +115,7 @@ fn make_pki() -> TestPki {
     ];
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server_params
-        .signed_by(&server_key, &issuer)
+        .signed_by(&server_key, issuer)
         .expect("sign server certificate");
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -88,10 +128,9 @@ fn make_pki() -> TestPki {
         .with_single_cert(chain, key_der)
         .expect("server certificate and key");
 
-    TestPki {
-        ca_pem: ca_cert.pem(),
-        server_cert_pem: server_cert.pem(),
-        server_key_pem: server_key.serialize_pem(),
-        server_config: Arc::new(server_config),
-    }
+    (
+        server_cert.pem(),
+        server_key.serialize_pem(),
+        Arc::new(server_config),
+    )
 }
