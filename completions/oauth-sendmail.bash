@@ -327,7 +327,7 @@ _oauth__sendmail() {
                     return 0
                     ;;
                 --status)
-                    COMPREPLY=($(compgen -W "sent queued deferred bounced failed" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "sent queued deferred bounced failed partial quarantined" -- "${cur}"))
                     return 0
                     ;;
                 --format)
