@@ -183,7 +183,11 @@ impl Home {
     fn sendmail(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.dir.path().join("bin/sendmail"));
         cmd.args(args);
-        isolate(&mut cmd, self.dir.path(), &self.dir.path().join("config.toml"));
+        isolate(
+            &mut cmd,
+            self.dir.path(),
+            &self.dir.path().join("config.toml"),
+        );
         cmd
     }
 
@@ -196,7 +200,11 @@ impl Home {
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         stdout(&out)
             .lines()
-            .filter(|l| l.split_whitespace().next().is_some_and(|w| w.len() > 8 && w.bytes().all(|b| b.is_ascii_hexdigit())))
+            .filter(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|w| w.len() > 8 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
             .count()
     }
 }
@@ -234,7 +242,12 @@ fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
     let home = Home::new(port);
     for i in 0..MESSAGES {
         let o = home.run(&["-i", "rcpt@example.com"], message(i).as_bytes());
-        assert_eq!(code(&o), 0, "nothing listens yet, so queued: {}", stderr(&o));
+        assert_eq!(
+            code(&o),
+            0,
+            "nothing listens yet, so queued: {}",
+            stderr(&o)
+        );
     }
     assert_eq!(home.queued(), MESSAGES);
     let Some(server) = SlowMailbox::start(home.dir.path(), port, Duration::from_millis(400)) else {
@@ -270,8 +283,15 @@ fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
         after <= before + 1,
         "only the message in flight goes out after the signal ({before} then {after})"
     );
-    assert!(after < MESSAGES, "the flush went on to the end after SIGTERM");
-    assert_eq!(home.queued(), MESSAGES - after, "the queue knows what was delivered");
+    assert!(
+        after < MESSAGES,
+        "the flush went on to the end after SIGTERM"
+    );
+    assert_eq!(
+        home.queued(),
+        MESSAGES - after,
+        "the queue knows what was delivered"
+    );
 
     let o = home.run(&["-q"], b"");
     assert_eq!(code(&o), 0, "{}", stderr(&o));
@@ -290,8 +310,12 @@ fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
 fn sigterm_during_a_direct_send_finishes_the_send() {
     let port = free_port();
     let home = Home::new(port);
-    let Some(server) = SlowMailbox::start(home.dir.path(), port, Duration::from_millis(1500)) else {
-        return skip_unless_ci("sigterm_during_a_direct_send", "python3 cannot import aiosmtpd");
+    let Some(server) = SlowMailbox::start(home.dir.path(), port, Duration::from_millis(1500))
+    else {
+        return skip_unless_ci(
+            "sigterm_during_a_direct_send",
+            "python3 cannot import aiosmtpd",
+        );
     };
     let mut sender = home
         .sendmail(&["-i", "rcpt@example.com"])
@@ -300,7 +324,12 @@ fn sigterm_during_a_direct_send_finishes_the_send() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    sender.stdin.take().unwrap().write_all(message(1).as_bytes()).unwrap();
+    sender
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message(1).as_bytes())
+        .unwrap();
     let deadline = Instant::now() + HANG;
     while server.delivered() < 1 {
         assert!(Instant::now() < deadline, "the message never arrived");
@@ -308,7 +337,13 @@ fn sigterm_during_a_direct_send_finishes_the_send() {
     }
     sigterm(&sender);
     let out = wait(sender);
-    assert_eq!(out.status.code(), Some(0), "{}: {}", out.status, stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}: {}",
+        out.status,
+        stderr(&out)
+    );
     assert_eq!(home.queued(), 0, "sent, so not queued");
     assert!(!home.dir.path().join("dead.letter").exists());
     assert_eq!(server.delivered(), 1);
@@ -335,7 +370,10 @@ fn an_unreadable_entry_is_quarantined_and_the_rest_goes_out() {
     let mailq = h.own(&["queue", "list"]);
     assert_eq!(code(&mailq), 0, "{}", stderr(&mailq));
     let listing = stdout(&mailq);
-    assert!(listing.contains(&bad) && listing.contains("unreadable"), "{listing}");
+    assert!(
+        listing.contains(&bad) && listing.contains("unreadable"),
+        "{listing}"
+    );
     assert!(listing.contains("2 Requests."), "{listing}");
 
     h.server.set_fault(Fault::None);
@@ -345,11 +383,15 @@ fn an_unreadable_entry_is_quarantined_and_the_rest_goes_out() {
     assert_eq!(h.server.received().len(), 2, "{}", h.server.transcript());
     let corrupt = queue.join("corrupt");
     for suffix in ["json", "msg"] {
-        assert!(corrupt.join(format!("{bad}.{suffix}")).exists(), "{bad}.{suffix} kept");
+        assert!(
+            corrupt.join(format!("{bad}.{suffix}")).exists(),
+            "{bad}.{suffix} kept"
+        );
     }
     let listing = stdout(&h.own(&["queue", "list"]));
     assert!(
-        listing.contains(&bad) && listing.contains(&format!("quarantined in {}", corrupt.display())),
+        listing.contains(&bad)
+            && listing.contains(&format!("quarantined in {}", corrupt.display())),
         "{listing}"
     );
 
@@ -358,7 +400,10 @@ fn an_unreadable_entry_is_quarantined_and_the_rest_goes_out() {
     assert_eq!(code(&o), 0, "{}", explain(&h, &o));
     assert!(!stderr(&o).contains(&bad), "{}", stderr(&o));
     let log = stdout(&h.own(&["log", "--format", "json"]));
-    let quarantined: Vec<&str> = log.lines().filter(|l| l.contains("\"quarantined\"")).collect();
+    let quarantined: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("\"quarantined\""))
+        .collect();
     assert_eq!(quarantined.len(), 1, "{log}");
     assert!(quarantined[0].contains(&bad), "{log}");
 }
@@ -400,15 +445,29 @@ fn dead_letter_keeps_the_envelope_recipients() {
     let port = free_port();
     let h = harness(Fault::None, "queue = \"never\"\n");
     let config = std::fs::read_to_string(&h.config_path).unwrap();
-    let line = config.lines().find(|l| l.starts_with("port = ")).unwrap().to_string();
-    std::fs::write(&h.config_path, config.replace(&line, &format!("port = {port}"))).unwrap();
+    let line = config
+        .lines()
+        .find(|l| l.starts_with("port = "))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &h.config_path,
+        config.replace(&line, &format!("port = {port}")),
+    )
+    .unwrap();
     let mut h = h;
     h.server.expect_unused();
-    let o = h.sendmail(&["-i", "-f", "cron@example.com", "hidden@example.com", "root"], b"Subject: s\n\nbody\n");
+    let o = h.sendmail(
+        &["-i", "-f", "cron@example.com", "hidden@example.com", "root"],
+        b"Subject: s\n\nbody\n",
+    );
     assert_eq!(code(&o), 75, "{}", explain(&h, &o));
     let dead = String::from_utf8(h.dead_letter().expect("dead.letter")).unwrap();
     let mut lines = dead.lines();
-    assert!(lines.next().unwrap().starts_with("From cron@example.com "), "{dead}");
+    assert!(
+        lines.next().unwrap().starts_with("From cron@example.com "),
+        "{dead}"
+    );
     assert_eq!(
         lines.next().unwrap(),
         "X-Envelope-To: <hidden@example.com>, <root>",
@@ -425,7 +484,13 @@ impl Tmpfs {
     fn mount(size: &str) -> Result<Tmpfs, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .output()
             .map_err(|e| format!("cannot run mount: {e}"))?;
@@ -491,7 +556,11 @@ fn a_failed_dead_letter_append_leaves_the_file_as_it_was() {
     tmpfs.fill_leaving(8192);
     let o = send(&"forty kilobytes of cron output\n".repeat(1400));
     assert_eq!(code(&o), 75, "{}", stderr(&o));
-    assert!(stderr(&o).contains("LOST"), "the caller is told: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("LOST"),
+        "the caller is told: {}",
+        stderr(&o)
+    );
     let after = std::fs::read(home.join("dead.letter")).unwrap();
     assert_eq!(
         after.len(),
@@ -541,7 +610,10 @@ fn a_sent_row_carries_the_servers_final_reply() {
 #[test]
 fn a_partly_delivered_message_is_partial_not_failed() {
     let h = harness(Fault::Rcpt550("bad@example.com".into()), "");
-    let o = h.send(&["-i", "good@example.com", "bad@example.com"], message(1).as_bytes());
+    let o = h.send(
+        &["-i", "good@example.com", "bad@example.com"],
+        message(1).as_bytes(),
+    );
     assert_eq!(code(&o), 67, "{}", explain(&h, &o));
     let csv = stdout(&h.own(&["log", "--format", "csv"]));
     let rows: Vec<&str> = csv.lines().skip(1).collect();
@@ -560,13 +632,19 @@ fn a_partly_delivered_message_is_partial_not_failed() {
 /// was refused and that the sender got a bounce, with the exit status of a refusal.
 #[test]
 fn queue_always_reports_a_refusal_as_a_refusal() {
-    let h = harness(Fault::Rcpt550("bad@example.com".into()), "queue = \"always\"\n");
+    let h = harness(
+        Fault::Rcpt550("bad@example.com".into()),
+        "queue = \"always\"\n",
+    );
     let o = h.send(&["-i", "bad@example.com"], message(1).as_bytes());
     assert_eq!(code(&o), 67, "{}", explain(&h, &o));
     let err = stderr(&o);
     assert!(!err.contains("queued as"), "{err}");
     assert!(err.contains("refused") && err.contains("550"), "{err}");
-    assert!(err.contains(&format!("<{TEST_USER}> was sent a bounce")), "{err}");
+    assert!(
+        err.contains(&format!("<{TEST_USER}> was sent a bounce")),
+        "{err}"
+    );
     assert!(h.queue_listing().0.is_empty());
     assert_eq!(h.dead_letter(), None, "the bounce has it");
 }
@@ -580,7 +658,8 @@ fn queue_always_reports_a_refusal_as_a_refusal() {
 fn a_message_sent_before_the_setup_is_done_goes_out_once_it_is() {
     let h = harness(Fault::None, "");
     let config = std::fs::read_to_string(&h.config_path).unwrap();
-    let other = config[config.find("[accounts.test]").unwrap()..].replace("[accounts.test]", "[accounts.other]");
+    let other = config[config.find("[accounts.test]").unwrap()..]
+        .replace("[accounts.test]", "[accounts.other]");
     std::fs::write(&h.config_path, format!("{config}\n{other}")).unwrap();
     let o = h.sendmail(
         &["-t", "-i", "-F", "Night Job"],
@@ -588,7 +667,10 @@ fn a_message_sent_before_the_setup_is_done_goes_out_once_it_is() {
     );
     assert_eq!(code(&o), 78, "{}", explain(&h, &o));
     let err = stderr(&o);
-    assert!(err.contains("several accounts") && err.contains("queued as"), "{err}");
+    assert!(
+        err.contains("several accounts") && err.contains("queued as"),
+        "{err}"
+    );
     assert_eq!(h.dead_letter(), None, "{err}");
     let (ids, listing) = h.queue_listing();
     assert_eq!(ids.len(), 1, "{listing}");
@@ -599,12 +681,19 @@ fn a_message_sent_before_the_setup_is_done_goes_out_once_it_is() {
     assert!(h.server.received().is_empty());
     assert!(h.queue_listing().1.contains("several accounts"));
 
-    std::fs::write(&h.config_path, format!("default_account = \"test\"\n{config}\n{other}")).unwrap();
+    std::fs::write(
+        &h.config_path,
+        format!("default_account = \"test\"\n{config}\n{other}"),
+    )
+    .unwrap();
     let o = h.sendmail(&["-q"], b"");
     assert_eq!(code(&o), 0, "{}", explain(&h, &o));
     let received = h.server.received();
     assert_eq!(received.len(), 1, "{}", h.server.transcript());
-    assert_eq!(received[0].rcpt_to, ["admin@example.com", "ops@example.com"]);
+    assert_eq!(
+        received[0].rcpt_to,
+        ["admin@example.com", "ops@example.com"]
+    );
     assert_eq!(received[0].mail_from, TEST_USER);
     let data = String::from_utf8_lossy(&received[0].data);
     assert!(data.contains("From: \"Night Job\" <"), "{data}");
@@ -630,7 +719,10 @@ fn no_or_broken_configuration_queues_the_message() {
         run_with_limit(cmd, stdin, HANG)
     };
     if Path::new("/etc/oauth-sendmail/config.toml").exists() {
-        return skip_unless_ci("no_or_broken_configuration", "/etc/oauth-sendmail/config.toml exists here");
+        return skip_unless_ci(
+            "no_or_broken_configuration",
+            "/etc/oauth-sendmail/config.toml exists here",
+        );
     }
     let o = run(&["-i", "first@example.com"], b"Subject: one\n\nbody\n");
     assert_eq!(code(&o), 78, "{}", explain(&h, &o));
@@ -646,8 +738,18 @@ fn no_or_broken_configuration_queues_the_message() {
     std::fs::write(&xdg_config, &good).unwrap();
     let o = run(&["-q"], b"");
     assert_eq!(code(&o), 0, "{}", explain(&h, &o));
-    let mut to: Vec<String> = h.server.received().iter().map(|m| m.rcpt_to.join(",")).collect();
+    let mut to: Vec<String> = h
+        .server
+        .received()
+        .iter()
+        .map(|m| m.rcpt_to.join(","))
+        .collect();
     to.sort();
-    assert_eq!(to, ["first@example.com", "second@example.com"], "{}", h.server.transcript());
+    assert_eq!(
+        to,
+        ["first@example.com", "second@example.com"],
+        "{}",
+        h.server.transcript()
+    );
     assert!(h.queue_listing().0.is_empty());
 }
