@@ -124,7 +124,10 @@ fn serve_smtp(options: &SessionOptions) -> Result<()> {
             Err(err) => Err(err),
         }
     };
-    let (input, output) = (io::stdin().lock(), io::stdout().lock());
+    // A stop signal ends the session at once while we wait for the client, and after the
+    // reply to the message in flight otherwise.
+    signals::defer_stop();
+    let (input, output) = (signals::ClientInput::new(io::stdin()), io::stdout().lock());
     smtp_session::serve(input, output, &settings, &resolver, deliver_one)
 }
 

@@ -349,6 +349,86 @@ fn sigterm_during_a_direct_send_finishes_the_send() {
     assert_eq!(server.delivered(), 1);
 }
 
+/// `sendmail -bs` (Symfony Mailer, Laravel) stopped while a message is delivered: the
+/// client still gets its 250, then the session ends (exit 0). Stopped while it waits for
+/// the client, it ends at once, as before. (`wait` fails the test if either hangs.)
+#[test]
+fn sigterm_during_bs_answers_the_message_in_flight_then_ends() {
+    let port = free_port();
+    let home = Home::new(port);
+    let Some(server) = SlowMailbox::start(home.dir.path(), port, Duration::from_millis(1500))
+    else {
+        return skip_unless_ci("sigterm_during_bs", "python3 cannot import aiosmtpd");
+    };
+    let mut session = home
+        .sendmail(&["-bs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept open: the session must end because of the signal, not of the input's end.
+    let mut client = session.stdin.take().unwrap();
+    let data = message(7).replace('\n', "\r\n");
+    write!(
+        client,
+        "EHLO client\r\nMAIL FROM:<{TEST_USER}>\r\nRCPT TO:<rcpt@example.com>\r\nDATA\r\n{data}.\r\n"
+    )
+    .unwrap();
+    let deadline = Instant::now() + HANG;
+    while server.delivered() < 1 {
+        assert!(Instant::now() < deadline, "the message never arrived");
+        thread::sleep(Duration::from_millis(10));
+    }
+    sigterm(&session);
+    let out = wait(session);
+    drop(client);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}: {}",
+        out.status,
+        stderr(&out)
+    );
+    let replies = stdout(&out);
+    assert!(
+        replies
+            .trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("250 ")),
+        "the message in flight is answered: {replies}"
+    );
+    assert_eq!(server.delivered(), 1);
+    assert_eq!(home.queued(), 0);
+
+    // Idle: nothing in flight, so the signal acts at once.
+    let mut session = home
+        .sendmail(&["-bs"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = session.stdin.take().unwrap();
+    let mut greeting = String::new();
+    BufReader::new(session.stdout.take().unwrap())
+        .read_line(&mut greeting)
+        .unwrap();
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    sigterm(&session);
+    let out = wait(session);
+    drop(client);
+    // Killed by it, or (when it came between the greeting and the first read) ended as at
+    // the end of input: either way at once, not when the client goes.
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        out.status.signal() == Some(libc::SIGTERM) || out.status.code() == Some(0),
+        "{}",
+        out.status
+    );
+}
+
 // --- item 3: an unreadable entry --------------------------------------------------------
 
 /// One entry whose JSON is garbage among good ones: mailq lists all and says which is
