@@ -142,9 +142,7 @@ impl<'a> Flusher<'a> {
         );
         record.result = Status::Quarantined;
         record.note = Some(note);
-        if let Err(err) = self.log.append(&record) {
-            eprintln!("oauth-sendmail: warning: {}", err.summary());
-        }
+        self.log(&record);
     }
 
     /// One delivery attempt of one message: what became of it (`Sent` when every
@@ -261,9 +259,7 @@ impl<'a> Flusher<'a> {
             entry.size,
             started,
         );
-        if let Err(err) = self.log.append(&record) {
-            eprintln!("oauth-sendmail: warning: {}", err.summary());
-        }
+        self.log(&record);
         let bounced = record
             .recipients
             .iter()
@@ -359,13 +355,18 @@ impl<'a> Flusher<'a> {
             held.size,
             started,
         );
-        if let Err(err) = self.log.append(&record) {
-            eprintln!("oauth-sendmail: warning: {}", err.summary());
-        }
+        self.log(&record);
         Ok(Some(match status {
             Status::Failed => Status::Bounced,
             other => other,
         }))
+    }
+
+    /// A log that cannot be written must not stop the flush: a warning instead.
+    fn log(&self, record: &Record) {
+        if let Err(err) = self.log.append(record) {
+            eprintln!("oauth-sendmail: warning: {}", err.summary());
+        }
     }
 
     /// Sends through the open session for `account`, opening one when needed.

@@ -111,12 +111,7 @@ pub fn prepare<'c, 'm>(
     raw: &'m [u8],
 ) -> Result<(&'c Account, Prepared<'m>)> {
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
-    let sender_hint = invocation
-        .sender
-        .as_deref()
-        .map(|s| resolver.sender(s, ""))
-        .filter(|s| !s.is_empty());
-    let account = config.choose_account(invocation.account.as_deref(), sender_hint.as_deref())?;
+    let account = choose_account(config, invocation, &resolver)?;
     let prepared = intake::prepare(
         raw,
         &intake_options(invocation, &resolver, account.address()),
@@ -124,19 +119,26 @@ pub fn prepare<'c, 'm>(
     Ok((account, prepared))
 }
 
+/// `--account`, else the account that sends as `-f`, else the default.
+fn choose_account<'c>(
+    config: &'c Config,
+    invocation: &Invocation,
+    resolver: &Resolver,
+) -> Result<&'c Account> {
+    let sender_hint = invocation
+        .sender
+        .as_deref()
+        .map(|s| resolver.sender(s, ""))
+        .filter(|s| !s.is_empty());
+    config.choose_account(invocation.account.as_deref(), sender_hint.as_deref())
+}
+
 /// Delivers one message as sendmail would: `Ok` once it is sent or safely queued.
 pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
     if invocation.dry_run {
         // A dry run needs no account: it shows what intake makes of the message.
         let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
-        let sender_hint = invocation
-            .sender
-            .as_deref()
-            .map(|s| resolver.sender(s, ""))
-            .filter(|s| !s.is_empty());
-        let account = config
-            .choose_account(invocation.account.as_deref(), sender_hint.as_deref())
-            .ok();
+        let account = choose_account(config, invocation, &resolver).ok();
         let default_sender = account.map_or_else(local_sender, |a| a.address().to_string());
         let prepared =
             intake::prepare(raw, &intake_options(invocation, &resolver, &default_sender))?;

@@ -146,6 +146,19 @@ impl SlowMailbox {
     fn delivered(&self) -> usize {
         self.arrivals().values().sum()
     }
+
+    /// Waits until `n` messages are stored (the test fails if that never happens).
+    fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + HANG;
+        while self.delivered() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} messages arrived",
+                self.delivered()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for SlowMailbox {
@@ -191,6 +204,16 @@ impl Home {
         cmd
     }
 
+    /// `sendmail ARGS` running, its stdio piped.
+    fn spawn(&self, args: &[&str]) -> Child {
+        self.sendmail(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
         run_with_limit(self.sendmail(args), stdin, HANG)
     }
@@ -209,6 +232,20 @@ impl Home {
     }
 }
 
+/// A HOME whose account points at aiosmtpd replying `delay` late; `None` (after
+/// `skip_unless_ci`) without aiosmtpd.
+fn slow_mailbox(test: &str, delay: Duration) -> Option<(Home, SlowMailbox)> {
+    let port = free_port();
+    let home = Home::new(port);
+    match SlowMailbox::start(home.dir.path(), port, delay) {
+        Some(server) => Some((home, server)),
+        None => {
+            skip_unless_ci(test, "python3 cannot import aiosmtpd");
+            None
+        }
+    }
+}
+
 fn message(i: usize) -> String {
     format!("To: rcpt@example.com\nSubject: number {i}\nMessage-ID: <n{i}@queue-faults.test>\n\nmessage {i}\n")
 }
@@ -217,6 +254,20 @@ fn sigterm(child: &Child) {
     // SAFETY: a signal to our own child, which has not been waited for yet.
     let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     assert_eq!(sent, 0, "kill -TERM");
+}
+
+/// SIGTERM to `child`, which must then finish what it does and exit 0, not die of it.
+fn stops_by_itself(child: Child) -> Output {
+    sigterm(&child);
+    let out = wait(child);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "it must stop by itself, not die of the signal: {}\n{}",
+        out.status,
+        stderr(&out)
+    );
+    out
 }
 
 /// Waits for `child` to end by itself (it is killed and the test fails if it hangs).
@@ -254,30 +305,12 @@ fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
         return skip_unless_ci("sigterm_mid_flush", "python3 cannot import aiosmtpd");
     };
 
-    let flusher = home
-        .sendmail(&["-q"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + HANG;
-    while server.delivered() < 3 {
-        assert!(Instant::now() < deadline, "the flush delivers nothing");
-        thread::sleep(Duration::from_millis(10));
-    }
+    let flusher = home.spawn(&["-q"]);
+    server.wait_for(3);
     // Mid-flush, most likely while the server holds back a 250.
     let before = server.delivered();
-    sigterm(&flusher);
-    let out = wait(flusher);
+    let out = stops_by_itself(flusher);
     let after = server.delivered();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "the flusher must stop by itself, not die of the signal: {}\n{}",
-        out.status,
-        stderr(&out)
-    );
     assert!(stderr(&out).contains("SIGTERM"), "{}", stderr(&out));
     assert!(
         after <= before + 1,
@@ -308,42 +341,20 @@ fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
 /// the message delivered once, nothing queued, nothing in dead.letter.
 #[test]
 fn sigterm_during_a_direct_send_finishes_the_send() {
-    let port = free_port();
-    let home = Home::new(port);
-    let Some(server) = SlowMailbox::start(home.dir.path(), port, Duration::from_millis(1500))
+    let Some((home, server)) =
+        slow_mailbox("sigterm_during_a_direct_send", Duration::from_millis(1500))
     else {
-        return skip_unless_ci(
-            "sigterm_during_a_direct_send",
-            "python3 cannot import aiosmtpd",
-        );
+        return;
     };
-    let mut sender = home
-        .sendmail(&["-i", "rcpt@example.com"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sender = home.spawn(&["-i", "rcpt@example.com"]);
     sender
         .stdin
         .take()
         .unwrap()
         .write_all(message(1).as_bytes())
         .unwrap();
-    let deadline = Instant::now() + HANG;
-    while server.delivered() < 1 {
-        assert!(Instant::now() < deadline, "the message never arrived");
-        thread::sleep(Duration::from_millis(10));
-    }
-    sigterm(&sender);
-    let out = wait(sender);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}: {}",
-        out.status,
-        stderr(&out)
-    );
+    server.wait_for(1);
+    stops_by_itself(sender);
     assert_eq!(home.queued(), 0, "sent, so not queued");
     assert!(!home.dir.path().join("dead.letter").exists());
     assert_eq!(server.delivered(), 1);
@@ -354,19 +365,11 @@ fn sigterm_during_a_direct_send_finishes_the_send() {
 /// the client, it ends at once, as before. (`wait` fails the test if either hangs.)
 #[test]
 fn sigterm_during_bs_answers_the_message_in_flight_then_ends() {
-    let port = free_port();
-    let home = Home::new(port);
-    let Some(server) = SlowMailbox::start(home.dir.path(), port, Duration::from_millis(1500))
+    let Some((home, server)) = slow_mailbox("sigterm_during_bs", Duration::from_millis(1500))
     else {
-        return skip_unless_ci("sigterm_during_bs", "python3 cannot import aiosmtpd");
+        return;
     };
-    let mut session = home
-        .sendmail(&["-bs"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut session = home.spawn(&["-bs"]);
     // Kept open: the session must end because of the signal, not of the input's end.
     let mut client = session.stdin.take().unwrap();
     let data = message(7).replace('\n', "\r\n");
@@ -375,21 +378,9 @@ fn sigterm_during_bs_answers_the_message_in_flight_then_ends() {
         "EHLO client\r\nMAIL FROM:<{TEST_USER}>\r\nRCPT TO:<rcpt@example.com>\r\nDATA\r\n{data}.\r\n"
     )
     .unwrap();
-    let deadline = Instant::now() + HANG;
-    while server.delivered() < 1 {
-        assert!(Instant::now() < deadline, "the message never arrived");
-        thread::sleep(Duration::from_millis(10));
-    }
-    sigterm(&session);
-    let out = wait(session);
+    server.wait_for(1);
+    let out = stops_by_itself(session);
     drop(client);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}: {}",
-        out.status,
-        stderr(&out)
-    );
     let replies = stdout(&out);
     assert!(
         replies
@@ -403,13 +394,7 @@ fn sigterm_during_bs_answers_the_message_in_flight_then_ends() {
     assert_eq!(home.queued(), 0);
 
     // Idle: nothing in flight, so the signal acts at once.
-    let mut session = home
-        .sendmail(&["-bs"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut session = home.spawn(&["-bs"]);
     let client = session.stdin.take().unwrap();
     let mut greeting = String::new();
     BufReader::new(session.stdout.take().unwrap())
@@ -431,19 +416,25 @@ fn sigterm_during_bs_answers_the_message_in_flight_then_ends() {
 
 // --- item 3: an unreadable entry --------------------------------------------------------
 
-/// One entry whose JSON is garbage among good ones: mailq lists all and says which is
-/// unreadable, the flush quarantines it in `corrupt/` (both files), logs that once, and
-/// delivers the rest.
-#[test]
-fn an_unreadable_entry_is_quarantined_and_the_rest_goes_out() {
+/// `n` messages queued while the server answers 421, the queue directory, their ids.
+fn queued_while_down(n: usize) -> (Harness, PathBuf, Vec<String>) {
     let h = harness(Fault::Greeting421, "");
-    for i in 0..3 {
+    for i in 0..n {
         let o = h.send(&["-i", "rcpt@example.com"], message(i).as_bytes());
         assert_eq!(code(&o), 0, "{}", explain(&h, &o));
     }
     let queue = h.home.path().join(".local/state/oauth-sendmail/queue");
     let (ids, _) = h.queue_listing();
-    assert_eq!(ids.len(), 3);
+    assert_eq!(ids.len(), n);
+    (h, queue, ids)
+}
+
+/// One entry whose JSON is garbage among good ones: mailq lists all and says which is
+/// unreadable, the flush quarantines it in `corrupt/` (both files), logs that once, and
+/// delivers the rest.
+#[test]
+fn an_unreadable_entry_is_quarantined_and_the_rest_goes_out() {
+    let (h, queue, ids) = queued_while_down(3);
     let bad = ids[1].clone();
     std::fs::write(queue.join(format!("{bad}.json")), b"{\"id\": tru").unwrap();
 
@@ -491,13 +482,7 @@ fn an_unreadable_entry_is_quarantined_and_the_rest_goes_out() {
 /// A `.msg` that is gone makes its entry unreadable too: quarantined, the rest delivered.
 #[test]
 fn an_entry_without_its_message_does_not_block_the_queue() {
-    let h = harness(Fault::Greeting421, "");
-    for i in 0..2 {
-        let o = h.send(&["-i", "rcpt@example.com"], message(i).as_bytes());
-        assert_eq!(code(&o), 0, "{}", explain(&h, &o));
-    }
-    let queue = h.home.path().join(".local/state/oauth-sendmail/queue");
-    let (ids, _) = h.queue_listing();
+    let (h, queue, ids) = queued_while_down(2);
     std::fs::remove_file(queue.join(format!("{}.msg", ids[0]))).unwrap();
     h.server.set_fault(Fault::None);
     let o = h.sendmail(&["-q"], b"");
