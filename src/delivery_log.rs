@@ -153,8 +153,13 @@ impl DeliveryLog {
                 e,
             )
         };
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Private like the queue: the log names who mails whom.
+        // Directories made for the log are private like the queue (the log names who mails
+        // whom); one that exists is left as it is: it may be /var/log.
+        let missing = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir());
+        if let Some(dir) = missing {
             crate::files::ensure_private_dir(dir).map_err(|e| {
                 e.within(format!(
                     "cannot write the delivery log {}",
