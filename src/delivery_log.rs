@@ -353,13 +353,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = DeliveryLog::new(&dir.path().join("var/log/mail/delivery.log"));
         log.append(&record(1, Status::Sent)).unwrap();
+        let mode = |sub: &str| {
+            let metadata = fs::metadata(dir.path().join(sub)).unwrap();
+            metadata.permissions().mode() & 0o777
+        };
         for sub in ["var", "var/log", "var/log/mail"] {
-            let mode = fs::metadata(dir.path().join(sub))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o700, "{sub}");
+            assert_eq!(mode(sub), 0o700, "{sub}");
         }
+        // An existing directory (/var/log) is not ours to change.
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+        DeliveryLog::new(&shared.join("delivery.log"))
+            .append(&record(1, Status::Sent))
+            .unwrap();
+        assert_eq!(mode("shared"), 0o755);
     }
 
     #[test]
