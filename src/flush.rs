@@ -316,13 +316,7 @@ impl<'a> Flusher<'a> {
             // It cannot ever be prepared (bad input), or nobody fixed the setup in time:
             // nobody can be told but the user, through dead.letter.
             true => {
-                let kept = match dead_letter::save(data, &held.sender, &intake.recipients) {
-                    Ok(path) => format!(
-                        "saved to {}",
-                        path.map_or("nowhere (it was empty)".into(), |p| p.display().to_string())
-                    ),
-                    Err(err) => format!("LOST: {err}"),
-                };
+                let kept = to_dead_letter(data, &held.sender, &intake.recipients);
                 self.queue.remove(&held.id)?;
                 eprintln!(
                     "oauth-sendmail: queued message {} cannot be sent: {why}; {kept}",
@@ -334,6 +328,11 @@ impl<'a> Flusher<'a> {
                 held.next_try = now + backoff(&self.config.queue, held.attempts).as_secs();
                 held.intake = Some(intake.clone());
                 self.queue.save(&held)?;
+                // Every flush says it: the timer's journal and cron are where it is seen.
+                eprintln!(
+                    "oauth-sendmail: queued message {} waits for the setup: {why}",
+                    held.id
+                );
                 Status::Deferred
             }
         };
@@ -346,7 +345,7 @@ impl<'a> Flusher<'a> {
                 reply: Some(why.clone()),
             })
             .collect();
-        let record = Record::new(
+        let mut record = Record::new(
             Some(held.id.clone()),
             None,
             &held.account,
@@ -355,6 +354,11 @@ impl<'a> Flusher<'a> {
             held.size,
             started,
         );
+        // With -t alone the recipients are not known yet: the record says why by itself.
+        record.note = Some(why);
+        if record.recipients.is_empty() {
+            record.result = status;
+        }
         self.log(&record);
         Ok(Some(match status {
             Status::Failed => Status::Bounced,
@@ -427,14 +431,7 @@ impl<'a> Flusher<'a> {
             _ => Err("the message has no sender to tell".to_string()),
         };
         if let Err(why) = sent {
-            let kept = match dead_letter::save(original, &entry.sender, &failed_addresses(failures))
-            {
-                Ok(path) => format!(
-                    "saved to {}",
-                    path.map_or("nowhere (it was empty)".into(), |p| p.display().to_string())
-                ),
-                Err(err) => format!("LOST: {err}"),
-            };
+            let kept = to_dead_letter(original, &entry.sender, &failed_addresses(failures));
             eprintln!(
                 "oauth-sendmail: cannot bounce queued message {}: {why}; {kept}",
                 entry.id
@@ -442,6 +439,15 @@ impl<'a> Flusher<'a> {
             return format!("the sender could not be told ({why}): the message was {kept}");
         }
         format!("the sender <{}> was sent a bounce", entry.sender)
+    }
+}
+
+/// Saves a message no one else can be given, and says where it went.
+fn to_dead_letter(message: &[u8], sender: &str, recipients: &[String]) -> String {
+    match dead_letter::save(message, sender, recipients) {
+        Ok(Some(path)) => format!("saved to {}", path.display()),
+        Ok(None) => "not saved (it was empty)".into(),
+        Err(err) => format!("LOST: {err}"),
     }
 }
 

@@ -744,6 +744,7 @@ fn a_message_sent_before_the_setup_is_done_goes_out_once_it_is() {
     let o = h.sendmail(&["-q"], b"");
     assert_eq!(code(&o), 0, "{}", explain(&h, &o));
     assert!(h.server.received().is_empty());
+    assert!(stderr(&o).contains("waits for the setup"), "{}", stderr(&o));
     assert!(h.queue_listing().1.contains("several accounts"));
 
     std::fs::write(
