@@ -312,9 +312,9 @@ impl<'a> Flusher<'a> {
         held.last_error = Some(why.clone());
         let now = crate::clock::now();
         let too_old = now.saturating_sub(held.arrival) >= self.config.queue.max_age.as_secs();
-        let status = match err.is_permanent() || too_old {
-            // It cannot ever be prepared (bad input), or nobody fixed the setup in time:
-            // nobody can be told but the user, through dead.letter.
+        let status = match !crate::send::awaits_setup(&err) || too_old {
+            // It cannot ever be prepared (bad input, no recipients), or nobody fixed the
+            // setup in time: nobody can be told but the user, through dead.letter.
             true => {
                 let kept = to_dead_letter(data, &held.sender, &intake.recipients);
                 self.queue.remove(&held.id)?;

@@ -64,13 +64,14 @@ pub fn send(invocation: &Invocation) -> Result<()> {
 
 /// A failure of the setup (no configuration, no account chosen, not logged in): a person
 /// fixes it, and the message waits in the queue for that instead of being refused.
-fn awaits_setup(err: &Error) -> bool {
+pub fn awaits_setup(err: &Error) -> bool {
     err.kind() == Kind::Config
 }
 
 /// Queues input that could not be prepared because the setup is not finished, with the
 /// options it came with; intake runs at flush time. The queue is the configured one, or
-/// the default one when the configuration does not load. `None` with `queue = "never"`.
+/// the default one when the configuration does not load. `None` with `queue = "never"`,
+/// and for a message that could never be sent (no recipients, nothing in it).
 fn hold(
     config: Option<&Config>,
     invocation: &Invocation,
@@ -78,7 +79,8 @@ fn hold(
     why: &Error,
 ) -> Result<Option<String>> {
     let settings = config.map_or_else(Default::default, |c| c.queue.clone());
-    if settings.mode == QueueMode::Never {
+    let no_recipients = invocation.recipients.is_empty() && !invocation.extract_recipients;
+    if settings.mode == QueueMode::Never || no_recipients || raw.trim_ascii().is_empty() {
         return Ok(None);
     }
     let input = Prepared {

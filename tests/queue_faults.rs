@@ -819,3 +819,24 @@ fn no_or_broken_configuration_queues_the_message() {
     );
     assert!(h.queue_listing().0.is_empty());
 }
+
+/// A held message that intake refuses once the setup is fixed (here `-t` with no
+/// recipient in its headers) cannot ever go: the flush saves it to dead.letter and says so.
+#[test]
+fn a_held_message_that_cannot_be_prepared_goes_to_dead_letter() {
+    let mut h = harness(Fault::None, "");
+    h.server.expect_unused();
+    let mut cmd = Command::new(h.home.path().join("bin/sendmail"));
+    cmd.args(["-t", "-i"]);
+    isolate(&mut cmd, h.home.path(), &h.home.path().join("not-yet.toml"));
+    let o = run_with_limit(cmd, b"Subject: to nobody\n\nbody\n", HANG);
+    assert_eq!(code(&o), 78, "{}", explain(&h, &o));
+    assert!(stderr(&o).contains("queued as"), "{}", stderr(&o));
+
+    let o = h.sendmail(&["-q"], b"");
+    assert_eq!(code(&o), 0, "{}", explain(&h, &o));
+    assert!(stderr(&o).contains("cannot be sent"), "{}", stderr(&o));
+    let dead = String::from_utf8(h.dead_letter().expect("dead.letter")).unwrap();
+    assert!(dead.contains("Subject: to nobody"), "{dead}");
+    assert!(h.queue_listing().0.is_empty());
+}
