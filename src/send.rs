@@ -1,5 +1,6 @@
-//! The sendmail mode: one message from stdin, sent now, queued when it cannot go now, or
-//! kept in dead.letter when it cannot go at all; each attempt in the delivery log.
+//! The sendmail mode: one message from stdin, sent now, queued when it cannot go now (or
+//! before intake, when the setup is not finished), or kept in dead.letter when it cannot
+//! go at all; each attempt in the delivery log.
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
