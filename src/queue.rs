@@ -533,6 +533,14 @@ pub fn render_entry(entry: &Entry, out: &mut impl Write) -> io::Result<()> {
             .unwrap_or_default();
         writeln!(out, "Recipient: <{}> {state}{reply}", recipient.address)?;
     }
+    if let Some(intake) = &entry.intake {
+        // Held before intake: what it was given, to be prepared at delivery.
+        let mut given: Vec<String> = intake.recipients.clone();
+        if intake.extract_recipients {
+            given.insert(0, "-t".into());
+        }
+        writeln!(out, "Held-Until-Setup: {}", given.join(" "))?;
+    }
     writeln!(out, "Arrival: {}", time(entry.arrival))?;
     writeln!(out, "Attempts: {}", entry.attempts)?;
     writeln!(out, "Next-Try: {}", time(entry.next_try))?;
