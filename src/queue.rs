@@ -597,6 +597,40 @@ mod tests {
     }
 
     #[test]
+    fn an_unreadable_entry_is_reported_then_quarantined_with_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let message = message();
+        let good = Entry::new("acct", &message, &message.envelope.recipients);
+        let bad = Entry::new("acct", &message, &message.envelope.recipients);
+        queue.add(&good, &message).unwrap();
+        queue.add(&bad, &message).unwrap();
+        fs::write(dir.path().join(format!("{}.json", bad.id)), b"[").unwrap();
+
+        let (entries, unreadable) = queue.scan().unwrap();
+        assert_eq!(entries, [good.clone()]);
+        assert_eq!(unreadable.len(), 1);
+        assert_eq!(
+            (unreadable[0].id.as_str(), unreadable[0].quarantined),
+            (bad.id.as_str(), false)
+        );
+
+        let corrupt = queue.quarantine(&bad.id, &unreadable[0].why).unwrap();
+        assert_eq!(corrupt, dir.path().join("corrupt"));
+        for suffix in ["json", "msg", "why"] {
+            assert!(
+                corrupt.join(format!("{}.{suffix}", bad.id)).exists(),
+                "{suffix}"
+            );
+        }
+        let (entries, unreadable) = queue.scan().unwrap();
+        assert_eq!(entries, [good]);
+        assert_eq!(unreadable[0].dir, corrupt);
+        assert!(unreadable[0].quarantined && unreadable[0].why.contains("unreadable"));
+        assert_eq!(queue.ids().unwrap().len(), 1);
+    }
+
+    #[test]
     fn ids_are_unique_and_sort_by_arrival() {
         let ids: Vec<String> = (0..200).map(|_| new_id()).collect();
         let mut sorted = ids.clone();
