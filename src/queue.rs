@@ -608,7 +608,7 @@ mod tests {
         fs::write(dir.path().join(format!("{}.json", bad.id)), b"[").unwrap();
 
         let (entries, unreadable) = queue.scan().unwrap();
-        assert_eq!(entries, [good.clone()]);
+        assert_eq!(entries, std::slice::from_ref(&good));
         assert_eq!(unreadable.len(), 1);
         assert_eq!(
             (unreadable[0].id.as_str(), unreadable[0].quarantined),
