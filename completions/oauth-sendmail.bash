@@ -331,7 +331,7 @@ _oauth_sendmail() {
                     return 0
                     ;;
                 --status)
-                    COMPREPLY=($(compgen -W "sent queued deferred bounced failed" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "sent queued deferred bounced failed partial quarantined" -- "${cur}"))
                     return 0
                     ;;
                 --format)

@@ -96,7 +96,9 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l st
 queued\t'It could not go now and waits in the queue'
 deferred\t'A queued message was tried again and must wait more'
 bounced\t'Given up: the sender was (or could not be) told'
-failed\t'Refused for good and not queued; the caller got an error'"
+failed\t'Refused for good and not queued; the caller got an error'
+partial\t'A message\'s result only: some recipients got it and some did not (each recipient\'s own status says which)'
+quarantined\t'A queue entry that could not be read, moved aside to `corrupt/`'"
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand log" -l format -d 'Output format: a table to read, CSV for a spreadsheet, JSON Lines for scripts' -r -f -a "table\t''
 csv\t''
 json\t''"

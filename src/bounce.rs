@@ -48,7 +48,7 @@ pub fn build(entry: &Entry, failures: &[Failure], from: &str, original: &[u8]) -
     let mut status = format!(
         "Reporting-MTA: dns; {hostname}\r\nX-Queue-ID: {}\r\nArrival-Date: {}\r\n",
         entry.id,
-        rfc3339(entry.arrival)
+        arrival_date(entry.arrival)
     );
     for failure in failures {
         status.push_str(&format!(
@@ -100,6 +100,12 @@ pub fn status_of(reply: &str) -> String {
         })
         .unwrap_or("5.0.0")
         .to_string()
+}
+
+/// RFC 3464 §2.2.5: Arrival-Date is an RFC 5322 date-time ("Tue, 1 Dec 2026 22:09:23
+/// +0000"), not the RFC 3339 of our logs.
+fn arrival_date(unix: u64) -> String {
+    mail_builder::headers::date::Date::new(unix as i64).to_rfc822()
 }
 
 fn one_line(text: &str) -> String {
@@ -159,6 +165,15 @@ mod tests {
         assert!(bounce.contains("Subject: nightly backup"), "{bounce}");
         assert!(!bounce.contains("secret body"), "the body is not returned");
         assert!(bounce.contains("To: <cron@x.org>"), "{bounce}");
+        let arrival = bounce
+            .lines()
+            .find_map(|l| l.strip_prefix("Arrival-Date: "))
+            .expect("an Arrival-Date");
+        // Parsed by mail-parser as an RFC 5322 date-time, to the second.
+        let parsed = mail_parser::MessageParser::new()
+            .parse(format!("Date: {arrival}\r\n\r\n").as_bytes())
+            .and_then(|m| m.date().map(|d| d.to_timestamp()));
+        assert_eq!(parsed, Some(entry.arrival as i64), "{arrival}");
         let parsed = mail_parser::MessageParser::new()
             .parse(bounce.as_bytes())
             .unwrap();

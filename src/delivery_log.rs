@@ -26,11 +26,14 @@ pub struct Record {
     pub size: u64,
     pub duration_ms: u64,
     pub result: Status,
+    /// What happened to a message that never reached a server (a quarantined entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl Record {
-    /// A record of an attempt that began at `started`, its result the worst of its
-    /// recipients'.
+    /// A record of an attempt that began at `started`, its result from its recipients'
+    /// (see [`Status::overall`]).
     pub fn new(
         queue_id: Option<String>,
         message_id: Option<String>,
@@ -52,6 +55,7 @@ impl Record {
             recipients,
             size,
             duration_ms: started.elapsed().as_millis() as u64,
+            note: None,
         }
     }
 }
@@ -60,6 +64,8 @@ impl Record {
 pub struct Outcome {
     pub address: String,
     pub status: Status,
+    /// The server's words about this recipient: its reply to the final dot when it took
+    /// the message, else its reply to RCPT (or why the attempt failed).
     pub reply: Option<String>,
 }
 
@@ -77,6 +83,11 @@ pub enum Status {
     Bounced,
     /// Refused for good and not queued; the caller got an error.
     Failed,
+    /// A message's result only: some recipients got it and some did not (each
+    /// recipient's own status says which).
+    Partial,
+    /// A queue entry that could not be read, moved aside to `corrupt/`.
+    Quarantined,
 }
 
 impl Status {
@@ -87,17 +98,26 @@ impl Status {
             Status::Deferred => "deferred",
             Status::Bounced => "bounced",
             Status::Failed => "failed",
+            Status::Partial => "partial",
+            Status::Quarantined => "quarantined",
         }
     }
 
-    /// The message's status from its recipients': the worst one wins.
+    /// The message's status from its recipients': theirs when they agree, `partial` when
+    /// some were sent and others not, else the worst one.
     pub fn overall(recipients: &[Outcome]) -> Status {
+        let sent = recipients.iter().any(|r| r.status == Status::Sent);
+        if sent && recipients.iter().any(|r| r.status != Status::Sent) {
+            return Status::Partial;
+        }
         let rank = |s: Status| match s {
             Status::Sent => 0,
             Status::Queued => 1,
             Status::Deferred => 2,
-            Status::Bounced => 3,
-            Status::Failed => 4,
+            Status::Partial => 3,
+            Status::Bounced => 4,
+            Status::Failed => 5,
+            Status::Quarantined => 6,
         };
         recipients
             .iter()
@@ -133,8 +153,19 @@ impl DeliveryLog {
                 e,
             )
         };
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(failed)?;
+        // Directories made for the log are private like the queue (the log names who mails
+        // whom); one that exists is left as it is: it may be /var/log.
+        let missing = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.is_dir());
+        if let Some(dir) = missing {
+            crate::files::ensure_private_dir(dir).map_err(|e| {
+                e.within(format!(
+                    "cannot write the delivery log {}",
+                    self.path.display()
+                ))
+            })?;
         }
         if fs::metadata(&self.path).is_ok_and(|m| m.len() >= self.max_bytes) {
             fs::rename(&self.path, rotated(&self.path)).map_err(failed)?;
@@ -237,23 +268,34 @@ pub fn render(records: &[Record], format: Format, out: &mut impl Write) -> io::R
     Ok(())
 }
 
+/// One row per recipient; a record without recipients (a quarantined entry) gets one row
+/// of its own, its note as the reply.
 fn rows(records: &[Record]) -> impl Iterator<Item = [String; 11]> + '_ {
     records.iter().flat_map(|r| {
-        r.recipients.iter().map(move |recipient| {
-            [
-                r.time.clone(),
-                r.queue_id.clone().unwrap_or_default(),
-                r.message_id.clone().unwrap_or_default(),
-                r.account.clone(),
-                r.sender.clone(),
-                recipient.address.clone(),
-                recipient.status.as_str().to_string(),
-                recipient.reply.clone().unwrap_or_default(),
-                r.size.to_string(),
-                r.duration_ms.to_string(),
-                r.result.as_str().to_string(),
-            ]
-        })
+        let alone = r.recipients.is_empty().then(|| Outcome {
+            address: String::new(),
+            status: r.result,
+            reply: r.note.clone(),
+        });
+        r.recipients
+            .iter()
+            .cloned()
+            .chain(alone)
+            .map(move |recipient| {
+                [
+                    r.time.clone(),
+                    r.queue_id.clone().unwrap_or_default(),
+                    r.message_id.clone().unwrap_or_default(),
+                    r.account.clone(),
+                    r.sender.clone(),
+                    recipient.address,
+                    recipient.status.as_str().to_string(),
+                    recipient.reply.unwrap_or_default(),
+                    r.size.to_string(),
+                    r.duration_ms.to_string(),
+                    r.result.as_str().to_string(),
+                ]
+            })
     })
 }
 
@@ -286,6 +328,7 @@ mod tests {
             size: 10,
             duration_ms: 5,
             result: status,
+            note: None,
         }
     }
 
@@ -302,6 +345,29 @@ mod tests {
         assert!(records.len() >= 2 && records.len() < 6, "{}", records.len());
         assert_eq!(records.last().unwrap().unix, 1005);
         assert!(records.windows(2).all(|w| w[0].unix < w[1].unix));
+    }
+
+    #[test]
+    fn new_parent_directories_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = DeliveryLog::new(&dir.path().join("var/log/mail/delivery.log"));
+        log.append(&record(1, Status::Sent)).unwrap();
+        let mode = |sub: &str| {
+            let metadata = fs::metadata(dir.path().join(sub)).unwrap();
+            metadata.permissions().mode() & 0o777
+        };
+        for sub in ["var", "var/log", "var/log/mail"] {
+            assert_eq!(mode(sub), 0o700, "{sub}");
+        }
+        // An existing directory (/var/log) is not ours to change.
+        let shared = dir.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+        DeliveryLog::new(&shared.join("delivery.log"))
+            .append(&record(1, Status::Sent))
+            .unwrap();
+        assert_eq!(mode("shared"), 0o755);
     }
 
     #[test]
@@ -338,12 +404,21 @@ mod tests {
             reply: None,
         };
         assert_eq!(
-            Status::overall(&[outcome(Status::Sent), outcome(Status::Deferred)]),
+            Status::overall(&[outcome(Status::Deferred), outcome(Status::Queued)]),
             Status::Deferred
         );
+        // A delivered recipient's row never says the message failed.
         assert_eq!(
-            Status::overall(&[outcome(Status::Bounced), outcome(Status::Sent)]),
-            Status::Bounced
+            Status::overall(&[outcome(Status::Sent), outcome(Status::Failed)]),
+            Status::Partial
+        );
+        assert_eq!(
+            Status::overall(&[outcome(Status::Bounced), outcome(Status::Failed)]),
+            Status::Failed
+        );
+        assert_eq!(
+            Status::overall(&[outcome(Status::Sent), outcome(Status::Sent)]),
+            Status::Sent
         );
     }
 }

@@ -9,9 +9,9 @@ use crate::config::{Account, Config, QueueSettings};
 use crate::dead_letter;
 use crate::delivery_log::{DeliveryLog, Outcome, Record, Status};
 use crate::error::{Error, Kind, Result};
-use crate::queue::{Entry, Queue, RecipientState};
+use crate::queue::{Entry, Intake, Queue, RecipientState};
 use crate::smtp::{Delivery, Session};
-use crate::token;
+use crate::{signals, token};
 
 /// Which messages a flush tries.
 pub enum Selection {
@@ -26,13 +26,18 @@ pub enum Selection {
 }
 
 /// What one flush did.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Report {
     pub delivered: usize,
     pub deferred: usize,
     pub bounced: usize,
     /// Another flusher holds the queue.
     pub busy: bool,
+    /// The signal that stopped the flush after the message in flight.
+    pub stopped: Option<&'static str>,
+    /// The messages (queue id) refused for good, for some or all recipients, each with
+    /// the refusal and what became of the message (a bounce, dead.letter).
+    pub refused: Vec<(String, Error)>,
 }
 
 pub struct Flusher<'a> {
@@ -65,7 +70,8 @@ impl<'a> Flusher<'a> {
         }
     }
 
-    /// Tries the selected messages until done or `deadline`.
+    /// Tries the selected messages until done, `deadline`, or a stop signal (the message
+    /// in flight is finished first: see `signals`).
     pub fn run(mut self, selection: Selection, deadline: Option<Instant>) -> Result<Report> {
         let mut report = Report::default();
         let Some(_flusher) = self.queue.lock_flusher()? else {
@@ -76,7 +82,10 @@ impl<'a> Flusher<'a> {
         // No writer takes an hour between its two renames.
         self.queue.remove_leftovers(Duration::from_secs(3600));
         let now = crate::clock::now();
-        let mut entries: Vec<Entry> = self.queue.all()?;
+        let (mut entries, unreadable) = self.queue.scan()?;
+        for bad in unreadable.iter().filter(|bad| !bad.quarantined) {
+            self.quarantine(&bad.id, &bad.why);
+        }
         entries.retain(|entry| match &selection {
             Selection::Due => entry.is_due(now),
             Selection::DueFor(account) => entry.is_due(now) && &entry.account == account,
@@ -86,13 +95,17 @@ impl<'a> Flusher<'a> {
         // Consecutive messages of one account share a connection.
         entries.sort_by(|a, b| (&a.account, &a.id).cmp(&(&b.account, &b.id)));
         for entry in entries {
+            if let Some(signal) = signals::stop_requested() {
+                report.stopped = Some(signal);
+                break;
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            match self.attempt(&entry.id)? {
+            match self.attempt(&entry.id, &mut report)? {
                 Some(Status::Sent) => report.delivered += 1,
-                Some(Status::Bounced | Status::Failed) => report.bounced += 1,
-                Some(Status::Deferred | Status::Queued) => report.deferred += 1,
+                Some(Status::Bounced) => report.bounced += 1,
+                Some(_) => report.deferred += 1,
                 None => {}
             }
         }
@@ -106,18 +119,56 @@ impl<'a> Flusher<'a> {
         }
     }
 
-    /// One delivery attempt of one message; `None` when another process has it or it
-    /// has left the queue.
-    fn attempt(&mut self, id: &str) -> Result<Option<Status>> {
+    /// Moves an entry that cannot be read out of the way, says so once (stderr and the
+    /// delivery log), and lets the flush go on.
+    fn quarantine(&mut self, id: &str, why: &str) {
+        let moved = match self.queue.quarantine(id, why) {
+            Ok(dir) => dir,
+            Err(err) => {
+                eprintln!("oauth-sendmail: warning: {}", err.summary());
+                return;
+            }
+        };
+        let note = format!("unreadable, moved to {}: {why}", moved.display());
+        eprintln!("oauth-sendmail: warning: queued message {id} is {note}");
+        let mut record = Record::new(
+            Some(id.to_string()),
+            None,
+            "",
+            "",
+            Vec::new(),
+            0,
+            Instant::now(),
+        );
+        record.result = Status::Quarantined;
+        record.note = Some(note);
+        self.log(&record);
+    }
+
+    /// One delivery attempt of one message: what became of it (`Sent` when every
+    /// recipient has it, `Bounced` when the rest were refused, else `Deferred`), or `None`
+    /// when another process has it or it has left the queue.
+    fn attempt(&mut self, id: &str, report: &mut Report) -> Result<Option<Status>> {
         let Some(_lock) = self.queue.lock(id)? else {
             return Ok(None);
         };
         // Loaded again under the lock: another flusher may have finished it meanwhile.
-        let Some(mut entry) = self.queue.load(id)? else {
-            return Ok(None);
+        let loaded = self
+            .queue
+            .load(id)
+            .and_then(|entry| Ok((entry, self.queue.message(id)?)));
+        let (mut entry, data) = match loaded {
+            Ok((Some(entry), data)) => (entry, data),
+            Ok((None, _)) => return Ok(None),
+            Err(err) => {
+                self.quarantine(id, &err.summary());
+                return Ok(None);
+            }
         };
+        if let Some(intake) = entry.intake.take() {
+            return self.prepare_held(entry, intake, &data, report);
+        }
         let started = Instant::now();
-        let data = self.queue.message(id)?;
         let message = entry.prepared(&data);
         let attempted: Vec<String> = message.envelope.recipients.clone();
         let account = self.config.accounts.get(&entry.account).cloned();
@@ -131,8 +182,14 @@ impl<'a> Flusher<'a> {
         };
 
         let mut failures: Vec<Failure> = Vec::new();
+        let mut refusal = None;
         match result {
-            Ok(delivery) => record_delivery(&mut entry, &delivery, &mut failures),
+            Ok(delivery) => {
+                record_delivery(&mut entry, &delivery, &mut failures);
+                refusal = delivery
+                    .failure()
+                    .filter(|e| !delivery.refused.is_empty() && e.is_permanent());
+            }
             Err(err) if err.is_permanent() => {
                 let reason = err.summary();
                 for recipient in entry
@@ -144,8 +201,19 @@ impl<'a> Flusher<'a> {
                     recipient.reply = Some(reason.clone());
                     failures.push(Failure::refused(&recipient.address, &reason));
                 }
+                refusal = Some(err);
             }
-            Err(err) => entry.last_error = Some(err.summary()),
+            Err(err) => {
+                let reason = err.summary();
+                for recipient in entry
+                    .recipients
+                    .iter_mut()
+                    .filter(|r| r.state == RecipientState::Pending)
+                {
+                    recipient.reply = Some(reason.clone());
+                }
+                entry.last_error = Some(reason);
+            }
         }
         entry.attempts += 1;
         let now = crate::clock::now();
@@ -156,14 +224,18 @@ impl<'a> Flusher<'a> {
                 entry.next_try = now + backoff(&self.config.queue, entry.attempts).as_secs();
             }
         }
-        // The new state is on disk before anyone is told: a crash now cannot resend to
-        // recipients that have the message.
+        // What the server accepted is on disk (fsync'd) before anything else happens:
+        // before the bounce, the log, the next message. A crash or kill from here on
+        // cannot send the message again to recipients that have it.
         match entry.pending().next() {
             None => self.queue.remove(id)?,
             Some(_) => self.queue.save(&entry)?,
         }
         if !failures.is_empty() {
-            self.bounce(&entry, account.as_ref(), &failures, &data);
+            let told = self.bounce(&entry, account.as_ref(), &failures, &data);
+            if let Some(err) = refusal {
+                report.refused.push((entry.id.clone(), err.hint(told)));
+            }
         }
         let outcomes: Vec<Outcome> = attempted
             .iter()
@@ -175,7 +247,7 @@ impl<'a> Flusher<'a> {
                     RecipientState::Bounced => Status::Bounced,
                     RecipientState::Pending => Status::Deferred,
                 },
-                reply: r.reply.clone().or_else(|| entry.last_error.clone()),
+                reply: r.reply.clone(),
             })
             .collect();
         let record = Record::new(
@@ -187,10 +259,118 @@ impl<'a> Flusher<'a> {
             entry.size,
             started,
         );
-        if let Err(err) = self.log.append(&record) {
+        self.log(&record);
+        let bounced = record
+            .recipients
+            .iter()
+            .any(|r| r.status == Status::Bounced);
+        let waiting = entry.pending().next().is_some();
+        Ok(Some(match (waiting, bounced) {
+            (true, _) => Status::Deferred,
+            (false, true) => Status::Bounced,
+            (false, false) => Status::Sent,
+        }))
+    }
+
+    /// A message queued before intake (the setup was not finished): intake now, with the
+    /// options it came with. Once that works it becomes an ordinary entry (written whole
+    /// under an id of its own before the held one goes, so a crash leaves one or the
+    /// other) and is tried at once; while the setup is still unfinished it waits.
+    fn prepare_held(
+        &mut self,
+        mut held: Entry,
+        intake: Intake,
+        data: &[u8],
+        report: &mut Report,
+    ) -> Result<Option<Status>> {
+        let invocation = crate::cli::Invocation {
+            extract_recipients: intake.extract_recipients,
+            sender: intake.sender.clone(),
+            full_name: intake.full_name.clone(),
+            recipients: intake.recipients.clone(),
+            account: intake.account.clone(),
+            ..Default::default()
+        };
+        let err = match crate::send::prepare(self.config, &invocation, data) {
+            Ok((account, prepared)) => {
+                let mut ready = Entry::new(&account.name, &prepared, &prepared.envelope.recipients);
+                // Derived from the held id: after a crash between the two steps the
+                // entry made then is found, not made a second time.
+                ready.id = format!("{}00", held.id);
+                ready.arrival = held.arrival;
+                if self.queue.load(&ready.id)?.is_none() {
+                    self.queue.add(&ready, &prepared)?;
+                }
+                self.queue.remove(&held.id)?;
+                return self.attempt(&ready.id, report);
+            }
+            Err(err) => err,
+        };
+        let started = Instant::now();
+        let why = err.summary();
+        held.attempts += 1;
+        held.last_error = Some(why.clone());
+        let now = crate::clock::now();
+        let too_old = now.saturating_sub(held.arrival) >= self.config.queue.max_age.as_secs();
+        let status = match !crate::send::awaits_setup(&err) || too_old {
+            // It cannot ever be prepared (bad input, no recipients), or nobody fixed the
+            // setup in time: nobody can be told but the user, through dead.letter.
+            true => {
+                let kept = to_dead_letter(data, &held.sender, &intake.recipients);
+                self.queue.remove(&held.id)?;
+                eprintln!(
+                    "oauth-sendmail: queued message {} cannot be sent: {why}; {kept}",
+                    held.id
+                );
+                Status::Failed
+            }
+            false => {
+                held.next_try = now + backoff(&self.config.queue, held.attempts).as_secs();
+                held.intake = Some(intake.clone());
+                self.queue.save(&held)?;
+                // Every flush says it: the timer's journal and cron are where it is seen.
+                eprintln!(
+                    "oauth-sendmail: queued message {} waits for the setup: {why}",
+                    held.id
+                );
+                Status::Deferred
+            }
+        };
+        let outcomes = intake
+            .recipients
+            .iter()
+            .map(|address| Outcome {
+                address: address.clone(),
+                status,
+                reply: Some(why.clone()),
+            })
+            .collect();
+        let mut record = Record::new(
+            Some(held.id.clone()),
+            None,
+            &held.account,
+            &held.sender,
+            outcomes,
+            held.size,
+            started,
+        );
+        // With -t alone the recipients are not known yet: the record says why by itself.
+        record.note = Some(why);
+        if record.recipients.is_empty() {
+            record.result = status;
+        }
+        self.log(&record);
+        Ok(Some(match status {
+            Status::Failed => Status::Bounced,
+            other => other,
+        }))
+    }
+
+    /// A log that cannot be written must not stop the flush: a warning instead.
+    fn log(&self, record: &Record) {
+        if let Err(err) = self.log.append(record) {
             eprintln!("oauth-sendmail: warning: {}", err.summary());
         }
-        Ok(Some(record.result))
     }
 
     /// Sends through the open session for `account`, opening one when needed.
@@ -221,16 +401,16 @@ impl<'a> Flusher<'a> {
         session.send(message)
     }
 
-    /// Tells the sender which recipients will not get the message. A null sender gets no
-    /// bounce (that would loop), and a bounce that cannot be sent: the message goes to
-    /// dead.letter instead, so someone can still read it.
+    /// Tells the sender which recipients will not get the message, and returns what was
+    /// done. A null sender gets no bounce (that would loop), and a bounce that cannot be
+    /// sent: the message goes to dead.letter instead, so someone can still read it.
     fn bounce(
         &mut self,
         entry: &Entry,
         account: Option<&Account>,
         failures: &[Failure],
         original: &[u8],
-    ) {
+    ) -> String {
         let sent = match (entry.sender.is_empty(), account) {
             (false, Some(account)) => {
                 let data = bounce::build(entry, failures, account.address(), original);
@@ -251,16 +431,28 @@ impl<'a> Flusher<'a> {
             _ => Err("the message has no sender to tell".to_string()),
         };
         if let Err(why) = sent {
-            let kept = match dead_letter::save(original) {
-                Ok(path) => format!("saved to {}", path.display()),
-                Err(err) => format!("LOST: {err}"),
-            };
+            let kept = to_dead_letter(original, &entry.sender, &failed_addresses(failures));
             eprintln!(
                 "oauth-sendmail: cannot bounce queued message {}: {why}; {kept}",
                 entry.id
             );
+            return format!("the sender could not be told ({why}): the message was {kept}");
         }
+        format!("the sender <{}> was sent a bounce", entry.sender)
     }
+}
+
+/// Saves a message no one else can be given, and says where it went.
+fn to_dead_letter(message: &[u8], sender: &str, recipients: &[String]) -> String {
+    match dead_letter::save(message, sender, recipients) {
+        Ok(Some(path)) => format!("saved to {}", path.display()),
+        Ok(None) => "not saved (it was empty)".into(),
+        Err(err) => format!("LOST: {err}"),
+    }
+}
+
+fn failed_addresses(failures: &[Failure]) -> Vec<String> {
+    failures.iter().map(|f| f.address.clone()).collect()
 }
 
 /// Marks what the server said of each recipient.
@@ -268,7 +460,7 @@ fn record_delivery(entry: &mut Entry, delivery: &Delivery, failures: &mut Vec<Fa
     for recipient in entry.recipients.iter_mut() {
         if delivery.accepted.contains(&recipient.address) {
             recipient.state = RecipientState::Delivered;
-            recipient.reply = None;
+            recipient.reply = delivery.reply.clone();
         } else if let Some((_, reply)) = delivery
             .refused
             .iter()
@@ -375,10 +567,9 @@ mod tests {
         let mut entry = Entry::new("acct", &message, &all);
         let delivery = Delivery {
             accepted: vec!["a@x.org".into()],
-            reply: None,
             refused: vec![("b@x.org".into(), "550 5.1.1 unknown".into())],
             deferred: vec![("c@x.org".into(), "451 4.3.0 later".into())],
-            reply: None,
+            reply: Some("250 2.0.0 Ok: queued as 1A".into()),
         };
         let mut failures = Vec::new();
         record_delivery(&mut entry, &delivery, &mut failures);
@@ -392,6 +583,19 @@ mod tests {
             ]
         );
         assert_eq!(failures, [Failure::refused("b@x.org", "550 5.1.1 unknown")]);
+        let replies: Vec<Option<&str>> = entry
+            .recipients
+            .iter()
+            .map(|r| r.reply.as_deref())
+            .collect();
+        assert_eq!(
+            replies,
+            [
+                Some("250 2.0.0 Ok: queued as 1A"),
+                Some("550 5.1.1 unknown"),
+                Some("451 4.3.0 later")
+            ]
+        );
         assert_eq!(failures[0].status, "5.1.1");
         expire(&mut entry, &QueueSettings::default(), &mut failures);
         assert_eq!(entry.recipients[2].state, RecipientState::Bounced);

@@ -25,6 +25,7 @@ mod intake;
 mod oauth;
 mod queue;
 mod send;
+mod signals;
 mod smtp;
 mod smtp_session;
 mod store;
@@ -132,7 +133,10 @@ fn serve_smtp(options: &SessionOptions) -> Result<()> {
             Err(err) => Err(err),
         }
     };
-    let (input, output) = (io::stdin().lock(), io::stdout().lock());
+    // A stop signal ends the session at once while we wait for the client, and after the
+    // reply to the message in flight otherwise.
+    signals::defer_stop();
+    let (input, output) = (signals::ClientInput::new(io::stdin()), io::stdout().lock());
     smtp_session::serve(input, output, &settings, &resolver, deliver_one)
 }
 
@@ -184,12 +188,12 @@ fn verify(invocation: &Invocation) -> Result<()> {
 /// `mailq`: the queue in the layout of Postfix's mailq.
 fn list_queue(config_path: Option<&Path>) -> Result<()> {
     let config = Config::load(config_path)?;
-    let entries = match Queue::existing(&config.queue.dir) {
-        Some(queue) => queue.all()?,
-        None => Vec::new(),
+    let (entries, unreadable) = match Queue::existing(&config.queue.dir) {
+        Some(queue) => queue.scan()?,
+        None => Default::default(),
     };
     let mut out = io::stdout().lock();
-    queue::render_listing(&entries, &mut out).map_err(stdout_error)
+    queue::render_listing(&entries, &unreadable, &mut out).map_err(stdout_error)
 }
 
 /// `sendmail -q`, `queue flush`, `queue retry`: deliver what is selected.
@@ -198,8 +202,15 @@ fn flush_queue(config_path: Option<&Path>, selection: Selection, verbose: bool) 
     let Some(queue) = Queue::existing(&config.queue.dir) else {
         return Ok(());
     };
+    // `systemctl stop`, `timeout`, ^C: the message in flight and its bookkeeping finish,
+    // then the flush stops.
+    signals::defer_stop();
     let report = Flusher::new(&config, &queue, verbose, None).run(selection, None)?;
-    if report.busy {
+    if let Some(signal) = report.stopped {
+        eprintln!(
+            "oauth-sendmail: stopped by {signal}; the rest of the queue waits for the next flush"
+        );
+    } else if report.busy {
         eprintln!("oauth-sendmail: another flush is running; it will deliver the queue");
     } else if verbose {
         eprintln!(

@@ -6,6 +6,10 @@
 //! point leaves either nothing or a `.msg` no flusher looks at (removed later as an
 //! orphan). Locks are flock(2) on the `.msg` (never replaced, so every process locks the
 //! same inode) and on `.flush.lock` for the one flusher at a time.
+//!
+//! An entry that cannot be read (bad JSON, no permission, its `.msg` gone) must not stop
+//! the others: the flusher moves both files into `corrupt/` with a `ID.why` note, and
+//! `mailq` lists it there until a person looks.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -38,6 +42,25 @@ pub struct Entry {
     pub message_id: Option<String>,
     pub size: u64,
     pub eight_bit: bool,
+    /// Set for a message queued before it could be prepared (no account could be chosen,
+    /// the configuration did not load): its `.msg` is the input as read, and the flusher
+    /// runs intake with these options once the setup is fixed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intake: Option<Intake>,
+}
+
+/// The sendmail options a held message was given, for intake at flush time.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Intake {
+    pub extract_recipients: bool,
+    /// `-f`, as given.
+    pub sender: Option<String>,
+    /// `-F`.
+    pub full_name: Option<String>,
+    /// As given on the command line, before aliases and qualification.
+    pub recipients: Vec<String>,
+    /// `--account`, as given.
+    pub account: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,7 +102,16 @@ impl Entry {
             message_id: message.message_id.clone(),
             size: message.len() as u64,
             eight_bit: message.eight_bit,
+            intake: None,
         }
+    }
+
+    /// An entry for input that intake has not seen yet (see [`Entry::intake`]).
+    pub fn held(raw: &Prepared, intake: Intake, why: &str) -> Entry {
+        let mut entry = Entry::new(intake.account.as_deref().unwrap_or(""), raw, &[]);
+        entry.last_error = Some(why.to_string());
+        entry.intake = Some(intake);
+        entry
     }
 
     pub fn pending(&self) -> impl Iterator<Item = &Recipient> {
@@ -107,6 +139,19 @@ impl Entry {
         self.next_try <= at
     }
 }
+
+/// A queue entry that cannot be read, in the queue still or already quarantined.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unreadable {
+    pub id: String,
+    pub why: String,
+    /// Where its files are: the queue, or its `corrupt/` directory.
+    pub dir: PathBuf,
+    pub quarantined: bool,
+}
+
+/// Where the flusher moves entries it cannot read.
+const CORRUPT: &str = "corrupt";
 
 /// The spool directory.
 pub struct Queue {
@@ -193,12 +238,98 @@ impl Queue {
         }
     }
 
-    pub fn all(&self) -> Result<Vec<Entry>> {
+    /// The readable entries, and the unreadable ones: those still in the queue, then
+    /// those quarantined in `corrupt/`.
+    pub fn scan(&self) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
         let mut entries = Vec::new();
+        let mut unreadable = Vec::new();
         for id in self.ids()? {
-            entries.extend(self.load(&id)?);
+            match self.check(&id) {
+                Ok(Some(entry)) => entries.push(entry),
+                Ok(None) => {}
+                Err(why) => unreadable.push(Unreadable {
+                    id,
+                    why,
+                    dir: self.dir.clone(),
+                    quarantined: false,
+                }),
+            }
         }
-        Ok(entries)
+        unreadable.extend(self.quarantined());
+        Ok((entries, unreadable))
+    }
+
+    /// The entry if it and its message can be read, `None` if it left the queue meanwhile,
+    /// else why not.
+    fn check(&self, id: &str) -> std::result::Result<Option<Entry>, String> {
+        let entry = match self.load(id) {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return Ok(None),
+            Err(err) => return Err(err.summary()),
+        };
+        match fs::File::open(self.dir.join(format!("{id}.msg"))) {
+            Ok(_) => Ok(Some(entry)),
+            // Removed by `queue remove` or a flusher between the two reads.
+            Err(_) if !self.dir.join(format!("{id}.json")).exists() => Ok(None),
+            Err(e) => Err(format!("its message file {id}.msg cannot be read: {e}")),
+        }
+    }
+
+    /// The entries in `corrupt/`, with the reason noted when they were moved there.
+    pub fn quarantined(&self) -> Vec<Unreadable> {
+        let dir = self.dir.join(CORRUPT);
+        let Ok(read) = fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<String> = read
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|name| name.strip_suffix(".why").map(str::to_string))
+            .filter(|id| valid_id(id))
+            .collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|id| Unreadable {
+                why: fs::read_to_string(dir.join(format!("{id}.why")))
+                    .map(|text| text.trim().to_string())
+                    .unwrap_or_else(|e| format!("(reason unreadable: {e})")),
+                id,
+                dir: dir.clone(),
+                quarantined: true,
+            })
+            .collect()
+    }
+
+    /// Moves an unreadable entry's files into `corrupt/` with a note of `why`, so it no
+    /// longer holds up the queue; returns where they are. The note is written first: an
+    /// entry is listed as quarantined by its note, and a `.json` or `.msg` that is not
+    /// moved yet is still seen (and moved) by the next flush.
+    pub fn quarantine(&self, id: &str, why: &str) -> Result<PathBuf> {
+        let dir = self.dir.join(CORRUPT);
+        let failed = |e: io::Error| {
+            Error::new(
+                Kind::Io,
+                format!("cannot quarantine queued message {id} in {}", dir.display()),
+                e,
+            )
+        };
+        files::ensure_private_dir(&dir)?;
+        files::write_private(
+            &dir.join(format!("{id}.why")),
+            format!("{why}\n").as_bytes(),
+        )?;
+        // The entry first: once it is gone, no flusher reads the message.
+        for suffix in ["json", "msg"] {
+            let name = format!("{id}.{suffix}");
+            match fs::rename(self.dir.join(&name), dir.join(&name)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(failed(e)),
+                _ => {}
+            }
+        }
+        files::sync_dir(&self.dir)
+            .and_then(|()| files::sync_dir(&dir))
+            .map_err(failed)?;
+        Ok(dir)
     }
 
     pub fn message(&self, id: &str) -> Result<Vec<u8>> {
@@ -305,9 +436,31 @@ fn try_flock(file: &File) -> bool {
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
-/// The queue as Postfix's mailq shows it: id, size, arrival, sender, then the last
-/// error in parentheses and the recipients still waiting.
-pub fn render_listing(entries: &[Entry], out: &mut impl Write) -> io::Result<()> {
+/// The queue as Postfix's mailq shows it: first the entries that cannot be read, and where
+/// they are; then id, size, arrival, sender, the last error in parentheses and the
+/// recipients still waiting.
+pub fn render_listing(
+    entries: &[Entry],
+    unreadable: &[Unreadable],
+    out: &mut impl Write,
+) -> io::Result<()> {
+    for bad in unreadable {
+        let state = match bad.quarantined {
+            true => "quarantined in",
+            false => "unreadable, moves at the next flush to",
+        };
+        let corrupt = match bad.quarantined {
+            true => bad.dir.clone(),
+            false => bad.dir.join(CORRUPT),
+        };
+        writeln!(
+            out,
+            "{:<24} ({state} {}): {}",
+            bad.id,
+            corrupt.display(),
+            bad.why
+        )?;
+    }
     if entries.is_empty() {
         return writeln!(out, "Mail queue is empty");
     }
@@ -319,10 +472,10 @@ pub fn render_listing(entries: &[Entry], out: &mut impl Write) -> io::Result<()>
     let mut total = 0;
     for entry in entries {
         total += entry.size;
-        let sender = if entry.sender.is_empty() {
-            "MAILER-DAEMON"
-        } else {
-            &entry.sender
+        let sender = match (entry.sender.is_empty(), &entry.intake) {
+            (true, Some(_)) => "(sender chosen at delivery)",
+            (true, None) => "MAILER-DAEMON",
+            (false, _) => &entry.sender,
         };
         writeln!(
             out,
@@ -341,6 +494,14 @@ pub fn render_listing(entries: &[Entry], out: &mut impl Write) -> io::Result<()>
         )?;
         for recipient in entry.pending() {
             writeln!(out, "{:56}{}", "", recipient.address)?;
+        }
+        if let Some(intake) = &entry.intake {
+            for recipient in &intake.recipients {
+                writeln!(out, "{:56}{recipient}", "")?;
+            }
+            if intake.extract_recipients {
+                writeln!(out, "{:56}(and those in its headers: -t)", "")?;
+            }
         }
         writeln!(out)?;
     }
@@ -371,6 +532,14 @@ pub fn render_entry(entry: &Entry, out: &mut impl Write) -> io::Result<()> {
             .map(|r| format!(" ({r})"))
             .unwrap_or_default();
         writeln!(out, "Recipient: <{}> {state}{reply}", recipient.address)?;
+    }
+    if let Some(intake) = &entry.intake {
+        // Held before intake: what it was given, to be prepared at delivery.
+        let mut given: Vec<String> = intake.recipients.clone();
+        if intake.extract_recipients {
+            given.insert(0, "-t".into());
+        }
+        writeln!(out, "Held-Until-Setup: {}", given.join(" "))?;
     }
     writeln!(out, "Arrival: {}", time(entry.arrival))?;
     writeln!(out, "Attempts: {}", entry.attempts)?;
@@ -425,6 +594,40 @@ mod tests {
             0,
             "no temporary file left"
         );
+    }
+
+    #[test]
+    fn an_unreadable_entry_is_reported_then_quarantined_with_its_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path()).unwrap();
+        let message = message();
+        let good = Entry::new("acct", &message, &message.envelope.recipients);
+        let bad = Entry::new("acct", &message, &message.envelope.recipients);
+        queue.add(&good, &message).unwrap();
+        queue.add(&bad, &message).unwrap();
+        fs::write(dir.path().join(format!("{}.json", bad.id)), b"[").unwrap();
+
+        let (entries, unreadable) = queue.scan().unwrap();
+        assert_eq!(entries, std::slice::from_ref(&good));
+        assert_eq!(unreadable.len(), 1);
+        assert_eq!(
+            (unreadable[0].id.as_str(), unreadable[0].quarantined),
+            (bad.id.as_str(), false)
+        );
+
+        let corrupt = queue.quarantine(&bad.id, &unreadable[0].why).unwrap();
+        assert_eq!(corrupt, dir.path().join("corrupt"));
+        for suffix in ["json", "msg", "why"] {
+            assert!(
+                corrupt.join(format!("{}.{suffix}", bad.id)).exists(),
+                "{suffix}"
+            );
+        }
+        let (entries, unreadable) = queue.scan().unwrap();
+        assert_eq!(entries, [good]);
+        assert_eq!(unreadable[0].dir, corrupt);
+        assert!(unreadable[0].quarantined && unreadable[0].why.contains("unreadable"));
+        assert_eq!(queue.ids().unwrap().len(), 1);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The sendmail mode: one message from stdin, sent now, queued when it cannot go now, or
-//! kept in dead.letter when it cannot go at all; each attempt in the delivery log.
+//! The sendmail mode: one message from stdin, sent now, queued when it cannot go now (or
+//! before intake, when the setup is not finished), or kept in dead.letter when it cannot
+//! go at all; each attempt in the delivery log.
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use crate::flush::{self, Flusher, Selection};
 use crate::intake::{self, Prepared};
 use crate::queue::{Entry, Queue};
 use crate::smtp::{Delivery, Session};
-use crate::token;
+use crate::{signals, token};
 
 /// After a message went out, queued ones of the same account may follow on the same
 /// connection, but the caller (cron, PHP) is waiting: this long at most.
@@ -33,8 +34,14 @@ pub enum Accepted {
 pub fn send(invocation: &Invocation) -> Result<()> {
     let raw = intake::read_message(io::stdin().lock(), invocation.ignore_dots)
         .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
-    // A configuration that cannot be read still leaves the message in dead.letter.
-    match Config::load(invocation.config.as_deref()).and_then(|c| deliver(&c, invocation, &raw)) {
+    // The message is ours now: a stop signal waits until it is sent or queued.
+    signals::defer_stop();
+    let config = Config::load(invocation.config.as_deref());
+    let result = match &config {
+        Ok(config) => deliver(config, invocation, &raw),
+        Err(err) => Err(err.clone()),
+    };
+    match result {
         Ok(Accepted::Sent) => Ok(()),
         // One line: cron and scripts log stderr, and the message is safe.
         Ok(Accepted::Queued { notice }) => {
@@ -42,55 +49,107 @@ pub fn send(invocation: &Invocation) -> Result<()> {
             Ok(())
         }
         Err(err) if invocation.dry_run || err.is_message_kept() => Err(err),
-        Err(err) => Err(keep(err, &raw)),
+        Err(err) if awaits_setup(&err) => match hold(config.as_ref().ok(), invocation, &raw, &err) {
+            Ok(Some(id)) => Err(err
+                .hint(format!(
+                    "the message is queued as {id} and goes out with `sendmail -q` once this is fixed"
+                ))
+                .message_kept()),
+            Ok(None) => Err(keep(err, &raw, invocation)),
+            Err(queue_err) => Err(keep(err, &raw, invocation)
+                .hint(format!("it could not be queued: {}", queue_err.summary()))),
+        },
+        Err(err) => Err(keep(err, &raw, invocation)),
     }
 }
 
-/// Delivers one message as sendmail would: `Ok` once it is sent or safely queued.
-pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
+/// A failure of the setup (no configuration, no account chosen, not logged in): a person
+/// fixes it, and the message waits in the queue for that instead of being refused.
+pub fn awaits_setup(err: &Error) -> bool {
+    err.kind() == Kind::Config
+}
+
+/// Queues input that could not be prepared because the setup is not finished, with the
+/// options it came with; intake runs at flush time. The queue is the configured one, or
+/// the default one when the configuration does not load. `None` with `queue = "never"`,
+/// and for a message that could never be sent (no recipients, nothing in it).
+fn hold(
+    config: Option<&Config>,
+    invocation: &Invocation,
+    raw: &[u8],
+    why: &Error,
+) -> Result<Option<String>> {
+    let settings = config.map_or_else(Default::default, |c| c.queue.clone());
+    let no_recipients = invocation.recipients.is_empty() && !invocation.extract_recipients;
+    if settings.mode == QueueMode::Never || no_recipients || raw.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    let input = Prepared {
+        envelope: intake::Envelope {
+            sender: invocation.sender.clone().unwrap_or_default(),
+            recipients: Vec::new(),
+        },
+        head: Vec::new(),
+        body: raw,
+        eight_bit: !raw.is_ascii(),
+        message_id: None,
+    };
+    let options = crate::queue::Intake {
+        extract_recipients: invocation.extract_recipients,
+        sender: invocation.sender.clone(),
+        full_name: invocation.full_name.clone(),
+        recipients: invocation.recipients.clone(),
+        account: invocation.account.clone(),
+    };
+    let entry = Entry::held(&input, options, &why.summary());
+    Queue::open(&settings.dir)?.add(&entry, &input)?;
+    Ok(Some(entry.id))
+}
+
+/// The account for this message and the message as it goes out (aliases, qualification,
+/// the headers intake adds): what a send needs, now or at flush time for a held message.
+pub fn prepare<'c, 'm>(
+    config: &'c Config,
+    invocation: &Invocation,
+    raw: &'m [u8],
+) -> Result<(&'c Account, Prepared<'m>)> {
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
+    let account = choose_account(config, invocation, &resolver)?;
+    let prepared = intake::prepare(
+        raw,
+        &intake_options(invocation, &resolver, account.address()),
+    )?;
+    Ok((account, prepared))
+}
+
+/// `--account`, else the account that sends as `-f`, else the default.
+fn choose_account<'c>(
+    config: &'c Config,
+    invocation: &Invocation,
+    resolver: &Resolver,
+) -> Result<&'c Account> {
     let sender_hint = invocation
         .sender
         .as_deref()
         .map(|s| resolver.sender(s, ""))
         .filter(|s| !s.is_empty());
-    let account = config.choose_account(invocation.account.as_deref(), sender_hint.as_deref());
+    config.choose_account(invocation.account.as_deref(), sender_hint.as_deref())
+}
+
+/// Delivers one message as sendmail would: `Ok` once it is sent or safely queued.
+pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
     if invocation.dry_run {
         // A dry run needs no account: it shows what intake makes of the message.
-        let account = account.ok();
+        let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
+        let account = choose_account(config, invocation, &resolver).ok();
         let default_sender = account.map_or_else(local_sender, |a| a.address().to_string());
         let prepared =
             intake::prepare(raw, &intake_options(invocation, &resolver, &default_sender))?;
         return print_dry_run(account, &prepared).map(|()| Accepted::Sent);
     }
-    let account = account?;
-    let prepared = intake::prepare(
-        raw,
-        &intake_options(invocation, &resolver, account.address()),
-    )?;
+    let (account, prepared) = prepare(config, invocation, raw)?;
     if config.queue.mode == QueueMode::Always {
-        let entry = enqueue(
-            config,
-            account,
-            &prepared,
-            &prepared.envelope.recipients,
-            None,
-        )?;
-        // The message is safe; whatever this attempt meets, the queue retries it.
-        let queue = Queue::open(&config.queue.dir)?;
-        let report = Flusher::new(config, &queue, invocation.verbose, None)
-            .run(Selection::Ids(vec![entry.id.clone()]), None)?;
-        if report.delivered == 1 {
-            return Ok(Accepted::Sent);
-        }
-        let why = match queue.load(&entry.id)?.and_then(|e| e.last_error) {
-            Some(error) => error,
-            None if report.bounced == 1 => "refused by the server: the sender gets a bounce".into(),
-            None => "another flush is delivering the queue".into(),
-        };
-        return Ok(Accepted::Queued {
-            notice: format!("queued as {}: {why}", entry.id),
-        });
+        return spool_then_send(config, account, &prepared, invocation.verbose);
     }
     let started = Instant::now();
     match send_now(account, &prepared, invocation.verbose) {
@@ -113,7 +172,7 @@ pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<A
                 queued.as_ref(),
                 started,
             );
-            match invocation.alone {
+            match invocation.alone || signals::stop_requested().is_some() {
                 true => session.close(),
                 false => flush_behind(config, account, session, invocation.verbose),
             }
@@ -130,7 +189,9 @@ pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<A
                 (None, None) => Ok(Accepted::Sent),
             }
         }
-        Err(err) if config.queue.mode != QueueMode::Never && err.can_wait() => {
+        Err(err)
+            if config.queue.mode != QueueMode::Never && (err.can_wait() || awaits_setup(&err)) =>
+        {
             let entry = enqueue(
                 config,
                 account,
@@ -140,9 +201,9 @@ pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<A
             )?;
             let failed = whole_message(&prepared, &err);
             log_direct(config, account, &prepared, &failed, Some(&entry), started);
-            if err.needs_a_person() {
-                // A refused login or an untrusted certificate is for a person to fix: say
-                // so with the exit code too.
+            if err.needs_a_person() || awaits_setup(&err) {
+                // A refused login, an untrusted certificate, an account not logged in yet
+                // are for a person to fix: say so with the exit code too.
                 return Err(err.hint(format!("the message is queued as {} and goes out with `sendmail -q` once this is fixed", entry.id)).message_kept());
             }
             Ok(Accepted::Queued {
@@ -161,6 +222,52 @@ pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<A
             Err(err)
         }
     }
+}
+
+/// `queue = "always"`: the message is spooled, then the queue delivers it. What the
+/// caller hears is what happened: sent, queued (and why), or refused (and what became of
+/// it: a bounce to the sender, or dead.letter), with the exit status a refusal has.
+fn spool_then_send(
+    config: &Config,
+    account: &Account,
+    prepared: &Prepared,
+    verbose: bool,
+) -> Result<Accepted> {
+    let entry = enqueue(
+        config,
+        account,
+        prepared,
+        &prepared.envelope.recipients,
+        None,
+    )?;
+    let queue = Queue::open(&config.queue.dir)?;
+    let report = Flusher::new(config, &queue, verbose, None)
+        .run(Selection::Ids(vec![entry.id.clone()]), None)?;
+    if let Some((_, refusal)) = report.refused.into_iter().find(|(id, _)| id == &entry.id) {
+        // Any bounce or dead.letter copy is made: the message needs no saving.
+        let refusal = match queue.load(&entry.id)? {
+            Some(_) => refusal.hint(format!(
+                "queued as {} for the recipients still to be tried",
+                entry.id
+            )),
+            None => refusal,
+        };
+        return Err(refusal.message_kept());
+    }
+    if report.delivered == 1 {
+        return Ok(Accepted::Sent);
+    }
+    let why = match (
+        queue.load(&entry.id)?.and_then(|e| e.last_error),
+        report.stopped,
+    ) {
+        (Some(error), _) => error,
+        (None, Some(signal)) => format!("stopped by {signal} before sending"),
+        (None, None) => "another flush is delivering the queue".into(),
+    };
+    Ok(Accepted::Queued {
+        notice: format!("queued as {}: {why}", entry.id),
+    })
 }
 
 /// Connects and sends; the open session comes back for queued messages to follow.
@@ -262,7 +369,7 @@ fn log_direct(
         .map(|address| Outcome {
             address: address.clone(),
             status: Status::Sent,
-            reply: None,
+            reply: delivery.reply.clone(),
         })
         .collect();
     for (address, reply) in &delivery.refused {
@@ -309,10 +416,13 @@ fn intake_options<'a>(
 }
 
 /// Saves a message that could not be sent, and says where in the error.
-fn keep(err: Error, raw: &[u8]) -> Error {
+fn keep(err: Error, raw: &[u8], invocation: &Invocation) -> Error {
     let temporary = err.is_transient();
-    let err = match dead_letter::save(raw) {
-        Ok(path) => err.hint(format!("the message was saved to {}", path.display())),
+    let sender = invocation.sender.as_deref().unwrap_or("");
+    let err = match dead_letter::save(raw, sender, &invocation.recipients) {
+        Ok(Some(path)) => err.hint(format!("the message was saved to {}", path.display())),
+        // Nothing to lose: the message was empty.
+        Ok(None) => return err,
         Err(save_err) => return err.hint(format!("the message was LOST: {save_err}")),
     };
     match temporary {

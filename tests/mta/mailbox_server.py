@@ -29,6 +29,10 @@ byte for byte as received (CRLF line ends, dot-unstuffed, without the final
 
 Both files are in place before the server answers 250 to the final ".".
 
+With --data-delay SECONDS the reply to each final "." comes that long after
+the message is stored (tests/queue_faults.rs stops a flusher while it waits:
+the message is delivered, the 250 not yet read).
+
 With --count-only FILE (bench/run uses it) nothing is stored or parsed: each
 accepted message appends one line "SIZE RCPT[,RCPT...]" to FILE, unsynced, so
 that the server's own work per message stays small.
@@ -56,9 +60,10 @@ HOSTNAME = "mta.test"
 class MaildirHandler:
     """aiosmtpd handler: checks XOAUTH2 credentials and delivers to a Maildir."""
 
-    def __init__(self, maildir_path, user, token, count_only=None):
+    def __init__(self, maildir_path, user, token, count_only=None, data_delay=0.0):
         self.user = user
         self.token = token
+        self.data_delay = data_delay
         self.count_only = count_only and open(count_only, "a", buffering=1, encoding="utf-8")
         if self.count_only:
             return
@@ -111,9 +116,12 @@ class MaildirHandler:
         if self.count_only:
             size = len(envelope.original_content)
             self.count_only.write("%d %s\n" % (size, ",".join(envelope.rcpt_tos)))
-            return "250 2.0.0 OK"
-        key = self.deliver(session, envelope)
-        return "250 2.0.0 OK: queued as " + key
+            reply = "250 2.0.0 OK"
+        else:
+            reply = "250 2.0.0 OK: queued as " + self.deliver(session, envelope)
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
+        return reply
 
     def deliver(self, session, envelope):
         """Store the message and its envelope sidecar; return the Maildir key."""
@@ -178,6 +186,13 @@ def main():
         help="store nothing: append 'SIZE RCPTS' to FILE for each message",
     )
     parser.add_argument(
+        "--data-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long after storing a message before replying to its final dot",
+    )
+    parser.add_argument(
         "--stop-on-stdin-eof",
         action="store_true",
         help="exit when stdin closes (the parent test died or is done)",
@@ -191,7 +206,9 @@ def main():
     tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls_context.load_cert_chain(args.cert, args.key)
 
-    handler = MaildirHandler(args.maildir, args.user, args.token, args.count_only)
+    handler = MaildirHandler(
+        args.maildir, args.user, args.token, args.count_only, args.data_delay
+    )
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
