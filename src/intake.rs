@@ -699,12 +699,12 @@ mod tests {
         let p = prep(b"Subject: hi\n\nbody\n", false, &["root"], Some("root")).unwrap();
         let header = header_of(&p);
         assert!(
-            header.contains("From: \"Cron Daemon\" <admin@example.com>"),
+            header.contains("From: \"Cron Daemon\" <root@example.com>"),
             "{header}"
         );
         assert!(header.contains("\r\nDate: "), "{header}");
         assert!(header.contains("\r\nMessage-ID: <"), "{header}");
-        assert_eq!(p.envelope.sender, "admin@example.com");
+        assert_eq!(p.envelope.sender, "root@example.com");
         assert_eq!(p.envelope.recipients, ["admin@example.com"]);
     }
 
@@ -749,7 +749,7 @@ mod tests {
         let p = prep(raw, true, &[], Some("root")).unwrap();
         let header = header_of(&p);
         assert!(
-            header.contains("From: \"(Cron Daemon)\" <admin@example.com>"),
+            header.contains("From: \"(Cron Daemon)\" <root@example.com>"),
             "{header}"
         );
         assert!(
@@ -764,6 +764,26 @@ mod tests {
             p.envelope.recipients,
             ["admin@example.com", "bob@example.com", "carol@example.com"]
         );
+    }
+
+    /// Postfix's rule: aliases are for recipients; a sender name is only qualified.
+    #[test]
+    fn senders_are_qualified_not_aliased() {
+        let raw = b"From: root\nSender: root\nReply-To: Ops <root>\nTo: root\n\nb\n";
+        let p = prep(raw, true, &[], Some("root")).unwrap();
+        let header = header_of(&p);
+        assert!(header.contains("From: <root@example.com>\r\n"), "{header}");
+        assert!(
+            header.contains("Sender: <root@example.com>\r\n"),
+            "{header}"
+        );
+        assert!(
+            header.contains("Reply-To: \"Ops\" <root@example.com>\r\n"),
+            "{header}"
+        );
+        assert!(header.contains("To: <admin@example.com>\r\n"), "{header}");
+        assert_eq!(p.envelope.sender, "root@example.com");
+        assert_eq!(p.envelope.recipients, ["admin@example.com"]);
     }
 
     #[test]
