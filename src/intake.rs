@@ -421,7 +421,7 @@ fn split_header(text: &[u8]) -> (Vec<Field>, &[u8]) {
         if content.is_empty() {
             return (fields, &text[offset + line.len()..]);
         }
-        let continues = matches!(content[0], b' ' | b'\t');
+        let continues = is_wsp(content[0]);
         match (continues, fields.last_mut(), field_name(content)) {
             (true, Some(field), _) => field.raw.extend_from_slice(line),
             (false, _, Some(name)) => fields.push(Field {
@@ -647,6 +647,11 @@ fn write_fitted(out: &mut Vec<u8>, field: &Field) -> Result<()> {
 /// RFC 5322's advice for a line, CRLF excluded.
 const FOLD_TARGET: usize = 78;
 
+/// Whitespace a header may fold at (WSP).
+fn is_wsp(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t')
+}
+
 /// Appends `value` after the field name already in `out`, breaking lines at `breaks` so
 /// they stay within `target` where they can, then CRLF.
 fn fold(out: &mut Vec<u8>, value: &[u8], breaks: &[Break], target: usize) {
@@ -658,7 +663,7 @@ fn fold(out: &mut Vec<u8>, value: &[u8], breaks: &[Break], target: usize) {
     let ends = breaks.iter().map(|b| b.at).chain([value.len()]);
     for (i, to) in ends.enumerate() {
         let piece = &value[from..to];
-        let has_text = piece.iter().any(|b| !matches!(b, b' ' | b'\t'));
+        let has_text = !piece.iter().all(|&b| is_wsp(b));
         match i.checked_sub(1).map(|j| breaks[j]) {
             Some(before)
                 if line_holds && column + piece.len() + usize::from(before.inserted) > target =>
@@ -683,16 +688,15 @@ fn fold(out: &mut Vec<u8>, value: &[u8], breaks: &[Break], target: usize) {
 /// Breaks before each whitespace run that something other than whitespace follows (a
 /// break before trailing whitespace would leave a line of only spaces).
 fn whitespace_breaks(value: &[u8]) -> Vec<Break> {
-    let is_space = |b: u8| matches!(b, b' ' | b'\t');
     let mut breaks = Vec::new();
     let mut i = 0;
     while i < value.len() {
-        if !is_space(value[i]) {
+        if !is_wsp(value[i]) {
             i += 1;
             continue;
         }
         let run = i;
-        while i < value.len() && is_space(value[i]) {
+        while i < value.len() && is_wsp(value[i]) {
             i += 1;
         }
         if i < value.len() {
@@ -731,9 +735,7 @@ fn address_breaks(value: &[u8]) -> Vec<Break> {
             _ => {}
         }
     }
-    breaks.retain(|b| {
-        !matches!(value[b.at], b' ' | b'\t') && !matches!(value[b.at - 1], b' ' | b'\t')
-    });
+    breaks.retain(|b| !is_wsp(value[b.at]) && !is_wsp(value[b.at - 1]));
     breaks
 }
 
@@ -741,7 +743,7 @@ fn address_breaks(value: &[u8]) -> Vec<Break> {
 fn message_id_breaks(value: &[u8]) -> Vec<Break> {
     (1..value.len())
         .filter(|&i| value[i - 1] == b'>' || value[i] == b'<')
-        .filter(|&i| !matches!(value[i], b' ' | b'\t') && !matches!(value[i - 1], b' ' | b'\t'))
+        .filter(|&i| !is_wsp(value[i]) && !is_wsp(value[i - 1]))
         .map(|at| Break { at, inserted: true })
         .collect()
 }
@@ -752,7 +754,7 @@ fn message_id_breaks(value: &[u8]) -> Vec<Break> {
 /// result (RFC 2047 keeps lines with encoded-words to 76). Decoders drop the whitespace
 /// between two encoded-words, so whitespace next to one is moved inside it.
 fn encode_long_words(value: &[u8], first_line: usize) -> (Vec<u8>, usize) {
-    let is_space = |b: &u8| matches!(b, b' ' | b'\t');
+    let is_space = |&b: &u8| is_wsp(b);
     // (whitespace before, word), in order; the value is their concatenation.
     let mut tokens: Vec<(&[u8], &[u8])> = Vec::new();
     let mut rest = value;
@@ -1395,20 +1397,8 @@ mod tests {
             text.contains("--B\r\nContent-Type: text/plain\r\n\r\nshort\r\n--B\r\n"),
             "{text}"
         );
-        let part = text.split("Content-Type: text/csv\r\n").nth(1).unwrap();
-        assert!(
-            part.starts_with("Content-Transfer-Encoding: quoted-printable\r\n\r\n"),
-            "{text}"
-        );
-        let encoded = part
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap()
-            .split("\r\n--B--")
-            .next()
-            .unwrap();
         assert_eq!(
-            decode_qp(encoded.as_bytes()),
+            reencoded_part(&text, "text/csv"),
             format!("{long}\r\nend").as_bytes()
         );
         assert_eq!(text.matches("MIME-Version").count(), 1, "{text}");
@@ -1793,22 +1783,10 @@ mod tests {
         sendable(&text_of(&p)).unwrap();
         let text = String::from_utf8(text_of(&p)).unwrap();
         assert!(text.contains("\r\n\r\nclean\r\n--B\r\n"), "{text}");
-        let part = text
-            .split("Content-Type: application/octet-stream\r\n")
-            .nth(1)
-            .unwrap();
-        assert!(
-            part.starts_with("Content-Transfer-Encoding: quoted-printable\r\n\r\n"),
-            "{text}"
+        assert_eq!(
+            reencoded_part(&text, "application/octet-stream"),
+            b"bin\0ary"
         );
-        let encoded = part
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap()
-            .split("\r\n--B--")
-            .next()
-            .unwrap();
-        assert_eq!(decode_qp(encoded.as_bytes()), b"bin\0ary");
         let parsed = MessageParser::new().parse(text.as_bytes()).unwrap();
         assert_eq!(
             parsed.attachment(0).map(|a| a.contents()),
@@ -1864,6 +1842,21 @@ mod tests {
             assert_eq!(err.exit_code(), 65, "{err}");
             assert!(err.to_string().contains("cannot be sent"), "{err}");
         }
+    }
+
+    /// The decoded body of the last part, boundary "B", of type `content_type` (the
+    /// first field of its header), which must say quoted-printable next.
+    fn reencoded_part(text: &str, content_type: &str) -> Vec<u8> {
+        let part = text
+            .split(&format!("Content-Type: {content_type}\r\n"))
+            .nth(1)
+            .unwrap();
+        assert!(
+            part.starts_with("Content-Transfer-Encoding: quoted-printable\r\n\r\n"),
+            "{text}"
+        );
+        let encoded = part.split("\r\n\r\n").nth(1).unwrap();
+        decode_qp(encoded.split("\r\n--B--").next().unwrap().as_bytes())
     }
 
     fn decode_qp(text: &[u8]) -> Vec<u8> {
