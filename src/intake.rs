@@ -123,7 +123,7 @@ pub fn read_message(mut input: impl BufRead, ignore_dots: bool) -> io::Result<Ve
 /// `raw` when its lines already end in CRLF (as [`read_message`] leaves them).
 pub fn prepare<'a>(raw: &'a [u8], options: &Options) -> Result<Prepared<'a>> {
     let lines = crlf_lines(raw);
-    let (fields, body) = split_header(&lines);
+    let (fields, body) = split_header(without_mbox_line(&lines));
     let body_start = lines.len() - body.len();
     if let Some(field) = fields.iter().find(|f| memchr::memchr(0, &f.raw).is_some()) {
         return Err(Error::new(
@@ -407,16 +407,21 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
     &line[..end]
 }
 
+/// The message without a leading mbox "From " line, which is dropped.
+fn without_mbox_line(text: &[u8]) -> &[u8] {
+    match text.starts_with(b"From ") {
+        true => &text[split_lines(text).next().map_or(0, <[u8]>::len)..],
+        false => text,
+    }
+}
+
 /// Splits CRLF text into header fields and body. Input whose first line is not a header
 /// field is all body; a header block that runs into a non-field line ends there (the
-/// blank line is added on output). A leading mbox "From " line is dropped.
+/// blank line is added on output).
 fn split_header(text: &[u8]) -> (Vec<Field>, &[u8]) {
     let mut fields: Vec<Field> = Vec::new();
     let mut offset = 0;
-    if text.starts_with(b"From ") {
-        offset = split_lines(text).next().map_or(0, <[u8]>::len);
-    }
-    for line in split_lines(&text[offset..]) {
+    for line in split_lines(text) {
         let content = without_crlf(line);
         if content.is_empty() {
             return (fields, &text[offset + line.len()..]);
@@ -583,11 +588,16 @@ struct Break {
     inserted: bool,
 }
 
-/// Writes a header field so that no line exceeds 998 octets: kept byte for byte when it
-/// already fits, else unfolded and folded again at the places its class allows (see
+/// Writes a header field so that no line exceeds 998 octets and none holds only
+/// whitespace: kept byte for byte when it already is so, else unfolded and folded again at the places its class allows (see
 /// [`FieldClass`]); a field that still cannot fit is refused, never cut or sent too long.
 fn write_fitted(out: &mut Vec<u8>, field: &Field) -> Result<()> {
-    if !long_line(&field.raw) {
+    // A continuation line of only whitespace is obsolete syntax (RFC 5322 4.2) that some
+    // readers take for the end of the header block: folded again, it is gone.
+    let blank_continuation = lines(&field.raw)
+        .skip(1)
+        .any(|line| line.iter().all(|&b| is_wsp(b)));
+    if !long_line(&field.raw) && !blank_continuation {
         out.extend_from_slice(&field.raw);
         return Ok(());
     }
@@ -921,6 +931,10 @@ fn reencode_unsendable(head: Vec<u8>, body: &[u8]) -> Result<(Vec<u8>, &[u8])> {
         let body = span(part.offset_body, part.offset_end);
         let leaf = !matches!(part.body, PartType::Multipart(_) | PartType::Message(_));
         let (header_text, body_text) = (&message[header.clone()], &message[body.clone()]);
+        if !only_fields(header_text) {
+            // Not a header block this code can rewrite safely: left to check_wire.
+            continue;
+        }
         // As declared: mail-parser reports a base64 part it cannot decode as unencoded.
         let encoding = declared_encoding(header_text);
         if leaf && encoding == Encoding::None && unsendable(body_text) {
@@ -955,6 +969,13 @@ fn reencode_unsendable(head: Vec<u8>, body: &[u8]) -> Result<(Vec<u8>, &[u8])> {
     }
     out.extend_from_slice(&message[copied..]);
     Ok((out, &[]))
+}
+
+/// Whether a part's header block is header fields and then the blank line, nothing else.
+fn only_fields(header: &[u8]) -> bool {
+    let (fields, _) = split_header(header);
+    let consumed: usize = fields.iter().map(|f| f.raw.len()).sum();
+    matches!(&header[consumed..], b"" | b"\r\n")
 }
 
 /// The Content-Transfer-Encoding a part's header block declares.
@@ -1815,6 +1836,61 @@ mod tests {
         let parsed = MessageParser::new().parse(&out).unwrap();
         assert_eq!(parsed.body_text(0).as_deref(), Some(text.as_str()));
         assert_eq!(parsed.attachment(0).map(|a| a.contents()), Some(&data[..]));
+    }
+
+    /// A continuation line of only whitespace (obsolete syntax, which some readers take
+    /// for the end of the header block) goes out folded away, the value unchanged.
+    #[test]
+    fn header_lines_of_only_whitespace_are_folded_away() {
+        let raw = b"Subject: a\n   \n\t\n b\nX-Empty:\n \nTo: x@y.org\n\nbody\n";
+        let p = prep(raw, true, &[], None).unwrap();
+        let header = header_of(&p);
+        assert!(
+            !header.split("\r\n").any(|l| l.trim().is_empty()),
+            "{header:?}"
+        );
+        assert_eq!(raw_value(&p, "Subject"), b" a   \t b");
+        assert!(
+            header.contains("\r\nX-Empty: \r\nTo: x@y.org\r\n"),
+            "{header:?}"
+        );
+        assert_eq!(p.envelope.recipients, ["x@y.org"]);
+        assert_eq!(body_of(&p), b"body\r\n");
+    }
+
+    /// A header block that the input ends in, with or without its line end or blank line,
+    /// becomes a message with an empty body; its fields stay fields.
+    #[test]
+    fn a_header_block_without_a_body() {
+        for raw in [
+            &b"To: a@x.org\nSubject: s"[..],
+            b"To: a@x.org\nSubject: s\n",
+            b"To: a@x.org\r\nSubject: s\r\n\r\n",
+            b"To: a@x.org\rSubject: s\r",
+        ] {
+            let p = prep(raw, true, &[], None).unwrap();
+            let text = text_of(&p);
+            sendable(&text).unwrap();
+            assert!(text.ends_with(b"\r\n\r\n"), "{raw:?}");
+            assert_eq!(body_of(&p), b"", "{raw:?}");
+            assert_eq!(p.envelope.recipients, ["a@x.org"], "{raw:?}");
+            assert!(header_of(&p).contains("\r\nSubject: s\r\n"), "{raw:?}");
+        }
+    }
+
+    /// A part header that is not all fields is never rewritten (a line of it would be
+    /// lost): with a NUL in its body, the message is refused instead.
+    #[test]
+    fn a_part_header_that_is_not_all_fields_is_not_rewritten() {
+        let raw = b"Subject: s\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\nFrom nobody\nContent-Type: text/plain\n\nnul\0\n--B--\n";
+        match prep(raw, false, &["a@x.org"], None) {
+            Ok(p) => {
+                let text = String::from_utf8_lossy(&text_of(&p)).into_owned();
+                assert!(text.contains("\r\nFrom nobody\r\n"), "{text}");
+                sendable(&text_of(&p)).unwrap();
+            }
+            Err(err) => assert_eq!(err.exit_code(), 65, "{err}"),
+        }
     }
 
     /// Where a NUL or a long line cannot be re-encoded, the message is refused (65).
