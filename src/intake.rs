@@ -1537,6 +1537,11 @@ mod tests {
             b"Date: ",
             b"xyz",
             b"\0",
+            b"Content-Transfer-Encoding: base64\n",
+            b"Content-Transfer-Encoding: quoted-printable\n",
+            b"QUJD",
+            b"=41",
+            b"\\",
         ];
         let mut state = 0x9E37_79B9_7F4A_7C15_u64;
         let mut next = move || {
