@@ -151,10 +151,17 @@ pub fn prepare<'a>(raw: &'a [u8], options: &Options) -> Result<Prepared<'a>> {
     let mut header = Vec::with_capacity(body_start + 256);
     let mut has = HasFields::default();
     for field in &fields {
-        has.note(&field.name);
-        if field.is("Bcc") || field.is("Resent-Bcc") {
+        // A From with no address in it is not RFC 5322's (Gmail refuses the message):
+        // it goes, and the From made from the envelope sender takes its place.
+        let no_address = || {
+            address::parse_list(field.value())
+                .iter()
+                .all(|entry| entry.mailboxes().is_empty())
+        };
+        if field.is("Bcc") || field.is("Resent-Bcc") || (field.is("From") && no_address()) {
             continue;
         }
+        has.note(&field.name);
         match rewrite_addresses(field, options) {
             Some(rewritten) => header.extend_from_slice(&rewritten),
             None => write_fitted(&mut header, field)?,
@@ -1280,6 +1287,22 @@ mod tests {
         .unwrap();
         let header = header_of(&p);
         assert!(!header.lines().any(|l| l.starts_with("Bcc")), "{header}");
+    }
+
+    #[test]
+    fn a_from_without_an_address_is_replaced() {
+        for from in ["", " ", "<>", "(Cron Daemon)", "\"\""] {
+            let raw = format!("From: {from}\nSubject: s\n\nb\n");
+            let p = prep(raw.as_bytes(), false, &["a@x.org"], Some("root")).unwrap();
+            let header = header_of(&p);
+            assert_eq!(header.matches("From:").count(), 1, "{header}");
+            assert!(
+                header.contains("From: \"Cron Daemon\" <root@example.com>\r\n"),
+                "{header}"
+            );
+        }
+        let p = prep(b"From: root\n\nb\n", false, &["a@x.org"], None).unwrap();
+        assert_eq!(header_of(&p).matches("From:").count(), 1);
     }
 
     #[test]
