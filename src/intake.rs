@@ -1305,6 +1305,38 @@ mod tests {
         assert_eq!(header_of(&p).matches("From:").count(), 1);
     }
 
+    /// Headers intake builds itself (From from -F, address lists it rewrites) keep to the
+    /// limits too, whatever names they are given.
+    #[test]
+    fn built_headers_keep_to_the_limits() {
+        let aliases = aliases();
+        let resolver = Resolver::new(&aliases, Some("example.com"));
+        let long = "n".repeat(3000);
+        for name in [long.clone(), format!("a\0b{long}"), format!("é{long}")] {
+            let p = prepare(
+                b"body\n",
+                &Options {
+                    extract_recipients: false,
+                    sender: None,
+                    full_name: Some(&name),
+                    recipients: &["a@x.org".to_string()],
+                    resolver: &resolver,
+                    default_sender: "me@example.org",
+                },
+            )
+            .unwrap();
+            sendable(&text_of(&p)).unwrap();
+            let text = text_of(&p);
+            let parsed = MessageParser::new().parse(&text).unwrap();
+            let from = parsed.from().and_then(|f| f.first()).unwrap();
+            assert_eq!(from.name(), Some(name.as_str()));
+        }
+        let raw = format!("From: {long} <root>\nTo: \"{long}\" <bob>, root\n\nb\n");
+        let p = prep(raw.as_bytes(), true, &[], None).unwrap();
+        sendable(&text_of(&p)).unwrap();
+        assert_eq!(p.envelope.recipients, ["bob@example.com", "admin@example.com"]);
+    }
+
     #[test]
     fn body_only_input_gets_a_header_block() {
         let p = prep(b"just a body line\nsecond\n", false, &["a@x.org"], None).unwrap();
