@@ -98,6 +98,7 @@ const MAX_LINE: usize = 998;
 /// [`prepare`] can send the body from this one buffer.
 pub fn read_message(mut input: impl BufRead, ignore_dots: bool) -> io::Result<Vec<u8>> {
     let mut message = Vec::new();
+    let mut header = HeaderLines::default();
     loop {
         let start = message.len();
         if input.read_until(b'\n', &mut message)? == 0 {
@@ -108,10 +109,13 @@ pub fn read_message(mut input: impl BufRead, ignore_dots: bool) -> io::Result<Ve
             message.truncate(start);
             return Ok(message);
         }
+        let in_header = header.holds(&message[start..end]);
         if memchr::memchr(b'\r', &message[start..end]).is_some() {
             let line = message[start..end].to_vec();
+            // A line with no LF at the very start is the whole input: old Mac text.
+            let old_mac = start == 0 && !message.ends_with(b"\n");
             message.truncate(start);
-            push_crlf_line(&mut message, &line);
+            push_crlf_line(&mut message, &line, in_header && !old_mac);
         } else {
             message.truncate(end);
             message.extend_from_slice(b"\r\n");
@@ -388,15 +392,63 @@ fn crlf_lines(raw: &[u8]) -> Cow<'_, [u8]> {
         return Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
+    let mut header = HeaderLines::default();
+    let old_mac = memchr::memchr(b'\n', raw).is_none();
     for line in split_lines(raw) {
-        push_crlf_line(&mut out, trim_line_end(line));
+        let line = trim_line_end(line);
+        let in_header = header.holds(line);
+        push_crlf_line(&mut out, line, in_header && !old_mac);
     }
     Cow::Owned(out)
 }
 
-/// Appends a line without its line end, then CRLF. A CR alone inside it is a line break
-/// too (old Mac text): servers refuse bare CRs since the SMTP smuggling fixes.
-fn push_crlf_line(out: &mut Vec<u8>, line: &[u8]) {
+/// Follows the lines of a message (without their line ends) to tell those of its header
+/// block, as [`split_header`] will read it, from the body's.
+struct HeaderLines {
+    first: bool,
+    in_header: bool,
+    fields: bool,
+}
+
+impl Default for HeaderLines {
+    fn default() -> Self {
+        HeaderLines {
+            first: true,
+            in_header: true,
+            fields: false,
+        }
+    }
+}
+
+impl HeaderLines {
+    /// Whether `line`, the next one, belongs to the header block.
+    fn holds(&mut self, line: &[u8]) -> bool {
+        let mbox = self.first && line.starts_with(b"From ");
+        self.first = false;
+        if !self.in_header || mbox {
+            return self.in_header;
+        }
+        let field = field_name(line).is_some();
+        self.in_header = match line.first() {
+            None => false,
+            Some(&b) if is_wsp(b) => self.fields,
+            Some(_) => field,
+        };
+        self.fields |= field;
+        self.in_header
+    }
+}
+
+/// Appends a line without its line end, then CRLF. Servers refuse a CR alone since the
+/// SMTP smuggling fixes: in the body it is a line break too (old Mac text); in a header
+/// line it becomes a space, since breaking the line there would end the header block
+/// early and send the fields after it (a `Bcc:`) as body text.
+fn push_crlf_line(out: &mut Vec<u8>, line: &[u8], in_header: bool) {
+    if in_header {
+        out.extend(line.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
+        out.extend_from_slice(b"\r\n");
+        return;
+    }
     for piece in line.split(|&b| b == b'\r') {
         out.extend_from_slice(piece);
         out.extend_from_slice(b"\r\n");
@@ -1218,6 +1270,30 @@ mod tests {
         assert_eq!(p.body, read.as_slice());
     }
 
+    /// A CR alone inside a header line must not end the header block there: the fields
+    /// after it (a Bcc) would go out as body text, seen by every recipient.
+    #[test]
+    fn a_bare_cr_in_a_header_is_a_space_not_the_end_of_the_header() {
+        let raw = b"Subject: report\rcopy\nBcc: boss@x.org\nTo: a@x.org\r\n\nbody\rmore\n";
+        let read = read_message(&raw[..], true).unwrap();
+        assert_eq!(read, &*crlf_lines(raw));
+        let p = prep(&read, true, &[], None).unwrap();
+        let text = String::from_utf8(text_of(&p)).unwrap();
+        assert!(!text.contains("boss"), "{text}");
+        assert_eq!(p.envelope.recipients, ["boss@x.org", "a@x.org"]);
+        assert!(
+            text.starts_with("Subject: report copy\r\nTo: a@x.org\r\n"),
+            "{text}"
+        );
+        assert_eq!(body_of(&p), b"body\r\nmore\r\n");
+
+        // Old Mac text (no LF anywhere) keeps CR as its line end, header included.
+        let mac = b"Subject: x\rTo: a@x.org\r\rbody\r";
+        let read = read_message(&mac[..], true).unwrap();
+        assert_eq!(read, b"Subject: x\r\nTo: a@x.org\r\n\r\nbody\r\n");
+        assert_eq!(read, &*crlf_lines(mac));
+    }
+
     #[test]
     fn bcc_removed_recipients_from_headers_and_argv() {
         let p = prep(
@@ -1334,7 +1410,10 @@ mod tests {
         let raw = format!("From: {long} <root>\nTo: \"{long}\" <bob>, root\n\nb\n");
         let p = prep(raw.as_bytes(), true, &[], None).unwrap();
         sendable(&text_of(&p)).unwrap();
-        assert_eq!(p.envelope.recipients, ["bob@example.com", "admin@example.com"]);
+        assert_eq!(
+            p.envelope.recipients,
+            ["bob@example.com", "admin@example.com"]
+        );
     }
 
     #[test]
@@ -1615,6 +1694,9 @@ mod tests {
                     input.extend_from_slice(piece);
                 }
             }
+            // What stdin gives prepare() is what it would make of the same bytes.
+            let read = read_message(&input[..], true).unwrap();
+            assert_eq!(read, &*crlf_lines(&input), "{input:?}");
             if let Ok(p) = prep(&input, next() % 2 == 0, &["a@x.org"], None) {
                 accepted += 1;
                 let data = p.pieces().concat();
