@@ -151,6 +151,7 @@ pub fn prepare<'a>(raw: &'a [u8], options: &Options) -> Result<Prepared<'a>> {
         None => options.default_sender.to_string(),
     };
     let recipients = envelope_recipients(&fields, options)?;
+    let fields = merge_repeated_lists(fields);
 
     let mut header = Vec::with_capacity(body_start + 256);
     let mut has = HasFields::default();
@@ -268,6 +269,40 @@ fn envelope_recipients(fields: &[Field], options: &Options) -> Result<Vec<String
         .hint("name recipients as arguments, or use -t with To:, Cc: or Bcc: headers"));
     }
     Ok(recipients)
+}
+
+/// The fields with a repeated To, Cc or Reply-To made one, where the first stood: RFC 5322
+/// allows each once and Gmail refuses a message with two ("duplicate headers"), as PHP's
+/// mail() makes when its caller also passes a To header. Nothing is lost: a list joins a
+/// list. (A repeated From, Subject, Date or Message-ID cannot be joined, and is kept.)
+fn merge_repeated_lists(fields: Vec<Field>) -> Vec<Field> {
+    const LISTS: [&str; 3] = ["To", "Cc", "Reply-To"];
+    let repeated = |name: &str| fields.iter().filter(|f| f.is(name)).count() > 1;
+    let merge: Vec<&str> = LISTS.into_iter().filter(|n| repeated(n)).collect();
+    if merge.is_empty() {
+        return fields;
+    }
+    let mut out: Vec<Field> = Vec::with_capacity(fields.len());
+    for field in fields {
+        let Some(name) = merge.iter().find(|n| field.is(n)) else {
+            out.push(field);
+            continue;
+        };
+        let value = field.value().strip_suffix(b"\r\n").unwrap_or(field.value());
+        if value.iter().all(|&b| is_wsp(b) || b == b'\r' || b == b'\n') {
+            continue;
+        }
+        match out.iter_mut().find(|f| f.is(name)) {
+            Some(first) => {
+                first.raw.truncate(first.raw.len() - 2);
+                first.raw.push(b',');
+                first.raw.extend_from_slice(value);
+                first.raw.extend_from_slice(b"\r\n");
+            }
+            None => out.push(field),
+        }
+    }
+    out
 }
 
 /// Rebuilds an address header whose addresses are not all qualified; `None` keeps it.
@@ -1309,6 +1344,40 @@ mod tests {
         );
         assert!(!header_of(&p).to_ascii_lowercase().contains("bcc"));
         assert_eq!(body_of(&p), b"body\r\n");
+    }
+
+    #[test]
+    fn repeated_address_lists_become_one() {
+        let raw = b"To: a@x.org\nSubject: s\nCc: c@x.org\nTo: b@x.org,\n root\nCc:\nCc: d@x.org\nReply-To: r@x.org\n\nb\n";
+        let p = prep(raw, true, &[], None).unwrap();
+        let header = header_of(&p);
+        for name in ["To:", "Cc:", "Reply-To:", "Subject:"] {
+            let count = header.split("\r\n").filter(|l| l.starts_with(name)).count();
+            assert_eq!(count, 1, "{name} in {header}");
+        }
+        let text = text_of(&p);
+        let parsed = MessageParser::new().parse(&text).unwrap();
+        let addresses = |list: Option<&mail_parser::Address>| -> Vec<String> {
+            let list = list.unwrap().iter();
+            list.filter_map(|a| a.address().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(
+            addresses(parsed.to()),
+            ["a@x.org", "b@x.org", "admin@example.com"]
+        );
+        assert_eq!(addresses(parsed.cc()), ["c@x.org", "d@x.org"]);
+        assert_eq!(
+            p.envelope.recipients,
+            [
+                "a@x.org",
+                "c@x.org",
+                "b@x.org",
+                "admin@example.com",
+                "d@x.org"
+            ]
+        );
+        assert!(header.starts_with("To: "), "{header}");
     }
 
     #[test]
