@@ -1,6 +1,7 @@
 //! Message intake: the bytes a caller writes on stdin become an envelope and the exact
 //! bytes to transmit, following sendmail's rules (lone dot, -t, Bcc removal, added
-//! Date/Message-ID/From, qualified addresses, no line over 998 octets).
+//! Date/Message-ID/From, qualified addresses, no line over 998 octets) and what strict
+//! servers such as Gmail require (one From with an address, one To, Cc and Reply-To).
 //!
 //! Everything here is pure and works on bytes: no UTF-8 is assumed of the message.
 //!
