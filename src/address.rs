@@ -1,5 +1,6 @@
 //! Addresses: parsing the address lists of headers and argv, and resolving unqualified
-//! names (`root`, `Logwatch`) through the aliases, then the configured domain.
+//! names (`root`, `Logwatch`): a recipient through the aliases, then the configured
+//! domain; a sender through the domain only (Postfix's rule: aliases are for recipients).
 
 use std::collections::BTreeMap;
 
@@ -152,16 +153,24 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// The address to send as for a sender name: its alias or domain when those give
-    /// one address, else `fallback` (the account's own address), since a local user
-    /// has no mailbox out there.
+    /// The address to send as for a sender name (`-f root`, `From: root`): itself when
+    /// qualified, else itself at the configured domain, else `fallback` (the account's own
+    /// address), since a local user has no mailbox out there. Aliases are not applied:
+    /// they say where mail *to* a name goes, not who a name is (Postfix's rule too), so
+    /// `root` sends as `root@domain` even when mail to root goes to admin@example.com.
     pub fn sender(&self, address: &str, fallback: &str) -> String {
         if is_qualified(address) {
             return address.to_string();
         }
-        match self.recipient(address) {
-            Ok(mut one) if one.len() == 1 => one.remove(0),
-            _ => fallback.to_string(),
+        match self.domain {
+            Some(domain) => {
+                let qualified = format!("{address}@{domain}");
+                match check_syntax(&qualified) {
+                    Ok(()) => qualified,
+                    Err(_) => fallback.to_string(),
+                }
+            }
+            None => fallback.to_string(),
         }
     }
 }
@@ -265,17 +274,22 @@ mod tests {
     }
 
     #[test]
-    fn senders_fall_back_to_the_account() {
+    fn senders_are_qualified_not_aliased() {
         let aliases = aliases();
         let resolver = Resolver::new(&aliases, None);
-        assert_eq!(resolver.sender("root", "me@gmail.com"), "admin@example.com");
+        assert_eq!(resolver.sender("root", "me@gmail.com"), "me@gmail.com");
         assert_eq!(resolver.sender("Logwatch", "me@gmail.com"), "me@gmail.com");
         assert_eq!(resolver.sender("ops", "me@gmail.com"), "me@gmail.com");
+        assert_eq!(resolver.sender("a@x.org", "me@gmail.com"), "a@x.org");
         let qualified = Resolver::new(&aliases, Some("example.com"));
         assert_eq!(
             qualified.sender("Logwatch", "me@gmail.com"),
             "Logwatch@example.com"
         );
+        // An alias says where mail to root goes, not who root is.
+        assert_eq!(qualified.sender("root", "me@gmail.com"), "root@example.com");
+        assert_eq!(qualified.sender("ops", "me@gmail.com"), "ops@example.com");
+        assert_eq!(qualified.sender("a b", "me@gmail.com"), "me@gmail.com");
     }
 
     #[test]

@@ -1,8 +1,32 @@
 //! Message intake: the bytes a caller writes on stdin become an envelope and the exact
 //! bytes to transmit, following sendmail's rules (lone dot, -t, Bcc removal, added
-//! Date/Message-ID/From, qualified addresses, no line over 998 octets).
+//! Date/Message-ID/From, qualified addresses, no line over 998 octets) and what strict
+//! servers such as Gmail require (one From with an address, one To, Cc and Reply-To).
 //!
 //! Everything here is pure and works on bytes: no UTF-8 is assumed of the message.
+//!
+//! Nothing leaves with a line over 998 octets or a NUL byte (RFC 5322 2.1.1 and 2.3;
+//! strict servers refuse both). A header field that already fits is kept byte for byte;
+//! one that does not is unfolded and folded again at its whitespace, and then by class:
+//!
+//! - unstructured fields (Subject, Comments, X-* and any field not known to be structured):
+//!   a run too long for a line becomes RFC 2047 encoded-words (Q, UTF-8, or `unknown-8bit`
+//!   when the bytes are not UTF-8) on folded lines, which a reader decodes to the same text;
+//! - address lists (From, To, Cc, Reply-To, Sender, Resent-*, ...): also folded after a
+//!   comma or before a `<`, between addresses;
+//! - message-id lists (Message-ID, References, In-Reply-To): also folded between ids;
+//! - other structured fields (Date, Received, Content-*, DKIM-Signature, List-*, ...):
+//!   whitespace only, since nothing else is known to keep their meaning.
+//!
+//! What still does not fit (one address, id or name over 998 octets, a field name that
+//! long) is refused with exit 65 naming the field: never cut, never sent too long. A NUL
+//! in a header is refused (65) naming the field.
+//!
+//! In the body, a MIME leaf part with a long line or a NUL and no transfer encoding is
+//! re-encoded as quoted-printable (a NUL becomes `=00`); a base64 or quoted-printable part
+//! with long lines gets line breaks its decoder skips; a part header is fitted as above.
+//! What is left (a NUL or long line in a multipart preamble or epilogue, in an attached
+//! message/rfc822, or in a base64/quoted-printable part) is refused with exit 65.
 
 use std::borrow::Cow;
 use std::io::{self, BufRead};
@@ -75,6 +99,7 @@ const MAX_LINE: usize = 998;
 /// [`prepare`] can send the body from this one buffer.
 pub fn read_message(mut input: impl BufRead, ignore_dots: bool) -> io::Result<Vec<u8>> {
     let mut message = Vec::new();
+    let mut header = HeaderLines::default();
     loop {
         let start = message.len();
         if input.read_until(b'\n', &mut message)? == 0 {
@@ -85,10 +110,13 @@ pub fn read_message(mut input: impl BufRead, ignore_dots: bool) -> io::Result<Ve
             message.truncate(start);
             return Ok(message);
         }
+        let in_header = header.holds(&message[start..end]);
         if memchr::memchr(b'\r', &message[start..end]).is_some() {
             let line = message[start..end].to_vec();
+            // A line with no LF at the very start is the whole input: old Mac text.
+            let old_mac = start == 0 && !message.ends_with(b"\n");
             message.truncate(start);
-            push_crlf_line(&mut message, &line);
+            push_crlf_line(&mut message, &line, in_header && !old_mac);
         } else {
             message.truncate(end);
             message.extend_from_slice(b"\r\n");
@@ -100,8 +128,16 @@ pub fn read_message(mut input: impl BufRead, ignore_dots: bool) -> io::Result<Ve
 /// `raw` when its lines already end in CRLF (as [`read_message`] leaves them).
 pub fn prepare<'a>(raw: &'a [u8], options: &Options) -> Result<Prepared<'a>> {
     let lines = crlf_lines(raw);
-    let (fields, body) = split_header(&lines);
+    let (fields, body) = split_header(without_mbox_line(&lines));
     let body_start = lines.len() - body.len();
+    if let Some(field) = fields.iter().find(|f| memchr::memchr(0, &f.raw).is_some()) {
+        return Err(Error::new(
+            Kind::BadInput,
+            format!("header `{}` holds a NUL byte", field.name),
+            "a header cannot carry a NUL (RFC 5322), nor can one be encoded there",
+        )
+        .hint("remove the NUL byte from what the program writes"));
+    }
 
     let sender = match options
         .sender
@@ -116,17 +152,25 @@ pub fn prepare<'a>(raw: &'a [u8], options: &Options) -> Result<Prepared<'a>> {
         None => options.default_sender.to_string(),
     };
     let recipients = envelope_recipients(&fields, options)?;
+    let fields = merge_repeated_lists(fields);
 
     let mut header = Vec::with_capacity(body_start + 256);
     let mut has = HasFields::default();
     for field in &fields {
-        has.note(&field.name);
-        if field.is("Bcc") || field.is("Resent-Bcc") {
+        // A From with no address in it is not RFC 5322's (Gmail refuses the message):
+        // it goes, and the From made from the envelope sender takes its place.
+        let no_address = || {
+            address::parse_list(field.value())
+                .iter()
+                .all(|entry| entry.mailboxes().is_empty())
+        };
+        if field.is("Bcc") || field.is("Resent-Bcc") || (field.is("From") && no_address()) {
             continue;
         }
+        has.note(&field.name);
         match rewrite_addresses(field, options) {
             Some(rewritten) => header.extend_from_slice(&rewritten),
-            None => write_folded(&mut header, &field.raw),
+            None => write_fitted(&mut header, field)?,
         }
     }
     let from_address = if sender.is_empty() {
@@ -162,7 +206,8 @@ pub fn prepare<'a>(raw: &'a [u8], options: &Options) -> Result<Prepared<'a>> {
             (header, &[][..])
         }
     };
-    let (head, body) = reencode_long_lines(head, body);
+    let (head, body) = reencode_unsendable(head, body)?;
+    check_wire(&head, body)?;
     let eight_bit = !head.is_ascii() || !body.is_ascii();
     Ok(Prepared {
         envelope: Envelope { sender, recipients },
@@ -207,9 +252,11 @@ fn envelope_recipients(fields: &[Field], options: &Options) -> Result<Vec<String
         }
     }
     let mut recipients: Vec<String> = Vec::new();
+    // Lowercased, so that thousands of recipients are not compared with each other.
+    let mut seen = std::collections::HashSet::new();
     for mailbox in given.iter().filter(|m| !m.address.is_empty()) {
         for resolved in options.resolver.recipient(&mailbox.address)? {
-            if !recipients.iter().any(|r| r.eq_ignore_ascii_case(&resolved)) {
+            if seen.insert(resolved.to_ascii_lowercase()) {
                 recipients.push(resolved);
             }
         }
@@ -223,6 +270,40 @@ fn envelope_recipients(fields: &[Field], options: &Options) -> Result<Vec<String
         .hint("name recipients as arguments, or use -t with To:, Cc: or Bcc: headers"));
     }
     Ok(recipients)
+}
+
+/// The fields with a repeated To, Cc or Reply-To made one, where the first stood: RFC 5322
+/// allows each once and Gmail refuses a message with two ("duplicate headers"), as PHP's
+/// mail() makes when its caller also passes a To header. Nothing is lost: a list joins a
+/// list. (A repeated From, Subject, Date or Message-ID cannot be joined, and is kept.)
+fn merge_repeated_lists(fields: Vec<Field>) -> Vec<Field> {
+    const LISTS: [&str; 3] = ["To", "Cc", "Reply-To"];
+    let repeated = |name: &str| fields.iter().filter(|f| f.is(name)).count() > 1;
+    let merge: Vec<&str> = LISTS.into_iter().filter(|n| repeated(n)).collect();
+    if merge.is_empty() {
+        return fields;
+    }
+    let mut out: Vec<Field> = Vec::with_capacity(fields.len());
+    for field in fields {
+        let Some(name) = merge.iter().find(|n| field.is(n)) else {
+            out.push(field);
+            continue;
+        };
+        let value = field.value().strip_suffix(b"\r\n").unwrap_or(field.value());
+        if value.iter().all(|&b| is_wsp(b) || b == b'\r' || b == b'\n') {
+            continue;
+        }
+        match out.iter_mut().find(|f| f.is(name)) {
+            Some(first) => {
+                first.raw.truncate(first.raw.len() - 2);
+                first.raw.push(b',');
+                first.raw.extend_from_slice(value);
+                first.raw.extend_from_slice(b"\r\n");
+            }
+            None => out.push(field),
+        }
+    }
+    out
 }
 
 /// Rebuilds an address header whose addresses are not all qualified; `None` keeps it.
@@ -347,15 +428,63 @@ fn crlf_lines(raw: &[u8]) -> Cow<'_, [u8]> {
         return Cow::Borrowed(raw);
     }
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
+    let mut header = HeaderLines::default();
+    let old_mac = memchr::memchr(b'\n', raw).is_none();
     for line in split_lines(raw) {
-        push_crlf_line(&mut out, trim_line_end(line));
+        let line = trim_line_end(line);
+        let in_header = header.holds(line);
+        push_crlf_line(&mut out, line, in_header && !old_mac);
     }
     Cow::Owned(out)
 }
 
-/// Appends a line without its line end, then CRLF. A CR alone inside it is a line break
-/// too (old Mac text): servers refuse bare CRs since the SMTP smuggling fixes.
-fn push_crlf_line(out: &mut Vec<u8>, line: &[u8]) {
+/// Follows the lines of a message (without their line ends) to tell those of its header
+/// block, as [`split_header`] will read it, from the body's.
+struct HeaderLines {
+    first: bool,
+    in_header: bool,
+    fields: bool,
+}
+
+impl Default for HeaderLines {
+    fn default() -> Self {
+        HeaderLines {
+            first: true,
+            in_header: true,
+            fields: false,
+        }
+    }
+}
+
+impl HeaderLines {
+    /// Whether `line`, the next one, belongs to the header block.
+    fn holds(&mut self, line: &[u8]) -> bool {
+        let mbox = self.first && line.starts_with(b"From ");
+        self.first = false;
+        if !self.in_header || mbox {
+            return self.in_header;
+        }
+        let field = field_name(line).is_some();
+        self.in_header = match line.first() {
+            None => false,
+            Some(&b) if is_wsp(b) => self.fields,
+            Some(_) => field,
+        };
+        self.fields |= field;
+        self.in_header
+    }
+}
+
+/// Appends a line without its line end, then CRLF. Servers refuse a CR alone since the
+/// SMTP smuggling fixes: in the body it is a line break too (old Mac text); in a header
+/// line it becomes a space, since breaking the line there would end the header block
+/// early and send the fields after it (a `Bcc:`) as body text.
+fn push_crlf_line(out: &mut Vec<u8>, line: &[u8], in_header: bool) {
+    if in_header {
+        out.extend(line.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
+        out.extend_from_slice(b"\r\n");
+        return;
+    }
     for piece in line.split(|&b| b == b'\r') {
         out.extend_from_slice(piece);
         out.extend_from_slice(b"\r\n");
@@ -373,21 +502,26 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
     &line[..end]
 }
 
+/// The message without a leading mbox "From " line, which is dropped.
+fn without_mbox_line(text: &[u8]) -> &[u8] {
+    match text.starts_with(b"From ") {
+        true => &text[split_lines(text).next().map_or(0, <[u8]>::len)..],
+        false => text,
+    }
+}
+
 /// Splits CRLF text into header fields and body. Input whose first line is not a header
 /// field is all body; a header block that runs into a non-field line ends there (the
-/// blank line is added on output). A leading mbox "From " line is dropped.
+/// blank line is added on output).
 fn split_header(text: &[u8]) -> (Vec<Field>, &[u8]) {
     let mut fields: Vec<Field> = Vec::new();
     let mut offset = 0;
-    if text.starts_with(b"From ") {
-        offset = split_lines(text).next().map_or(0, <[u8]>::len);
-    }
-    for line in split_lines(&text[offset..]) {
+    for line in split_lines(text) {
         let content = without_crlf(line);
         if content.is_empty() {
             return (fields, &text[offset + line.len()..]);
         }
-        let continues = matches!(content[0], b' ' | b'\t');
+        let continues = is_wsp(content[0]);
         match (continues, fields.last_mut(), field_name(content)) {
             (true, Some(field), _) => field.raw.extend_from_slice(line),
             (false, _, Some(name)) => fields.push(Field {
@@ -418,6 +552,38 @@ fn field_name(line: &[u8]) -> Option<&str> {
     valid.then(|| std::str::from_utf8(name).ok()).flatten()
 }
 
+/// Has a line no server must be sent (RFC 5322 2.1.1) or a NUL (RFC 5322 2.3, 5321 4.5.2).
+fn unsendable(text: &[u8]) -> bool {
+    memchr::memchr(0, text).is_some() || long_line(text)
+}
+
+/// The last guard before a message leaves: a line over 998 octets or a NUL byte that
+/// folding and re-encoding could not remove is refused (65), never sent or cut.
+fn check_wire(head: &[u8], body: &[u8]) -> Result<()> {
+    if !unsendable(head) && !unsendable(body) {
+        return Ok(());
+    }
+    let lines = split_lines(head).chain(split_lines(body));
+    let (number, line) = (1..)
+        .zip(lines)
+        .find(|(_, line)| unsendable(line))
+        .unwrap_or((0, &[][..]));
+    let what = match memchr::memchr(0, line) {
+        Some(_) => "a NUL byte".to_string(),
+        None => format!("a line of {} octets", without_crlf(line).len()),
+    };
+    Err(Error::new(
+        Kind::BadInput,
+        format!("line {number} of the message has {what}, which cannot be sent"),
+        format!(
+            "a line may hold at most {MAX_LINE} octets and no NUL (RFC 5322), and this one is \
+             where it cannot be re-encoded: a part header, a multipart preamble or epilogue, \
+             an attached message, or a part that already claims base64 or quoted-printable"
+        ),
+    )
+    .hint("have the program encode that data in base64 (as an attachment, for instance)"))
+}
+
 fn long_line(text: &[u8]) -> bool {
     split_lines(text).any(|line| line.strip_suffix(b"\n").unwrap_or(line).len() > MAX_LINE + 1)
 }
@@ -435,89 +601,572 @@ fn split_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// Writes a header field, refolding it at spaces when a line is too long. A field with
-/// no space to fold at is left whole: cutting it would change its meaning.
-fn write_folded(out: &mut Vec<u8>, raw: &[u8]) {
-    if !long_line(raw) {
-        out.extend_from_slice(raw);
-        return;
-    }
-    let unfolded: Vec<u8> = lines(raw).collect::<Vec<_>>().concat();
-    let mut line_len = 0;
-    for (i, word) in unfolded.split(|&b| b == b' ').enumerate() {
-        if i > 0 {
-            if line_len + 1 + word.len() > 78 && line_len > 0 {
-                out.extend_from_slice(b"\r\n ");
-                line_len = 1;
-            } else {
-                out.push(b' ');
-                line_len += 1;
-            }
+/// How a header field with a line over 998 octets is made to fit (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum FieldClass {
+    /// Free text (Subject, Comments, X-* and every field not known to be structured): a
+    /// run too long for a line becomes RFC 2047 encoded-words on folded lines.
+    Unstructured,
+    /// Address lists: folded at whitespace, and between addresses.
+    Addresses,
+    /// Message-ID, References, In-Reply-To: folded at whitespace, and between ids.
+    MessageIds,
+    /// Any other structured field (Date, Received, Content-*, DKIM-Signature, ...): folded
+    /// at whitespace only, since nothing else is known to keep its meaning.
+    Structured,
+}
+
+impl FieldClass {
+    fn of(name: &str) -> FieldClass {
+        const ADDRESSES: &[&str] = &[
+            "From",
+            "Sender",
+            "Reply-To",
+            "To",
+            "Cc",
+            "Bcc",
+            "Resent-From",
+            "Resent-Sender",
+            "Resent-To",
+            "Resent-Cc",
+            "Resent-Bcc",
+            "Mail-Followup-To",
+            "Mail-Reply-To",
+            "Disposition-Notification-To",
+            "Return-Receipt-To",
+            "Errors-To",
+        ];
+        const MESSAGE_IDS: &[&str] = &[
+            "Message-ID",
+            "Resent-Message-ID",
+            "In-Reply-To",
+            "References",
+            "Content-ID",
+        ];
+        const STRUCTURED: &[&str] = &[
+            "Date",
+            "Resent-Date",
+            "Received",
+            "Return-Path",
+            "MIME-Version",
+            "Keywords",
+            "DKIM-Signature",
+            "Authentication-Results",
+            "Received-SPF",
+            "Auto-Submitted",
+            "Autocrypt",
+        ];
+        const STRUCTURED_PREFIXES: &[&str] = &["Content-", "List-", "ARC-"];
+        let is = |list: &[&str]| list.iter().any(|n| n.eq_ignore_ascii_case(name));
+        let starts = |prefix: &&str| {
+            name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+        };
+        if is(ADDRESSES) {
+            FieldClass::Addresses
+        } else if is(MESSAGE_IDS) {
+            FieldClass::MessageIds
+        } else if is(STRUCTURED) || STRUCTURED_PREFIXES.iter().any(starts) {
+            FieldClass::Structured
+        } else {
+            FieldClass::Unstructured
         }
-        out.extend_from_slice(word);
-        line_len += word.len();
+    }
+}
+
+/// Where the folder may break a line that gets too long: before a whitespace byte that is
+/// there (`inserted` false: unfolding gives the value back byte for byte), or at a place
+/// where the field's grammar allows whitespace that is not there (`inserted` true: a space
+/// is added, which a structured field ignores).
+#[derive(Clone, Copy)]
+struct Break {
+    at: usize,
+    inserted: bool,
+}
+
+/// Writes a header field so that no line exceeds 998 octets and none holds only
+/// whitespace: kept byte for byte when it already is so, else unfolded and folded again at the places its class allows (see
+/// [`FieldClass`]); a field that still cannot fit is refused, never cut or sent too long.
+fn write_fitted(out: &mut Vec<u8>, field: &Field) -> Result<()> {
+    // A continuation line of only whitespace is obsolete syntax (RFC 5322 4.2) that some
+    // readers take for the end of the header block: folded again, it is gone.
+    let blank_continuation = lines(&field.raw)
+        .skip(1)
+        .any(|line| line.iter().all(|&b| is_wsp(b)));
+    if !long_line(&field.raw) && !blank_continuation {
+        out.extend_from_slice(&field.raw);
+        return Ok(());
+    }
+    let too_long = |why: String| {
+        Error::new(
+            Kind::BadInput,
+            format!("header `{}` is too long to send", field.name),
+            format!("{why}, and a line may hold at most {MAX_LINE} octets (RFC 5322)"),
+        )
+        .hint("shorten it, or send the data in the body")
+    };
+    // The name and its colon must fit on the first line with room for something.
+    if field.name.len() + 2 > MAX_LINE {
+        return Err(too_long(format!(
+            "its name alone is {} octets",
+            field.name.len()
+        )));
+    }
+    let unfolded: Vec<u8> = lines(field.value()).collect::<Vec<_>>().concat();
+    let class = FieldClass::of(&field.name);
+    let (value, target) = match class {
+        FieldClass::Unstructured => encode_long_words(&unfolded, field.name.len() + 1),
+        _ => (unfolded, FOLD_TARGET),
+    };
+    let mut breaks = whitespace_breaks(&value);
+    match class {
+        FieldClass::Addresses => breaks.extend(address_breaks(&value)),
+        FieldClass::MessageIds => breaks.extend(message_id_breaks(&value)),
+        FieldClass::Unstructured | FieldClass::Structured => {}
+    }
+    breaks.sort_by_key(|b| b.at);
+    breaks.dedup_by_key(|b| b.at);
+    let mut folded = Vec::with_capacity(value.len() + value.len() / 32 + 8);
+    folded.extend_from_slice(field.name.as_bytes());
+    folded.push(b':');
+    fold(&mut folded, &value, &breaks, target);
+    if let Some(longest) = split_lines(&folded)
+        .map(without_crlf)
+        .map(<[u8]>::len)
+        .max()
+    {
+        if longest > MAX_LINE {
+            let what = match class {
+                FieldClass::Addresses => "an address or name",
+                FieldClass::MessageIds => "a message id",
+                _ => "a run of text",
+            };
+            return Err(too_long(format!(
+                "{what} in it has no place to fold: the shortest it can be made is a line of {longest} octets"
+            )));
+        }
+    }
+    out.extend_from_slice(&folded);
+    Ok(())
+}
+
+/// RFC 5322's advice for a line, CRLF excluded.
+const FOLD_TARGET: usize = 78;
+
+/// Whitespace a header may fold at (WSP).
+fn is_wsp(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t')
+}
+
+/// Appends `value` after the field name already in `out`, breaking lines at `breaks` so
+/// they stay within `target` where they can, then CRLF.
+fn fold(out: &mut Vec<u8>, value: &[u8], breaks: &[Break], target: usize) {
+    let mut column = out.len();
+    // A line is broken only once it holds something besides fold whitespace: a line of
+    // only spaces is not allowed (RFC 5322 3.2.2).
+    let mut line_holds = true;
+    let mut from = 0;
+    let ends = breaks.iter().map(|b| b.at).chain([value.len()]);
+    for (i, to) in ends.enumerate() {
+        let piece = &value[from..to];
+        let has_text = !piece.iter().all(|&b| is_wsp(b));
+        match i.checked_sub(1).map(|j| breaks[j]) {
+            Some(before)
+                if line_holds && column + piece.len() + usize::from(before.inserted) > target =>
+            {
+                out.extend_from_slice(b"\r\n");
+                column = 0;
+                if before.inserted {
+                    out.push(b' ');
+                    column = 1;
+                }
+                line_holds = has_text;
+            }
+            _ => line_holds |= has_text,
+        }
+        out.extend_from_slice(piece);
+        column += piece.len();
+        from = to;
     }
     out.extend_from_slice(b"\r\n");
 }
 
-/// Re-encodes as quoted-printable every MIME leaf part that has a line over 998 octets
-/// and no transfer encoding of its own; a reader decodes it back to the same bytes, so
-/// nothing is cut. Parts already in base64 or quoted-printable cannot have such lines.
-/// The message is `head` then `body`; when nothing needs re-encoding both come back as
-/// they are, else the whole new message comes back as the head.
-fn reencode_long_lines(head: Vec<u8>, body: &[u8]) -> (Vec<u8>, &[u8]) {
-    if !long_line(&head) && !long_line(body) {
-        return (head, body);
+/// Breaks before each whitespace run that something other than whitespace follows (a
+/// break before trailing whitespace would leave a line of only spaces).
+fn whitespace_breaks(value: &[u8]) -> Vec<Break> {
+    let mut breaks = Vec::new();
+    let mut i = 0;
+    while i < value.len() {
+        if !is_wsp(value[i]) {
+            i += 1;
+            continue;
+        }
+        let run = i;
+        while i < value.len() && is_wsp(value[i]) {
+            i += 1;
+        }
+        if i < value.len() {
+            breaks.push(Break {
+                at: run,
+                inserted: false,
+            });
+        }
+    }
+    breaks
+}
+
+/// Places between the addresses of a list where folding whitespace may go (after a
+/// comma, before `<`), outside quoted strings and comments.
+fn address_breaks(value: &[u8]) -> Vec<Break> {
+    let mut breaks = Vec::new();
+    let (mut quoted, mut escaped, mut comment) = (false, false, 0usize);
+    for (i, &byte) in value.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match byte {
+            b'\\' if quoted || comment > 0 => escaped = true,
+            b'"' if comment == 0 => quoted = !quoted,
+            b'(' if !quoted => comment += 1,
+            b')' if !quoted && comment > 0 => comment -= 1,
+            b'<' if !quoted && comment == 0 && i > 0 => breaks.push(Break {
+                at: i,
+                inserted: true,
+            }),
+            b',' if !quoted && comment == 0 && i + 1 < value.len() => breaks.push(Break {
+                at: i + 1,
+                inserted: true,
+            }),
+            _ => {}
+        }
+    }
+    breaks.retain(|b| !is_wsp(value[b.at]) && !is_wsp(value[b.at - 1]));
+    breaks
+}
+
+/// Places between `<id>`s where folding whitespace may go.
+fn message_id_breaks(value: &[u8]) -> Vec<Break> {
+    (1..value.len())
+        .filter(|&i| value[i - 1] == b'>' || value[i] == b'<')
+        .filter(|&i| !is_wsp(value[i]) && !is_wsp(value[i - 1]))
+        .map(|at| Break { at, inserted: true })
+        .collect()
+}
+
+/// The value of an unstructured field with every word too long for a line (`first_line`
+/// octets are taken on the first by the name and colon) turned into RFC 2047 encoded-words
+/// separated by spaces, each short enough for a line of its own; the fold target for the
+/// result (RFC 2047 keeps lines with encoded-words to 76). Decoders drop the whitespace
+/// between two encoded-words, so whitespace next to one is moved inside it.
+fn encode_long_words(value: &[u8], first_line: usize) -> (Vec<u8>, usize) {
+    let is_space = |&b: &u8| is_wsp(b);
+    // (whitespace before, word), in order; the value is their concatenation.
+    let mut tokens: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|b| !is_space(b)).unwrap_or(rest.len());
+        let word = rest[space..]
+            .iter()
+            .position(is_space)
+            .map_or(rest.len(), |w| space + w);
+        tokens.push((&rest[..space], &rest[space..word]));
+        rest = &rest[word..];
+    }
+    let encode: Vec<bool> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, (space, word))| {
+            let on_first = if i == 0 && space.is_empty() {
+                first_line
+            } else {
+                0
+            };
+            on_first + space.len() + word.len() > MAX_LINE
+        })
+        .collect();
+    if !encode.contains(&true) {
+        return (value.to_vec(), FOLD_TARGET);
+    }
+    let shaped = |word: &[u8]| {
+        word.starts_with(b"=?")
+            && word.ends_with(b"?=")
+            && word.iter().filter(|&&b| b == b'?').count() >= 4
+    };
+    let mut out = Vec::with_capacity(value.len() * 2);
+    let mut taken_space = false;
+    for (i, &(space, word)) in tokens.iter().enumerate() {
+        if !encode[i] {
+            if !taken_space {
+                out.extend_from_slice(space);
+            }
+            taken_space = false;
+            out.extend_from_slice(word);
+            continue;
+        }
+        // The whitespace before goes inside too, but for one byte left to separate the
+        // word from the text before it (all of it when that is an encoded-word, whose
+        // separating whitespace a decoder drops): a long run then folds with the word.
+        let mut text = Vec::with_capacity(space.len() + word.len() + 2);
+        let after_encoded = i > 0 && (encode[i - 1] || shaped(tokens[i - 1].1));
+        match (after_encoded, space.split_first()) {
+            (true, _) | (false, None) => {
+                out.push(b' ');
+                text.extend_from_slice(space);
+            }
+            (false, Some((&separator, inside))) => {
+                out.push(separator);
+                text.extend_from_slice(inside);
+            }
+        }
+        text.extend_from_slice(word);
+        taken_space = false;
+        if let Some(&(next_space, next_word)) = tokens.get(i + 1) {
+            if !encode[i + 1] && shaped(next_word) && !next_space.is_empty() {
+                text.extend_from_slice(next_space);
+                taken_space = true;
+            }
+        }
+        encoded_words(&mut out, &text);
+        if taken_space {
+            out.push(b' ');
+        }
+    }
+    (out, 76)
+}
+
+/// `text` as Q-encoded RFC 2047 words of at most 75 characters, separated by spaces:
+/// UTF-8 when it is, else `unknown-8bit` (RFC 1428), so no byte is lost; a character is
+/// never split between two words.
+fn encoded_words(out: &mut Vec<u8>, text: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    const MAX_WORD: usize = 75;
+    let charset: &[u8] = match std::str::from_utf8(text) {
+        Ok(_) => b"UTF-8",
+        Err(_) => b"unknown-8bit",
+    };
+    let room = MAX_WORD - charset.len() - 7;
+    let utf8 = charset == b"UTF-8";
+    let mut i = 0;
+    let mut first = true;
+    while i < text.len() {
+        if !first {
+            out.push(b' ');
+        }
+        first = false;
+        out.extend_from_slice(b"=?");
+        out.extend_from_slice(charset);
+        out.extend_from_slice(b"?Q?");
+        let mut used = 0;
+        while i < text.len() {
+            // One character: its UTF-8 bytes, or one byte of unknown-8bit text.
+            let len = match utf8 {
+                true => utf8_char_len(text[i]),
+                false => 1,
+            };
+            let char_bytes = &text[i..(i + len).min(text.len())];
+            let width: usize = char_bytes
+                .iter()
+                .map(|&b| if q_literal(b) || b == b' ' { 1 } else { 3 })
+                .sum();
+            if used + width > room {
+                break;
+            }
+            for &byte in char_bytes {
+                match byte {
+                    b' ' => out.push(b'_'),
+                    b if q_literal(b) => out.push(b),
+                    b => out.extend_from_slice(&[
+                        b'=',
+                        HEX[(b >> 4) as usize],
+                        HEX[(b & 15) as usize],
+                    ]),
+                }
+            }
+            used += width;
+            i += char_bytes.len();
+        }
+        out.extend_from_slice(b"?=");
+    }
+}
+
+/// What RFC 2047 5(3) lets a Q-encoded word hold as itself, anywhere it appears.
+fn q_literal(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'!' | b'*' | b'+' | b'-' | b'/')
+}
+
+fn utf8_char_len(first: u8) -> usize {
+    match first {
+        0xF0..=0xF7 => 4,
+        0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 1,
+    }
+}
+
+/// Re-encodes as quoted-printable every MIME leaf part that has a line over 998 octets or
+/// a NUL byte and no transfer encoding of its own; a reader decodes it back to the same
+/// bytes, so nothing is cut (quoted-printable writes a NUL as `=00`). Parts already in
+/// base64 or quoted-printable cannot have such lines or bytes; what is left is refused by
+/// [`check_wire`]. The message is `head` then `body`; when nothing needs re-encoding both
+/// come back as they are, else the whole new message comes back as the head.
+fn reencode_unsendable(head: Vec<u8>, body: &[u8]) -> Result<(Vec<u8>, &[u8])> {
+    if !unsendable(&head) && !unsendable(body) {
+        return Ok((head, body));
     }
     let message = [&head[..], body].concat();
     drop(head);
     let Some(parsed) = MessageParser::new().parse(&message) else {
-        return (message, &[]);
+        return Ok((message, &[]));
     };
     let span = |from: u32, to: u32| from as usize..to as usize;
-    let mut edits: Vec<_> = parsed
-        .parts
-        .iter()
-        .filter(|part| !matches!(part.body, PartType::Multipart(_) | PartType::Message(_)))
-        .filter(|part| part.encoding == Encoding::None)
-        .map(|part| {
-            (
-                span(part.offset_header, part.offset_body),
-                span(part.offset_body, part.offset_end),
-            )
-        })
-        .filter(|(_, body)| long_line(&message[body.clone()]))
-        .collect();
+    // (what is replaced, by what), none overlapping: part headers and leaf bodies.
+    let mut edits: Vec<(std::ops::Range<usize>, Vec<u8>)> = Vec::new();
+    for (index, part) in parsed.parts.iter().enumerate() {
+        let header = span(part.offset_header, part.offset_body);
+        let body = span(part.offset_body, part.offset_end);
+        let leaf = !matches!(part.body, PartType::Multipart(_) | PartType::Message(_));
+        let (header_text, body_text) = (&message[header.clone()], &message[body.clone()]);
+        if !only_fields(header_text) {
+            // Not a header block this code can rewrite safely: left to check_wire.
+            continue;
+        }
+        // As declared: mail-parser reports a base64 part it cannot decode as unencoded.
+        let encoding = declared_encoding(header_text);
+        if leaf && encoding == Encoding::None && unsendable(body_text) {
+            edits.push((
+                header.clone(),
+                declare_quoted_printable(header_text, index == 0)?,
+            ));
+            edits.push((body, quoted_printable(body_text)));
+            continue;
+        }
+        // The message's own header is fitted already; a part's is fitted here.
+        if index > 0 && long_line(header_text) {
+            edits.push((header, fit_header_block(header_text, |_| true)?));
+        }
+        if leaf && long_line(body_text) && memchr::memchr(0, body_text).is_none() {
+            match encoding {
+                Encoding::Base64 => edits.push((body, rewrap_base64(body_text))),
+                Encoding::QuotedPrintable => edits.push((body, soft_break(body_text))),
+                Encoding::None => {}
+            }
+        }
+    }
     drop(parsed);
-    edits.sort_by_key(|(header, _)| header.start);
-    // One pass from the start: each part's header and body replaced, the rest copied once.
+    edits.sort_by_key(|(replaced, _)| replaced.start);
+    // One pass from the start: each edit made, the rest copied once.
     let mut out = Vec::with_capacity(message.len() + message.len() / 8);
     let mut copied = 0;
-    for (header, body) in edits {
-        out.extend_from_slice(&message[copied..header.start]);
-        out.extend(declare_quoted_printable(
-            &message[header.clone()],
-            header.start == 0,
-        ));
-        out.extend(quoted_printable(&message[body.clone()]));
-        copied = body.end;
+    for (replaced, by) in edits {
+        out.extend_from_slice(&message[copied..replaced.start]);
+        out.extend(by);
+        copied = replaced.end;
     }
     out.extend_from_slice(&message[copied..]);
-    (out, &[])
+    Ok((out, &[]))
+}
+
+/// Whether a part's header block is header fields and then the blank line, nothing else.
+fn only_fields(header: &[u8]) -> bool {
+    let (fields, _) = split_header(header);
+    let consumed: usize = fields.iter().map(|f| f.raw.len()).sum();
+    matches!(&header[consumed..], b"" | b"\r\n")
+}
+
+/// The Content-Transfer-Encoding a part's header block declares.
+fn declared_encoding(header: &[u8]) -> Encoding {
+    let (fields, _) = split_header(header);
+    let Some(field) = fields
+        .iter()
+        .rev()
+        .find(|f| f.is("Content-Transfer-Encoding"))
+    else {
+        return Encoding::None;
+    };
+    let value = String::from_utf8_lossy(field.value())
+        .trim()
+        .to_ascii_lowercase();
+    match value.as_str() {
+        "base64" => Encoding::Base64,
+        "quoted-printable" => Encoding::QuotedPrintable,
+        _ => Encoding::None,
+    }
+}
+
+/// A header block (blank line included) with each field that `keep` accepts fitted to
+/// the line limit, the others left out; whatever follows the fields is kept as it is.
+fn fit_header_block(header: &[u8], keep: impl Fn(&Field) -> bool) -> Result<Vec<u8>> {
+    let (fields, _) = split_header(header);
+    let mut out = Vec::with_capacity(header.len() + 64);
+    let mut consumed = 0;
+    for field in &fields {
+        consumed += field.raw.len();
+        if keep(field) {
+            write_fitted(&mut out, field)?;
+        }
+    }
+    out.extend_from_slice(&header[consumed..]);
+    Ok(out)
 }
 
 /// A part's header block (blank line included) saying quoted-printable; the message's
 /// own header also gets MIME-Version when it lacks one.
-fn declare_quoted_printable(header: &[u8], top_level: bool) -> Vec<u8> {
+fn declare_quoted_printable(header: &[u8], top_level: bool) -> Result<Vec<u8>> {
     let (fields, _) = split_header(header);
-    let mut out = Vec::with_capacity(header.len() + 64);
-    for field in fields.iter().filter(|f| !f.is("Content-Transfer-Encoding")) {
-        out.extend_from_slice(&field.raw);
-    }
+    let mut out = fit_header_block(header, |f| !f.is("Content-Transfer-Encoding"))?;
+    // What followed the fields (the blank line) goes back after the new ones.
+    let consumed: usize = fields.iter().map(|f| f.raw.len()).sum();
+    out.truncate(out.len() - (header.len() - consumed));
     if top_level && !fields.iter().any(|f| f.is("MIME-Version")) {
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
     }
     out.extend_from_slice(b"Content-Transfer-Encoding: quoted-printable\r\n\r\n");
+    Ok(out)
+}
+
+/// Base64 text with its long lines cut into lines of 76: decoders skip line breaks
+/// (RFC 2045 6.8), so the data stays the same.
+fn rewrap_base64(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 38);
+    for piece in split_lines(text) {
+        let line = without_crlf(piece);
+        if line.len() <= MAX_LINE {
+            out.extend_from_slice(piece);
+            continue;
+        }
+        for (i, chunk) in line.chunks(76).enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(chunk);
+        }
+        out.extend_from_slice(&piece[line.len()..]);
+    }
+    out
+}
+
+/// Quoted-printable text with its long lines cut by soft line breaks (`=` CRLF, RFC 2045
+/// 6.7 rule 5), never inside an `=XX`, so the data stays the same.
+fn soft_break(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 25);
+    for piece in split_lines(text) {
+        let mut line = without_crlf(piece);
+        if line.len() <= MAX_LINE {
+            out.extend_from_slice(piece);
+            continue;
+        }
+        while line.len() > 76 {
+            let mut cut = 75;
+            if let Some(back) = line[cut - 2..cut].iter().position(|&b| b == b'=') {
+                cut -= 2 - back;
+            }
+            out.extend_from_slice(&line[..cut]);
+            out.extend_from_slice(b"=\r\n");
+            line = &line[cut..];
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(&piece[without_crlf(piece).len()..]);
+    }
     out
 }
 
@@ -657,6 +1306,30 @@ mod tests {
         assert_eq!(p.body, read.as_slice());
     }
 
+    /// A CR alone inside a header line must not end the header block there: the fields
+    /// after it (a Bcc) would go out as body text, seen by every recipient.
+    #[test]
+    fn a_bare_cr_in_a_header_is_a_space_not_the_end_of_the_header() {
+        let raw = b"Subject: report\rcopy\nBcc: boss@x.org\nTo: a@x.org\r\n\nbody\rmore\n";
+        let read = read_message(&raw[..], true).unwrap();
+        assert_eq!(read, &*crlf_lines(raw));
+        let p = prep(&read, true, &[], None).unwrap();
+        let text = String::from_utf8(text_of(&p)).unwrap();
+        assert!(!text.contains("boss"), "{text}");
+        assert_eq!(p.envelope.recipients, ["boss@x.org", "a@x.org"]);
+        assert!(
+            text.starts_with("Subject: report copy\r\nTo: a@x.org\r\n"),
+            "{text}"
+        );
+        assert_eq!(body_of(&p), b"body\r\nmore\r\n");
+
+        // Old Mac text (no LF anywhere) keeps CR as its line end, header included.
+        let mac = b"Subject: x\rTo: a@x.org\r\rbody\r";
+        let read = read_message(&mac[..], true).unwrap();
+        assert_eq!(read, b"Subject: x\r\nTo: a@x.org\r\n\r\nbody\r\n");
+        assert_eq!(read, &*crlf_lines(mac));
+    }
+
     #[test]
     fn bcc_removed_recipients_from_headers_and_argv() {
         let p = prep(
@@ -672,6 +1345,40 @@ mod tests {
         );
         assert!(!header_of(&p).to_ascii_lowercase().contains("bcc"));
         assert_eq!(body_of(&p), b"body\r\n");
+    }
+
+    #[test]
+    fn repeated_address_lists_become_one() {
+        let raw = b"To: a@x.org\nSubject: s\nCc: c@x.org\nTo: b@x.org,\n root\nCc:\nCc: d@x.org\nReply-To: r@x.org\n\nb\n";
+        let p = prep(raw, true, &[], None).unwrap();
+        let header = header_of(&p);
+        for name in ["To:", "Cc:", "Reply-To:", "Subject:"] {
+            let count = header.split("\r\n").filter(|l| l.starts_with(name)).count();
+            assert_eq!(count, 1, "{name} in {header}");
+        }
+        let text = text_of(&p);
+        let parsed = MessageParser::new().parse(&text).unwrap();
+        let addresses = |list: Option<&mail_parser::Address>| -> Vec<String> {
+            let list = list.unwrap().iter();
+            list.filter_map(|a| a.address().map(str::to_string))
+                .collect()
+        };
+        assert_eq!(
+            addresses(parsed.to()),
+            ["a@x.org", "b@x.org", "admin@example.com"]
+        );
+        assert_eq!(addresses(parsed.cc()), ["c@x.org", "d@x.org"]);
+        assert_eq!(
+            p.envelope.recipients,
+            [
+                "a@x.org",
+                "c@x.org",
+                "b@x.org",
+                "admin@example.com",
+                "d@x.org"
+            ]
+        );
+        assert!(header.starts_with("To: "), "{header}");
     }
 
     #[test]
@@ -699,12 +1406,12 @@ mod tests {
         let p = prep(b"Subject: hi\n\nbody\n", false, &["root"], Some("root")).unwrap();
         let header = header_of(&p);
         assert!(
-            header.contains("From: \"Cron Daemon\" <admin@example.com>"),
+            header.contains("From: \"Cron Daemon\" <root@example.com>"),
             "{header}"
         );
         assert!(header.contains("\r\nDate: "), "{header}");
         assert!(header.contains("\r\nMessage-ID: <"), "{header}");
-        assert_eq!(p.envelope.sender, "admin@example.com");
+        assert_eq!(p.envelope.sender, "root@example.com");
         assert_eq!(p.envelope.recipients, ["admin@example.com"]);
     }
 
@@ -729,6 +1436,57 @@ mod tests {
     }
 
     #[test]
+    fn a_from_without_an_address_is_replaced() {
+        for from in ["", " ", "<>", "(Cron Daemon)", "\"\""] {
+            let raw = format!("From: {from}\nSubject: s\n\nb\n");
+            let p = prep(raw.as_bytes(), false, &["a@x.org"], Some("root")).unwrap();
+            let header = header_of(&p);
+            assert_eq!(header.matches("From:").count(), 1, "{header}");
+            assert!(
+                header.contains("From: \"Cron Daemon\" <root@example.com>\r\n"),
+                "{header}"
+            );
+        }
+        let p = prep(b"From: root\n\nb\n", false, &["a@x.org"], None).unwrap();
+        assert_eq!(header_of(&p).matches("From:").count(), 1);
+    }
+
+    /// Headers intake builds itself (From from -F, address lists it rewrites) keep to the
+    /// limits too, whatever names they are given.
+    #[test]
+    fn built_headers_keep_to_the_limits() {
+        let aliases = aliases();
+        let resolver = Resolver::new(&aliases, Some("example.com"));
+        let long = "n".repeat(3000);
+        for name in [long.clone(), format!("a\0b{long}"), format!("é{long}")] {
+            let p = prepare(
+                b"body\n",
+                &Options {
+                    extract_recipients: false,
+                    sender: None,
+                    full_name: Some(&name),
+                    recipients: &["a@x.org".to_string()],
+                    resolver: &resolver,
+                    default_sender: "me@example.org",
+                },
+            )
+            .unwrap();
+            sendable(&text_of(&p)).unwrap();
+            let text = text_of(&p);
+            let parsed = MessageParser::new().parse(&text).unwrap();
+            let from = parsed.from().and_then(|f| f.first()).unwrap();
+            assert_eq!(from.name(), Some(name.as_str()));
+        }
+        let raw = format!("From: {long} <root>\nTo: \"{long}\" <bob>, root\n\nb\n");
+        let p = prep(raw.as_bytes(), true, &[], None).unwrap();
+        sendable(&text_of(&p)).unwrap();
+        assert_eq!(
+            p.envelope.recipients,
+            ["bob@example.com", "admin@example.com"]
+        );
+    }
+
+    #[test]
     fn body_only_input_gets_a_header_block() {
         let p = prep(b"just a body line\nsecond\n", false, &["a@x.org"], None).unwrap();
         assert_eq!(body_of(&p), b"just a body line\r\nsecond\r\n");
@@ -749,7 +1507,7 @@ mod tests {
         let p = prep(raw, true, &[], Some("root")).unwrap();
         let header = header_of(&p);
         assert!(
-            header.contains("From: \"(Cron Daemon)\" <admin@example.com>"),
+            header.contains("From: \"(Cron Daemon)\" <root@example.com>"),
             "{header}"
         );
         assert!(
@@ -764,6 +1522,26 @@ mod tests {
             p.envelope.recipients,
             ["admin@example.com", "bob@example.com", "carol@example.com"]
         );
+    }
+
+    /// Postfix's rule: aliases are for recipients; a sender name is only qualified.
+    #[test]
+    fn senders_are_qualified_not_aliased() {
+        let raw = b"From: root\nSender: root\nReply-To: Ops <root>\nTo: root\n\nb\n";
+        let p = prep(raw, true, &[], Some("root")).unwrap();
+        let header = header_of(&p);
+        assert!(header.contains("From: <root@example.com>\r\n"), "{header}");
+        assert!(
+            header.contains("Sender: <root@example.com>\r\n"),
+            "{header}"
+        );
+        assert!(
+            header.contains("Reply-To: \"Ops\" <root@example.com>\r\n"),
+            "{header}"
+        );
+        assert!(header.contains("To: <admin@example.com>\r\n"), "{header}");
+        assert_eq!(p.envelope.sender, "root@example.com");
+        assert_eq!(p.envelope.recipients, ["admin@example.com"]);
     }
 
     #[test]
@@ -844,20 +1622,8 @@ mod tests {
             text.contains("--B\r\nContent-Type: text/plain\r\n\r\nshort\r\n--B\r\n"),
             "{text}"
         );
-        let part = text.split("Content-Type: text/csv\r\n").nth(1).unwrap();
-        assert!(
-            part.starts_with("Content-Transfer-Encoding: quoted-printable\r\n\r\n"),
-            "{text}"
-        );
-        let encoded = part
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap()
-            .split("\r\n--B--")
-            .next()
-            .unwrap();
         assert_eq!(
-            decode_qp(encoded.as_bytes()),
+            reencoded_part(&text, "text/csv"),
             format!("{long}\r\nend").as_bytes()
         );
         assert_eq!(text.matches("MIME-Version").count(), 1, "{text}");
@@ -931,10 +1697,9 @@ mod tests {
     }
 
     /// Pseudo-random messages made of the pieces that trip parsers (folding, colons,
-    /// groups, encoded words, bare CRs, 8-bit bytes, long runs): intake returns a message
-    /// or an error, never panics, and what it returns has only CRLF line ends (no bare CR
-    /// or LF) and ends in one. (Line length is not claimed: a long line in a multipart
-    /// preamble is not re-encoded.)
+    /// groups, encoded words, bare CRs, NULs, 8-bit bytes, long runs): intake returns a
+    /// message or an error, never panics, and what it returns has only CRLF line ends (no
+    /// bare CR or LF), ends in one, and has no line over 998 octets and no NUL.
     #[test]
     fn no_input_makes_intake_panic() {
         const PIECES: &[&[u8]] = &[
@@ -971,6 +1736,16 @@ mod tests {
             b"--B\n",
             b"--B--\n",
             b"Content-Transfer-Encoding: 8bit\n",
+            b"X-Long: ",
+            b"References: ",
+            b"Date: ",
+            b"xyz",
+            b"\0",
+            b"Content-Transfer-Encoding: base64\n",
+            b"Content-Transfer-Encoding: quoted-printable\n",
+            b"QUJD",
+            b"=41",
+            b"\\",
         ];
         let mut state = 0x9E37_79B9_7F4A_7C15_u64;
         let mut next = move || {
@@ -979,6 +1754,7 @@ mod tests {
             state ^= state << 17;
             state
         };
+        let mut accepted = 0;
         for _ in 0..3000 {
             let mut input = Vec::new();
             for _ in 0..next() % 40 {
@@ -988,15 +1764,387 @@ mod tests {
                     input.extend_from_slice(piece);
                 }
             }
+            // What stdin gives prepare() is what it would make of the same bytes.
+            let read = read_message(&input[..], true).unwrap();
+            assert_eq!(read, &*crlf_lines(&input), "{input:?}");
             if let Ok(p) = prep(&input, next() % 2 == 0, &["a@x.org"], None) {
+                accepted += 1;
                 let data = p.pieces().concat();
                 let shown = String::from_utf8_lossy(&input);
                 assert!(data.ends_with(b"\r\n"), "{shown:?}");
                 let bare_cr = data.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n');
                 let bare_lf = data.windows(2).any(|w| w[0] != b'\r' && w[1] == b'\n');
                 assert!(!bare_cr && !bare_lf, "{shown:?}");
+                if let Err(problem) = sendable(&data) {
+                    panic!("{problem} in {shown:?}");
+                }
             }
         }
+        // Refusing everything would pass the checks above: most of these must go out.
+        assert!(accepted > 2000, "only {accepted} of 3000 accepted");
+    }
+
+    /// Why `data` must not be sent: a line over 998 octets or a NUL.
+    fn sendable(data: &[u8]) -> std::result::Result<(), String> {
+        for (n, line) in (1..).zip(data.split(|&b| b == b'\n')) {
+            let text = line.strip_suffix(b"\r").unwrap_or(line);
+            if text.len() > MAX_LINE {
+                return Err(format!("line {n} has {} octets", text.len()));
+            }
+            if text.contains(&0) {
+                return Err(format!("line {n} has a NUL"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A header's value as a reader sees it: unfolded, RFC 2047 encoded-words (Q or B, any
+    /// charset, as bytes) decoded, the whitespace between two encoded-words dropped.
+    fn decode_unstructured(value: &[u8]) -> Vec<u8> {
+        let unfolded = String::from_utf8_lossy(value)
+            .replace("\r\n", "")
+            .into_bytes();
+        let decode_word = |word: &[u8]| -> Option<Vec<u8>> {
+            let text = std::str::from_utf8(word).ok()?;
+            let inner = text.strip_prefix("=?")?.strip_suffix("?=")?;
+            let mut parts = inner.splitn(3, '?');
+            let (_charset, encoding, data) = (parts.next()?, parts.next()?, parts.next()?);
+            match encoding {
+                "Q" | "q" => Some(decode_qp(data.replace('_', " ").as_bytes())),
+                "B" | "b" => {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.decode(data).ok()
+                }
+                _ => None,
+            }
+        };
+        let mut out = Vec::new();
+        let mut last_encoded = false;
+        let mut rest = &unfolded[..];
+        while !rest.is_empty() {
+            let space = rest
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\t'))
+                .unwrap_or(rest.len());
+            let end = rest[space..]
+                .iter()
+                .position(|b| matches!(b, b' ' | b'\t'))
+                .map_or(rest.len(), |e| space + e);
+            let (ws, word) = (&rest[..space], &rest[space..end]);
+            match decode_word(word) {
+                Some(decoded) => {
+                    if !last_encoded {
+                        out.extend_from_slice(ws);
+                    }
+                    out.extend_from_slice(&decoded);
+                    last_encoded = true;
+                }
+                None => {
+                    out.extend_from_slice(ws);
+                    out.extend_from_slice(word);
+                    last_encoded = false;
+                }
+            }
+            rest = &rest[end..];
+        }
+        out
+    }
+
+    /// The raw value of the one header `name` of a prepared message (continuations kept).
+    fn raw_value(p: &Prepared, name: &str) -> Vec<u8> {
+        let text = text_of(p);
+        let (fields, _) = split_header(&text);
+        let found: Vec<&Field> = fields.iter().filter(|f| f.is(name)).collect();
+        assert_eq!(found.len(), 1, "{name}: {}", header_of(p));
+        let value = found[0].value();
+        value.strip_suffix(b"\r\n").unwrap_or(value).to_vec()
+    }
+
+    /// Runs of up to 200 KB with no whitespace, in fields of each class: what comes out
+    /// has no line over 998 octets, and a reader gets the same content back.
+    #[test]
+    fn long_headers_without_whitespace_fit_and_keep_their_content() {
+        let mut state = 0x2545_F491_4F6C_DD1D_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        // Token bytes that a Q encoding must escape and ones it keeps.
+        const ALPHABET: &[u8] = b"abcXYZ019+/=_?\"()<>,;:@.-!*";
+        for size in [999, 1000, 1500, 4096, 20_000, 200_000] {
+            let token: Vec<u8> = (0..size)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            let token = String::from_utf8(token).unwrap();
+            let utf8 = "\u{e9}\u{4e2d}\u{1f600}x".repeat(size / 10 + 1);
+            let cases: Vec<(&str, String)> = vec![
+                ("Subject", token.clone()),
+                ("Subject", format!("Re: [cron] {token} done")),
+                ("X-Trace", token.clone()),
+                ("X-Trace", format!("{token} {token}")),
+                (
+                    "Comments",
+                    format!("=?UTF-8?Q?=C3=A9?= {token} =?UTF-8?Q?=C3=A9t=C3=A9?= end"),
+                ),
+                ("Subject", format!("{utf8} tail")),
+                ("X-Spaces", format!("a{}b", " ".repeat(size))),
+            ];
+            for (name, value) in &cases {
+                let raw = format!("{name}: {value}\nTo: a@x.org\n\nbody\n");
+                let p = prep(raw.as_bytes(), false, &["a@x.org"], None)
+                    .unwrap_or_else(|e| panic!("{name} of {size}: {e}"));
+                if let Err(problem) = sendable(&text_of(&p)) {
+                    panic!("{name} of {size}: {problem}");
+                }
+                let got = decode_unstructured(&raw_value(&p, name));
+                assert!(
+                    got == decode_unstructured(format!(" {value}").as_bytes()),
+                    "{name} of {size} came back as {:?}",
+                    String::from_utf8_lossy(&got[..got.len().min(300)])
+                );
+                assert_eq!(body_of(&p), b"body\r\n");
+            }
+            // An independent reader (mail-parser) decodes the Subject to the same text.
+            let raw = format!("Subject: {utf8}{token}\n\nb\n");
+            let p = prep(raw.as_bytes(), false, &["a@x.org"], None).unwrap();
+            let text = text_of(&p);
+            let parsed = MessageParser::new().parse(&text).unwrap();
+            assert_eq!(parsed.subject(), Some(format!("{utf8}{token}").as_str()));
+
+            // Message ids without whitespace between them fold between the ids.
+            let ids: String = (0..size / 20)
+                .map(|i| format!("<{i}.{}@example.org>", size))
+                .collect();
+            let raw = format!("References: {ids}\nIn-Reply-To: {ids}\n\nb\n");
+            let p = prep(raw.as_bytes(), false, &["a@x.org"], None).unwrap();
+            sendable(&text_of(&p)).unwrap();
+            for name in ["References", "In-Reply-To"] {
+                let value = String::from_utf8(raw_value(&p, name)).unwrap();
+                let joined: String = value.split_whitespace().collect();
+                assert_eq!(joined, ids, "{name}");
+            }
+
+            // Addresses without whitespace between them fold between the addresses.
+            let addresses: Vec<String> = (0..size / 16)
+                .map(|i| format!("u{i}@example.org"))
+                .collect();
+            let raw = format!(
+                "To: {}\nCc: {}\n\nb\n",
+                addresses.join(","),
+                addresses.join(",")
+            );
+            let p = prep(raw.as_bytes(), true, &[], None).unwrap();
+            sendable(&text_of(&p)).unwrap();
+            assert_eq!(p.envelope.recipients, addresses);
+            let text = text_of(&p);
+            let parsed = MessageParser::new().parse(&text).unwrap();
+            for list in [parsed.to(), parsed.cc()] {
+                let got: Vec<&str> = list.unwrap().iter().filter_map(|a| a.address()).collect();
+                assert_eq!(got, addresses);
+            }
+        }
+    }
+
+    /// Structured fields with nowhere to fold are refused, naming the field; never cut.
+    #[test]
+    fn headers_that_cannot_fold_are_refused_by_name() {
+        let run = "x".repeat(2000);
+        for (raw, name) in [
+            (format!("Date: {run}\n\nb\n"), "Date"),
+            (format!("Message-ID: <{run}@x.org>\n\nb\n"), "Message-ID"),
+            (
+                format!("References: <a@x.org> <{run}@x.org>\n\nb\n"),
+                "References",
+            ),
+            (
+                format!("Content-Type: text/plain; name={run}\n\nb\n"),
+                "Content-Type",
+            ),
+            (format!("Reply-To: {run}@x.org\n\nb\n"), "Reply-To"),
+            (format!("X-{run}: v\n\nb\n"), "X-xxx"),
+        ] {
+            let err = prep(raw.as_bytes(), false, &["a@x.org"], None).unwrap_err();
+            assert_eq!(err.exit_code(), 65, "{name}: {err}");
+            let shown = err.to_string();
+            assert!(
+                shown.contains(&format!("header `{}", &name[..name.len().min(5)])),
+                "{shown}"
+            );
+            assert!(shown.contains("998"), "{shown}");
+        }
+        // With whitespace to fold at, the same fields go out.
+        let words = vec!["word"; 400].join(" ");
+        let raw = format!("Received: {words}\n\nb\n");
+        let p = prep(raw.as_bytes(), false, &["a@x.org"], None).unwrap();
+        sendable(&text_of(&p)).unwrap();
+    }
+
+    #[test]
+    fn a_nul_in_a_header_is_refused_naming_the_header() {
+        for raw in [&b"Subject: a\0b\n\nbody\n"[..], b"Bcc: a@x.org\0\n\nbody\n"] {
+            let err = prep(raw, true, &["a@x.org"], None).unwrap_err();
+            assert_eq!(err.exit_code(), 65);
+            assert!(err.to_string().contains("NUL"), "{err}");
+            let name = if raw.starts_with(b"Bcc") {
+                "`Bcc`"
+            } else {
+                "`Subject`"
+            };
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_nul_in_a_body_is_encoded_and_decodes_back() {
+        let body = b"before\0after\r\n\0\r\nend\r\n";
+        let raw = [&b"Subject: s\n\n"[..], body].concat();
+        let p = prep(&raw, false, &["a@x.org"], None).unwrap();
+        sendable(&text_of(&p)).unwrap();
+        let header = header_of(&p);
+        assert!(
+            header.contains("Content-Transfer-Encoding: quoted-printable"),
+            "{header}"
+        );
+        assert!(String::from_utf8_lossy(&body_of(&p)).contains("=00"));
+        assert_eq!(decode_qp(&body_of(&p)), body);
+
+        // In a multipart message only the part with the NUL is re-encoded.
+        let raw = b"Subject: s\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nclean\n--B\nContent-Type: application/octet-stream\n\nbin\0ary\n--B--\n";
+        let p = prep(raw, false, &["a@x.org"], None).unwrap();
+        sendable(&text_of(&p)).unwrap();
+        let text = String::from_utf8(text_of(&p)).unwrap();
+        assert!(text.contains("\r\n\r\nclean\r\n--B\r\n"), "{text}");
+        assert_eq!(
+            reencoded_part(&text, "application/octet-stream"),
+            b"bin\0ary"
+        );
+        let parsed = MessageParser::new().parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            parsed.attachment(0).map(|a| a.contents()),
+            Some(&b"bin\0ary"[..])
+        );
+    }
+
+    /// A part in base64 or quoted-printable with lines over 998 octets (a program that
+    /// writes base64 on one line) gets line breaks its decoder skips: the data is the same.
+    #[test]
+    fn long_lines_in_encoded_parts_are_broken_without_changing_the_data() {
+        use base64::Engine;
+        let data: Vec<u8> = (0..6000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+        let text = "caf\u{e9} = ".repeat(400);
+        let qp = String::from_utf8(quoted_printable(text.as_bytes()))
+            .unwrap()
+            .replace("=\r\n", "");
+        assert!(qp.len() > MAX_LINE && qp.contains("=C3=A9"));
+        let raw = format!(
+            "Subject: s\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n{qp}\n--B\nContent-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n{b64}\n--B--\n"
+        );
+        let p = prep(raw.as_bytes(), false, &["a@x.org"], None).unwrap();
+        let out = text_of(&p);
+        sendable(&out).unwrap();
+        let parsed = MessageParser::new().parse(&out).unwrap();
+        assert_eq!(parsed.body_text(0).as_deref(), Some(text.as_str()));
+        assert_eq!(parsed.attachment(0).map(|a| a.contents()), Some(&data[..]));
+    }
+
+    /// A continuation line of only whitespace (obsolete syntax, which some readers take
+    /// for the end of the header block) goes out folded away, the value unchanged.
+    #[test]
+    fn header_lines_of_only_whitespace_are_folded_away() {
+        let raw = b"Subject: a\n   \n\t\n b\nX-Empty:\n \nTo: x@y.org\n\nbody\n";
+        let p = prep(raw, true, &[], None).unwrap();
+        let header = header_of(&p);
+        assert!(
+            !header.split("\r\n").any(|l| l.trim().is_empty()),
+            "{header:?}"
+        );
+        assert_eq!(raw_value(&p, "Subject"), b" a   \t b");
+        assert!(
+            header.contains("\r\nX-Empty: \r\nTo: x@y.org\r\n"),
+            "{header:?}"
+        );
+        assert_eq!(p.envelope.recipients, ["x@y.org"]);
+        assert_eq!(body_of(&p), b"body\r\n");
+    }
+
+    /// A header block that the input ends in, with or without its line end or blank line,
+    /// becomes a message with an empty body; its fields stay fields.
+    #[test]
+    fn a_header_block_without_a_body() {
+        for raw in [
+            &b"To: a@x.org\nSubject: s"[..],
+            b"To: a@x.org\nSubject: s\n",
+            b"To: a@x.org\r\nSubject: s\r\n\r\n",
+            b"To: a@x.org\rSubject: s\r",
+        ] {
+            let p = prep(raw, true, &[], None).unwrap();
+            let text = text_of(&p);
+            sendable(&text).unwrap();
+            assert!(text.ends_with(b"\r\n\r\n"), "{raw:?}");
+            assert_eq!(body_of(&p), b"", "{raw:?}");
+            assert_eq!(p.envelope.recipients, ["a@x.org"], "{raw:?}");
+            assert!(header_of(&p).contains("\r\nSubject: s\r\n"), "{raw:?}");
+        }
+    }
+
+    /// A part header that is not all fields is never rewritten (a line of it would be
+    /// lost): with a NUL in its body, the message is refused instead.
+    #[test]
+    fn a_part_header_that_is_not_all_fields_is_not_rewritten() {
+        let raw = b"Subject: s\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\nFrom nobody\nContent-Type: text/plain\n\nnul\0\n--B--\n";
+        match prep(raw, false, &["a@x.org"], None) {
+            Ok(p) => {
+                let text = String::from_utf8_lossy(&text_of(&p)).into_owned();
+                assert!(text.contains("\r\nFrom nobody\r\n"), "{text}");
+                sendable(&text_of(&p)).unwrap();
+            }
+            Err(err) => assert_eq!(err.exit_code(), 65, "{err}"),
+        }
+    }
+
+    /// Where a NUL or a long line cannot be re-encoded, the message is refused (65).
+    #[test]
+    fn what_cannot_be_reencoded_is_refused() {
+        let long = "z".repeat(1200);
+        let multipart =
+            "Subject: s\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n";
+        for body in [
+            format!("{multipart}preamble \0\n--B\n\nx\n--B--\n"),
+            format!("{multipart}{long}\n--B\n\nx\n--B--\n"),
+            format!("{multipart}--B\n\nx\n--B--\nepilogue\0\n"),
+            "Subject: s\nContent-Transfer-Encoding: base64\n\nQUJD\0\n".to_string(),
+            format!(
+                "{multipart}--B\nContent-Type: message/rfc822\n\nSubject: inner\n\n{long}\n--B--\n"
+            ),
+        ] {
+            let err = match prep(body.as_bytes(), false, &["a@x.org"], None) {
+                Ok(p) => panic!(
+                    "{body:?} went out as {:?}",
+                    String::from_utf8_lossy(&text_of(&p))
+                ),
+                Err(err) => err,
+            };
+            assert_eq!(err.exit_code(), 65, "{err}");
+            assert!(err.to_string().contains("cannot be sent"), "{err}");
+        }
+    }
+
+    /// The decoded body of the last part, boundary "B", of type `content_type` (the
+    /// first field of its header), which must say quoted-printable next.
+    fn reencoded_part(text: &str, content_type: &str) -> Vec<u8> {
+        let part = text
+            .split(&format!("Content-Type: {content_type}\r\n"))
+            .nth(1)
+            .unwrap();
+        assert!(
+            part.starts_with("Content-Transfer-Encoding: quoted-printable\r\n\r\n"),
+            "{text}"
+        );
+        let encoded = part.split("\r\n\r\n").nth(1).unwrap();
+        decode_qp(encoded.split("\r\n--B--").next().unwrap().as_bytes())
     }
 
     fn decode_qp(text: &[u8]) -> Vec<u8> {

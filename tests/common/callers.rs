@@ -3,9 +3,10 @@
 //! tests/real_mta.rs, with `check` judging one delivered message against those expectations.
 //!
 //! Every caller runs with the harness config: domain "example.com", alias root ->
-//! admin@example.com, one account sending as sender@example.com. So an unqualified name goes
-//! through the aliases, then gets "@example.com"; without `-f` the envelope sender is the
-//! account's address; a missing From is built from the envelope sender (and `-F`).
+//! admin@example.com, one account sending as sender@example.com. So an unqualified recipient
+//! goes through the aliases, then gets "@example.com"; an unqualified sender (`-f root`,
+//! `From: root`) only gets "@example.com", as Postfix does; without `-f` the envelope sender
+//! is the account's address; a missing From is built from the envelope sender (and `-F`).
 #![allow(dead_code)]
 
 /// One row of the caller table.
@@ -107,7 +108,7 @@ pub const DEBIAN_CRON: Caller = Caller {
     expect: Expect {
         mail_from: "sender@example.com",
         rcpt_to: &["admin@example.com"],
-        from: "admin@example.com",
+        from: "root@example.com",
         from_name: Some("Cron Daemon"),
         to: &["admin@example.com"],
         cc: &[],
@@ -152,9 +153,9 @@ pub const CRONIE: Caller = Caller {
         "error: error setting owner of /var/log/app/app.log.1 to uid 998 and gid 998: Operation not permitted\n",
     ),
     expect: Expect {
-        mail_from: "admin@example.com",
+        mail_from: "root@example.com",
         rcpt_to: &["admin@example.com"],
-        from: "admin@example.com",
+        from: "root@example.com",
         from_name: Some("Cron Daemon"),
         to: &["admin@example.com"],
         cc: &[],
@@ -195,7 +196,7 @@ pub const SYSTEMD_CRON: Caller = Caller {
     expect: Expect {
         mail_from: "sender@example.com",
         rcpt_to: &["alice@example.com"],
-        from: "admin@example.com",
+        from: "root@example.com",
         from_name: None,
         to: &["alice@example.com"],
         cc: &[],
@@ -520,7 +521,7 @@ pub const MDADM: Caller = Caller {
     expect: Expect {
         mail_from: "sender@example.com",
         rcpt_to: &["admin@example.com"],
-        from: "admin@example.com",
+        from: "root@example.com",
         from_name: Some("mdadm monitoring"),
         to: &["admin@example.com"],
         cc: &[],
@@ -563,9 +564,9 @@ pub const FAIL2BAN: Caller = Caller {
         "Fail2Ban\n",
     ),
     expect: Expect {
-        mail_from: "admin@example.com",
+        mail_from: "root@example.com",
         rcpt_to: &["admin@example.com"],
-        from: "admin@example.com",
+        from: "root@example.com",
         from_name: Some("Fail2Ban"),
         to: &["admin@example.com"],
         cc: &[],
@@ -627,7 +628,7 @@ pub const UNATTENDED_UPGRADES: Caller = Caller {
     expect: Expect {
         mail_from: "sender@example.com",
         rcpt_to: &["admin@example.com"],
-        from: "admin@example.com",
+        from: "root@example.com",
         from_name: None,
         to: &["admin@example.com"],
         cc: &[],
