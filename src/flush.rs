@@ -567,7 +567,6 @@ mod tests {
         let mut entry = Entry::new("acct", &message, &all);
         let delivery = Delivery {
             accepted: vec!["a@x.org".into()],
-            reply: None,
             refused: vec![("b@x.org".into(), "550 5.1.1 unknown".into())],
             deferred: vec![("c@x.org".into(), "451 4.3.0 later".into())],
             reply: Some("250 2.0.0 Ok: queued as 1A".into()),
