@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::config::parse_duration;
-use crate::delivery_log::{Format, Status};
+use crate::delivery::log::{Format, Status};
 use crate::error::{Error, Kind, Result};
 
 /// What the process was asked to do.

@@ -1,35 +1,21 @@
 //! oauth-sendmail: a drop-in /usr/sbin/sendmail that submits mail over SMTP with OAuth2.
 //!
-//! Where things are: argv in `cli`, configuration and accounts in `config`, address
-//! aliases and qualification in `address`, header rewriting in `intake`, secrets in
-//! `credential`, the SMTP client in `smtp`, sending one message in `send`, the spool in
-//! `queue` and its delivery in `flush`, bounces in `bounce`, the delivery log in
-//! `delivery_log`, exit codes in `error`. `sendmail -bs` (SMTP on stdin/stdout) is served
-//! by `smtp_session`. OAuth2: `login` in `oauth`, tokens on the send path in `token`, the
-//! token endpoint in `endpoint`, refresh tokens in `store` (keyring or file). State files
-//! are written by `files`; dates come from `clock`.
+//! Where things are, one folder a concern, each importing only from the ones below it:
+//! `cli` (argv and personalities) and this file (one function per command) on top;
+//! `delivery` (send now, the queue, its flush, bounces, the delivery log, dead.letter);
+//! `smtp` (the client, and the `sendmail -bs` server) and `auth` (login, tokens, stores,
+//! secrets); `config` (the TOML file and accounts); `message` (addresses and intake, pure);
+//! `sys` (state files, clock, signals). `error` holds the one error type and the only
+//! mapping to exit codes.
 
-mod address;
-mod bounce;
+mod auth;
 mod cli;
-mod clock;
 mod config;
-mod credential;
-mod dead_letter;
-mod delivery_log;
-mod endpoint;
+mod delivery;
 mod error;
-mod files;
-mod flush;
-mod intake;
-mod oauth;
-mod queue;
-mod send;
-mod signals;
+mod message;
 mod smtp;
-mod smtp_session;
-mod store;
-mod token;
+mod sys;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -37,13 +23,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use address::Resolver;
 use cli::{Action, Invocation, QueueCommand, SessionOptions};
 use config::{Account, Config};
-use delivery_log::{DeliveryLog, Format, Status};
+use delivery::flush::{Flusher, Selection};
+use delivery::log::{DeliveryLog, Format, Status};
+use delivery::queue::{Entry, Queue};
 use error::{Error, Kind, Result};
-use flush::{Flusher, Selection};
-use queue::{Entry, Queue};
+use message::address::Resolver;
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -66,7 +52,7 @@ fn main() -> ExitCode {
 fn run(action: Action) -> Result<()> {
     match action {
         Action::Send(invocation) if invocation.verify_only => verify(&invocation),
-        Action::Send(invocation) => send::send(&invocation),
+        Action::Send(invocation) => delivery::send::send(&invocation),
         Action::ListQueue { config } => list_queue(config.as_deref()),
         Action::FlushQueue {
             config,
@@ -107,16 +93,16 @@ fn run(action: Action) -> Result<()> {
 }
 
 /// `sendmail -bs`: an SMTP session on stdin/stdout. Each message goes through
-/// `send::deliver` as if it had been piped in with `-i`, and the reply to its final dot
+/// `delivery::send::deliver` as if it had been piped in with `-i`, and the reply to its final dot
 /// says how that went: the client keeps the message unless it got a 250, so nothing goes
 /// to dead.letter. A message the queue took is safe, so it gets its 250.
 fn serve_smtp(options: &SessionOptions) -> Result<()> {
     // Our EHLO name upstream, so both sides of the relay give the same name.
-    let settings = smtp_session::Settings::new(smtp::default_hello_name());
+    let settings = smtp::server::Settings::new(smtp::client::default_hello_name());
     let config = Config::load(options.config.as_deref())
-        .map_err(|err| smtp_session::refuse(io::stdout().lock(), &settings, err))?;
+        .map_err(|err| smtp::server::refuse(io::stdout().lock(), &settings, err))?;
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
-    let deliver_one = |message: &smtp_session::Transaction| {
+    let deliver_one = |message: &smtp::server::Transaction| {
         let invocation = Invocation {
             sender: Some(message.sender.clone()),
             recipients: message.recipients.clone(),
@@ -127,7 +113,7 @@ fn serve_smtp(options: &SessionOptions) -> Result<()> {
             alone: true,
             ..Invocation::default()
         };
-        match send::deliver(&config, &invocation, &message.data) {
+        match delivery::send::deliver(&config, &invocation, &message.data) {
             Ok(_) => Ok(()),
             Err(err) if err.is_message_kept() && err.kind() != Kind::RecipientRefused => Ok(()),
             Err(err) => Err(err),
@@ -135,9 +121,12 @@ fn serve_smtp(options: &SessionOptions) -> Result<()> {
     };
     // A stop signal ends the session at once while we wait for the client, and after the
     // reply to the message in flight otherwise.
-    signals::defer_stop();
-    let (input, output) = (signals::ClientInput::new(io::stdin()), io::stdout().lock());
-    smtp_session::serve(input, output, &settings, &resolver, deliver_one)
+    sys::signals::defer_stop();
+    let (input, output) = (
+        sys::signals::ClientInput::new(io::stdin()),
+        io::stdout().lock(),
+    );
+    smtp::server::serve(input, output, &settings, &resolver, deliver_one)
 }
 
 /// `sendmail -bv`: how each recipient resolves, without reading or sending a message.
@@ -193,7 +182,7 @@ fn list_queue(config_path: Option<&Path>) -> Result<()> {
         None => Default::default(),
     };
     let mut out = io::stdout().lock();
-    queue::render_listing(&entries, &unreadable, &mut out).map_err(stdout_error)
+    delivery::queue::render_listing(&entries, &unreadable, &mut out).map_err(stdout_error)
 }
 
 /// `sendmail -q`, `queue flush`, `queue retry`: deliver what is selected.
@@ -204,7 +193,7 @@ fn flush_queue(config_path: Option<&Path>, selection: Selection, verbose: bool) 
     };
     // `systemctl stop`, `timeout`, ^C: the message in flight and its bookkeeping finish,
     // then the flush stops.
-    signals::defer_stop();
+    sys::signals::defer_stop();
     let report = Flusher::new(&config, &queue, verbose, None).run(selection, None)?;
     if let Some(signal) = report.stopped {
         eprintln!(
@@ -236,7 +225,7 @@ fn show_queued(config_path: Option<&Path>, id: &str) -> Result<()> {
     let (queue, entry) = find_queued(config_path, id)?;
     let message = queue.message(id)?;
     let mut out = io::stdout().lock();
-    queue::render_entry(&entry, &mut out)
+    delivery::queue::render_entry(&entry, &mut out)
         .and_then(|()| out.write_all(&message))
         .map_err(stdout_error)
 }
@@ -318,13 +307,15 @@ fn show_log(
     format: Format,
 ) -> Result<()> {
     let config = Config::load(config_path)?;
-    let oldest = since.map_or(0, |age| crate::clock::now().saturating_sub(age.as_secs()));
+    let oldest = since.map_or(0, |age| {
+        crate::sys::clock::now().saturating_sub(age.as_secs())
+    });
     let log_file = &config.queue.log_file;
     let mut records = DeliveryLog::new(log_file).read()?;
     let logged = records.len();
     records.retain(|r| r.unix >= oldest && status.is_none_or(|s| r.result == s));
     let mut out = io::stdout().lock();
-    delivery_log::render(&records, format, &mut out).map_err(stdout_error)?;
+    delivery::log::render(&records, format, &mut out).map_err(stdout_error)?;
     // On stderr, so that CSV and JSON on stdout stay just that.
     match (records.is_empty(), logged) {
         (false, _) => {}
@@ -362,14 +353,14 @@ fn check_aliases(config_path: Option<&Path>) -> Result<()> {
 fn login(options: &cli::Login) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let account = config.choose_account(options.account.as_deref(), None)?;
-    oauth::login(account, options)
+    auth::login::login(account, options)
 }
 
 /// `oauth-sendmail logout`: forgets an account's tokens.
 fn logout(options: &cli::Logout) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let account = config.choose_account(options.account.as_deref(), None)?;
-    let removed = token::forget(account)?;
+    let removed = auth::token::forget(account)?;
     match removed.is_empty() {
         true => println!("Account `{}` had no tokens to forget.", account.name),
         false => println!(
@@ -422,12 +413,12 @@ fn status(options: &cli::StatusArgs) -> Result<()> {
         if account.auth != config::AuthMethod::None {
             lines.push(("user", account.user.clone()));
         }
-        let report = token::status(account);
+        let report = auth::token::status(account);
         lines.extend(report.lines);
         problems.extend(report.problems);
         if options.check {
-            let checked = token::with_secret(account, options.verbose, |secret| {
-                smtp::check(account, secret, options.verbose)
+            let checked = auth::token::with_secret(account, options.verbose, |secret| {
+                smtp::client::check(account, secret, options.verbose)
             });
             let result = match &checked {
                 Ok(()) => "ok: authenticated and quit".to_string(),

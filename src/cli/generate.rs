@@ -829,7 +829,7 @@ fn the_send_synopsis_shows_flags_and_values() {
 /// The keys that config.rs accepts, from its source: the fields of the structs the TOML
 /// is read into.
 fn config_keys() -> Vec<String> {
-    let source = include_str!("../config.rs");
+    let source = include_str!("../config/mod.rs");
     let mut keys = Vec::new();
     for table in [
         "struct ConfigFile {",

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::credential::{read_private_text, Secret};
+use crate::auth::credential::{read_private_text, Secret};
 use crate::error::{Error, Kind, Result};
 
 /// `store = "keyring" | "file"` in `[accounts.NAME.oauth]`.
@@ -98,7 +98,7 @@ impl Store {
             }
             StoreKind::File => {
                 let path = self.file(item)?;
-                crate::files::write_private(&path, format!("{}\n", secret.expose()).as_bytes())
+                crate::sys::files::write_private(&path, format!("{}\n", secret.expose()).as_bytes())
             }
         }
     }
@@ -115,7 +115,7 @@ impl Store {
         if std::fs::metadata(&path).is_ok_and(|m| m.len() >= RESERVATION as u64) {
             return Ok(());
         }
-        crate::files::write_private(&path, &[b'\n'; RESERVATION]).map_err(|e| {
+        crate::sys::files::write_private(&path, &[b'\n'; RESERVATION]).map_err(|e| {
             Error::new(
                 Kind::Temporary,
                 "cannot reserve room for a rotated refresh token, so no refresh was asked for",
@@ -177,14 +177,14 @@ impl Store {
             // No reservation (made before this version), or a token larger than it: the
             // ordinary write, which needs room.
             _ => {
-                return crate::files::write_private(target, line.as_bytes())
+                return crate::sys::files::write_private(target, line.as_bytes())
                     .map_err(|e| e.within("cannot store the rotated refresh token"))
             }
         };
         file.write_all(line.as_bytes())
             .and_then(|()| file.sync_all())
             .and_then(|()| std::fs::rename(&reservation, target))
-            .and_then(|()| crate::files::sync_dir(target.parent().unwrap_or(Path::new("."))))
+            .and_then(|()| crate::sys::files::sync_dir(target.parent().unwrap_or(Path::new("."))))
             .map_err(cannot)?;
         // The padding after the line is harmless (readers take the first line); cutting it
         // frees the room for the next reservation.
@@ -225,7 +225,7 @@ impl Store {
 
     /// `STATE/ACCOUNT.suffix`.
     fn named(&self, suffix: &str) -> Result<PathBuf> {
-        Ok(crate::files::state_dir()?.join(format!("{}.{suffix}", file_stem(&self.account))))
+        Ok(crate::sys::files::state_dir()?.join(format!("{}.{suffix}", file_stem(&self.account))))
     }
 }
 
@@ -283,7 +283,7 @@ mod keyring {
     use keyring_core::{CredentialStore, Entry};
 
     use super::{Item, KEYRING_SERVICE};
-    use crate::credential::Secret;
+    use crate::auth::credential::Secret;
     use crate::error::{Error, Kind, Result};
 
     pub fn get(account: &str, item: Item) -> Result<Option<Secret>> {
@@ -399,7 +399,7 @@ mod keyring {
     //! Keychain and Credential Manager stores are not wired in yet.
 
     use super::Item;
-    use crate::credential::Secret;
+    use crate::auth::credential::Secret;
     use crate::error::{Error, Kind, Result};
 
     fn unsupported(account: &str) -> Error {

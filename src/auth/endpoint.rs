@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::auth::credential::Secret;
 use crate::config::check_endpoint;
-use crate::credential::Secret;
 use crate::error::{Error, Kind};
 
 /// A token endpoint's successful answer.

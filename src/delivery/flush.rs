@@ -4,14 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use crate::bounce::{self, Failure};
 use crate::config::{Account, Config, QueueSettings};
-use crate::dead_letter;
-use crate::delivery_log::{DeliveryLog, Outcome, Record, Status};
+use crate::delivery::bounce::{self, Failure};
+use crate::delivery::dead_letter;
+use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
+use crate::delivery::queue::{Entry, Intake, Queue, RecipientState};
 use crate::error::{Error, Kind, Result};
-use crate::queue::{Entry, Intake, Queue, RecipientState};
-use crate::smtp::{Delivery, Session};
-use crate::{signals, token};
+use crate::smtp::client::{Delivery, Session};
+use crate::{auth::token, sys::signals};
 
 /// Which messages a flush tries.
 pub enum Selection {
@@ -81,7 +81,7 @@ impl<'a> Flusher<'a> {
         };
         // No writer takes an hour between its two renames.
         self.queue.remove_leftovers(Duration::from_secs(3600));
-        let now = crate::clock::now();
+        let now = crate::sys::clock::now();
         let (mut entries, unreadable) = self.queue.scan()?;
         for bad in unreadable.iter().filter(|bad| !bad.quarantined) {
             self.quarantine(&bad.id, &bad.why);
@@ -216,7 +216,7 @@ impl<'a> Flusher<'a> {
             }
         }
         entry.attempts += 1;
-        let now = crate::clock::now();
+        let now = crate::sys::clock::now();
         if entry.pending().next().is_some() {
             if now.saturating_sub(entry.arrival) >= self.config.queue.max_age.as_secs() {
                 expire(&mut entry, &self.config.queue, &mut failures);
@@ -291,7 +291,7 @@ impl<'a> Flusher<'a> {
             account: intake.account.clone(),
             ..Default::default()
         };
-        let err = match crate::send::prepare(self.config, &invocation, data) {
+        let err = match crate::delivery::send::prepare(self.config, &invocation, data) {
             Ok((account, prepared)) => {
                 let mut ready = Entry::new(&account.name, &prepared, &prepared.envelope.recipients);
                 // Derived from the held id: after a crash between the two steps the
@@ -310,9 +310,9 @@ impl<'a> Flusher<'a> {
         let why = err.summary();
         held.attempts += 1;
         held.last_error = Some(why.clone());
-        let now = crate::clock::now();
+        let now = crate::sys::clock::now();
         let too_old = now.saturating_sub(held.arrival) >= self.config.queue.max_age.as_secs();
-        let status = match !crate::send::awaits_setup(&err) || too_old {
+        let status = match !crate::delivery::send::awaits_setup(&err) || too_old {
             // It cannot ever be prepared (bad input, no recipients), or nobody fixed the
             // setup in time: nobody can be told but the user, through dead.letter.
             true => {
@@ -374,7 +374,11 @@ impl<'a> Flusher<'a> {
     }
 
     /// Sends through the open session for `account`, opening one when needed.
-    fn send(&mut self, account: &Account, message: &crate::intake::Prepared) -> Result<Delivery> {
+    fn send(
+        &mut self,
+        account: &Account,
+        message: &crate::message::intake::Prepared,
+    ) -> Result<Delivery> {
         if let Some((_, err)) = self
             .unreachable
             .iter()
@@ -414,8 +418,8 @@ impl<'a> Flusher<'a> {
         let sent = match (entry.sender.is_empty(), account) {
             (false, Some(account)) => {
                 let data = bounce::build(entry, failures, account.address(), original);
-                let notice = crate::intake::Prepared {
-                    envelope: crate::intake::Envelope {
+                let notice = crate::message::intake::Prepared {
+                    envelope: crate::message::intake::Envelope {
                         sender: String::new(),
                         recipients: vec![entry.sender.clone()],
                     },
@@ -549,8 +553,8 @@ mod tests {
 
     #[test]
     fn delivery_marks_each_recipient() {
-        let message = crate::intake::Prepared {
-            envelope: crate::intake::Envelope {
+        let message = crate::message::intake::Prepared {
+            envelope: crate::message::intake::Envelope {
                 sender: "s@x.org".into(),
                 recipients: vec![],
             },

@@ -8,8 +8,8 @@
 
 use std::io::{self, BufRead, Write};
 
-use crate::address::{self, Resolver};
 use crate::error::{Error, Kind, Result};
+use crate::message::address::{self, Resolver};
 
 /// The largest message taken, after dot-unstuffing, advertised as SIZE: a little over what
 /// Gmail (35,882,577 octets) and Microsoft 365 accept by default, so a message refused

@@ -43,9 +43,9 @@ impl Record {
         size: u64,
         started: std::time::Instant,
     ) -> Record {
-        let now = crate::clock::now();
+        let now = crate::sys::clock::now();
         Record {
-            time: crate::clock::rfc3339(now),
+            time: crate::sys::clock::rfc3339(now),
             unix: now,
             queue_id,
             message_id,
@@ -160,7 +160,7 @@ impl DeliveryLog {
             .parent()
             .filter(|d| !d.as_os_str().is_empty() && !d.is_dir());
         if let Some(dir) = missing {
-            crate::files::ensure_private_dir(dir).map_err(|e| {
+            crate::sys::files::ensure_private_dir(dir).map_err(|e| {
                 e.within(format!(
                     "cannot write the delivery log {}",
                     self.path.display()
@@ -314,7 +314,7 @@ mod tests {
 
     fn record(unix: u64, status: Status) -> Record {
         Record {
-            time: crate::clock::rfc3339(unix),
+            time: crate::sys::clock::rfc3339(unix),
             unix,
             queue_id: Some("ABC".into()),
             message_id: Some("<m@x>".into()),

@@ -7,8 +7,8 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 
-use crate::clock::rfc3339;
-use crate::queue::Entry;
+use crate::delivery::queue::Entry;
+use crate::sys::clock::rfc3339;
 
 /// A recipient that will not get the message, with the reason.
 #[derive(Clone, Debug, PartialEq)]
@@ -130,7 +130,7 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::intake::{Envelope, Prepared};
+    use crate::message::intake::{Envelope, Prepared};
 
     #[test]
     fn dsn_names_each_failed_recipient_and_returns_the_headers() {

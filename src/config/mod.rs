@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::credential::{Secret, SecretSource};
+use crate::auth::credential::{Secret, SecretSource};
+use crate::auth::store::StoreKind;
 use crate::error::{Error, Kind, Result};
-use crate::store::StoreKind;
 
 /// The configuration as the rest of the program uses it.
 #[derive(Debug, Default)]
@@ -43,7 +43,7 @@ pub struct QueueSettings {
 impl Default for QueueSettings {
     fn default() -> QueueSettings {
         // Without HOME (some cron setups), a system-wide place rather than no queue at all.
-        let state = crate::files::state_dir()
+        let state = crate::sys::files::state_dir()
             .unwrap_or_else(|_| PathBuf::from("/var/spool/oauth-sendmail"));
         QueueSettings {
             mode: QueueMode::OnFailure,
@@ -494,7 +494,7 @@ impl Account {
             .first()
             .ok_or("`from` needs at least one address")?;
         for address in &addresses {
-            crate::address::check_syntax(address).map_err(|e| format!("`from`: {e}"))?;
+            crate::message::address::check_syntax(address).map_err(|e| format!("`from`: {e}"))?;
         }
         let user = file.user.unwrap_or_else(|| first.clone());
         let auth = file.auth.unwrap_or(match provider {
@@ -1101,7 +1101,7 @@ mod tests {
 
     #[test]
     fn the_shipped_example_parses_and_holds_no_secret() {
-        let text = include_str!("../contrib/config.example.toml");
+        let text = include_str!("../../contrib/config.example.toml");
         let config = parse(text).unwrap();
         assert!(config.inline_secrets().is_empty());
         assert!(config.accounts.len() >= 7);

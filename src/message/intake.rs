@@ -36,8 +36,8 @@ use mail_builder::headers::date::Date;
 use mail_builder::headers::Header;
 use mail_parser::{Encoding, MessageParser, PartType};
 
-use crate::address::{self, Entry, Mailbox, Resolver};
 use crate::error::{Error, Kind, Result};
+use crate::message::address::{self, Entry, Mailbox, Resolver};
 
 /// Who the message is from and to, as given to the server in MAIL FROM and RCPT TO.
 #[derive(Clone, Debug, PartialEq)]

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 
+use crate::auth::credential::Secret;
+use crate::auth::endpoint::{self, TokenResponse};
+use crate::auth::store::{self, Item, Store, StoreKind};
+use crate::auth::token;
 use crate::cli::Login;
 use crate::config::{Account, Grant, OAuth, Provider};
-use crate::credential::Secret;
-use crate::endpoint::{self, TokenResponse};
 use crate::error::{Error, Kind, Result};
-use crate::store::{self, Item, Store, StoreKind};
-use crate::token;
 
 /// A request from the browser larger than this is not our redirect.
 const MAX_REQUEST: usize = 16 * 1024;

@@ -22,8 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
-use crate::intake::{Envelope, Prepared};
-use crate::{clock, files};
+use crate::message::intake::{Envelope, Prepared};
+use crate::{sys::clock, sys::files};
 
 /// One queued message's envelope and delivery state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -482,7 +482,7 @@ pub fn render_listing(
             "{:<24} {:>8} {:<20}  {sender}",
             entry.id,
             entry.size,
-            crate::clock::rfc3339(entry.arrival)
+            crate::sys::clock::rfc3339(entry.arrival)
         )?;
         let error = entry.last_error.as_deref().unwrap_or("not tried yet");
         writeln!(
@@ -490,7 +490,7 @@ pub fn render_listing(
             "{:56}(attempts: {}, next try: {}) {error}",
             "",
             entry.attempts,
-            crate::clock::rfc3339(entry.next_try)
+            crate::sys::clock::rfc3339(entry.next_try)
         )?;
         for recipient in entry.pending() {
             writeln!(out, "{:56}{}", "", recipient.address)?;
@@ -516,7 +516,7 @@ pub fn render_listing(
 
 /// `queue show`: the entry's state, one field a line, then a blank line.
 pub fn render_entry(entry: &Entry, out: &mut impl Write) -> io::Result<()> {
-    let time = crate::clock::rfc3339;
+    let time = crate::sys::clock::rfc3339;
     writeln!(out, "Queue-ID: {}", entry.id)?;
     writeln!(out, "Account: {}", entry.account)?;
     writeln!(out, "Sender: <{}>", entry.sender)?;

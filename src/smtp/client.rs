@@ -8,20 +8,17 @@
 //! a byte at a time held a sender for ever), it cannot show the greeting or give the
 //! certificate error apart from other TLS failures, and it cannot pipeline.
 
-mod reply;
-mod wire;
-
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
+use super::reply::Reply;
+use super::wire::{self, Step, Transcript, Wire};
+use crate::auth::credential::Secret;
 use crate::config::{Account, AuthMethod, Tls};
-use crate::credential::Secret;
 use crate::error::{Error, Kind, Result};
-use crate::intake::Prepared;
-use reply::Reply;
-use wire::{Step, Transcript, Wire};
+use crate::message::intake::Prepared;
 
 /// What the server said about each recipient of a message that reached DATA (or not).
 #[derive(Debug, Default)]
@@ -620,7 +617,8 @@ mod tests {
             assert_eq!(err.exit_code(), 76, "{greeting:?} {answers:?}: {err}");
             assert!(err.to_string().contains("not SMTP"), "{err}");
         }
-        let endless: &'static [u8] = Box::leak(vec![b'2'; reply::MAX_LINE + 10].into_boxed_slice());
+        let endless: &'static [u8] =
+            Box::leak(vec![b'2'; crate::smtp::reply::MAX_LINE + 10].into_boxed_slice());
         let err = open(scripted(endless, &[])).err().expect("an error");
         assert_eq!(err.exit_code(), 76, "{err}");
     }
@@ -677,7 +675,7 @@ mod tests {
         );
         let mut session = open(port).unwrap();
         let message = Prepared {
-            envelope: crate::intake::Envelope {
+            envelope: crate::message::intake::Envelope {
                 sender: "a@example.com".into(),
                 recipients: vec!["b@example.com".into()],
             },

@@ -64,7 +64,7 @@ fn mbox_entry(message: &[u8], sender: &str, recipients: &[String]) -> Vec<u8> {
     };
     let mut out = format!(
         "From {sender} {}\n",
-        crate::clock::asctime(crate::clock::now())
+        crate::sys::clock::asctime(crate::sys::clock::now())
     )
     .into_bytes();
     if !recipients.is_empty() {

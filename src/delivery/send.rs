@@ -5,17 +5,17 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crate::address::Resolver;
 use crate::cli::Invocation;
 use crate::config::{Account, Config, QueueMode};
-use crate::dead_letter;
-use crate::delivery_log::{DeliveryLog, Outcome, Record, Status};
+use crate::delivery::dead_letter;
+use crate::delivery::flush::{self, Flusher, Selection};
+use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
+use crate::delivery::queue::{Entry, Queue};
 use crate::error::{Error, Kind, Result};
-use crate::flush::{self, Flusher, Selection};
-use crate::intake::{self, Prepared};
-use crate::queue::{Entry, Queue};
-use crate::smtp::{Delivery, Session};
-use crate::{signals, token};
+use crate::message::address::Resolver;
+use crate::message::intake::{self, Prepared};
+use crate::smtp::client::{Delivery, Session};
+use crate::{auth::token, sys::signals};
 
 /// After a message went out, queued ones of the same account may follow on the same
 /// connection, but the caller (cron, PHP) is waiting: this long at most.
@@ -94,7 +94,7 @@ fn hold(
         eight_bit: !raw.is_ascii(),
         message_id: None,
     };
-    let options = crate::queue::Intake {
+    let options = crate::delivery::queue::Intake {
         extract_recipients: invocation.extract_recipients,
         sender: invocation.sender.clone(),
         full_name: invocation.full_name.clone(),
@@ -318,7 +318,7 @@ fn enqueue(
     if let Some(why) = failed {
         entry.attempts = 1;
         entry.last_error = Some(why.to_string());
-        entry.next_try = crate::clock::now() + flush::backoff(&config.queue, 1).as_secs();
+        entry.next_try = crate::sys::clock::now() + flush::backoff(&config.queue, 1).as_secs();
     }
     queue.add(&entry, prepared)?;
     Ok(entry)

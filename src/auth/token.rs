@@ -18,11 +18,11 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::auth::credential::{read_private_text, Secret};
+use crate::auth::endpoint::{self, Failure, TokenResponse};
+use crate::auth::store::{self, Item, Store, StoreKind};
 use crate::config::{Account, ClientSecret, Grant, OAuth, Provider};
-use crate::credential::{read_private_text, Secret};
-use crate::endpoint::{self, Failure, TokenResponse};
 use crate::error::{Error, Kind, Result};
-use crate::store::{self, Item, Store, StoreKind};
 
 /// A token this close to its expiry is not used: it could expire during the SMTP dialogue.
 const EXPIRY_MARGIN: u64 = 60;
@@ -73,7 +73,7 @@ impl Cache {
     fn save(&self, account: &str) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::new(Kind::Internal, "cannot encode the token cache", e))?;
-        crate::files::write_private(&cache_file(account)?, text.as_bytes())
+        crate::sys::files::write_private(&cache_file(account)?, text.as_bytes())
     }
 
     fn record_token(&mut self, response: &TokenResponse, now: u64) {
@@ -124,7 +124,7 @@ pub fn secret_for(
     let Some(oauth) = &account.oauth else {
         return account.secret.as_ref().map(|s| s.fetch()).transpose();
     };
-    let now = crate::clock::now();
+    let now = crate::sys::clock::now();
     if rejected.is_none() {
         if let Some(token) = Cache::load(&account.name)?.valid_token(now) {
             note(verbose, "using the cached access token");
@@ -135,7 +135,7 @@ pub fn secret_for(
     // Read again under the lock: another sender may have refreshed while we waited.
     // And with the time read again: the wait for the lock can be long.
     let mut cache = Cache::load(&account.name)?;
-    if let Some(token) = cache.valid_token(crate::clock::now()) {
+    if let Some(token) = cache.valid_token(crate::sys::clock::now()) {
         if Some(token) != rejected {
             note(
                 verbose,
@@ -149,7 +149,7 @@ pub fn secret_for(
     note(verbose, "fetching a new access token");
     match fetch(account, oauth, &cache, verbose) {
         Ok(response) => {
-            cache.record_token(&response, crate::clock::now());
+            cache.record_token(&response, crate::sys::clock::now());
             // Only a cache: the token in hand still sends this message.
             if let Err(err) = cache.save(&account.name) {
                 eprintln!(
@@ -161,7 +161,7 @@ pub fn secret_for(
         }
         Err(err) => {
             cache.last_error = Some(err.summary());
-            cache.last_error_at = Some(crate::clock::now());
+            cache.last_error_at = Some(crate::sys::clock::now());
             // The failure itself matters more than recording it.
             let _ = cache.save(&account.name);
             Err(err)
@@ -325,7 +325,7 @@ pub fn save_login(account: &Account, store: &Store, response: &TokenResponse) ->
     let _ = store.reserve_for_rotation();
     let mut cache = Cache::load(&account.name).unwrap_or_default();
     cache.store = Some(store.kind());
-    cache.record_token(response, crate::clock::now());
+    cache.record_token(response, crate::sys::clock::now());
     cache.save(&account.name)
 }
 
@@ -411,10 +411,10 @@ pub fn status(account: &Account) -> Report {
         match &account.secret {
             Some(source) => {
                 let what = match source {
-                    crate::credential::SecretSource::File(path) => {
+                    crate::auth::credential::SecretSource::File(path) => {
                         format!("a ready token or password from the file {}", path.display())
                     }
-                    crate::credential::SecretSource::Command(_) => {
+                    crate::auth::credential::SecretSource::Command(_) => {
                         "a ready token or password from a command".to_string()
                     }
                 };
@@ -433,7 +433,7 @@ pub fn status(account: &Account) -> Report {
             Cache::default()
         }
     };
-    let now = crate::clock::now();
+    let now = crate::sys::clock::now();
     match &oauth.grant {
         Grant::User => {
             report.line("credentials", "OAuth2 login");
@@ -567,7 +567,7 @@ fn service_account_token(
         (None, Some(uri)) => uri.to_string(),
         (None, None) => "https://oauth2.googleapis.com/token".to_string(),
     };
-    let now = crate::clock::now();
+    let now = crate::sys::clock::now();
     let mut header = json!({"alg": "RS256", "typ": "JWT"});
     if let Some(kid) = endpoint::text(&key, "private_key_id") {
         header["kid"] = Value::from(kid);
@@ -632,9 +632,10 @@ struct Lock(#[allow(dead_code)] File);
 
 impl Lock {
     fn take(account: &str) -> Result<Lock> {
-        let path = crate::files::state_dir()?.join(format!("{}.lock", store::file_stem(account)));
+        let path =
+            crate::sys::files::state_dir()?.join(format!("{}.lock", store::file_stem(account)));
         if let Some(dir) = path.parent() {
-            crate::files::ensure_private_dir(dir)?;
+            crate::sys::files::ensure_private_dir(dir)?;
         }
         let file = OpenOptions::new()
             .write(true)
@@ -676,7 +677,7 @@ impl Lock {
 }
 
 fn cache_file(account: &str) -> Result<PathBuf> {
-    Ok(crate::files::state_dir()?.join(format!("{}.json", store::file_stem(account))))
+    Ok(crate::sys::files::state_dir()?.join(format!("{}.json", store::file_stem(account))))
 }
 
 fn note(verbose: bool, text: &str) {
@@ -691,7 +692,7 @@ pub fn when(at: u64, now: u64) -> String {
         std::cmp::Ordering::Greater => format!("in {}", span(at - now)),
         _ => format!("{} ago", span(now - at)),
     };
-    format!("{} ({relative})", crate::clock::readable(at))
+    format!("{} ({relative})", crate::sys::clock::readable(at))
 }
 
 fn span(seconds: u64) -> String {
@@ -746,7 +747,7 @@ mod tests {
     #[test]
     fn jwt_is_signed_rs256_and_verifies() {
         // Test-only key, made for this test.
-        let pem = include_str!("../tests/common/service-account-test-key.pem");
+        let pem = include_str!("../../tests/common/service-account-test-key.pem");
         let jwt = sign_jwt(&json!({"alg": "RS256"}), &json!({"sub": "a@b.c"}), pem).unwrap();
         let parts: Vec<&str> = jwt.split('.').collect();
         assert_eq!(parts.len(), 3);

@@ -1,0 +1,4 @@
+//! The message itself, pure and without I/O: addresses (aliases, qualification) and intake (the bytes from the caller made into what goes on the wire, with its envelope).
+
+pub mod address;
+pub mod intake;

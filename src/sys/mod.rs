@@ -1,0 +1,5 @@
+//! What the operating system gives us: private state files and directories, the clock, and stop signals.
+
+pub mod clock;
+pub mod files;
+pub mod signals;
