@@ -311,13 +311,16 @@ impl Wire {
                 "has been revoked".to_string(),
                 "the server's administrator must replace it",
             ),
-            other => (
-                format!(
-                    "is not valid: {}",
-                    describe_chain(&rustls::Error::InvalidCertificate(other.clone()))
-                ),
-                "if the server uses a private CA, set ca_file to that CA's certificate (PEM)",
-            ),
+            other => {
+                let error = Error::new(
+                    Kind::Certificate,
+                    Step::Tls.failed(&self.server),
+                    format!("the certificate of {host} is not valid"),
+                );
+                return error
+                    .caused_by(rustls::Error::InvalidCertificate(other.clone()))
+                    .hint("if the server uses a private CA, set ca_file to that CA's certificate (PEM)");
+            }
         };
         Error::new(
             Kind::Certificate,
@@ -448,11 +451,13 @@ impl Wire {
             return Error::new(Kind::Temporary, step.timed_out(&self.server, sending), why)
                 .hint("if the server is only slow, raise `timeout` for this account");
         }
-        let why = match err.kind() {
-            io::ErrorKind::UnexpectedEof => "the server closed the connection".to_string(),
-            _ => describe_chain(&err),
-        };
-        Error::new(Kind::Temporary, step.failed(&self.server), why)
+        let what = step.failed(&self.server);
+        match err.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                Error::new(Kind::Temporary, what, "the server closed the connection")
+            }
+            _ => Error::from_cause(Kind::Temporary, what, err),
+        }
     }
 
     /// Says QUIT (when the connection is still fit) and closes TLS properly.
@@ -528,21 +533,6 @@ fn rustls_pemfile_certs(pem: &[u8]) -> std::result::Result<Vec<CertificateDer<'s
     CertificateDer::pem_slice_iter(pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())
-}
-
-/// An error and its causes on one line, without rustls' documentation links.
-pub fn describe_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        let cause_text = cause_text.split(": https://").next().unwrap_or_default();
-        if !text.contains(cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The `-v` dialogue on stderr: `-> ` what we sent (secrets shown as "(redacted)"),
