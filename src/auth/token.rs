@@ -9,7 +9,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -652,17 +651,16 @@ impl Lock {
             })?;
         let started = Instant::now();
         loop {
-            // SAFETY: flock on a file descriptor this function owns.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Lock(file));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(Error::new(
-                    Kind::Io,
-                    format!("cannot lock {}", path.display()),
-                    err,
-                ));
+            match crate::sys::files::try_lock(&file) {
+                Ok(true) => return Ok(Lock(file)),
+                Ok(false) => {}
+                Err(err) => {
+                    return Err(Error::new(
+                        Kind::Io,
+                        format!("cannot lock {}", path.display()),
+                        err,
+                    ))
+                }
             }
             if started.elapsed() > LOCK_WAIT {
                 return Err(Error::new(

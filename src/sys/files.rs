@@ -1,6 +1,7 @@
 //! Files only their owner may read, written whole: the per-user state directory, private
 //! directories, and atomic replacement (temp file, fsync, rename, fsync of the directory),
-//! for the queue, the token cache and the file store alike.
+//! for the queue, the token cache and the file store alike; and the one way we lock a
+//! file.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -135,6 +136,17 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Takes the exclusive lock on `file` (flock(2) on Unix, held until the file is closed,
+/// so a killed holder frees it) without waiting: `Ok(false)` when another process holds
+/// it.
+pub fn try_lock(file: &File) -> std::io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +191,28 @@ mod tests {
             std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
             1
         );
+    }
+
+    #[test]
+    fn try_lock_is_exclusive_until_the_holder_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap()
+        };
+        let held = open();
+        assert!(try_lock(&held).unwrap());
+        // A second open file description, as another process would have.
+        let other = open();
+        assert!(!try_lock(&other).unwrap());
+        // Read-only is enough (the queue locks a `.msg` it only reads).
+        assert!(!try_lock(&File::open(&path).unwrap()).unwrap());
+        drop(held);
+        assert!(try_lock(&other).unwrap());
     }
 }
