@@ -706,8 +706,7 @@ fn check_not_writable_by_others(path: &Path) -> Result<SafeFile> {
     };
     let real = std::fs::canonicalize(path)
         .map_err(|e| Error::new(Kind::Config, format!("cannot read {}", path.display()), e))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::host::effective_uid();
     let ours = |uid: u32| uid == 0 || uid == me;
     let stat = |p: &Path| {
         std::fs::metadata(p)

@@ -414,24 +414,12 @@ pub fn check(account: &Account, secret: Option<&Secret>, verbose: bool) -> Resul
 /// The EHLO name when the account sets none: this machine's host name (RFC 5321 4.1.4),
 /// else the address literal of the loopback address.
 pub fn default_hello_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let name = match rc {
-        0 => {
-            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            String::from_utf8_lossy(&buf[..end]).into_owned()
-        }
-        _ => String::new(),
-    };
-    let usable = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    match usable {
-        true => name,
-        false => "[127.0.0.1]".to_string(),
-    }
+    crate::sys::host::name()
+        .filter(|name| {
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "[127.0.0.1]".to_string())
 }
 
 /// A reply that refuses `step`, as our error: the kind from the reply code, the server's

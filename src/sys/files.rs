@@ -69,8 +69,7 @@ fn make_private(dir: &Path) -> Result<()> {
         )
     };
     let metadata = std::fs::metadata(dir).map_err(failed)?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let ours = metadata.uid() == unsafe { libc::geteuid() };
+    let ours = metadata.uid() == super::host::effective_uid();
     if ours && metadata.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
     }
