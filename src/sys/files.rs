@@ -13,18 +13,23 @@ use crate::error::{Error, Kind, Result};
 /// `$XDG_STATE_HOME/oauth-sendmail` (default `~/.local/state/oauth-sendmail`): per user,
 /// as cron jobs run as their owner and find it there without a desktop session.
 pub fn state_dir() -> Result<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
+    let base = xdg_base("XDG_STATE_HOME", ".local/state").ok_or_else(|| {
+        Error::new(
+            Kind::Config,
+            "cannot find the state directory",
+            "neither XDG_STATE_HOME nor HOME is set",
+        )
+    })?;
+    Ok(base.join("oauth-sendmail"))
+}
+
+/// An XDG base directory: `$VAR` when it is an absolute path (the specification says to
+/// ignore a relative one), else `$HOME/default`; `None` without either.
+pub fn xdg_base(var: &str, default: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
-        .ok_or_else(|| {
-            Error::new(
-                Kind::Config,
-                "cannot find the state directory",
-                "neither XDG_STATE_HOME nor HOME is set",
-            )
-        })?;
-    Ok(base.join("oauth-sendmail"))
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(default)))
 }
 
 /// Creates `dir` (mode 0700: it holds messages and secrets) if needed, and makes it 0700
