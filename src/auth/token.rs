@@ -22,6 +22,7 @@ use crate::auth::endpoint::{self, Failure, TokenResponse};
 use crate::auth::store::{self, Item, Store, StoreKind};
 use crate::config::{Account, ClientSecret, Grant, OAuth, Provider};
 use crate::error::{Error, Kind, Result};
+use crate::sys::clock::when;
 
 /// A token this close to its expiry is not used: it could expire during the SMTP dialogue.
 const EXPIRY_MARGIN: u64 = 60;
@@ -684,36 +685,9 @@ fn note(verbose: bool, text: &str) {
     }
 }
 
-/// "2026-05-01 12:34:56 UTC (in 52 minutes)" / "(3 hours ago)".
-pub fn when(at: u64, now: u64) -> String {
-    let relative = match at.cmp(&now) {
-        std::cmp::Ordering::Greater => format!("in {}", span(at - now)),
-        _ => format!("{} ago", span(now - at)),
-    };
-    format!("{} ({relative})", crate::sys::clock::readable(at))
-}
-
-fn span(seconds: u64) -> String {
-    match seconds {
-        0..=119 => format!("{seconds} seconds"),
-        120..=7199 => format!("{} minutes", seconds / 60),
-        7200..=172_799 => format!("{} hours", seconds / 3600),
-        _ => format!("{} days", seconds / 86400),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_times() {
-        assert_eq!(
-            when(1000 + 3120, 1000),
-            "1970-01-01 01:08:40 UTC (in 52 minutes)"
-        );
-        assert!(when(1000, 1000 + 90).ends_with("(90 seconds ago)"));
-    }
 
     #[test]
     fn a_token_near_its_expiry_is_not_used() {
