@@ -359,7 +359,8 @@ mod keyring {
 
     fn unreachable(account: &str, why: impl std::fmt::Display) -> Error {
         Error::new(Kind::Config, "cannot reach the OS keyring", why).hint(format!(
-            "to keep the tokens in a file (mode 0600) instead, set store = \"file\" in [accounts.{account}.oauth], then run `oauth-sendmail login --account {account}`"
+            "to keep the tokens in a file (mode 0600) instead, set store = \"file\" in [accounts.{account}.oauth], then {}",
+            crate::auth::login_hint(account)
         ))
     }
 

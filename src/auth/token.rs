@@ -20,6 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::credential::{read_private_text, Secret};
 use crate::auth::endpoint::{self, Failure, TokenResponse};
 use crate::auth::store::{self, Item, Store, StoreKind};
+use crate::auth::{login_command, login_hint};
 use crate::config::{Account, ClientSecret, Grant, OAuth, Provider};
 use crate::error::{Error, Kind, Result};
 use crate::sys::clock::when;
@@ -223,9 +224,15 @@ fn fetch(account: &Account, oauth: &OAuth, cache: &Cache, verbose: bool) -> Resu
 }
 
 fn no_client_secret(account: &Account, what: String) -> Error {
-    Error::new(Kind::Config, what, "client_credentials needs a client secret").hint(format!(
-        "set client_secret in [accounts.{}.oauth], or save it with `oauth-sendmail login --account {} --client-secret-stdin`",
-        account.name, account.name
+    Error::new(
+        Kind::Config,
+        what,
+        "client_credentials needs a client secret",
+    )
+    .hint(format!(
+        "set client_secret in [accounts.{}.oauth], or save it with `{} --client-secret-stdin`",
+        account.name,
+        login_command(&account.name)
     ))
 }
 
@@ -235,9 +242,9 @@ fn refresh_failure(account: &Account, failure: Failure, what: &str) -> Error {
     if failure.code.as_deref() != Some("invalid_grant") {
         return error;
     }
-    let name = &account.name;
     let error = error.hint(format!(
-        "the refresh token was revoked or expired; run `oauth-sendmail login --account {name}`"
+        "the refresh token was revoked or expired; {}",
+        login_hint(&account.name)
     ));
     match account.provider {
         Provider::Gmail => error.hint(
@@ -256,10 +263,7 @@ fn not_logged_in(account: &Account, store: &Store) -> Error {
         format!("account `{}` is not logged in", account.name),
         format!("there is no refresh token in {place}"),
     )
-    .hint(format!(
-        "run `oauth-sendmail login --account {}`",
-        account.name
-    ))
+    .hint(login_hint(&account.name))
 }
 
 /// The store of a user login: the configured one, else the one `login` chose.
@@ -273,10 +277,7 @@ fn no_login_yet(account: &Account) -> Error {
         format!("account `{}` is not logged in", account.name),
         "no login has stored a refresh token yet",
     )
-    .hint(format!(
-        "run `oauth-sendmail login --account {}`",
-        account.name
-    ))
+    .hint(login_hint(&account.name))
 }
 
 fn recorded_store(account: &Account, oauth: &OAuth, cache: &Cache) -> Option<Store> {
@@ -442,10 +443,7 @@ pub fn status(account: &Account) -> Report {
                 None => {
                     report.line(
                         "refresh token",
-                        format!(
-                            "none: run `oauth-sendmail login --account {}`",
-                            account.name
-                        ),
+                        format!("none: {}", login_hint(&account.name)),
                     );
                     report.problems.push(no_login_yet(account));
                 }
@@ -458,10 +456,7 @@ pub fn status(account: &Account) -> Report {
                         Ok(Some(_)) => "present".to_string(),
                         Ok(None) => {
                             report.problems.push(not_logged_in(account, store));
-                            format!(
-                                "none: run `oauth-sendmail login --account {}`",
-                                account.name
-                            )
+                            format!("none: {}", login_hint(&account.name))
                         }
                         Err(err) => {
                             let text = format!("cannot tell: {}", first_line(&err));
