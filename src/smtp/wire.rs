@@ -21,7 +21,9 @@ pub enum Step<'a> {
     Connect,
     Greeting,
     Tls,
-    /// A command, named by its verb ("RCPT TO"), or "the message" after DATA.
+    /// AUTH, a step of its own: a refusal there is a refusal of our credentials.
+    Auth,
+    /// Any other command, named by its verb ("RCPT TO"), or "the message" after DATA.
     Command(&'a str),
 }
 
@@ -30,6 +32,7 @@ impl Step<'_> {
     /// turn to write, "timed out sending the message to HOST:PORT".
     fn timed_out(&self, server: &str, sending: bool) -> String {
         match self {
+            Step::Auth => Step::Command("AUTH").timed_out(server, sending),
             Step::Command(what) if sending => format!("timed out sending {what} to {server}"),
             Step::Connect => format!("timed out connecting to {server}"),
             Step::Greeting => format!("timed out waiting for the greeting from {server}"),
@@ -43,6 +46,7 @@ impl Step<'_> {
     /// "RCPT TO failed at HOST:PORT"
     pub fn failed(&self, server: &str) -> String {
         match self {
+            Step::Auth => Step::Command("AUTH").failed(server),
             Step::Connect => format!("cannot connect to {server}"),
             Step::Greeting => format!("no greeting from {server}"),
             Step::Tls => format!("cannot secure the connection to {server}"),
@@ -564,6 +568,19 @@ impl Transcript {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_is_named_as_the_command_it_is() {
+        assert_eq!(Step::Auth.failed("mx:587"), "AUTH failed at mx:587");
+        assert_eq!(
+            Step::Auth.timed_out("mx:587", false),
+            "timed out waiting for the reply to AUTH from mx:587"
+        );
+        assert_eq!(
+            Step::Auth.timed_out("mx:587", true),
+            "timed out sending AUTH to mx:587"
+        );
+    }
 
     #[test]
     fn presented_names_lose_their_wrapping() {
