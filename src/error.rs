@@ -2,9 +2,11 @@
 //!
 //! Every failure carries a `Kind` chosen where it happened; `main` turns it into the exit
 //! status through [`Error::exit_code`] and nowhere else. Callers ask predicates
-//! (`is_transient`) instead of matching message text.
+//! (`is_transient`) instead of matching message text. An error another library returned
+//! is kept as the source, and printed once, after our reason.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, at the granularity a caller of sendmail can act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,12 +40,17 @@ pub enum Kind {
     Certificate,
 }
 
-/// A failure: what happened, why, and (when there is one) what to do next.
-#[derive(Clone, Debug)]
+/// A cause kept as it came (an `Arc`, so that `Error` stays `Clone`).
+type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A failure: what happened, why (our words, then the error that caused it, if any), and
+/// (when there is one) what to do next.
+#[derive(Clone)]
 pub struct Error {
     kind: Kind,
     what: String,
     why: String,
+    cause: Option<Cause>,
     hint: Option<String>,
     message_kept: bool,
 }
@@ -56,9 +63,46 @@ impl Error {
             kind,
             what: what.into(),
             why: why.to_string(),
+            cause: None,
             hint: None,
             message_kept: false,
         }
+    }
+
+    /// A failure whose reason is `cause` itself: "what: cause: its cause...".
+    pub fn from_cause(
+        kind: Kind,
+        what: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::new(kind, what, "").caused_by(cause)
+    }
+
+    /// Keeps `cause` as the source of this failure: its text, and its own causes', follow
+    /// the reason ("what: why: cause: ..."), each one left out where the text before it
+    /// already says it.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+
+    /// Why, in full: our reason, then each cause down the chain that adds something. A
+    /// cause's documentation link (rustls appends them: ": https://docs.rs/...") is left
+    /// out: one line for a person, not a reference.
+    fn reason(&self) -> String {
+        let mut text = self.why.clone();
+        let mut next = std::error::Error::source(self);
+        while let Some(cause) = next {
+            let own = cause.to_string();
+            let own = own.split(": https://").next().unwrap_or_default();
+            if text.is_empty() {
+                text = own.to_string();
+            } else if !text.contains(own) {
+                text = format!("{text}: {own}");
+            }
+            next = cause.source();
+        }
+        text
     }
 
     /// Adds a next step a person can take, printed after the reason (several stack up).
@@ -71,14 +115,16 @@ impl Error {
         self
     }
 
-    /// The same failure as the reason for a larger one: "what: (old what: old why)".
+    /// The same failure as the reason for a larger one: "what: (old what: old why)". The
+    /// cause stays the source.
     pub fn within(self, what: impl Into<String>) -> Error {
         Error {
-            kind: self.kind,
-            why: format!("{}: {}", self.what, self.why),
+            why: match self.why.is_empty() {
+                true => self.what,
+                false => format!("{}: {}", self.what, self.why),
+            },
             what: what.into(),
-            hint: self.hint,
-            message_kept: self.message_kept,
+            ..self
         }
     }
 
@@ -125,7 +171,7 @@ impl Error {
 
     /// What happened and why, without the hints: one line for notices and logs.
     pub fn summary(&self) -> String {
-        format!("{}: {}", self.what, self.why)
+        format!("{}: {}", self.what, self.reason())
     }
 
     /// What kind of failure this is, for a caller that answers in another protocol than
@@ -159,7 +205,7 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.what, self.why)?;
+        write!(f, "{}", self.summary())?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  {hint}")?;
         }
@@ -167,7 +213,27 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+/// The causes as they print, not their Debug form: a library's error may hold what it
+/// failed to decode (keyring_core's BadEncoding holds the secret's bytes).
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("what", &self.what)
+            .field("why", &self.reason())
+            .field("hint", &self.hint)
+            .field("message_kept", &self.message_kept)
+            .finish()
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -215,6 +281,102 @@ mod tests {
             e.to_string(),
             "cannot refresh: cannot reach x: refused\n  later"
         );
+    }
+
+    /// An error with a cause of its own, as io::Error and rustls' errors have.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    fn layers(texts: &[&'static str]) -> Layer {
+        let mut chain = None;
+        for text in texts.iter().rev() {
+            chain = Some(Layer(text, chain.map(Box::new)));
+        }
+        chain.unwrap()
+    }
+
+    #[test]
+    fn the_cause_chain_is_printed_once_after_the_reason() {
+        let e = Error::new(Kind::Temporary, "cannot send", "TLS failed")
+            .caused_by(layers(&["handshake", "bad record"]))
+            .hint("later");
+        assert_eq!(
+            e.to_string(),
+            "cannot send: TLS failed: handshake: bad record\n  later"
+        );
+        assert_eq!(
+            e.summary(),
+            "cannot send: TLS failed: handshake: bad record"
+        );
+        // A cause whose text is already there is not said twice; nor are doc links.
+        let e = Error::from_cause(
+            Kind::Temporary,
+            "cannot send",
+            layers(&[
+                "invalid peer certificate: BadEncoding",
+                "BadEncoding",
+                "x: https://docs.rs/x",
+            ]),
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot send: invalid peer certificate: BadEncoding: x"
+        );
+        let e = Error::new(Kind::Config, "a", "b").caused_by(layers(&["b"]));
+        assert_eq!(e.to_string(), "a: b");
+    }
+
+    #[test]
+    fn the_cause_is_the_source_and_survives_within_and_clone() {
+        use std::error::Error as _;
+        let e = Error::from_cause(
+            Kind::Temporary,
+            "cannot reach x",
+            layers(&["refused", "reset"]),
+        )
+        .within("cannot refresh")
+        .clone();
+        assert_eq!(
+            e.to_string(),
+            "cannot refresh: cannot reach x: refused: reset"
+        );
+        let source = e.source().expect("a source");
+        assert_eq!(source.to_string(), "refused");
+        assert_eq!(source.source().unwrap().to_string(), "reset");
+        assert!(Error::new(Kind::Config, "a", "b").source().is_none());
+        assert!(e.is_transient());
+    }
+
+    #[test]
+    fn debug_shows_a_cause_as_it_prints_not_its_insides() {
+        #[derive(Debug)]
+        struct Undecodable(#[allow(dead_code)] Vec<u8>);
+        impl fmt::Display for Undecodable {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("not UTF-8")
+            }
+        }
+        impl std::error::Error for Undecodable {}
+        let e = Error::from_cause(
+            Kind::Internal,
+            "cannot read",
+            Undecodable(b"hunter2".to_vec()),
+        );
+        let debug = format!("{e:?}");
+        assert!(debug.contains("not UTF-8"), "{debug}");
+        assert!(!debug.contains("104"), "{debug}");
     }
 
     #[test]

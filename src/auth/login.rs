@@ -435,10 +435,8 @@ fn device_flow(
 /// "5 seconds" for a deadline 4.99 s away: what --timeout said, not one less.
 fn time_left(deadline: Instant) -> String {
     let left = deadline.saturating_duration_since(Instant::now());
-    match left.as_millis().div_ceil(1000) {
-        1 => "1 second".to_string(),
-        n => format!("{n} seconds"),
-    }
+    let seconds = u64::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
+    crate::sys::clock::count(seconds, "second")
 }
 
 fn timed_out(why: &str) -> Error {

@@ -329,11 +329,9 @@ mod keyring {
             dbus_secret_service_keyring_store::Store::new().map_err(|e| {
                 unreachable(
                     account,
-                    format!(
-                        "no Secret Service answers on the D-Bus session bus ({})",
-                        describe(&e)
-                    ),
+                    "no Secret Service answers on the D-Bus session bus",
                 )
+                .caused_by(e)
             })?;
         Ok(STORE.get_or_init(|| store).clone())
     }
@@ -359,9 +357,10 @@ mod keyring {
         Err("there is no D-Bus session bus (DBUS_SESSION_BUS_ADDRESS is not set and there is no $XDG_RUNTIME_DIR/bus), as in cron jobs, ssh logins and servers without a desktop".into())
     }
 
-    fn unreachable(account: &str, why: String) -> Error {
+    fn unreachable(account: &str, why: impl std::fmt::Display) -> Error {
         Error::new(Kind::Config, "cannot reach the OS keyring", why).hint(format!(
-            "to keep the tokens in a file (mode 0600) instead, set store = \"file\" in [accounts.{account}.oauth], then run `oauth-sendmail login --account {account}`"
+            "to keep the tokens in a file (mode 0600) instead, set store = \"file\" in [accounts.{account}.oauth], then {}",
+            crate::auth::login_hint(account)
         ))
     }
 
@@ -373,24 +372,11 @@ mod keyring {
             _ => Kind::Internal,
         };
         let locked = kind == Kind::Temporary;
-        let error = Error::new(kind, what, describe(&err));
+        let error = Error::from_cause(kind, what, err);
         match locked {
             true => error.hint(format!("unlock the keyring (log in to the desktop), or set store = \"file\" in [accounts.{account}.oauth] and log in again")),
             false => error,
         }
-    }
-
-    fn describe(err: &keyring_core::Error) -> String {
-        let mut text = err.to_string();
-        let mut source = std::error::Error::source(err);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
-                text = format!("{text}: {cause_text}");
-            }
-            source = cause.source();
-        }
-        text
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -21,8 +20,10 @@ use serde_json::{json, Map, Value};
 use crate::auth::credential::{read_private_text, Secret};
 use crate::auth::endpoint::{self, Failure, TokenResponse};
 use crate::auth::store::{self, Item, Store, StoreKind};
+use crate::auth::{login_command, login_hint};
 use crate::config::{Account, ClientSecret, Grant, OAuth, Provider};
 use crate::error::{Error, Kind, Result};
+use crate::sys::clock::when;
 
 /// A token this close to its expiry is not used: it could expire during the SMTP dialogue.
 const EXPIRY_MARGIN: u64 = 60;
@@ -223,9 +224,15 @@ fn fetch(account: &Account, oauth: &OAuth, cache: &Cache, verbose: bool) -> Resu
 }
 
 fn no_client_secret(account: &Account, what: String) -> Error {
-    Error::new(Kind::Config, what, "client_credentials needs a client secret").hint(format!(
-        "set client_secret in [accounts.{}.oauth], or save it with `oauth-sendmail login --account {} --client-secret-stdin`",
-        account.name, account.name
+    Error::new(
+        Kind::Config,
+        what,
+        "client_credentials needs a client secret",
+    )
+    .hint(format!(
+        "set client_secret in [accounts.{}.oauth], or save it with `{} --client-secret-stdin`",
+        account.name,
+        login_command(&account.name)
     ))
 }
 
@@ -235,9 +242,9 @@ fn refresh_failure(account: &Account, failure: Failure, what: &str) -> Error {
     if failure.code.as_deref() != Some("invalid_grant") {
         return error;
     }
-    let name = &account.name;
     let error = error.hint(format!(
-        "the refresh token was revoked or expired; run `oauth-sendmail login --account {name}`"
+        "the refresh token was revoked or expired; {}",
+        login_hint(&account.name)
     ));
     match account.provider {
         Provider::Gmail => error.hint(
@@ -256,10 +263,7 @@ fn not_logged_in(account: &Account, store: &Store) -> Error {
         format!("account `{}` is not logged in", account.name),
         format!("there is no refresh token in {place}"),
     )
-    .hint(format!(
-        "run `oauth-sendmail login --account {}`",
-        account.name
-    ))
+    .hint(login_hint(&account.name))
 }
 
 /// The store of a user login: the configured one, else the one `login` chose.
@@ -273,10 +277,7 @@ fn no_login_yet(account: &Account) -> Error {
         format!("account `{}` is not logged in", account.name),
         "no login has stored a refresh token yet",
     )
-    .hint(format!(
-        "run `oauth-sendmail login --account {}`",
-        account.name
-    ))
+    .hint(login_hint(&account.name))
 }
 
 fn recorded_store(account: &Account, oauth: &OAuth, cache: &Cache) -> Option<Store> {
@@ -442,10 +443,7 @@ pub fn status(account: &Account) -> Report {
                 None => {
                     report.line(
                         "refresh token",
-                        format!(
-                            "none: run `oauth-sendmail login --account {}`",
-                            account.name
-                        ),
+                        format!("none: {}", login_hint(&account.name)),
                     );
                     report.problems.push(no_login_yet(account));
                 }
@@ -458,10 +456,7 @@ pub fn status(account: &Account) -> Report {
                         Ok(Some(_)) => "present".to_string(),
                         Ok(None) => {
                             report.problems.push(not_logged_in(account, store));
-                            format!(
-                                "none: run `oauth-sendmail login --account {}`",
-                                account.name
-                            )
+                            format!("none: {}", login_hint(&account.name))
                         }
                         Err(err) => {
                             let text = format!("cannot tell: {}", first_line(&err));
@@ -652,17 +647,16 @@ impl Lock {
             })?;
         let started = Instant::now();
         loop {
-            // SAFETY: flock on a file descriptor this function owns.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Lock(file));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::WouldBlock {
-                return Err(Error::new(
-                    Kind::Io,
-                    format!("cannot lock {}", path.display()),
-                    err,
-                ));
+            match crate::sys::files::try_lock(&file) {
+                Ok(true) => return Ok(Lock(file)),
+                Ok(false) => {}
+                Err(err) => {
+                    return Err(Error::new(
+                        Kind::Io,
+                        format!("cannot lock {}", path.display()),
+                        err,
+                    ))
+                }
             }
             if started.elapsed() > LOCK_WAIT {
                 return Err(Error::new(
@@ -686,36 +680,9 @@ fn note(verbose: bool, text: &str) {
     }
 }
 
-/// "2026-05-01 12:34:56 UTC (in 52 minutes)" / "(3 hours ago)".
-pub fn when(at: u64, now: u64) -> String {
-    let relative = match at.cmp(&now) {
-        std::cmp::Ordering::Greater => format!("in {}", span(at - now)),
-        _ => format!("{} ago", span(now - at)),
-    };
-    format!("{} ({relative})", crate::sys::clock::readable(at))
-}
-
-fn span(seconds: u64) -> String {
-    match seconds {
-        0..=119 => format!("{seconds} seconds"),
-        120..=7199 => format!("{} minutes", seconds / 60),
-        7200..=172_799 => format!("{} hours", seconds / 3600),
-        _ => format!("{} days", seconds / 86400),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_times() {
-        assert_eq!(
-            when(1000 + 3120, 1000),
-            "1970-01-01 01:08:40 UTC (in 52 minutes)"
-        );
-        assert!(when(1000, 1000 + 90).ends_with("(90 seconds ago)"));
-    }
 
     #[test]
     fn a_token_near_its_expiry_is_not_used() {

@@ -260,11 +260,7 @@ pub fn search_path() -> Vec<PathBuf> {
         paths.push(PathBuf::from(path));
         return paths;
     }
-    let xdg = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".config")));
-    if let Some(dir) = xdg {
+    if let Some(dir) = crate::sys::files::xdg_base("XDG_CONFIG_HOME", ".config") {
         paths.push(dir.join("oauth-sendmail/config.toml"));
     }
     paths.push(PathBuf::from("/etc/oauth-sendmail/config.toml"));
@@ -706,8 +702,7 @@ fn check_not_writable_by_others(path: &Path) -> Result<SafeFile> {
     };
     let real = std::fs::canonicalize(path)
         .map_err(|e| Error::new(Kind::Config, format!("cannot read {}", path.display()), e))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::host::effective_uid();
     let ours = |uid: u32| uid == 0 || uid == me;
     let stat = |p: &Path| {
         std::fs::metadata(p)

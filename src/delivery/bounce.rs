@@ -120,11 +120,7 @@ fn header_block(message: &[u8]) -> &[u8] {
 }
 
 fn hostname() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    match host.trim() {
-        "" => "localhost".into(),
-        host => host.into(),
-    }
+    crate::sys::host::name().unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]

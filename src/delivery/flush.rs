@@ -11,7 +11,7 @@ use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Entry, Intake, Queue, RecipientState};
 use crate::error::{Error, Kind, Result};
 use crate::smtp::client::{Delivery, Session};
-use crate::{auth::token, sys::signals};
+use crate::{auth::token, sys::clock, sys::signals};
 
 /// Which messages a flush tries.
 pub enum Selection {
@@ -493,7 +493,7 @@ fn expire(entry: &mut Entry, settings: &QueueSettings, failures: &mut Vec<Failur
     let why = format!(
         "gave up after {} attempts over {}: {last}",
         entry.attempts,
-        human(settings.max_age)
+        clock::exactly(settings.max_age)
     );
     for recipient in entry
         .recipients
@@ -519,26 +519,9 @@ pub fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
         .min(settings.retry_max)
 }
 
-/// "5 days", "4 hours", "90 seconds": the largest unit that divides the duration.
-fn human(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    let (count, unit) = [(86400, "day"), (3600, "hour"), (60, "minute")]
-        .into_iter()
-        .find(|(size, _)| seconds >= *size && seconds.is_multiple_of(*size))
-        .map_or((seconds, "second"), |(size, unit)| (seconds / size, unit));
-    format!("{count} {unit}{}", if count == 1 { "" } else { "s" })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_secs(5 * 86400)), "5 days");
-        assert_eq!(human(Duration::from_secs(3600)), "1 hour");
-        assert_eq!(human(Duration::from_secs(90)), "90 seconds");
-    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

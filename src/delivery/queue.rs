@@ -13,7 +13,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -355,7 +354,9 @@ impl Queue {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_error(e)),
         };
-        Ok(try_flock(&file).then_some(MessageLock { _file: file }))
+        // A lock that cannot be taken for any reason counts as held: the message waits.
+        let locked = files::try_lock(&file).unwrap_or(false);
+        Ok(locked.then_some(MessageLock { _file: file }))
     }
 
     /// The flusher's lock; `None` when another flush is running.
@@ -367,7 +368,8 @@ impl Queue {
             .mode(0o600)
             .open(self.dir.join(".flush.lock"))
             .map_err(|e| self.io_error(e))?;
-        Ok(try_flock(&file).then_some(FlushLock { _file: file }))
+        let locked = files::try_lock(&file).unwrap_or(false);
+        Ok(locked.then_some(FlushLock { _file: file }))
     }
 
     /// Removes what a killed writer left: `.msg` files without an entry and temporary
@@ -429,11 +431,6 @@ fn new_id() -> String {
 /// Ids are ours to make, and end up in paths: nothing but hex digits.
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn try_flock(file: &File) -> bool {
-    // SAFETY: flock on a descriptor we own; LOCK_NB makes it return at once.
-    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
 }
 
 /// The queue as Postfix's mailq shows it: first the entries that cannot be read, and where

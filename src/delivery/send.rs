@@ -466,10 +466,6 @@ fn local_sender() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "root".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    format!(
-        "{user}@{}",
-        if host.is_empty() { "localhost" } else { host }
-    )
+    let host = crate::sys::host::name().unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}")
 }

@@ -253,7 +253,7 @@ impl Session {
     /// the response comes back, whatever it is.
     fn sasl(&mut self, mechanism: &str, response: &str) -> Result<Reply> {
         self.wire.redact(response);
-        let step = Step::Command("AUTH");
+        let step = Step::Auth;
         let line = format!("AUTH {mechanism} {response}");
         if line.len() + 2 <= MAX_AUTH_LINE {
             self.wire
@@ -283,7 +283,7 @@ impl Session {
             .decode(challenge)
             .map(|b| self.wire.redacted(&String::from_utf8_lossy(&b)))
             .unwrap_or_else(|_| challenge.to_string());
-        let step = Step::Command("AUTH");
+        let step = Step::Auth;
         let refusal = match self.wire.command("", step) {
             Ok(reply) => reply.to_string(),
             Err(e) => e.summary(),
@@ -302,7 +302,7 @@ impl Session {
 
     /// AUTH LOGIN: the user name and the password, each answering a 334.
     fn login(&mut self, account: &Account, secret: &Secret) -> Result<()> {
-        let step = Step::Command("AUTH");
+        let step = Step::Auth;
         let password = BASE64.encode(secret.expose());
         self.wire.redact(&password);
         let mut reply = self.wire.command("AUTH LOGIN", step)?;
@@ -323,7 +323,7 @@ impl Session {
     fn accepted(&self, reply: &Reply) -> Result<()> {
         match reply.is_success() {
             true => Ok(()),
-            false => Err(refusal(&self.wire, Step::Command("AUTH"), reply)),
+            false => Err(refusal(&self.wire, Step::Auth, reply)),
         }
     }
 
@@ -414,31 +414,19 @@ pub fn check(account: &Account, secret: Option<&Secret>, verbose: bool) -> Resul
 /// The EHLO name when the account sets none: this machine's host name (RFC 5321 4.1.4),
 /// else the address literal of the loopback address.
 pub fn default_hello_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most that much.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let name = match rc {
-        0 => {
-            let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-            String::from_utf8_lossy(&buf[..end]).into_owned()
-        }
-        _ => String::new(),
-    };
-    let usable = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    match usable {
-        true => name,
-        false => "[127.0.0.1]".to_string(),
-    }
+    crate::sys::host::name()
+        .filter(|name| {
+            name.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        })
+        .unwrap_or_else(|| "[127.0.0.1]".to_string())
 }
 
 /// A reply that refuses `step`, as our error: the kind from the reply code, the server's
 /// words kept.
 fn refusal(wire: &Wire, step: Step, reply: &Reply) -> Error {
     let kind = match reply.code {
-        530 | 534 | 535 | 538 if matches!(step, Step::Command("AUTH")) => Kind::AuthRefused,
+        530 | 534 | 535 | 538 if matches!(step, Step::Auth) => Kind::AuthRefused,
         400..=499 => Kind::Temporary,
         500..=599 => Kind::Unavailable,
         // A positive reply where another was due: not the SMTP we speak.

@@ -21,7 +21,9 @@ pub enum Step<'a> {
     Connect,
     Greeting,
     Tls,
-    /// A command, named by its verb ("RCPT TO"), or "the message" after DATA.
+    /// AUTH, a step of its own: a refusal there is a refusal of our credentials.
+    Auth,
+    /// Any other command, named by its verb ("RCPT TO"), or "the message" after DATA.
     Command(&'a str),
 }
 
@@ -30,6 +32,7 @@ impl Step<'_> {
     /// turn to write, "timed out sending the message to HOST:PORT".
     fn timed_out(&self, server: &str, sending: bool) -> String {
         match self {
+            Step::Auth => Step::Command("AUTH").timed_out(server, sending),
             Step::Command(what) if sending => format!("timed out sending {what} to {server}"),
             Step::Connect => format!("timed out connecting to {server}"),
             Step::Greeting => format!("timed out waiting for the greeting from {server}"),
@@ -43,6 +46,7 @@ impl Step<'_> {
     /// "RCPT TO failed at HOST:PORT"
     pub fn failed(&self, server: &str) -> String {
         match self {
+            Step::Auth => Step::Command("AUTH").failed(server),
             Step::Connect => format!("cannot connect to {server}"),
             Step::Greeting => format!("no greeting from {server}"),
             Step::Tls => format!("cannot secure the connection to {server}"),
@@ -311,13 +315,16 @@ impl Wire {
                 "has been revoked".to_string(),
                 "the server's administrator must replace it",
             ),
-            other => (
-                format!(
-                    "is not valid: {}",
-                    describe_chain(&rustls::Error::InvalidCertificate(other.clone()))
-                ),
-                "if the server uses a private CA, set ca_file to that CA's certificate (PEM)",
-            ),
+            other => {
+                let error = Error::new(
+                    Kind::Certificate,
+                    Step::Tls.failed(&self.server),
+                    format!("the certificate of {host} is not valid"),
+                );
+                return error
+                    .caused_by(rustls::Error::InvalidCertificate(other.clone()))
+                    .hint("if the server uses a private CA, set ca_file to that CA's certificate (PEM)");
+            }
         };
         Error::new(
             Kind::Certificate,
@@ -448,11 +455,13 @@ impl Wire {
             return Error::new(Kind::Temporary, step.timed_out(&self.server, sending), why)
                 .hint("if the server is only slow, raise `timeout` for this account");
         }
-        let why = match err.kind() {
-            io::ErrorKind::UnexpectedEof => "the server closed the connection".to_string(),
-            _ => describe_chain(&err),
-        };
-        Error::new(Kind::Temporary, step.failed(&self.server), why)
+        let what = step.failed(&self.server);
+        match err.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                Error::new(Kind::Temporary, what, "the server closed the connection")
+            }
+            _ => Error::from_cause(Kind::Temporary, what, err),
+        }
     }
 
     /// Says QUIT (when the connection is still fit) and closes TLS properly.
@@ -530,21 +539,6 @@ fn rustls_pemfile_certs(pem: &[u8]) -> std::result::Result<Vec<CertificateDer<'s
         .map_err(|e| e.to_string())
 }
 
-/// An error and its causes on one line, without rustls' documentation links.
-pub fn describe_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        let cause_text = cause_text.split(": https://").next().unwrap_or_default();
-        if !text.contains(cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// The `-v` dialogue on stderr: `-> ` what we sent (secrets shown as "(redacted)"),
 /// `<- ` each line the server sent, `-- ` what happened in between.
 pub struct Transcript {
@@ -574,6 +568,19 @@ impl Transcript {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auth_is_named_as_the_command_it_is() {
+        assert_eq!(Step::Auth.failed("mx:587"), "AUTH failed at mx:587");
+        assert_eq!(
+            Step::Auth.timed_out("mx:587", false),
+            "timed out waiting for the reply to AUTH from mx:587"
+        );
+        assert_eq!(
+            Step::Auth.timed_out("mx:587", true),
+            "timed out sending AUTH to mx:587"
+        );
+    }
 
     #[test]
     fn presented_names_lose_their_wrapping() {

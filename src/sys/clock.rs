@@ -1,7 +1,8 @@
-//! Time for logs and people: the current Unix time, and Unix seconds as UTC calendar time
-//! (no time zone data is read: every figure we print is UTC).
+//! Time for logs and people: the current Unix time, Unix seconds as UTC calendar time
+//! (no time zone data is read: every figure we print is UTC), and lengths of time in
+//! words ("5 days", "in 52 minutes").
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {
@@ -35,6 +36,41 @@ pub fn asctime(seconds: u64) -> String {
     format!("{weekday} {month} {day:2} {hour:02}:{minute:02}:{second:02} {year}")
 }
 
+/// "1 second", "5 days": a count and its unit, plural when it is not one.
+pub fn count(n: u64, unit: &str) -> String {
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// "5 days", "1 hour", "90 seconds": exactly, in the largest unit that divides the
+/// duration (for settings, which people write round).
+pub fn exactly(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    let (n, unit) = [(86400, "day"), (3600, "hour"), (60, "minute")]
+        .into_iter()
+        .find(|(size, _)| seconds >= *size && seconds.is_multiple_of(*size))
+        .map_or((seconds, "second"), |(size, unit)| (seconds / size, unit));
+    count(n, unit)
+}
+
+/// "52 minutes", "3 hours": about how long, in a unit that keeps the figure small.
+pub fn about(seconds: u64) -> String {
+    match seconds {
+        0..=119 => count(seconds, "second"),
+        120..=7199 => count(seconds / 60, "minute"),
+        7200..=172_799 => count(seconds / 3600, "hour"),
+        _ => count(seconds / 86400, "day"),
+    }
+}
+
+/// "2026-05-01 12:34:56 UTC (in 52 minutes)" / "(3 hours ago)": `at` seen from `now`.
+pub fn when(at: u64, now: u64) -> String {
+    let relative = match at.cmp(&now) {
+        std::cmp::Ordering::Greater => format!("in {}", about(at - now)),
+        _ => format!("{} ago", about(now - at)),
+    };
+    format!("{} ({relative})", readable(at))
+}
+
 /// Year, month, day, hour, minute, second (Howard Hinnant's civil_from_days).
 fn civil(seconds: u64) -> (i64, i64, i64, u64, u64, u64) {
     let days = (seconds / 86400) as i64;
@@ -63,6 +99,30 @@ mod tests {
         assert_eq!(readable(1_767_225_599), "2025-12-31 23:59:59 UTC");
         assert_eq!(asctime(0), "Thu Jan  1 00:00:00 1970");
         assert_eq!(asctime(1_795_668_586), "Thu Nov 26 04:49:46 2026");
+    }
+
+    #[test]
+    fn exact_durations_in_their_largest_unit() {
+        assert_eq!(exactly(Duration::from_secs(5 * 86400)), "5 days");
+        assert_eq!(exactly(Duration::from_secs(3600)), "1 hour");
+        assert_eq!(exactly(Duration::from_secs(90)), "90 seconds");
+        assert_eq!(exactly(Duration::from_secs(25 * 3600)), "25 hours");
+        assert_eq!(exactly(Duration::from_secs(0)), "0 seconds");
+    }
+
+    #[test]
+    fn approximate_and_relative_times() {
+        assert_eq!(about(1), "1 second");
+        assert_eq!(about(119), "119 seconds");
+        assert_eq!(about(3120), "52 minutes");
+        assert_eq!(about(7200 + 3599), "2 hours");
+        assert_eq!(about(3 * 86400 + 5), "3 days");
+        assert_eq!(
+            when(1000 + 3120, 1000),
+            "1970-01-01 01:08:40 UTC (in 52 minutes)"
+        );
+        assert!(when(1000, 1000 + 90).ends_with("(90 seconds ago)"));
+        assert!(when(1000, 1000).ends_with("(0 seconds ago)"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Files only their owner may read, written whole: the per-user state directory, private
 //! directories, and atomic replacement (temp file, fsync, rename, fsync of the directory),
-//! for the queue, the token cache and the file store alike.
+//! for the queue, the token cache and the file store alike; and the one way we lock a
+//! file.
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write;
@@ -12,18 +13,23 @@ use crate::error::{Error, Kind, Result};
 /// `$XDG_STATE_HOME/oauth-sendmail` (default `~/.local/state/oauth-sendmail`): per user,
 /// as cron jobs run as their owner and find it there without a desktop session.
 pub fn state_dir() -> Result<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
+    let base = xdg_base("XDG_STATE_HOME", ".local/state").ok_or_else(|| {
+        Error::new(
+            Kind::Config,
+            "cannot find the state directory",
+            "neither XDG_STATE_HOME nor HOME is set",
+        )
+    })?;
+    Ok(base.join("oauth-sendmail"))
+}
+
+/// An XDG base directory: `$VAR` when it is an absolute path (the specification says to
+/// ignore a relative one), else `$HOME/default`; `None` without either.
+pub fn xdg_base(var: &str, default: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".local/state")))
-        .ok_or_else(|| {
-            Error::new(
-                Kind::Config,
-                "cannot find the state directory",
-                "neither XDG_STATE_HOME nor HOME is set",
-            )
-        })?;
-    Ok(base.join("oauth-sendmail"))
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(default)))
 }
 
 /// Creates `dir` (mode 0700: it holds messages and secrets) if needed, and makes it 0700
@@ -68,8 +74,7 @@ fn make_private(dir: &Path) -> Result<()> {
         )
     };
     let metadata = std::fs::metadata(dir).map_err(failed)?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let ours = metadata.uid() == unsafe { libc::geteuid() };
+    let ours = metadata.uid() == super::host::effective_uid();
     if ours && metadata.mode() & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(failed)?;
     }
@@ -135,6 +140,17 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Takes the exclusive lock on `file` (flock(2) on Unix, held until the file is closed,
+/// so a killed holder frees it) without waiting: `Ok(false)` when another process holds
+/// it.
+pub fn try_lock(file: &File) -> std::io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +195,28 @@ mod tests {
             std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
             1
         );
+    }
+
+    #[test]
+    fn try_lock_is_exclusive_until_the_holder_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap()
+        };
+        let held = open();
+        assert!(try_lock(&held).unwrap());
+        // A second open file description, as another process would have.
+        let other = open();
+        assert!(!try_lock(&other).unwrap());
+        // Read-only is enough (the queue locks a `.msg` it only reads).
+        assert!(!try_lock(&File::open(&path).unwrap()).unwrap());
+        drop(held);
+        assert!(try_lock(&other).unwrap());
     }
 }
