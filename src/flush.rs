@@ -378,7 +378,6 @@ mod tests {
             reply: None,
             refused: vec![("b@x.org".into(), "550 5.1.1 unknown".into())],
             deferred: vec![("c@x.org".into(), "451 4.3.0 later".into())],
-            reply: None,
         };
         let mut failures = Vec::new();
         record_delivery(&mut entry, &delivery, &mut failures);
