@@ -9,6 +9,7 @@
 //! certificate error apart from other TLS failures, and it cannot pipeline.
 
 mod reply;
+pub mod trust;
 mod wire;
 
 use std::time::{Duration, Instant};

@@ -5,11 +5,11 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{CertificateError, ClientConfig, ClientConnection, StreamOwned};
 
 use super::reply::{Parser, Redactor, Reply};
 use crate::config::Account;
@@ -480,13 +480,11 @@ fn presented_name(name: &str) -> &str {
     }
 }
 
-/// The rustls client config for an account: the system's CA certificates (loaded once per
-/// process) and the account's `ca_file`.
+/// The rustls client config for an account: the system's CA certificates (read once per
+/// process, see `trust`) and the account's `ca_file`.
 pub fn tls_config(account: &Account) -> Result<Arc<ClientConfig>> {
-    static NATIVE: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    let native = NATIVE.get_or_init(|| rustls_native_certs::load_native_certs().certs);
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(native.iter().cloned());
+    let system = super::trust::system();
+    let mut roots = Arc::clone(&system.store);
     if let Some(path) = &account.ca_file {
         let bad = |why: &dyn fmt::Display| {
             Error::new(
@@ -497,6 +495,7 @@ pub fn tls_config(account: &Account) -> Result<Arc<ClientConfig>> {
         };
         let pem = std::fs::read(path).map_err(|e| bad(&e))?;
         let mut found = 0;
+        let roots = Arc::make_mut(&mut roots);
         for cert in rustls_pemfile_certs(&pem).map_err(|e| bad(&e))? {
             roots.add(cert).map_err(|e| bad(&e))?;
             found += 1;
