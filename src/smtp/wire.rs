@@ -344,6 +344,18 @@ impl Wire {
         self.write(format!("{line}\r\n").as_bytes(), deadline, step)
     }
 
+    /// Sends several command lines in one write (RFC 2920 pipelining), each shown.
+    pub fn send_all(&mut self, lines: &[String], step: Step) -> Result<()> {
+        let mut bytes = Vec::with_capacity(lines.iter().map(|l| l.len() + 2).sum());
+        for line in lines {
+            self.transcript.sent(line);
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
+        }
+        let deadline = Instant::now() + self.timeout;
+        self.write(&bytes, deadline, step)
+    }
+
     /// Sends a command and waits for its reply.
     pub fn command(&mut self, line: &str, step: Step) -> Result<Reply> {
         self.send(line, line, step)?;
