@@ -302,6 +302,8 @@ class Postfix:
     name = "Postfix + Dovecot"
     PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
     QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+    # Appended to main.cf: for experiments (e.g. "in_flow_delay = 0s"), empty in a run.
+    EXTRA_MAIN_CF = ""
 
     def __init__(self, b):
         self.b = b
@@ -333,6 +335,8 @@ class Postfix:
             with open(os.path.join(templates, name)) as f:
                 text = (f.read().replace("@DIR@", d).replace("@PORT@", str(b.port))
                         .replace("@INTROSPECTION_URL@", self.introspection.url))
+            if name == "main.cf":
+                text += self.EXTRA_MAIN_CF
             with open(os.path.join(d, to, name), "w") as f:
                 f.write(text)
         shutil.copy(b.path("pki", "server.pem"), os.path.join(d, "server-cert.pem"))

@@ -59,3 +59,25 @@ fn ssl_cert_dir_is_honoured() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(h.server.received().len(), 1);
 }
+
+/// `ca_file` is trusted beside the system's anchors, not instead of them: with a ca_file
+/// that signed nothing, a server the system trusts is still verified (the system's
+/// anchors read then, after the ca_file alone did not do).
+#[test]
+fn the_system_anchors_still_count_beside_an_unrelated_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let unrelated = common::tls::write_unrelated_ca_file(dir.path());
+    let h = Harness::with_config(ServerOptions::default(), |config| {
+        let lines: Vec<String> = config
+            .lines()
+            .map(|line| match line.starts_with("ca_file") {
+                true => format!("ca_file = {:?}", unrelated.to_string_lossy()),
+                false => line.to_string(),
+            })
+            .collect();
+        *config = lines.join("\n") + "\n";
+    });
+    let o = send_with(&h, &[("SSL_CERT_FILE", &h.server.ca_file)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(h.server.received().len(), 1);
+}

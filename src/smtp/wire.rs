@@ -493,42 +493,45 @@ fn presented_name(name: &str) -> &str {
 }
 
 /// The rustls client config for an account: the system's CA certificates (read once per
-/// process, see `trust`) and the account's `ca_file`.
+/// process, see `trust`) and the account's `ca_file`, which is tried first (the system's
+/// are read only if the server's chain does not lead to it).
 pub fn tls_config(account: &Account) -> Result<Arc<ClientConfig>> {
-    let system = super::trust::system();
-    let mut roots = Arc::clone(&system.store);
-    if let Some(path) = &account.ca_file {
-        let bad = |why: &dyn fmt::Display| {
-            Error::new(
-                Kind::Config,
-                format!("cannot use ca_file {}", path.display()),
-                why.to_string(),
-            )
-        };
-        let pem = std::fs::read(path).map_err(|e| bad(&e))?;
-        let mut found = 0;
-        let roots = Arc::make_mut(&mut roots);
-        for cert in rustls_pemfile_certs(&pem).map_err(|e| bad(&e))? {
-            roots.add(cert).map_err(|e| bad(&e))?;
-            found += 1;
-        }
-        if found == 0 {
-            return Err(bad(&"it holds no PEM certificate"));
-        }
-    }
-    if roots.is_empty() {
-        return Err(Error::new(
-            Kind::Config,
-            "cannot verify the server's certificate",
-            "no CA certificates: none in the system store and no ca_file",
-        )
-        .hint("install the ca-certificates package, or set ca_file"));
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::new(Kind::Internal, "cannot set up TLS", e))?
-        .with_root_certificates(roots)
+        .map_err(|e| Error::new(Kind::Internal, "cannot set up TLS", e))?;
+    let Some(path) = &account.ca_file else {
+        let system = super::trust::system();
+        if system.store.is_empty() {
+            return Err(Error::new(
+                Kind::Config,
+                "cannot verify the server's certificate",
+                "no CA certificates: none in the system store and no ca_file",
+            )
+            .hint("install the ca-certificates package, or set ca_file"));
+        }
+        let config = builder
+            .with_root_certificates(Arc::clone(&system.store))
+            .with_no_client_auth();
+        return Ok(Arc::new(config));
+    };
+    let bad = |why: &dyn fmt::Display| {
+        Error::new(
+            Kind::Config,
+            format!("cannot use ca_file {}", path.display()),
+            why.to_string(),
+        )
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&pem).map_err(|e| bad(&e))? {
+        roots.add(cert).map_err(|e| bad(&e))?;
+    }
+    let verifier = super::trust::CaFileFirst::new(roots, provider, super::trust::system_store)
+        .ok_or_else(|| bad(&"it holds no PEM certificate"))?;
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
