@@ -19,7 +19,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The system's CA certificates, as DER (for ureq) and as a parsed store (for rustls).
 pub struct SystemRoots {
@@ -192,6 +192,7 @@ impl ServerCertVerifier for CaFileFirst {
 mod tests {
     use super::*;
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rustls::CertificateError;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A CA's certificate and a leaf for 127.0.0.1 it signed.
