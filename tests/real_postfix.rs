@@ -544,3 +544,92 @@ fn big_message(size: usize) -> Vec<u8> {
     message.push_str("--=-boundary-20MiB--\n");
     message.into_bytes()
 }
+
+/// The lines of a `-v` transcript that went out (`-> `) and came in (`<- `), in order,
+/// marked `>` and `<`.
+fn directions(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter_map(|l| match &l.get(..3) {
+            Some("-> ") => Some('>'),
+            Some("<- ") => Some('<'),
+            _ => None,
+        })
+        .collect()
+}
+
+/// RFC 2920 against Postfix, which offers PIPELINING: three recipients, the middle one
+/// refused. MAIL, the three RCPTs and DATA go out before the first of their replies comes
+/// back, each recipient keeps its own answer (exit 67, the refused one named), and the two
+/// others get the message once each.
+#[test]
+fn pipelined_envelope_with_one_refused_recipient_arrives_right() {
+    let Some(server) = server("pipelined_envelope_with_one_refused_recipient_arrives_right") else {
+        return;
+    };
+    let client = Client::new(server, TEST_TOKEN);
+    let message = "From: sender@example.com\n\
+                   Subject: pipelined to three, one refused\n\
+                   \n\
+                   For pipelined-1 and pipelined-2 only.\n";
+    let out = client.sendmail(
+        &[
+            "-v",
+            "-i",
+            "pipelined-1@example.com",
+            "refused@example.com",
+            "pipelined-2@example.com",
+        ],
+        message.as_bytes(),
+        RUN_LIMIT,
+    );
+    assert_eq!(code(&out), 67, "{}", explain(server, &out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("recipient refused@example.com refused: 550 5.1.1"),
+        "{}",
+        explain(server, &out)
+    );
+    // After AUTH's 235: MAIL, RCPT x3, DATA sent, then their five replies, then the text.
+    let mail = err.find("-> MAIL FROM:").expect("MAIL in the transcript");
+    assert!(
+        directions(&err[mail..]).starts_with(">>>>><<<<<"),
+        "not pipelined:\n{}",
+        &err[mail..]
+    );
+    for local in ["pipelined-1", "pipelined-2"] {
+        let messages = delivered(server, local);
+        assert_eq!(messages.len(), 1, "{local}: {}", explain(server, &out));
+        assert_eq!(split(&messages[0]).1, input_body(message.as_bytes()));
+    }
+    assert!(server.postfix.messages("refused").is_empty());
+}
+
+/// Every recipient refused: Postfix answers the pipelined DATA "554 5.5.1 Error: no valid
+/// recipients", and the message text is not sent (RFC 2920 section 3.1).
+#[test]
+fn pipelined_envelope_with_no_recipient_accepted_sends_no_text() {
+    let Some(server) = server("pipelined_envelope_with_no_recipient_accepted_sends_no_text") else {
+        return;
+    };
+    let client = Client::new(server, TEST_TOKEN);
+    let message = "Subject: nobody takes this\n\nnever sent\n";
+    let out = client.sendmail(
+        &["-v", "-i", "refused@example.com"],
+        message.as_bytes(),
+        RUN_LIMIT,
+    );
+    assert_eq!(code(&out), 67, "{}", explain(server, &out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("<- 554 5.5.1 Error: no valid recipients"),
+        "{}",
+        explain(server, &out)
+    );
+    assert!(
+        !err.contains("bytes of message text") && err.contains("-> RSET"),
+        "{}",
+        explain(server, &out)
+    );
+    assert!(server.postfix.messages("refused").is_empty());
+}

@@ -6,7 +6,7 @@
 //! Only called when a token must be fetched: a send with a valid cached token never gets
 //! here, so no TLS is set up for it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -228,30 +228,34 @@ fn agent(url: &str, timeout: Duration) -> Result<ureq::Agent, Error> {
     Ok(ureq::Agent::new_with_config(config.build()))
 }
 
-/// rustls with ring (as lettre uses) and the system's CA certificates (as lettre trusts).
+/// rustls with ring and the system's CA certificates (`smtp::trust`, read once per
+/// process), made on the first https call: a send with a cached token makes none.
 fn tls_config() -> Result<ureq::tls::TlsConfig, Error> {
-    let found = rustls_native_certs::load_native_certs();
-    let roots: Vec<ureq::tls::Certificate<'static>> = found
-        .certs
-        .iter()
-        .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
-        .collect();
-    if roots.is_empty() {
-        let why = match found.errors.first() {
-            Some(e) => e.to_string(),
-            None => "none found".to_string(),
-        };
-        return Err(Error::new(
+    static CONFIG: OnceLock<Option<ureq::tls::TlsConfig>> = OnceLock::new();
+    let system = crate::sys::trust::system();
+    let config = CONFIG.get_or_init(|| {
+        let roots: Vec<ureq::tls::Certificate<'static>> = system
+            .certs
+            .iter()
+            .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
+            .collect();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        (system.problem.is_none()).then(|| {
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+                .unversioned_rustls_crypto_provider(provider)
+                .build()
+        })
+    });
+    match (config, &system.problem) {
+        (Some(config), _) => Ok(config.clone()),
+        (None, problem) => Err(Error::new(
             Kind::Config,
             "cannot load the system's CA certificates",
-            why,
+            problem.as_deref().unwrap_or("none found"),
         )
-        .hint("install the ca-certificates package"));
+        .hint("install the ca-certificates package")),
     }
-    Ok(ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .build())
 }
 
 #[cfg(test)]

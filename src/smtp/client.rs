@@ -1,7 +1,7 @@
 //! SMTP submission, spoken here over `wire` (TCP, rustls): TLS always verified (STARTTLS
 //! or implicit), AUTH by XOAUTH2, PLAIN/LOGIN or none (the response on its own line when
 //! the command would be long, RFC 4954), then MAIL/RCPT/DATA keeping each recipient's
-//! answer. Every step has a deadline, and so has each phase. With `-v` the whole dialogue
+//! answer, in one write where the server offers PIPELINING (RFC 2920). Every step has a deadline, and so has each phase. With `-v` the whole dialogue
 //! goes to stderr, secrets redacted.
 //!
 //! lettre's `SmtpConnection` was used before: its timeout is per read (a server dripping
@@ -339,28 +339,13 @@ impl Session {
         if message.eight_bit && self.extensions.has("8BITMIME") {
             mail.push_str(" BODY=8BITMIME");
         }
-        self.expect_success(&mail, "MAIL FROM")?;
-
-        let mut delivery = Delivery::default();
-        for recipient in &envelope.recipients {
-            let step = Step::Command("RCPT TO");
-            let reply = self.wire.command(&format!("RCPT TO:<{recipient}>"), step)?;
-            let answer = (recipient.clone(), reply.to_string());
-            match reply.code {
-                200..=299 => delivery.accepted.push(recipient.clone()),
-                400..=499 => delivery.deferred.push(answer),
-                500..=599 => delivery.refused.push(answer),
-                _ => return Err(refusal(&self.wire, step, &reply)),
-            }
-        }
+        let mut delivery = match self.extensions.has("PIPELINING") {
+            true => self.envelope_pipelined(mail, &envelope.recipients)?,
+            false => self.envelope_in_turn(&mail, &envelope.recipients)?,
+        };
         if delivery.accepted.is_empty() {
             self.reset();
             return Ok(delivery);
-        }
-        let step = Step::Command("DATA");
-        let reply = self.wire.command("DATA", step)?;
-        if reply.code != 354 {
-            return Err(refusal(&self.wire, step, &reply));
         }
         self.wire
             .transcript
@@ -383,6 +368,83 @@ impl Session {
         }
         delivery.reply = Some(reply.to_string());
         Ok(delivery)
+    }
+
+    /// MAIL, then each RCPT, then DATA once a recipient is accepted, each awaiting its
+    /// reply; with no recipient accepted, no DATA.
+    fn envelope_in_turn(&mut self, mail: &str, recipients: &[String]) -> Result<Delivery> {
+        self.expect_success(mail, "MAIL FROM")?;
+        let mut delivery = Delivery::default();
+        for recipient in recipients {
+            let step = Step::Command("RCPT TO");
+            let reply = self.wire.command(&format!("RCPT TO:<{recipient}>"), step)?;
+            self.record(&mut delivery, recipient, step, &reply)?;
+        }
+        if !delivery.accepted.is_empty() {
+            let reply = self.wire.command("DATA", Step::Command("DATA"))?;
+            self.expect_data(reply)?;
+        }
+        Ok(delivery)
+    }
+
+    /// RFC 2920: MAIL, every RCPT and DATA in one write, then their replies in order, each
+    /// recipient keeping its own. When no recipient was accepted the server refuses the
+    /// DATA (554 or 503, "no valid recipients"); one that took it anyway gets the lone
+    /// dot of an empty text, which it must refuse too (section 3.1), never the message.
+    fn envelope_pipelined(&mut self, mail: String, recipients: &[String]) -> Result<Delivery> {
+        let mut lines = vec![mail];
+        lines.extend(recipients.iter().map(|r| format!("RCPT TO:<{r}>")));
+        lines.push("DATA".to_string());
+        self.wire.send_all(&lines, Step::Command("MAIL FROM"))?;
+        let mail_reply = self.wire.reply(Step::Command("MAIL FROM"))?;
+        let mut delivery = Delivery::default();
+        for recipient in recipients {
+            let step = Step::Command("RCPT TO");
+            let reply = self.wire.reply(step)?;
+            if mail_reply.is_success() {
+                self.record(&mut delivery, recipient, step, &reply)?;
+            }
+        }
+        let step = Step::Command("DATA");
+        let data_reply = self.wire.reply(step)?;
+        let nothing_to_send = !mail_reply.is_success() || delivery.accepted.is_empty();
+        if nothing_to_send && data_reply.code == 354 {
+            self.wire.send(".", ".", Step::Command("the message"))?;
+            self.wire.reply(Step::Command("the message"))?;
+        }
+        if !mail_reply.is_success() {
+            return Err(refusal(&self.wire, Step::Command("MAIL FROM"), &mail_reply));
+        }
+        if !delivery.accepted.is_empty() {
+            self.expect_data(data_reply)?;
+        }
+        Ok(delivery)
+    }
+
+    /// A recipient's answer, kept in `delivery`.
+    fn record(
+        &self,
+        delivery: &mut Delivery,
+        recipient: &str,
+        step: Step,
+        reply: &Reply,
+    ) -> Result<()> {
+        let answer = (recipient.to_string(), reply.to_string());
+        match reply.code {
+            200..=299 => delivery.accepted.push(recipient.to_string()),
+            400..=499 => delivery.deferred.push(answer),
+            500..=599 => delivery.refused.push(answer),
+            _ => return Err(refusal(&self.wire, step, reply)),
+        }
+        Ok(())
+    }
+
+    /// DATA's reply: 354 goes on to the text.
+    fn expect_data(&self, reply: Reply) -> Result<()> {
+        match reply.code {
+            354 => Ok(()),
+            _ => Err(refusal(&self.wire, Step::Command("DATA"), &reply)),
+        }
     }
 
     fn expect_success(&mut self, line: &str, verb: &str) -> Result<Reply> {
@@ -570,8 +632,18 @@ mod tests {
     /// A server that sends `greeting`, then answers each line it reads with the next of
     /// `answers` (raw bytes, CRLF included), then waits for the client to leave.
     fn scripted(greeting: &'static [u8], answers: &'static [&'static [u8]]) -> u16 {
+        scripted_logged(greeting, answers).0
+    }
+
+    /// `scripted`, keeping the lines the client sent.
+    fn scripted_logged(
+        greeting: &'static [u8],
+        answers: &'static [&'static [u8]],
+    ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = lines.clone();
         std::thread::spawn(move || {
             let (mut tcp, _) = listener.accept().unwrap();
             let _ = tcp.write_all(greeting);
@@ -581,11 +653,12 @@ mod tests {
                 if reader.read_line(&mut line).unwrap_or(0) == 0 {
                     return;
                 }
+                log.lock().unwrap().push(line.trim_end().to_string());
                 let _ = tcp.write_all(answer);
             }
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
-        port
+        (port, lines)
     }
 
     fn open(port: u16) -> Result<Session> {
@@ -677,6 +750,52 @@ mod tests {
         assert!(err.to_string().contains("MAIL FROM failed at"), "{err}");
         assert!(session.is_usable());
         session.close();
+    }
+
+    /// RFC 2920 section 3.1: a server that answers 354 to the pipelined DATA although it
+    /// refused every recipient gets the lone dot of an empty text, not the message.
+    #[test]
+    fn a_pipelined_data_taken_without_recipients_gets_only_the_dot() {
+        let (port, lines) = scripted_logged(
+            b"220 ok\r\n",
+            &[
+                b"250-hi\r\n250 PIPELINING\r\n",
+                b"250 sender ok\r\n",
+                b"550 5.1.1 no such user\r\n",
+                b"354 go on\r\n",
+                b"554 5.5.1 no valid recipients\r\n",
+                b"250 reset\r\n",
+                b"221 bye\r\n",
+            ],
+        );
+        let mut session = open(port).unwrap();
+        let message = Prepared {
+            envelope: crate::message::intake::Envelope {
+                sender: "a@example.com".into(),
+                recipients: vec!["b@example.com".into()],
+            },
+            head: b"Subject: x\r\n\r\n".to_vec(),
+            body: b"secret body\r\n",
+            eight_bit: false,
+            message_id: None,
+        };
+        let delivery = session.send(&message).expect("a refused recipient");
+        assert!(delivery.accepted.is_empty() && delivery.reply.is_none());
+        assert_eq!(delivery.refused.len(), 1);
+        assert!(session.is_usable());
+        session.close();
+        let sent = lines.lock().unwrap().clone();
+        assert_eq!(
+            sent[1..6],
+            [
+                "MAIL FROM:<a@example.com>",
+                "RCPT TO:<b@example.com>",
+                "DATA",
+                ".",
+                "RSET"
+            ],
+            "{sent:?}"
+        );
     }
 
     fn stuffed(pieces: &[&[u8]], len: usize) -> Vec<u8> {

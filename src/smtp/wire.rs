@@ -5,11 +5,11 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{CertificateError, ClientConfig, ClientConnection, StreamOwned};
 
 use super::reply::{Parser, Redactor, Reply};
 use crate::config::Account;
@@ -351,6 +351,18 @@ impl Wire {
         self.write(format!("{line}\r\n").as_bytes(), deadline, step)
     }
 
+    /// Sends several command lines in one write (RFC 2920 pipelining), each shown.
+    pub fn send_all(&mut self, lines: &[String], step: Step) -> Result<()> {
+        let mut bytes = Vec::with_capacity(lines.iter().map(|l| l.len() + 2).sum());
+        for line in lines {
+            self.transcript.sent(line);
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
+        }
+        let deadline = Instant::now() + self.timeout;
+        self.write(&bytes, deadline, step)
+    }
+
     /// Sends a command and waits for its reply.
     pub fn command(&mut self, line: &str, step: Step) -> Result<Reply> {
         self.send(line, line, step)?;
@@ -489,44 +501,47 @@ fn presented_name(name: &str) -> &str {
     }
 }
 
-/// The rustls client config for an account: the system's CA certificates (loaded once per
-/// process) and the account's `ca_file`.
+/// The rustls client config for an account: the system's CA certificates (read once per
+/// process, see `trust`) and the account's `ca_file`, which is tried first (the system's
+/// are read only if the server's chain does not lead to it).
 pub fn tls_config(account: &Account) -> Result<Arc<ClientConfig>> {
-    static NATIVE: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
-    let native = NATIVE.get_or_init(|| rustls_native_certs::load_native_certs().certs);
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(native.iter().cloned());
-    if let Some(path) = &account.ca_file {
-        let bad = |why: &dyn fmt::Display| {
-            Error::new(
-                Kind::Config,
-                format!("cannot use ca_file {}", path.display()),
-                why.to_string(),
-            )
-        };
-        let pem = std::fs::read(path).map_err(|e| bad(&e))?;
-        let mut found = 0;
-        for cert in rustls_pemfile_certs(&pem).map_err(|e| bad(&e))? {
-            roots.add(cert).map_err(|e| bad(&e))?;
-            found += 1;
-        }
-        if found == 0 {
-            return Err(bad(&"it holds no PEM certificate"));
-        }
-    }
-    if roots.is_empty() {
-        return Err(Error::new(
-            Kind::Config,
-            "cannot verify the server's certificate",
-            "no CA certificates: none in the system store and no ca_file",
-        )
-        .hint("install the ca-certificates package, or set ca_file"));
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::new(Kind::Internal, "cannot set up TLS", e))?
-        .with_root_certificates(roots)
+        .map_err(|e| Error::new(Kind::Internal, "cannot set up TLS", e))?;
+    let Some(path) = &account.ca_file else {
+        let system = crate::sys::trust::system();
+        if system.store.is_empty() {
+            return Err(Error::new(
+                Kind::Config,
+                "cannot verify the server's certificate",
+                "no CA certificates: none in the system store and no ca_file",
+            )
+            .hint("install the ca-certificates package, or set ca_file"));
+        }
+        let config = builder
+            .with_root_certificates(Arc::clone(&system.store))
+            .with_no_client_auth();
+        return Ok(Arc::new(config));
+    };
+    let bad = |why: &dyn fmt::Display| {
+        Error::new(
+            Kind::Config,
+            format!("cannot use ca_file {}", path.display()),
+            why.to_string(),
+        )
+    };
+    let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&pem).map_err(|e| bad(&e))? {
+        roots.add(cert).map_err(|e| bad(&e))?;
+    }
+    let verifier =
+        crate::sys::trust::CaFileFirst::new(roots, provider, crate::sys::trust::system_store)
+            .ok_or_else(|| bad(&"it holds no PEM certificate"))?;
+    let config = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }

@@ -1,7 +1,8 @@
 //! What the operating system gives us: private state files and directories, the clock, the
-//! host name and our user id, and stop signals.
+//! host name and our user id, stop signals, and the trust anchors TLS checks against.
 
 pub mod clock;
 pub mod files;
 pub mod host;
 pub mod signals;
+pub mod trust;

@@ -127,6 +127,9 @@ pub struct ServerOptions {
     /// Advertise 8BITMIME (and accept BODY=8BITMIME).
     pub eight_bit_mime: bool,
     pub certificate: Certificate,
+    /// Advertise PIPELINING (RFC 2920). Each `Received` says whether its MAIL, RCPTs and
+    /// DATA came in one read, offered or not.
+    pub pipelining: bool,
 }
 
 impl Default for ServerOptions {
@@ -140,6 +143,7 @@ impl Default for ServerOptions {
             fault: Fault::None,
             eight_bit_mime: true,
             certificate: Certificate::Trusted,
+            pipelining: true,
         }
     }
 }
@@ -160,6 +164,8 @@ pub struct Received {
     pub auth_mechanism: Option<String>,
     /// Whether the session was encrypted when the message arrived.
     pub tls: bool,
+    /// MAIL, every RCPT and DATA arrived in one read: the client pipelined them.
+    pub pipelined: bool,
 }
 
 struct Shared {
@@ -393,6 +399,8 @@ struct Envelope {
     from: String,
     params: Vec<String>,
     rcpts: Vec<String>,
+    /// `Session::reads` when MAIL was taken: unchanged at DATA if nothing more was read.
+    reads_at_mail: usize,
 }
 
 struct Session {
@@ -401,6 +409,8 @@ struct Session {
     stream: Stream,
     /// Bytes read from the stream and not yet consumed as lines.
     buf: Vec<u8>,
+    /// Reads from the stream so far.
+    reads: usize,
     tls: bool,
     greeted: bool,
     authenticated: Option<String>,
@@ -416,6 +426,7 @@ impl Session {
             shared,
             stream: Stream::Plain(tcp),
             buf: Vec::new(),
+            reads: 0,
             tls: false,
             greeted: false,
             authenticated: None,
@@ -575,7 +586,9 @@ impl Session {
             lines.push("AUTH LOGIN PLAIN XOAUTH2".to_string());
         }
         lines.push("ENHANCEDSTATUSCODES".to_string());
-        lines.push("PIPELINING".to_string());
+        if self.opts().pipelining {
+            lines.push("PIPELINING".to_string());
+        }
         let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
         self.reply(250, &lines)?;
         Ok(Flow::Continue)
@@ -918,6 +931,7 @@ impl Session {
             from,
             params,
             rcpts: Vec::new(),
+            reads_at_mail: self.reads,
         });
         self.reply(250, &["2.1.0 OK"])?;
         Ok(Flow::Continue)
@@ -988,6 +1002,10 @@ impl Session {
             }
             Some(_) => {}
         }
+        let pipelined = self
+            .envelope
+            .as_ref()
+            .is_some_and(|e| e.reads_at_mail == self.reads);
         self.reply(354, &["Go ahead, end data with <CR><LF>.<CR><LF>"])?;
 
         let mut data = Vec::new();
@@ -1048,6 +1066,7 @@ impl Session {
             data,
             auth_mechanism: self.authenticated.clone(),
             tls: self.tls,
+            pipelined,
         };
         self.shared
             .received
@@ -1079,6 +1098,7 @@ impl Session {
             if n == 0 {
                 return Ok(None);
             }
+            self.reads += 1;
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }
