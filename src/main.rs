@@ -353,7 +353,14 @@ fn check_aliases(config_path: Option<&Path>) -> Result<()> {
 fn login(options: &cli::Login) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let account = config.choose_account(options.account.as_deref(), None)?;
-    auth::login::login(account, options)
+    let how = auth::login::LoginOptions {
+        port: options.port,
+        no_browser: options.no_browser,
+        device: options.device,
+        timeout: options.timeout,
+        client_secret_stdin: options.client_secret_stdin,
+    };
+    auth::login::login(account, &how)
 }
 
 /// `oauth-sendmail logout`: forgets an account's tokens.
