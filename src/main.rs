@@ -6,7 +6,7 @@
 //! `smtp` (the client, and the `sendmail -bs` server) and `auth` (login, tokens, stores,
 //! secrets); `config` (the TOML file and accounts); `message` (addresses and intake, pure);
 //! `sys` (state files, clock, signals). `error` holds the one error type and the only
-//! mapping to exit codes.
+//! mapping to exit codes; `secret` the value type that never shows itself (both leaves).
 
 mod auth;
 mod cli;
@@ -14,6 +14,7 @@ mod config;
 mod delivery;
 mod error;
 mod message;
+mod secret;
 mod smtp;
 mod sys;
 

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 
-use crate::auth::credential::Secret;
 use crate::auth::endpoint::{self, TokenResponse};
-use crate::auth::store::{self, Item, Store, StoreKind};
+use crate::auth::store::{self, Item, Store};
 use crate::auth::token;
-use crate::config::{Account, Grant, OAuth, Provider};
+use crate::config::{Account, Grant, OAuth, Provider, StoreKind};
 use crate::error::{Error, Kind, Result};
+use crate::secret::Secret;
 
 /// A request from the browser larger than this is not our redirect.
 const MAX_REQUEST: usize = 16 * 1024;

@@ -18,11 +18,12 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::auth::credential::{read_private_text, Secret};
+use crate::auth::credential::read_private_text;
 use crate::auth::endpoint::{self, Failure, TokenResponse};
-use crate::auth::store::{self, Item, Store, StoreKind};
-use crate::config::{Account, ClientSecret, Grant, OAuth, Provider};
+use crate::auth::store::{self, Item, Store};
+use crate::config::{Account, ClientSecret, Grant, OAuth, Provider, SecretSource, StoreKind};
 use crate::error::{Error, Kind, Result};
+use crate::secret::Secret;
 
 /// A token this close to its expiry is not used: it could expire during the SMTP dialogue.
 const EXPIRY_MARGIN: u64 = 60;
@@ -411,10 +412,10 @@ pub fn status(account: &Account) -> Report {
         match &account.secret {
             Some(source) => {
                 let what = match source {
-                    crate::auth::credential::SecretSource::File(path) => {
+                    SecretSource::File(path) => {
                         format!("a ready token or password from the file {}", path.display())
                     }
-                    crate::auth::credential::SecretSource::Command(_) => {
+                    SecretSource::Command(_) => {
                         "a ready token or password from a command".to_string()
                     }
                 };

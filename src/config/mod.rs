@@ -5,11 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::auth::credential::{Secret, SecretSource};
-use crate::auth::store::StoreKind;
 use crate::error::{Error, Kind, Result};
+use crate::secret::Secret;
 
 /// The configuration as the rest of the program uses it.
 #[derive(Debug, Default)]
@@ -139,6 +138,26 @@ pub enum Grant {
     ServiceAccount { key_file: PathBuf, subject: String },
     /// Microsoft's client credentials: the app itself (SMTP.SendAsApp), no login.
     ClientCredentials,
+}
+
+/// Where an account's secret comes from: `secret = { file = "..." }` or `{ command = "..." }`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SecretSource {
+    /// A file readable by its owner only; its first line is the secret.
+    File(PathBuf),
+    /// A shell command whose stdout (first line) is the secret.
+    Command(String),
+}
+
+/// `store = "keyring" | "file"` in `[accounts.NAME.oauth]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The OS keyring: the Secret Service (gnome-keyring, KWallet, KeePassXC) on Linux.
+    Keyring,
+    /// A file only its owner may read, in the state directory: for servers.
+    File,
 }
 
 /// `client_secret = "..."`, or `{ file = "..." }` / `{ command = "..." }`.
