@@ -14,6 +14,8 @@ mod commands;
 mod config;
 mod delivery;
 mod error;
+#[cfg(test)]
+mod layering;
 mod message;
 mod secret;
 mod smtp;
