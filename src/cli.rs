@@ -476,10 +476,64 @@ struct LogArgs {
     since: Option<Duration>,
     /// Only attempts with this result
     #[arg(long, value_enum)]
-    status: Option<Status>,
+    status: Option<StatusArg>,
     /// Output format: a table to read, CSV for a spreadsheet, JSON Lines for scripts
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    format: FormatArg,
+}
+
+/// `log --status`: the results the delivery log records, named as it writes them. The
+/// domain's [`Status`] knows nothing of the command line; this says what each means to
+/// a reader of `--help`.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum StatusArg {
+    /// The server accepted it.
+    Sent,
+    /// It could not go now and waits in the queue.
+    Queued,
+    /// A queued message was tried again and must wait more.
+    Deferred,
+    /// Given up: the sender was (or could not be) told.
+    Bounced,
+    /// Refused for good and not queued; the caller got an error.
+    Failed,
+    /// A message's result only: some recipients got it and some did not (each
+    /// recipient's own status says which).
+    Partial,
+    /// A queue entry that could not be read, moved aside to `corrupt/`.
+    Quarantined,
+}
+
+impl From<StatusArg> for Status {
+    fn from(arg: StatusArg) -> Status {
+        match arg {
+            StatusArg::Sent => Status::Sent,
+            StatusArg::Queued => Status::Queued,
+            StatusArg::Deferred => Status::Deferred,
+            StatusArg::Bounced => Status::Bounced,
+            StatusArg::Failed => Status::Failed,
+            StatusArg::Partial => Status::Partial,
+            StatusArg::Quarantined => Status::Quarantined,
+        }
+    }
+}
+
+/// `log --format`.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+enum FormatArg {
+    Table,
+    Csv,
+    Json,
+}
+
+impl From<FormatArg> for Format {
+    fn from(arg: FormatArg) -> Format {
+        match arg {
+            FormatArg::Table => Format::Table,
+            FormatArg::Csv => Format::Csv,
+            FormatArg::Json => Format::Json,
+        }
+    }
 }
 
 fn parse_age(text: &str) -> std::result::Result<Duration, String> {
@@ -576,8 +630,8 @@ pub fn parse(argv: &[OsString]) -> std::result::Result<Action, Rejected> {
                 Command::Log(log) => Action::Log {
                     config,
                     since: log.since,
-                    status: log.status,
-                    format: log.format,
+                    status: log.status.map(Status::from),
+                    format: log.format.into(),
                 },
             })
         }
@@ -928,6 +982,45 @@ mod tests {
                 command: QueueCommand::Remove(vec!["A".into()])
             }
         );
+    }
+
+    /// `--status NAME` names a status as the log writes it, and every status has one.
+    #[test]
+    fn log_status_values_are_the_log_names() {
+        let all = [
+            Status::Sent,
+            Status::Queued,
+            Status::Deferred,
+            Status::Bounced,
+            Status::Failed,
+            Status::Partial,
+            Status::Quarantined,
+        ];
+        // A status added to the log without a value here fails to compile this match.
+        for status in all {
+            match status {
+                Status::Sent
+                | Status::Queued
+                | Status::Deferred
+                | Status::Bounced
+                | Status::Failed
+                | Status::Partial
+                | Status::Quarantined => {}
+            }
+            let arg = StatusArg::from_str(status.as_str(), false).unwrap();
+            assert_eq!(Status::from(arg), status);
+        }
+        assert_eq!(StatusArg::value_variants().len(), all.len());
+        for (name, format) in [
+            ("table", Format::Table),
+            ("csv", Format::Csv),
+            ("json", Format::Json),
+        ] {
+            assert_eq!(
+                Format::from(FormatArg::from_str(name, false).unwrap()),
+                format
+            );
+        }
     }
 
     #[test]

@@ -6,14 +6,18 @@
 //! `smtp` (the client, and the `sendmail -bs` server) and `auth` (login, tokens, stores,
 //! secrets); `config` (the TOML file and accounts); `message` (addresses and intake, pure);
 //! `sys` (state files, clock, signals). `error` holds the one error type and the only
-//! mapping to exit codes.
+//! mapping to exit codes; `secret` the value type that never shows itself (both leaves).
 
 mod auth;
 mod cli;
+mod commands;
 mod config;
 mod delivery;
 mod error;
+#[cfg(test)]
+mod layering;
 mod message;
+mod secret;
 mod smtp;
 mod sys;
 
@@ -24,7 +28,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cli::{Action, Invocation, QueueCommand, SessionOptions};
-use config::{Account, Config};
+use commands::stdout_error;
+use config::Config;
 use delivery::flush::{Flusher, Selection};
 use delivery::log::{DeliveryLog, Format, Status};
 use delivery::queue::{Entry, Queue};
@@ -328,32 +333,23 @@ fn show_log(
     Ok(())
 }
 
-fn stdout_error(e: io::Error) -> Error {
-    Error::new(Kind::Io, "cannot write to stdout", e)
-}
-
 /// `newaliases`: every alias must resolve to qualified addresses.
 fn check_aliases(config_path: Option<&Path>) -> Result<()> {
-    let config = Config::load(config_path)?;
-    let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
-    for name in config.aliases.keys().filter(|name| *name != "*") {
-        resolver
-            .recipient(name)
-            .map_err(|e| Error::new(Kind::Config, format!("alias `{name}` does not resolve"), e))?;
-    }
-    let source = config
-        .path
-        .as_deref()
-        .map_or("no configuration file".into(), |p| p.display().to_string());
-    println!("{source}: {} aliases", config.aliases.len());
-    Ok(())
+    commands::aliases::check(&Config::load(config_path)?)
 }
 
 /// `oauth-sendmail login`: OAuth2 login for one account, its refresh token kept in its store.
 fn login(options: &cli::Login) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let account = config.choose_account(options.account.as_deref(), None)?;
-    auth::login::login(account, options)
+    let how = auth::login::LoginOptions {
+        port: options.port,
+        no_browser: options.no_browser,
+        device: options.device,
+        timeout: options.timeout,
+        client_secret_stdin: options.client_secret_stdin,
+    };
+    auth::login::login(account, &how)
 }
 
 /// `oauth-sendmail logout`: forgets an account's tokens.
@@ -372,84 +368,13 @@ fn logout(options: &cli::Logout) -> Result<()> {
     Ok(())
 }
 
-/// `oauth-sendmail status`: each account's state, never a secret, and the checks a send
-/// makes (which account it picks, that its secret can be read, that it is logged in):
-/// when one fails, status says what and exits with that failure's status. With `--check`,
-/// also an SMTP login to each that sends nothing.
+/// `oauth-sendmail status`: each account's state and the checks a send makes.
 fn status(options: &cli::StatusArgs) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
-    let accounts: Vec<&Account> = match &options.account {
-        Some(name) => vec![config.choose_account(Some(name), None)?],
-        None => config.accounts.values().collect(),
+    let how = commands::status::Options {
+        account: options.account.as_deref(),
+        check: options.check,
+        verbose: options.verbose,
     };
-    if accounts.is_empty() {
-        // The error names the file and says what to add.
-        config.choose_account(None, None)?;
-    }
-    let mut problems: Vec<Error> = Vec::new();
-    let mut out = io::stdout().lock();
-    if options.account.is_none() {
-        // What a send that names no account, and no sender of one, goes through.
-        let default = match config.choose_account(None, None) {
-            Ok(account) => account.name.clone(),
-            Err(err) => {
-                let text = format!("none: {}", err.summary());
-                problems.push(err);
-                text
-            }
-        };
-        writeln!(out, "{:<18}{default}", "default account:").map_err(stdout_error)?;
-    }
-    let mut failed: Option<Error> = None;
-    for account in &accounts {
-        let mut lines = vec![
-            (
-                "server",
-                format!("{}:{} ({:?})", account.host, account.port, account.provider)
-                    .to_lowercase(),
-            ),
-            ("from", account.addresses.join(", ")),
-        ];
-        if account.auth != config::AuthMethod::None {
-            lines.push(("user", account.user.clone()));
-        }
-        let report = auth::token::status(account);
-        lines.extend(report.lines);
-        problems.extend(report.problems);
-        if options.check {
-            let checked = auth::token::with_secret(account, options.verbose, |secret| {
-                smtp::client::check(account, secret, options.verbose)
-            });
-            let result = match &checked {
-                Ok(()) => "ok: authenticated and quit".to_string(),
-                Err(err) => format!(
-                    "FAILED: {}",
-                    err.to_string().replace('\n', "\n                  ")
-                ),
-            };
-            lines.push(("check", result));
-            if let Err(err) = checked {
-                failed.get_or_insert(err);
-            }
-        }
-        let mut text = format!("account {}\n", account.name);
-        for (label, value) in lines {
-            text.push_str(&format!("  {:<16}{value}\n", format!("{label}:")));
-        }
-        out.write_all(text.as_bytes()).map_err(stdout_error)?;
-    }
-    let mut problems = problems.into_iter();
-    if let Some(first) = problems.next() {
-        // The others were shown above; the first is the exit status, with its hint.
-        let more = problems.count();
-        let first = first.within("a send would fail");
-        return Err(match more {
-            0 => first,
-            n => first.hint(format!("and {n} more problem(s): see above")),
-        });
-    }
-    match failed {
-        Some(err) => Err(err.within("the check failed")),
-        None => Ok(()),
-    }
+    commands::status::show(&config, &how)
 }

@@ -1,65 +1,16 @@
-//! Secrets (access tokens, passwords) and the sources they are read from: a 0600 file or
-//! a command's stdout (as msmtp's passwordeval: oama, pass, vault CLIs).
+//! Reading secrets (access tokens, passwords) from their sources: a 0600 file or a
+//! command's stdout (as msmtp's passwordeval: oama, pass, vault CLIs). The sources are
+//! the configuration's (`config::SecretSource`); the value is a `secret::Secret`.
 
-use std::fmt;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
+use crate::config::SecretSource;
 use crate::error::{Error, Kind, Result};
+use crate::secret::Secret;
 
-/// A secret value. Its `Debug` and `Display` never show it; only [`Secret::expose`] does,
-/// at the one place it goes on the wire.
-#[derive(Clone, PartialEq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(redacted)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("(redacted)")
-    }
-}
-
-/// As a plain JSON/TOML string: the token cache and the file store keep secrets this way.
-impl Serialize for Secret {
-    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Secret, D::Error> {
-        String::deserialize(deserializer).map(Secret)
-    }
-}
-
-/// Where an account's secret comes from: `secret = { file = "..." }` or `{ command = "..." }`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum SecretSource {
-    /// A file readable by its owner only; its first line is the secret.
-    File(PathBuf),
-    /// A shell command whose stdout (first line) is the secret.
-    Command(String),
-}
-
+// The type is the configuration's (what `secret =` says); reading it is ours.
 impl SecretSource {
     pub fn fetch(&self) -> Result<Secret> {
         match self {
@@ -133,13 +84,6 @@ fn first_line(text: String) -> Option<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn debug_and_display_redact() {
-        let secret = Secret::new("ya29.very-secret");
-        assert_eq!(format!("{secret:?} {secret}"), "(redacted) (redacted)");
-        assert_eq!(secret.expose(), "ya29.very-secret");
-    }
 
     #[test]
     fn command_stdout_first_line_is_the_secret() {

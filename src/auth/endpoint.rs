@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::auth::credential::Secret;
 use crate::config::check_endpoint;
 use crate::error::{Error, Kind};
+use crate::secret::Secret;
 
 /// A token endpoint's successful answer.
 pub struct TokenResponse {

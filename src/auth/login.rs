@@ -14,20 +14,34 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine;
 
-use crate::auth::credential::Secret;
 use crate::auth::endpoint::{self, TokenResponse};
-use crate::auth::store::{self, Item, Store, StoreKind};
+use crate::auth::store::{self, Item, Store};
 use crate::auth::token;
-use crate::cli::Login;
-use crate::config::{Account, Grant, OAuth, Provider};
+use crate::config::{Account, Grant, OAuth, Provider, StoreKind};
 use crate::error::{Error, Kind, Result};
+use crate::secret::Secret;
 
 /// A request from the browser larger than this is not our redirect.
 const MAX_REQUEST: usize = 16 * 1024;
 
+/// How to log in: what `oauth-sendmail login` was asked for, less the account to choose.
+#[derive(Debug)]
+pub struct LoginOptions {
+    /// The loopback port for the redirect; `None`: a random one.
+    pub port: Option<u16>,
+    /// Print the address and take the redirect pasted on stdin, opening no browser.
+    pub no_browser: bool,
+    /// The device code flow instead of a browser on this machine.
+    pub device: bool,
+    /// Seconds to wait for an answer.
+    pub timeout: u64,
+    /// Keep the client secret read from the first line of stdin first.
+    pub client_secret_stdin: bool,
+}
+
 /// Logs `account` in and keeps its refresh token; with `--client-secret-stdin`, first keeps
 /// the client secret read from stdin.
-pub fn login(account: &Account, opts: &Login) -> Result<()> {
+pub fn login(account: &Account, opts: &LoginOptions) -> Result<()> {
     let name = &account.name;
     let oauth = account.oauth.as_ref().ok_or_else(|| {
         Error::new(
@@ -127,7 +141,7 @@ fn code_flow(
     account: &Account,
     oauth: &OAuth,
     client_secret: Option<&Secret>,
-    opts: &Login,
+    opts: &LoginOptions,
     input: &StdinLines,
     deadline: Instant,
 ) -> Result<TokenResponse> {

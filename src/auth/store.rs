@@ -6,20 +6,10 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::auth::credential::{read_private_text, Secret};
+use crate::auth::credential::read_private_text;
+use crate::config::StoreKind;
 use crate::error::{Error, Kind, Result};
-
-/// `store = "keyring" | "file"` in `[accounts.NAME.oauth]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StoreKind {
-    /// The OS keyring: the Secret Service (gnome-keyring, KWallet, KeePassXC) on Linux.
-    Keyring,
-    /// A file only its owner may read, in the state directory: for servers.
-    File,
-}
+use crate::secret::Secret;
 
 /// The secrets an account may keep in its store.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -283,8 +273,8 @@ mod keyring {
     use keyring_core::{CredentialStore, Entry};
 
     use super::{Item, KEYRING_SERVICE};
-    use crate::auth::credential::Secret;
     use crate::error::{Error, Kind, Result};
+    use crate::secret::Secret;
 
     pub fn get(account: &str, item: Item) -> Result<Option<Secret>> {
         match entry(account, item)?.get_password() {
@@ -385,8 +375,8 @@ mod keyring {
     //! Keychain and Credential Manager stores are not wired in yet.
 
     use super::Item;
-    use crate::auth::credential::Secret;
     use crate::error::{Error, Kind, Result};
+    use crate::secret::Secret;
 
     fn unsupported(account: &str) -> Error {
         Error::new(

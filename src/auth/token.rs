@@ -17,13 +17,13 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::auth::credential::{read_private_text, Secret};
+use crate::auth::credential::read_private_text;
 use crate::auth::endpoint::{self, Failure, TokenResponse};
-use crate::auth::store::{self, Item, Store, StoreKind};
+use crate::auth::store::{self, Item, Store};
 use crate::auth::{login_command, login_hint};
-use crate::config::{Account, ClientSecret, Grant, OAuth, Provider};
+use crate::config::{Account, ClientSecret, Grant, OAuth, Provider, SecretSource, StoreKind};
 use crate::error::{Error, Kind, Result};
-use crate::sys::clock::when;
+use crate::secret::Secret;
 
 /// A token this close to its expiry is not used: it could expire during the SMTP dialogue.
 const EXPIRY_MARGIN: u64 = 60;
@@ -376,153 +376,138 @@ pub fn forget(account: &Account) -> Result<Vec<String>> {
     Ok(removed)
 }
 
-/// What `status` says about an account: `label: value` lines (never a secret), and what
-/// would make a send through it fail, found by the checks a send makes (the secret can be
-/// read, the account is logged in, the client secret is there) short of the network.
-#[derive(Default)]
-pub struct Report {
-    pub lines: Vec<(&'static str, String)>,
-    pub problems: Vec<Error>,
+/// What `status` learns about an account, short of the network: what its credentials are,
+/// and the checks a send makes (the secret can be read, the account is logged in, the
+/// client secret is there), each failure kept as the error a send would meet. Never a
+/// secret. `commands::status` renders it.
+pub struct State<'a> {
+    pub credentials: Credential<'a>,
+    /// For an account with an `[oauth]` table: what its token cache says.
+    pub tokens: Option<Tokens>,
 }
 
-impl Report {
-    fn line(&mut self, label: &'static str, value: impl Into<String>) {
-        self.lines.push((label, value.into()));
-    }
-
-    /// `value` when `check` passes, else "FAILED: why", and the failure is a problem.
-    fn checked<T>(&mut self, label: &'static str, value: String, check: Result<T>) -> Option<T> {
-        match check {
-            Ok(t) => {
-                self.line(label, value);
-                Some(t)
-            }
-            Err(err) => {
-                self.line(label, format!("{value}: FAILED: {}", first_line(&err)));
-                self.problems.push(err);
-                None
-            }
-        }
-    }
+/// An account's credentials, with the result of reading them.
+pub enum Credential<'a> {
+    /// None: the server trusts this host.
+    None,
+    /// A ready token or password from the configured `secret`.
+    Secret {
+        source: &'a SecretSource,
+        read: Result<()>,
+    },
+    /// An OAuth2 login kept in a store.
+    Login {
+        /// Where the refresh token is kept; `None`: no login chose a store yet.
+        store: Option<String>,
+        refresh_token: RefreshToken,
+        /// The client secret from a configured source, when there is one.
+        client_secret: Option<Result<()>>,
+    },
+    ServiceAccount {
+        key_file: &'a Path,
+        subject: &'a str,
+        read: Result<()>,
+    },
+    ClientCredentials {
+        client_id: &'a str,
+        secret: Result<()>,
+    },
 }
 
-pub fn status(account: &Account) -> Report {
-    let mut report = Report::default();
+pub enum RefreshToken {
+    Present,
+    /// Not logged in: the error a send would meet.
+    Missing(Error),
+    /// The store could not be asked.
+    Unknown(Error),
+}
+
+/// The token cache as `status` shows it (Unix seconds).
+pub struct Tokens {
+    /// The cache could not be read, and is taken as empty.
+    pub unreadable: Option<Error>,
+    /// When the cached access token expires, if one is cached.
+    pub access_token_expires: Option<u64>,
+    pub refreshed_at: Option<u64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<u64>,
+}
+
+pub fn status(account: &Account) -> State<'_> {
     let Some(oauth) = &account.oauth else {
-        match &account.secret {
-            Some(source) => {
-                let what = match source {
-                    crate::auth::credential::SecretSource::File(path) => {
-                        format!("a ready token or password from the file {}", path.display())
-                    }
-                    crate::auth::credential::SecretSource::Command(_) => {
-                        "a ready token or password from a command".to_string()
-                    }
-                };
-                // What a send does first: read the file, or run the command.
-                report.checked("credentials", what, source.fetch());
-            }
-            None => report.line("credentials", "none (the server trusts this host)"),
-        }
-        return report;
+        let credentials = match &account.secret {
+            // What a send does first: read the file, or run the command.
+            Some(source) => Credential::Secret {
+                source,
+                read: source.fetch().map(drop),
+            },
+            None => Credential::None,
+        };
+        return State {
+            credentials,
+            tokens: None,
+        };
     };
-    let cache = match Cache::load(&account.name) {
-        Ok(cache) => cache,
-        Err(err) => {
-            report.line("token cache", format!("unreadable: {}", first_line(&err)));
-            report.problems.push(err);
-            Cache::default()
-        }
+    let (cache, unreadable) = match Cache::load(&account.name) {
+        Ok(cache) => (cache, None),
+        Err(err) => (Cache::default(), Some(err)),
     };
-    let now = crate::sys::clock::now();
-    match &oauth.grant {
+    let credentials = match &oauth.grant {
         Grant::User => {
-            report.line("credentials", "OAuth2 login");
             let store = recorded_store(account, oauth, &cache);
-            match &store {
-                None => {
-                    report.line(
-                        "refresh token",
-                        format!("none: {}", login_hint(&account.name)),
-                    );
-                    report.problems.push(no_login_yet(account));
+            let refresh_token = match &store {
+                None => RefreshToken::Missing(no_login_yet(account)),
+                Some(store) => match store.get(Item::RefreshToken) {
+                    Ok(Some(_)) => RefreshToken::Present,
+                    Ok(None) => RefreshToken::Missing(not_logged_in(account, store)),
+                    Err(err) => RefreshToken::Unknown(err),
+                },
+            };
+            let client_secret = match &oauth.client_secret {
+                Some(ClientSecret::Source(_)) => {
+                    Some(client_secret(oauth, store.as_ref()).map(drop))
                 }
-                Some(store) => {
-                    let place = store
+                _ => None,
+            };
+            Credential::Login {
+                store: store.map(|store| {
+                    store
                         .describe(Item::RefreshToken)
-                        .unwrap_or_else(|e| e.to_string());
-                    report.line("store", place);
-                    let state = match store.get(Item::RefreshToken) {
-                        Ok(Some(_)) => "present".to_string(),
-                        Ok(None) => {
-                            report.problems.push(not_logged_in(account, store));
-                            format!("none: {}", login_hint(&account.name))
-                        }
-                        Err(err) => {
-                            let text = format!("cannot tell: {}", first_line(&err));
-                            report.problems.push(err);
-                            text
-                        }
-                    };
-                    report.line("refresh token", state);
-                }
-            }
-            if let Some(ClientSecret::Source(_)) = &oauth.client_secret {
-                report.checked(
-                    "client secret",
-                    "from the configuration's source".to_string(),
-                    client_secret(oauth, store.as_ref()),
-                );
+                        .unwrap_or_else(|e| e.to_string())
+                }),
+                refresh_token,
+                client_secret,
             }
         }
-        Grant::ServiceAccount { key_file, subject } => {
-            report.checked(
-                "credentials",
-                format!(
-                    "service account key {} acting as {subject}",
-                    key_file.display()
-                ),
-                read_private_text(key_file, "service account key file"),
-            );
-        }
+        Grant::ServiceAccount { key_file, subject } => Credential::ServiceAccount {
+            key_file,
+            subject,
+            read: read_private_text(key_file, "service account key file").map(drop),
+        },
         Grant::ClientCredentials => {
             let store = recorded_store(account, oauth, &cache);
             let secret = client_secret(oauth, store.as_ref()).and_then(|secret| {
                 secret
+                    .map(drop)
                     .ok_or_else(|| no_client_secret(account, format!("account `{}`", account.name)))
             });
-            report.checked(
-                "credentials",
-                format!("client credentials of client {}", oauth.client_id),
+            Credential::ClientCredentials {
+                client_id: &oauth.client_id,
                 secret,
-            );
+            }
         }
-    }
-    let expiry = match (&cache.access_token, cache.expires_at) {
-        (Some(_), Some(at)) if at > now => format!("expires {}", when(at, now)),
-        (Some(_), Some(at)) => format!("expired {}", when(at, now)),
-        _ => "none cached".to_string(),
     };
-    report.line("access token", expiry);
-    if let Some(at) = cache.refreshed_at {
-        report.line("last refreshed", when(at, now));
-    }
-    let last_error = match (&cache.last_error, cache.last_error_at) {
-        // The time first: `when` has brackets of its own, and so may the error.
-        (Some(error), Some(at)) => format!("{}: {error}", when(at, now)),
-        (Some(error), None) => error.clone(),
-        (None, _) => "none".to_string(),
+    let tokens = Tokens {
+        unreadable,
+        access_token_expires: cache.access_token.as_ref().and(cache.expires_at),
+        refreshed_at: cache.refreshed_at,
+        last_error: cache.last_error,
+        last_error_at: cache.last_error_at,
     };
-    report.line("last error", last_error);
-    report
-}
-
-fn first_line(err: &Error) -> String {
-    err.to_string()
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+    State {
+        credentials,
+        tokens: Some(tokens),
+    }
 }
 
 /// A Google service account with domain-wide delegation: a JWT signed with its key,

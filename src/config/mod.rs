@@ -1,15 +1,22 @@
-//! The TOML configuration: where it is looked for, what it may hold, and the accounts it
-//! defines with their provider presets filled in (servers, and OAuth2 endpoints and scopes).
+//! The configuration as the program uses it: the accounts, aliases and queue settings, and
+//! which account a message goes through. Where the file is looked for and who may have
+//! written it is `file`; what it may hold, `schema`; the providers' servers, endpoints and
+//! scopes filled in, `presets`.
+
+mod file;
+mod presets;
+mod schema;
+
+pub use file::search_path;
+pub use presets::check_endpoint;
+pub use schema::{AuthMethod, ClientSecret, Provider, QueueMode, SecretSource, StoreKind, Tls};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::auth::credential::{Secret, SecretSource};
-use crate::auth::store::StoreKind;
 use crate::error::{Error, Kind, Result};
+use schema::ConfigFile;
 
 /// The configuration as the rest of the program uses it.
 #[derive(Debug, Default)]
@@ -54,17 +61,6 @@ impl Default for QueueSettings {
             max_age: Duration::from_secs(5 * 86400),
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum QueueMode {
-    /// Send now; spool only what fails for a temporary reason.
-    OnFailure,
-    /// Spool every message first, then deliver it.
-    Always,
-    /// Never spool: a temporary failure is exit 75 (what msmtp does).
-    Never,
 }
 
 /// "90s", "15m", "4h", "5d", "1w", or plain seconds.
@@ -141,163 +137,7 @@ pub enum Grant {
     ClientCredentials,
 }
 
-/// `client_secret = "..."`, or `{ file = "..." }` / `{ command = "..." }`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum ClientSecret {
-    Value(Secret),
-    Source(SecretSource),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tls {
-    /// Plain connection upgraded with STARTTLS, which the server must offer.
-    Starttls,
-    /// TLS from the first byte (port 465).
-    Implicit,
-    /// No TLS: only for IP-authenticated relays, never with a secret.
-    None,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMethod {
-    /// SASL XOAUTH2 with an OAuth2 access token.
-    Xoauth2,
-    /// SASL PLAIN or LOGIN with a password (app passwords, relay API keys).
-    Password,
-    /// No AUTH: the server trusts our IP address.
-    None,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Provider {
-    Gmail,
-    Outlook,
-    Custom,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfigFile {
-    domain: Option<String>,
-    default_account: Option<String>,
-    #[serde(default)]
-    aliases: BTreeMap<String, OneOrMany>,
-    #[serde(default)]
-    accounts: BTreeMap<String, AccountFile>,
-    queue: Option<QueueMode>,
-    queue_dir: Option<PathBuf>,
-    log_file: Option<PathBuf>,
-    retry_initial: Option<String>,
-    retry_max: Option<String>,
-    max_age: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AccountFile {
-    provider: Option<Provider>,
-    host: Option<String>,
-    port: Option<u16>,
-    tls: Option<Tls>,
-    ca_file: Option<PathBuf>,
-    hello_name: Option<String>,
-    /// Seconds.
-    timeout: Option<u64>,
-    from: OneOrMany,
-    user: Option<String>,
-    auth: Option<AuthMethod>,
-    secret: Option<SecretSource>,
-    oauth: Option<OAuthFile>,
-}
-
-/// `[accounts.NAME.oauth]` as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OAuthFile {
-    client_id: Option<String>,
-    client_secret: Option<ClientSecret>,
-    /// Microsoft: the directory (tenant) id or domain; "common" for a personal login.
-    tenant: Option<String>,
-    auth_uri: Option<String>,
-    token_uri: Option<String>,
-    device_uri: Option<String>,
-    scopes: Option<OneOrMany>,
-    store: Option<StoreKind>,
-    /// A Google service account's JSON key file.
-    service_account: Option<PathBuf>,
-    /// The mailbox a service account acts as (default: `user`).
-    subject: Option<String>,
-    #[serde(default)]
-    client_credentials: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(one) => vec![one],
-            OneOrMany::Many(many) => many,
-        }
-    }
-}
-
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The places searched, in order, when no file is named on the command line.
-pub fn search_path() -> Vec<PathBuf> {
-    let mut paths = Vec::new();
-    if let Some(path) = std::env::var_os("OAUTH_SENDMAIL_CONFIG") {
-        paths.push(PathBuf::from(path));
-        return paths;
-    }
-    if let Some(dir) = crate::sys::files::xdg_base("XDG_CONFIG_HOME", ".config") {
-        paths.push(dir.join("oauth-sendmail/config.toml"));
-    }
-    paths.push(PathBuf::from("/etc/oauth-sendmail/config.toml"));
-    paths
-}
-
 impl Config {
-    /// Loads the named file, or the first of [`search_path`] that exists, or none.
-    pub fn load(explicit: Option<&Path>) -> Result<Config> {
-        let candidates = match explicit {
-            Some(path) => vec![path.to_path_buf()],
-            None => search_path(),
-        };
-        let explicitly_named =
-            explicit.is_some() || std::env::var_os("OAUTH_SENDMAIL_CONFIG").is_some();
-        for path in candidates {
-            match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    // Before anything in it is used: its commands would run as us.
-                    let safe = check_not_writable_by_others(&path)?;
-                    let config = Config::parse(&text, &path)?;
-                    config.check_inline_secrets_private(&safe)?;
-                    return Ok(config);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicitly_named => continue,
-                Err(e) => {
-                    return Err(Error::new(
-                        Kind::Config,
-                        format!("cannot read {}", path.display()),
-                        e,
-                    ))
-                }
-            }
-        }
-        Ok(Config::default())
-    }
-
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
         let bad = |why: String| {
             Error::new(
@@ -419,27 +259,6 @@ impl Config {
             .collect()
     }
 
-    /// A file that holds a secret must not be readable by others: ssh's rule for keys.
-    fn check_inline_secrets_private(&self, file: &SafeFile) -> Result<()> {
-        let inline = self.inline_secrets();
-        if inline.is_empty() || !file.readable_by_others {
-            return Ok(());
-        }
-        let path = file.path.display();
-        Err(Error::new(
-            Kind::Config,
-            format!("cannot use the configuration {path}"),
-            format!(
-                "it holds the client_secret of account `{}` in clear and others can read it (mode {:o}, and every directory up to it lets them through)",
-                inline.join("`, `"),
-                file.mode & 0o777
-            ),
-        )
-        .hint(format!(
-            "run: chmod 600 {path} (or move the secret out: client_secret = {{ file = \"...\" }})"
-        )))
-    }
-
     fn where_accounts_are(&self) -> String {
         match &self.path {
             Some(path) => format!("{} defines {}", path.display(), self.account_names()),
@@ -469,328 +288,9 @@ impl Config {
 }
 
 impl Account {
-    fn from_file(name: &str, file: AccountFile) -> std::result::Result<Account, String> {
-        let provider = file.provider.unwrap_or(Provider::Custom);
-        let (preset_host, preset_tls) = match provider {
-            Provider::Gmail => (Some("smtp.gmail.com"), Tls::Starttls),
-            Provider::Outlook => (Some("smtp.office365.com"), Tls::Starttls),
-            Provider::Custom => (None, Tls::Starttls),
-        };
-        let host = file.host.or(preset_host.map(String::from)).ok_or(
-            "`host` is needed when provider is custom (or set provider = \"gmail\" or \"outlook\")",
-        )?;
-        let tls = file.tls.unwrap_or(preset_tls);
-        let port = file.port.unwrap_or(match tls {
-            Tls::Starttls => 587,
-            Tls::Implicit => 465,
-            Tls::None => 25,
-        });
-        let addresses = file.from.into_vec();
-        let first = addresses
-            .first()
-            .ok_or("`from` needs at least one address")?;
-        for address in &addresses {
-            crate::message::address::check_syntax(address).map_err(|e| format!("`from`: {e}"))?;
-        }
-        let user = file.user.unwrap_or_else(|| first.clone());
-        let auth = file.auth.unwrap_or(match provider {
-            Provider::Gmail | Provider::Outlook => AuthMethod::Xoauth2,
-            Provider::Custom if file.oauth.is_some() => AuthMethod::Xoauth2,
-            Provider::Custom if file.secret.is_some() => AuthMethod::Password,
-            Provider::Custom => AuthMethod::None,
-        });
-        if file.secret.is_some() && file.oauth.is_some() {
-            return Err("use either `secret` (a ready token) or an [oauth] table (tokens this program gets itself), not both".into());
-        }
-        if file.oauth.is_some() && auth != AuthMethod::Xoauth2 {
-            return Err("an [oauth] table needs auth = \"xoauth2\"".into());
-        }
-        if auth != AuthMethod::None && file.secret.is_none() && file.oauth.is_none() {
-            return Err("`secret` or an [oauth] table is needed to authenticate: secret = { file = \"PATH\" } or { command = \"CMD\" }, or [accounts.NAME.oauth] with client_id (see the README)".into());
-        }
-        let oauth = file
-            .oauth
-            .map(|o| OAuth::from_file(o, provider, &user))
-            .transpose()
-            .map_err(|why| format!("[oauth]: {why}"))?;
-        if tls == Tls::None && auth != AuthMethod::None {
-            return Err(
-                "tls = \"none\" would send the secret in clear: use starttls or implicit".into(),
-            );
-        }
-        Ok(Account {
-            name: name.to_string(),
-            host,
-            port,
-            tls,
-            ca_file: file.ca_file,
-            hello_name: file.hello_name,
-            timeout: file.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
-            addresses,
-            user,
-            auth,
-            secret: file.secret,
-            oauth,
-            provider,
-        })
-    }
-
     /// The default envelope sender.
     pub fn address(&self) -> &str {
         &self.addresses[0]
-    }
-}
-
-const GOOGLE_AUTH_URI: &str = "https://accounts.google.com/o/oauth2/v2/auth";
-const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
-const GMAIL_SCOPE: &str = "https://mail.google.com/";
-const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";
-const OUTLOOK_USER_SCOPES: [&str; 2] = ["https://outlook.office.com/SMTP.Send", "offline_access"];
-const OUTLOOK_APP_SCOPE: &str = "https://outlook.office365.com/.default";
-
-impl OAuth {
-    fn from_file(
-        file: OAuthFile,
-        provider: Provider,
-        user: &str,
-    ) -> std::result::Result<OAuth, String> {
-        if file.subject.is_some() && file.service_account.is_none() {
-            return Err("`subject` is only for a service_account".into());
-        }
-        let grant = match (file.service_account, file.client_credentials) {
-            (Some(_), true) => {
-                return Err("service_account and client_credentials exclude each other".into())
-            }
-            (Some(key_file), false) => Grant::ServiceAccount {
-                key_file,
-                subject: file.subject.unwrap_or_else(|| user.to_string()),
-            },
-            (None, true) => Grant::ClientCredentials,
-            (None, false) => Grant::User,
-        };
-        if file.tenant.is_some() && provider != Provider::Outlook {
-            return Err("`tenant` is only for provider = \"outlook\"".into());
-        }
-        let client_id = match (&grant, file.client_id) {
-            (_, Some(id)) => id,
-            (Grant::ServiceAccount { .. }, None) => String::new(),
-            (_, None) => return Err(
-                "`client_id` is needed (the OAuth client's id: see the README for creating one)"
-                    .into(),
-            ),
-        };
-        if matches!(grant, Grant::ServiceAccount { .. })
-            && (file.store.is_some() || file.client_secret.is_some())
-        {
-            return Err("a service_account needs no `store` or `client_secret`: its key file is the credential".into());
-        }
-        // The provider's endpoints and scopes, each overridable.
-        let (auth_uri, token_uri, device_uri, scopes) = match (provider, &grant) {
-            (Provider::Gmail, Grant::ClientCredentials) => {
-                return Err(
-                    "Google has no client credentials for Gmail: use a service_account".into(),
-                )
-            }
-            (Provider::Gmail, Grant::ServiceAccount { .. }) => {
-                (None, None, None, vec![GMAIL_SCOPE])
-            }
-            (Provider::Gmail, Grant::User) => (
-                Some(GOOGLE_AUTH_URI.to_string()),
-                Some(GOOGLE_TOKEN_URI.to_string()),
-                // Google's device flow refuses the Gmail scope.
-                None,
-                vec![GMAIL_SCOPE],
-            ),
-            (Provider::Outlook, Grant::ServiceAccount { .. }) => {
-                return Err(
-                    "service_account is Google's: for Microsoft use client_credentials = true"
-                        .into(),
-                )
-            }
-            (Provider::Outlook, _) => {
-                let app = grant == Grant::ClientCredentials;
-                let tenant = match file.tenant.as_deref() {
-                    Some(tenant) => tenant,
-                    None if app => return Err("client_credentials needs `tenant` (your directory's id or domain, e.g. contoso.onmicrosoft.com)".into()),
-                    None => "common",
-                };
-                let base = format!("{MICROSOFT_LOGIN}/{tenant}/oauth2/v2.0");
-                let scopes = if app {
-                    vec![OUTLOOK_APP_SCOPE]
-                } else {
-                    OUTLOOK_USER_SCOPES.to_vec()
-                };
-                (
-                    (!app).then(|| format!("{base}/authorize")),
-                    Some(format!("{base}/token")),
-                    (!app).then(|| format!("{base}/devicecode")),
-                    scopes,
-                )
-            }
-            (Provider::Custom, _) => (None, None, None, vec![]),
-        };
-        let scopes = match file.scopes {
-            Some(scopes) => scopes.into_vec(),
-            None => scopes.into_iter().map(String::from).collect(),
-        };
-        let oauth = OAuth {
-            client_id,
-            client_secret: file.client_secret,
-            auth_uri: file.auth_uri.or(auth_uri),
-            token_uri: file.token_uri.or(token_uri),
-            device_uri: file.device_uri.or(device_uri),
-            scopes,
-            store: file.store,
-            grant,
-        };
-        oauth.check()?;
-        Ok(oauth)
-    }
-
-    /// What presets cannot fill in must be there, and every endpoint must be safe to send
-    /// a secret to.
-    fn check(&self) -> std::result::Result<(), String> {
-        if self.scopes.is_empty() {
-            return Err("`scopes` is needed when provider is custom".into());
-        }
-        let service_account = matches!(self.grant, Grant::ServiceAccount { .. });
-        if self.token_uri.is_none() && !service_account {
-            return Err("`token_uri` is needed when provider is custom".into());
-        }
-        if self.grant == Grant::User && self.auth_uri.is_none() && self.device_uri.is_none() {
-            return Err(
-                "`auth_uri` (or `device_uri`) is needed to log in when provider is custom".into(),
-            );
-        }
-        let uris = [
-            ("auth_uri", &self.auth_uri),
-            ("token_uri", &self.token_uri),
-            ("device_uri", &self.device_uri),
-        ];
-        for (key, uri) in uris {
-            if let Some(uri) = uri {
-                check_endpoint(uri).map_err(|why| format!("`{key}` {why}"))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A configuration file that passed [`check_not_writable_by_others`].
-struct SafeFile {
-    /// With symbolic links resolved: the file that was checked.
-    path: PathBuf,
-    mode: u32,
-    /// Its mode lets group or others read it, and every directory up to it lets someone
-    /// other than its owner through.
-    readable_by_others: bool,
-}
-
-/// ssh's rule for files whose contents it acts on: the file, and every directory from `/`
-/// down to it, belongs to root or to us and is writable by nobody else, or another user
-/// could put a `secret = { command = ... }` in it that runs as us (as root, too). A
-/// directory like /tmp (root's, sticky) is fine: there nobody can replace what is ours.
-fn check_not_writable_by_others(path: &Path) -> Result<SafeFile> {
-    use std::os::unix::fs::MetadataExt;
-    let refuse = |why: String, hint: String| {
-        Error::new(
-            Kind::Config,
-            format!("cannot use the configuration {}", path.display()),
-            why,
-        )
-        .hint(hint)
-    };
-    let real = std::fs::canonicalize(path)
-        .map_err(|e| Error::new(Kind::Config, format!("cannot read {}", path.display()), e))?;
-    let me = crate::sys::host::effective_uid();
-    let ours = |uid: u32| uid == 0 || uid == me;
-    let stat = |p: &Path| {
-        std::fs::metadata(p)
-            .map_err(|e| Error::new(Kind::Config, format!("cannot read {}", p.display()), e))
-    };
-    let file = stat(&real)?;
-    let shown = real.display();
-    if !file.is_file() {
-        return Err(refuse(
-            "it is not a regular file".into(),
-            "name the configuration file itself".into(),
-        ));
-    }
-    if !ours(file.uid()) {
-        return Err(refuse(
-            format!(
-                "{shown} belongs to user id {}, neither to you nor to root",
-                file.uid()
-            ),
-            format!("run: chown {me} {shown} (or use a configuration of your own)"),
-        ));
-    }
-    if file.mode() & 0o022 != 0 {
-        return Err(refuse(
-            format!(
-                "others may write to it (mode {:o}), and its commands run as you",
-                file.mode() & 0o777
-            ),
-            format!("run: chmod go-w {shown}"),
-        ));
-    }
-    let mut reachable = true;
-    for dir in real.ancestors().skip(1) {
-        let meta = stat(dir)?;
-        let mode = meta.mode();
-        let sticky_roots = mode & 0o1000 != 0 && meta.uid() == 0;
-        if !ours(meta.uid()) {
-            return Err(refuse(
-                format!(
-                    "the directory {} belongs to user id {}, neither to you nor to root",
-                    dir.display(),
-                    meta.uid()
-                ),
-                "keep the configuration in a directory of yours or root's".into(),
-            ));
-        }
-        if mode & 0o022 != 0 && !sticky_roots {
-            return Err(refuse(
-                format!(
-                    "others may write to the directory {} (mode {:o}), and so replace the file",
-                    dir.display(),
-                    mode & 0o777
-                ),
-                format!("run: chmod go-w {}", dir.display()),
-            ));
-        }
-        reachable &= mode & 0o011 != 0;
-    }
-    Ok(SafeFile {
-        path: real.clone(),
-        mode: file.mode(),
-        readable_by_others: reachable && file.mode() & 0o044 != 0,
-    })
-}
-
-/// An endpoint receives secrets: https, or plain http only to this machine (tests, and
-/// local token brokers).
-pub fn check_endpoint(uri: &str) -> std::result::Result<(), String> {
-    if uri.starts_with("https://") {
-        return Ok(());
-    }
-    let Some(rest) = uri.strip_prefix("http://") else {
-        return Err(format!("`{uri}` is not an https:// address"));
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    // "http://127.0.0.1:80@evil.example/" is a request to evil.example.
-    if authority.contains('@') {
-        return Err(format!("`{uri}` has a user part: give the address alone"));
-    }
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.contains(']') => host,
-        _ => authority,
-    };
-    match host {
-        "127.0.0.1" | "localhost" | "[::1]" => Ok(()),
-        _ => Err(format!(
-            "`{uri}` would send secrets in clear: use https (plain http only to 127.0.0.1)"
-        )),
     }
 }
 
@@ -808,6 +308,7 @@ fn describe_toml_error(err: &toml::de::Error, text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::presets::{GOOGLE_AUTH_URI, GOOGLE_TOKEN_URI};
     use super::*;
 
     fn parse(text: &str) -> Result<Config> {
@@ -1160,11 +661,5 @@ mod tests {
         let config =
             oauth_account("client_id = \"i\"\nclient_secret = { file = \"/s\" }\n").unwrap();
         assert!(config.inline_secrets().is_empty());
-    }
-
-    #[test]
-    fn a_named_file_that_is_missing_is_an_error() {
-        let missing = Path::new("/nonexistent/oauth-sendmail.toml");
-        assert_eq!(Config::load(Some(missing)).unwrap_err().exit_code(), 78);
     }
 }

@@ -70,7 +70,7 @@ pub struct Outcome {
 }
 
 /// What became of a message, or of one recipient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// The server accepted it.
@@ -213,7 +213,7 @@ fn rotated(path: &Path) -> PathBuf {
 }
 
 /// The output formats of `oauth-sendmail log`.
-#[derive(Clone, Copy, Debug, PartialEq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Format {
     Table,
     Csv,

@@ -15,10 +15,10 @@ use base64::Engine;
 
 use super::reply::Reply;
 use super::wire::{self, Step, Transcript, Wire};
-use crate::auth::credential::Secret;
 use crate::config::{Account, AuthMethod, Tls};
 use crate::error::{Error, Kind, Result};
 use crate::message::intake::Prepared;
+use crate::secret::Secret;
 
 /// What the server said about each recipient of a message that reached DATA (or not).
 #[derive(Debug, Default)]

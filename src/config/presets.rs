@@ -1,0 +1,238 @@
+//! The providers' presets: Gmail's and Microsoft's servers, OAuth2 endpoints and scopes
+//! filled in where the file leaves them out, and the checks on what an account says.
+
+use std::time::Duration;
+
+use super::schema::{AccountFile, OAuthFile};
+use super::{Account, AuthMethod, Grant, OAuth, Provider, Tls};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Account {
+    pub(super) fn from_file(name: &str, file: AccountFile) -> std::result::Result<Account, String> {
+        let provider = file.provider.unwrap_or(Provider::Custom);
+        let (preset_host, preset_tls) = match provider {
+            Provider::Gmail => (Some("smtp.gmail.com"), Tls::Starttls),
+            Provider::Outlook => (Some("smtp.office365.com"), Tls::Starttls),
+            Provider::Custom => (None, Tls::Starttls),
+        };
+        let host = file.host.or(preset_host.map(String::from)).ok_or(
+            "`host` is needed when provider is custom (or set provider = \"gmail\" or \"outlook\")",
+        )?;
+        let tls = file.tls.unwrap_or(preset_tls);
+        let port = file.port.unwrap_or(match tls {
+            Tls::Starttls => 587,
+            Tls::Implicit => 465,
+            Tls::None => 25,
+        });
+        let addresses = file.from.into_vec();
+        let first = addresses
+            .first()
+            .ok_or("`from` needs at least one address")?;
+        for address in &addresses {
+            crate::message::address::check_syntax(address).map_err(|e| format!("`from`: {e}"))?;
+        }
+        let user = file.user.unwrap_or_else(|| first.clone());
+        let auth = file.auth.unwrap_or(match provider {
+            Provider::Gmail | Provider::Outlook => AuthMethod::Xoauth2,
+            Provider::Custom if file.oauth.is_some() => AuthMethod::Xoauth2,
+            Provider::Custom if file.secret.is_some() => AuthMethod::Password,
+            Provider::Custom => AuthMethod::None,
+        });
+        if file.secret.is_some() && file.oauth.is_some() {
+            return Err("use either `secret` (a ready token) or an [oauth] table (tokens this program gets itself), not both".into());
+        }
+        if file.oauth.is_some() && auth != AuthMethod::Xoauth2 {
+            return Err("an [oauth] table needs auth = \"xoauth2\"".into());
+        }
+        if auth != AuthMethod::None && file.secret.is_none() && file.oauth.is_none() {
+            return Err("`secret` or an [oauth] table is needed to authenticate: secret = { file = \"PATH\" } or { command = \"CMD\" }, or [accounts.NAME.oauth] with client_id (see the README)".into());
+        }
+        let oauth = file
+            .oauth
+            .map(|o| OAuth::from_file(o, provider, &user))
+            .transpose()
+            .map_err(|why| format!("[oauth]: {why}"))?;
+        if tls == Tls::None && auth != AuthMethod::None {
+            return Err(
+                "tls = \"none\" would send the secret in clear: use starttls or implicit".into(),
+            );
+        }
+        Ok(Account {
+            name: name.to_string(),
+            host,
+            port,
+            tls,
+            ca_file: file.ca_file,
+            hello_name: file.hello_name,
+            timeout: file.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+            addresses,
+            user,
+            auth,
+            secret: file.secret,
+            oauth,
+            provider,
+        })
+    }
+}
+
+pub(super) const GOOGLE_AUTH_URI: &str = "https://accounts.google.com/o/oauth2/v2/auth";
+pub(super) const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+const GMAIL_SCOPE: &str = "https://mail.google.com/";
+const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";
+const OUTLOOK_USER_SCOPES: [&str; 2] = ["https://outlook.office.com/SMTP.Send", "offline_access"];
+const OUTLOOK_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+
+impl OAuth {
+    pub(super) fn from_file(
+        file: OAuthFile,
+        provider: Provider,
+        user: &str,
+    ) -> std::result::Result<OAuth, String> {
+        if file.subject.is_some() && file.service_account.is_none() {
+            return Err("`subject` is only for a service_account".into());
+        }
+        let grant = match (file.service_account, file.client_credentials) {
+            (Some(_), true) => {
+                return Err("service_account and client_credentials exclude each other".into())
+            }
+            (Some(key_file), false) => Grant::ServiceAccount {
+                key_file,
+                subject: file.subject.unwrap_or_else(|| user.to_string()),
+            },
+            (None, true) => Grant::ClientCredentials,
+            (None, false) => Grant::User,
+        };
+        if file.tenant.is_some() && provider != Provider::Outlook {
+            return Err("`tenant` is only for provider = \"outlook\"".into());
+        }
+        let client_id = match (&grant, file.client_id) {
+            (_, Some(id)) => id,
+            (Grant::ServiceAccount { .. }, None) => String::new(),
+            (_, None) => return Err(
+                "`client_id` is needed (the OAuth client's id: see the README for creating one)"
+                    .into(),
+            ),
+        };
+        if matches!(grant, Grant::ServiceAccount { .. })
+            && (file.store.is_some() || file.client_secret.is_some())
+        {
+            return Err("a service_account needs no `store` or `client_secret`: its key file is the credential".into());
+        }
+        // The provider's endpoints and scopes, each overridable.
+        let (auth_uri, token_uri, device_uri, scopes) = match (provider, &grant) {
+            (Provider::Gmail, Grant::ClientCredentials) => {
+                return Err(
+                    "Google has no client credentials for Gmail: use a service_account".into(),
+                )
+            }
+            (Provider::Gmail, Grant::ServiceAccount { .. }) => {
+                (None, None, None, vec![GMAIL_SCOPE])
+            }
+            (Provider::Gmail, Grant::User) => (
+                Some(GOOGLE_AUTH_URI.to_string()),
+                Some(GOOGLE_TOKEN_URI.to_string()),
+                // Google's device flow refuses the Gmail scope.
+                None,
+                vec![GMAIL_SCOPE],
+            ),
+            (Provider::Outlook, Grant::ServiceAccount { .. }) => {
+                return Err(
+                    "service_account is Google's: for Microsoft use client_credentials = true"
+                        .into(),
+                )
+            }
+            (Provider::Outlook, _) => {
+                let app = grant == Grant::ClientCredentials;
+                let tenant = match file.tenant.as_deref() {
+                    Some(tenant) => tenant,
+                    None if app => return Err("client_credentials needs `tenant` (your directory's id or domain, e.g. contoso.onmicrosoft.com)".into()),
+                    None => "common",
+                };
+                let base = format!("{MICROSOFT_LOGIN}/{tenant}/oauth2/v2.0");
+                let scopes = if app {
+                    vec![OUTLOOK_APP_SCOPE]
+                } else {
+                    OUTLOOK_USER_SCOPES.to_vec()
+                };
+                (
+                    (!app).then(|| format!("{base}/authorize")),
+                    Some(format!("{base}/token")),
+                    (!app).then(|| format!("{base}/devicecode")),
+                    scopes,
+                )
+            }
+            (Provider::Custom, _) => (None, None, None, vec![]),
+        };
+        let scopes = match file.scopes {
+            Some(scopes) => scopes.into_vec(),
+            None => scopes.into_iter().map(String::from).collect(),
+        };
+        let oauth = OAuth {
+            client_id,
+            client_secret: file.client_secret,
+            auth_uri: file.auth_uri.or(auth_uri),
+            token_uri: file.token_uri.or(token_uri),
+            device_uri: file.device_uri.or(device_uri),
+            scopes,
+            store: file.store,
+            grant,
+        };
+        oauth.check()?;
+        Ok(oauth)
+    }
+
+    /// What presets cannot fill in must be there, and every endpoint must be safe to send
+    /// a secret to.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.scopes.is_empty() {
+            return Err("`scopes` is needed when provider is custom".into());
+        }
+        let service_account = matches!(self.grant, Grant::ServiceAccount { .. });
+        if self.token_uri.is_none() && !service_account {
+            return Err("`token_uri` is needed when provider is custom".into());
+        }
+        if self.grant == Grant::User && self.auth_uri.is_none() && self.device_uri.is_none() {
+            return Err(
+                "`auth_uri` (or `device_uri`) is needed to log in when provider is custom".into(),
+            );
+        }
+        let uris = [
+            ("auth_uri", &self.auth_uri),
+            ("token_uri", &self.token_uri),
+            ("device_uri", &self.device_uri),
+        ];
+        for (key, uri) in uris {
+            if let Some(uri) = uri {
+                check_endpoint(uri).map_err(|why| format!("`{key}` {why}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An endpoint receives secrets: https, or plain http only to this machine (tests, and
+/// local token brokers).
+pub fn check_endpoint(uri: &str) -> std::result::Result<(), String> {
+    if uri.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = uri.strip_prefix("http://") else {
+        return Err(format!("`{uri}` is not an https:// address"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // "http://127.0.0.1:80@evil.example/" is a request to evil.example.
+    if authority.contains('@') {
+        return Err(format!("`{uri}` has a user part: give the address alone"));
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => host,
+        _ => authority,
+    };
+    match host {
+        "127.0.0.1" | "localhost" | "[::1]" => Ok(()),
+        _ => Err(format!(
+            "`{uri}` would send secrets in clear: use https (plain http only to 127.0.0.1)"
+        )),
+    }
+}
