@@ -130,7 +130,7 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::intake::{Envelope, Prepared};
+    use crate::message::envelope::{Envelope, Prepared};
 
     #[test]
     fn dsn_names_each_failed_recipient_and_returns_the_headers() {

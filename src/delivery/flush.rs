@@ -377,7 +377,7 @@ impl<'a> Flusher<'a> {
     fn send(
         &mut self,
         account: &Account,
-        message: &crate::message::intake::Prepared,
+        message: &crate::message::envelope::Prepared,
     ) -> Result<Delivery> {
         if let Some((_, err)) = self
             .unreachable
@@ -418,8 +418,8 @@ impl<'a> Flusher<'a> {
         let sent = match (entry.sender.is_empty(), account) {
             (false, Some(account)) => {
                 let data = bounce::build(entry, failures, account.address(), original);
-                let notice = crate::message::intake::Prepared {
-                    envelope: crate::message::intake::Envelope {
+                let notice = crate::message::envelope::Prepared {
+                    envelope: crate::message::envelope::Envelope {
                         sender: String::new(),
                         recipients: vec![entry.sender.clone()],
                     },
@@ -553,8 +553,8 @@ mod tests {
 
     #[test]
     fn delivery_marks_each_recipient() {
-        let message = crate::message::intake::Prepared {
-            envelope: crate::message::intake::Envelope {
+        let message = crate::message::envelope::Prepared {
+            envelope: crate::message::envelope::Envelope {
                 sender: "s@x.org".into(),
                 recipients: vec![],
             },

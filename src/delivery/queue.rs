@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
-use crate::message::intake::{Envelope, Prepared};
+use crate::message::envelope::{Envelope, Prepared};
 use crate::{sys::clock, sys::files};
 
 /// One queued message's envelope and delivery state.

@@ -13,7 +13,8 @@ use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Entry, Queue};
 use crate::error::{Error, Kind, Result};
 use crate::message::address::Resolver;
-use crate::message::intake::{self, Prepared};
+use crate::message::envelope::{Envelope, Prepared};
+use crate::message::intake;
 use crate::smtp::client::{Delivery, Session};
 use crate::{auth::token, sys::signals};
 
@@ -85,7 +86,7 @@ fn hold(
         return Ok(None);
     }
     let input = Prepared {
-        envelope: intake::Envelope {
+        envelope: Envelope {
             sender: invocation.sender.clone().unwrap_or_default(),
             recipients: Vec::new(),
         },

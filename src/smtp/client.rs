@@ -18,7 +18,7 @@ use super::wire::{self, Step, Transcript, Wire};
 use crate::auth::credential::Secret;
 use crate::config::{Account, AuthMethod, Tls};
 use crate::error::{Error, Kind, Result};
-use crate::message::intake::Prepared;
+use crate::message::envelope::Prepared;
 
 /// What the server said about each recipient of a message that reached DATA (or not).
 #[derive(Debug, Default)]
@@ -675,7 +675,7 @@ mod tests {
         );
         let mut session = open(port).unwrap();
         let message = Prepared {
-            envelope: crate::message::intake::Envelope {
+            envelope: crate::message::envelope::Envelope {
                 sender: "a@example.com".into(),
                 recipients: vec!["b@example.com".into()],
             },
