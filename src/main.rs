@@ -27,7 +27,7 @@ use cli::{Action, Invocation, QueueCommand, SessionOptions};
 use config::{Account, Config};
 use delivery::flush::{Flusher, Selection};
 use delivery::log::{DeliveryLog, Format, Status};
-use delivery::queue::{Entry, Queue};
+use delivery::queue::{Queue, QueueEntry};
 use error::{Error, Kind, Result};
 use message::address::Resolver;
 
@@ -285,7 +285,7 @@ fn remove_one(queue: &Queue, id: &str) -> Result<bool> {
     Ok(true)
 }
 
-fn find_queued(config_path: Option<&Path>, id: &str) -> Result<(Queue, Entry)> {
+fn find_queued(config_path: Option<&Path>, id: &str) -> Result<(Queue, QueueEntry)> {
     let config = Config::load(config_path)?;
     let not_queued = || {
         Error::new(

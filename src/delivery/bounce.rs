@@ -7,12 +7,12 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 
-use crate::delivery::queue::Entry;
+use crate::delivery::queue::QueueEntry;
 use crate::sys::clock::rfc3339;
 
 /// A recipient that will not get the message, with the reason.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Failure {
+pub struct FailedRecipient {
     pub address: String,
     /// The server's reply or our own explanation (e.g. expiry).
     pub reason: String,
@@ -20,10 +20,10 @@ pub struct Failure {
     pub status: String,
 }
 
-impl Failure {
+impl FailedRecipient {
     /// Refused by a server: the status is the one in its reply.
-    pub fn refused(address: &str, reply: &str) -> Failure {
-        Failure {
+    pub fn refused(address: &str, reply: &str) -> FailedRecipient {
+        FailedRecipient {
             address: address.to_string(),
             reason: reply.to_string(),
             status: status_of(reply),
@@ -33,7 +33,12 @@ impl Failure {
 
 /// Builds the bounce for `entry` from `from` (the account's address) to its sender.
 /// `original` is the queued message; only its header block is returned to the sender.
-pub fn build(entry: &Entry, failures: &[Failure], from: &str, original: &[u8]) -> Vec<u8> {
+pub fn build(
+    entry: &QueueEntry,
+    failures: &[FailedRecipient],
+    from: &str,
+    original: &[u8],
+) -> Vec<u8> {
     let hostname = hostname();
     let mut explanation = format!(
         "This is the mail system at host {hostname} (oauth-sendmail).\r\n\r\n\
@@ -144,8 +149,11 @@ mod tests {
             eight_bit: false,
             message_id: None,
         };
-        let entry = Entry::new("acct", &message, &message.envelope.recipients);
-        let failures = [Failure::refused("bad@y.org", "550 5.1.1 no such user")];
+        let entry = QueueEntry::new("acct", &message, &message.envelope.recipients);
+        let failures = [FailedRecipient::refused(
+            "bad@y.org",
+            "550 5.1.1 no such user",
+        )];
         let bounce =
             String::from_utf8(build(&entry, &failures, "me@x.org", &message.head)).unwrap();
         assert!(

@@ -5,10 +5,10 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{Account, Config, QueueSettings};
-use crate::delivery::bounce::{self, Failure};
+use crate::delivery::bounce::{self, FailedRecipient};
 use crate::delivery::dead_letter;
 use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
-use crate::delivery::queue::{Entry, Intake, Queue, RecipientState};
+use crate::delivery::queue::{Intake, Queue, QueueEntry, RecipientState};
 use crate::error::{Error, Kind, Result};
 use crate::smtp::client::{Delivery, Session};
 use crate::{auth::token, sys::signals};
@@ -181,7 +181,7 @@ impl<'a> Flusher<'a> {
             Some(account) => self.send(account, &message),
         };
 
-        let mut failures: Vec<Failure> = Vec::new();
+        let mut failures: Vec<FailedRecipient> = Vec::new();
         let mut refusal = None;
         match result {
             Ok(delivery) => {
@@ -199,7 +199,7 @@ impl<'a> Flusher<'a> {
                 {
                     recipient.state = RecipientState::Bounced;
                     recipient.reply = Some(reason.clone());
-                    failures.push(Failure::refused(&recipient.address, &reason));
+                    failures.push(FailedRecipient::refused(&recipient.address, &reason));
                 }
                 refusal = Some(err);
             }
@@ -278,7 +278,7 @@ impl<'a> Flusher<'a> {
     /// other) and is tried at once; while the setup is still unfinished it waits.
     fn prepare_held(
         &mut self,
-        mut held: Entry,
+        mut held: QueueEntry,
         intake: Intake,
         data: &[u8],
         report: &mut Report,
@@ -293,7 +293,8 @@ impl<'a> Flusher<'a> {
         };
         let err = match crate::delivery::send::prepare(self.config, &invocation, data) {
             Ok((account, prepared)) => {
-                let mut ready = Entry::new(&account.name, &prepared, &prepared.envelope.recipients);
+                let mut ready =
+                    QueueEntry::new(&account.name, &prepared, &prepared.envelope.recipients);
                 // Derived from the held id: after a crash between the two steps the
                 // entry made then is found, not made a second time.
                 ready.id = format!("{}00", held.id);
@@ -410,9 +411,9 @@ impl<'a> Flusher<'a> {
     /// sent: the message goes to dead.letter instead, so someone can still read it.
     fn bounce(
         &mut self,
-        entry: &Entry,
+        entry: &QueueEntry,
         account: Option<&Account>,
-        failures: &[Failure],
+        failures: &[FailedRecipient],
         original: &[u8],
     ) -> String {
         let sent = match (entry.sender.is_empty(), account) {
@@ -455,12 +456,16 @@ fn to_dead_letter(message: &[u8], sender: &str, recipients: &[String]) -> String
     }
 }
 
-fn failed_addresses(failures: &[Failure]) -> Vec<String> {
+fn failed_addresses(failures: &[FailedRecipient]) -> Vec<String> {
     failures.iter().map(|f| f.address.clone()).collect()
 }
 
 /// Marks what the server said of each recipient.
-fn record_delivery(entry: &mut Entry, delivery: &Delivery, failures: &mut Vec<Failure>) {
+fn record_delivery(
+    entry: &mut QueueEntry,
+    delivery: &Delivery,
+    failures: &mut Vec<FailedRecipient>,
+) {
     for recipient in entry.recipients.iter_mut() {
         if delivery.accepted.contains(&recipient.address) {
             recipient.state = RecipientState::Delivered;
@@ -472,7 +477,7 @@ fn record_delivery(entry: &mut Entry, delivery: &Delivery, failures: &mut Vec<Fa
         {
             recipient.state = RecipientState::Bounced;
             recipient.reply = Some(reply.clone());
-            failures.push(Failure::refused(&recipient.address, reply));
+            failures.push(FailedRecipient::refused(&recipient.address, reply));
         } else if let Some((_, reply)) = delivery
             .deferred
             .iter()
@@ -485,7 +490,7 @@ fn record_delivery(entry: &mut Entry, delivery: &Delivery, failures: &mut Vec<Fa
 }
 
 /// Gives up on the recipients still pending.
-fn expire(entry: &mut Entry, settings: &QueueSettings, failures: &mut Vec<Failure>) {
+fn expire(entry: &mut QueueEntry, settings: &QueueSettings, failures: &mut Vec<FailedRecipient>) {
     let last = entry
         .last_error
         .clone()
@@ -502,7 +507,7 @@ fn expire(entry: &mut Entry, settings: &QueueSettings, failures: &mut Vec<Failur
     {
         recipient.state = RecipientState::Bounced;
         recipient.reply = Some(why.clone());
-        failures.push(Failure {
+        failures.push(FailedRecipient {
             address: recipient.address.clone(),
             reason: why.clone(),
             status: "4.4.7".into(),
@@ -568,7 +573,7 @@ mod tests {
             "b@x.org".to_string(),
             "c@x.org".to_string(),
         ];
-        let mut entry = Entry::new("acct", &message, &all);
+        let mut entry = QueueEntry::new("acct", &message, &all);
         let delivery = Delivery {
             accepted: vec!["a@x.org".into()],
             refused: vec![("b@x.org".into(), "550 5.1.1 unknown".into())],
@@ -586,7 +591,10 @@ mod tests {
                 RecipientState::Pending
             ]
         );
-        assert_eq!(failures, [Failure::refused("b@x.org", "550 5.1.1 unknown")]);
+        assert_eq!(
+            failures,
+            [FailedRecipient::refused("b@x.org", "550 5.1.1 unknown")]
+        );
         let replies: Vec<Option<&str>> = entry
             .recipients
             .iter()

@@ -27,7 +27,7 @@ use crate::{sys::clock, sys::files};
 
 /// One queued message's envelope and delivery state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct QueueEntry {
     pub id: String,
     pub account: String,
     /// Empty for the null sender.
@@ -79,11 +79,11 @@ pub enum RecipientState {
     Bounced,
 }
 
-impl Entry {
+impl QueueEntry {
     /// A new entry for `message`, for the recipients still to be served.
-    pub fn new(account: &str, message: &Prepared, recipients: &[String]) -> Entry {
+    pub fn new(account: &str, message: &Prepared, recipients: &[String]) -> QueueEntry {
         let now = clock::now();
-        Entry {
+        QueueEntry {
             id: new_id(),
             account: account.to_string(),
             sender: message.envelope.sender.clone(),
@@ -106,9 +106,9 @@ impl Entry {
         }
     }
 
-    /// An entry for input that intake has not seen yet (see [`Entry::intake`]).
-    pub fn held(raw: &Prepared, intake: Intake, why: &str) -> Entry {
-        let mut entry = Entry::new(intake.account.as_deref().unwrap_or(""), raw, &[]);
+    /// An entry for input that intake has not seen yet (see [`QueueEntry::intake`]).
+    pub fn held(raw: &Prepared, intake: Intake, why: &str) -> QueueEntry {
+        let mut entry = QueueEntry::new(intake.account.as_deref().unwrap_or(""), raw, &[]);
         entry.last_error = Some(why.to_string());
         entry.intake = Some(intake);
         entry
@@ -185,7 +185,7 @@ impl Queue {
     }
 
     /// Writes a message and its entry durably; once this returns, the message is safe.
-    pub fn add(&self, entry: &Entry, message: &Prepared) -> Result<()> {
+    pub fn add(&self, entry: &QueueEntry, message: &Prepared) -> Result<()> {
         // The message first: an entry never points at a missing or half-written message.
         files::write_private_parts(
             &self.dir.join(format!("{}.msg", entry.id)),
@@ -201,7 +201,7 @@ impl Queue {
     }
 
     /// Replaces an entry's state (after an attempt).
-    pub fn save(&self, entry: &Entry) -> Result<()> {
+    pub fn save(&self, entry: &QueueEntry) -> Result<()> {
         files::write_private(
             &self.dir.join(format!("{}.json", entry.id)),
             &serialize(entry),
@@ -225,7 +225,7 @@ impl Queue {
     }
 
     /// The entry, or `None` when it has left the queue (delivered by another flusher).
-    pub fn load(&self, id: &str) -> Result<Option<Entry>> {
+    pub fn load(&self, id: &str) -> Result<Option<QueueEntry>> {
         if !valid_id(id) {
             return Ok(None);
         }
@@ -240,7 +240,7 @@ impl Queue {
 
     /// The readable entries, and the unreadable ones: those still in the queue, then
     /// those quarantined in `corrupt/`.
-    pub fn scan(&self) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
+    pub fn scan(&self) -> Result<(Vec<QueueEntry>, Vec<Unreadable>)> {
         let mut entries = Vec::new();
         let mut unreadable = Vec::new();
         for id in self.ids()? {
@@ -261,7 +261,7 @@ impl Queue {
 
     /// The entry if it and its message can be read, `None` if it left the queue meanwhile,
     /// else why not.
-    fn check(&self, id: &str) -> std::result::Result<Option<Entry>, String> {
+    fn check(&self, id: &str) -> std::result::Result<Option<QueueEntry>, String> {
         let entry = match self.load(id) {
             Ok(Some(entry)) => entry,
             Ok(None) => return Ok(None),
@@ -403,7 +403,7 @@ impl Queue {
     }
 }
 
-fn serialize(entry: &Entry) -> Vec<u8> {
+fn serialize(entry: &QueueEntry) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(entry).expect("an entry always serializes");
     bytes.push(b'\n');
     bytes
@@ -440,7 +440,7 @@ fn try_flock(file: &File) -> bool {
 /// they are; then id, size, arrival, sender, the last error in parentheses and the
 /// recipients still waiting.
 pub fn render_listing(
-    entries: &[Entry],
+    entries: &[QueueEntry],
     unreadable: &[Unreadable],
     out: &mut impl Write,
 ) -> io::Result<()> {
@@ -515,7 +515,7 @@ pub fn render_listing(
 }
 
 /// `queue show`: the entry's state, one field a line, then a blank line.
-pub fn render_entry(entry: &Entry, out: &mut impl Write) -> io::Result<()> {
+pub fn render_entry(entry: &QueueEntry, out: &mut impl Write) -> io::Result<()> {
     let time = crate::sys::clock::rfc3339;
     writeln!(out, "Queue-ID: {}", entry.id)?;
     writeln!(out, "Account: {}", entry.account)?;
@@ -573,7 +573,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
-        let mut entry = Entry::new("acct", &message, &message.envelope.recipients);
+        let mut entry = QueueEntry::new("acct", &message, &message.envelope.recipients);
         queue.add(&entry, &message).unwrap();
         assert_eq!(queue.ids().unwrap(), [entry.id.clone()]);
         assert_eq!(queue.load(&entry.id).unwrap().as_ref(), Some(&entry));
@@ -601,8 +601,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
-        let good = Entry::new("acct", &message, &message.envelope.recipients);
-        let bad = Entry::new("acct", &message, &message.envelope.recipients);
+        let good = QueueEntry::new("acct", &message, &message.envelope.recipients);
+        let bad = QueueEntry::new("acct", &message, &message.envelope.recipients);
         queue.add(&good, &message).unwrap();
         queue.add(&bad, &message).unwrap();
         fs::write(dir.path().join(format!("{}.json", bad.id)), b"[").unwrap();
@@ -654,7 +654,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
-        let entry = Entry::new("acct", &message, &message.envelope.recipients);
+        let entry = QueueEntry::new("acct", &message, &message.envelope.recipients);
         queue.add(&entry, &message).unwrap();
         let held = queue.lock(&entry.id).unwrap();
         assert!(held.is_some());
@@ -670,7 +670,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
-        let entry = Entry::new("acct", &message, &message.envelope.recipients);
+        let entry = QueueEntry::new("acct", &message, &message.envelope.recipients);
         queue.add(&entry, &message).unwrap();
         fs::write(dir.path().join("0123ABC.msg"), b"half a mess").unwrap();
         fs::write(dir.path().join(".tmp.0123ABD.json.77"), b"{").unwrap();

@@ -10,7 +10,7 @@ use crate::config::{Account, Config, QueueMode};
 use crate::delivery::dead_letter;
 use crate::delivery::flush::{self, Flusher, Selection};
 use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
-use crate::delivery::queue::{Entry, Queue};
+use crate::delivery::queue::{Queue, QueueEntry};
 use crate::error::{Error, Kind, Result};
 use crate::message::address::Resolver;
 use crate::message::envelope::{Envelope, Prepared};
@@ -102,7 +102,7 @@ fn hold(
         recipients: invocation.recipients.clone(),
         account: invocation.account.clone(),
     };
-    let entry = Entry::held(&input, options, &why.summary());
+    let entry = QueueEntry::held(&input, options, &why.summary());
     Queue::open(&settings.dir)?.add(&entry, &input)?;
     Ok(Some(entry.id))
 }
@@ -313,9 +313,9 @@ fn enqueue(
     prepared: &Prepared,
     recipients: &[String],
     failed: Option<&str>,
-) -> Result<Entry> {
+) -> Result<QueueEntry> {
     let queue = Queue::open(&config.queue.dir)?;
-    let mut entry = Entry::new(&account.name, prepared, recipients);
+    let mut entry = QueueEntry::new(&account.name, prepared, recipients);
     if let Some(why) = failed {
         entry.attempts = 1;
         entry.last_error = Some(why.to_string());
@@ -356,7 +356,7 @@ fn log_direct(
     account: &Account,
     prepared: &Prepared,
     delivery: &Delivery,
-    queued: Option<&Entry>,
+    queued: Option<&QueueEntry>,
     started: Instant,
 ) {
     let later = if queued.is_some() {
