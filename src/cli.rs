@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::commands::log::Format;
 use crate::config::parse_duration;
-use crate::delivery::log::{Format, Status};
+use crate::delivery::log::Status;
 use crate::error::{Error, Kind, Result};
 
 /// What the process was asked to do.

@@ -10,6 +10,7 @@
 
 mod auth;
 mod cli;
+mod commands;
 mod config;
 mod delivery;
 mod error;
@@ -21,13 +22,15 @@ use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use cli::{Action, Invocation, QueueCommand, SessionOptions};
+use commands::log::show_log;
+use commands::queue::{
+    flush_queue, list_queue, remove_all_queued, remove_queued, retry_queued, show_queued,
+};
+use commands::stdout_error;
 use config::{Account, Config};
-use delivery::flush::{Flusher, Selection};
-use delivery::log::{DeliveryLog, Format, Status};
-use delivery::queue::{Queue, QueueEntry};
+use delivery::flush::Selection;
 use error::{Error, Kind, Result};
 use message::address::Resolver;
 
@@ -172,164 +175,6 @@ fn verify(invocation: &Invocation) -> Result<()> {
             ),
         )),
     }
-}
-
-/// `mailq`: the queue in the layout of Postfix's mailq.
-fn list_queue(config_path: Option<&Path>) -> Result<()> {
-    let config = Config::load(config_path)?;
-    let (entries, unreadable) = match Queue::existing(&config.queue.dir) {
-        Some(queue) => queue.scan()?,
-        None => Default::default(),
-    };
-    let mut out = io::stdout().lock();
-    delivery::queue::render_listing(&entries, &unreadable, &mut out).map_err(stdout_error)
-}
-
-/// `sendmail -q`, `queue flush`, `queue retry`: deliver what is selected.
-fn flush_queue(config_path: Option<&Path>, selection: Selection, verbose: bool) -> Result<()> {
-    let config = Config::load(config_path)?;
-    let Some(queue) = Queue::existing(&config.queue.dir) else {
-        return Ok(());
-    };
-    // `systemctl stop`, `timeout`, ^C: the message in flight and its bookkeeping finish,
-    // then the flush stops.
-    sys::signals::defer_stop();
-    let report = Flusher::new(&config, &queue, verbose, None).run(selection, None)?;
-    if let Some(signal) = report.stopped {
-        eprintln!(
-            "oauth-sendmail: stopped by {signal}; the rest of the queue waits for the next flush"
-        );
-    } else if report.busy {
-        eprintln!("oauth-sendmail: another flush is running; it will deliver the queue");
-    } else if verbose {
-        eprintln!(
-            "delivered {}, deferred {}, bounced {}",
-            report.delivered, report.deferred, report.bounced
-        );
-    }
-    Ok(())
-}
-
-/// `queue retry`: those messages now (all of them when none is named), whatever their
-/// retry time.
-fn retry_queued(config_path: Option<&Path>, ids: Vec<String>) -> Result<()> {
-    let selection = match ids.is_empty() {
-        true => Selection::All,
-        false => Selection::Ids(ids),
-    };
-    flush_queue(config_path, selection, true)
-}
-
-/// `queue show ID`: the state, then the message.
-fn show_queued(config_path: Option<&Path>, id: &str) -> Result<()> {
-    let (queue, entry) = find_queued(config_path, id)?;
-    let message = queue.message(id)?;
-    let mut out = io::stdout().lock();
-    delivery::queue::render_entry(&entry, &mut out)
-        .and_then(|()| out.write_all(&message))
-        .map_err(stdout_error)
-}
-
-/// `queue remove ID...`: out of the queue, unsent (a message being delivered is left).
-fn remove_queued(config_path: Option<&Path>, ids: &[String]) -> Result<()> {
-    for id in ids {
-        let (queue, _) = find_queued(config_path, id)?;
-        if !remove_one(&queue, id)? {
-            return Err(Error::new(
-                Kind::Temporary,
-                format!("cannot remove {id}"),
-                "it is being delivered right now",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `queue remove --all`: every message not being delivered right now.
-fn remove_all_queued(config_path: Option<&Path>) -> Result<()> {
-    let config = Config::load(config_path)?;
-    let empty = || {
-        println!("the queue is empty");
-        Ok(())
-    };
-    let Some(queue) = Queue::existing(&config.queue.dir) else {
-        return empty();
-    };
-    let ids = queue.ids()?;
-    if ids.is_empty() {
-        return empty();
-    }
-    let mut busy = Vec::new();
-    for id in &ids {
-        if !remove_one(&queue, id)? {
-            busy.push(id.as_str());
-        }
-    }
-    match busy.is_empty() {
-        true => Ok(()),
-        false => Err(Error::new(
-            Kind::Temporary,
-            format!("cannot remove {}", busy.join(", ")),
-            "being delivered right now",
-        )),
-    }
-}
-
-/// Removes `id` unless a flusher holds it; false when it does.
-fn remove_one(queue: &Queue, id: &str) -> Result<bool> {
-    let Some(_lock) = queue.lock(id)? else {
-        return Ok(false);
-    };
-    queue.remove(id)?;
-    println!("{id}: removed");
-    Ok(true)
-}
-
-fn find_queued(config_path: Option<&Path>, id: &str) -> Result<(Queue, QueueEntry)> {
-    let config = Config::load(config_path)?;
-    let not_queued = || {
-        Error::new(
-            Kind::Usage,
-            format!("no queued message {id}"),
-            "see `oauth-sendmail queue list`",
-        )
-    };
-    let queue = Queue::existing(&config.queue.dir).ok_or_else(not_queued)?;
-    let entry = queue.load(id)?.ok_or_else(not_queued)?;
-    Ok((queue, entry))
-}
-
-/// `oauth-sendmail log`: the delivery attempts, newest last.
-fn show_log(
-    config_path: Option<&Path>,
-    since: Option<Duration>,
-    status: Option<Status>,
-    format: Format,
-) -> Result<()> {
-    let config = Config::load(config_path)?;
-    let oldest = since.map_or(0, |age| {
-        crate::sys::clock::now().saturating_sub(age.as_secs())
-    });
-    let log_file = &config.queue.log_file;
-    let mut records = DeliveryLog::new(log_file).read()?;
-    let logged = records.len();
-    records.retain(|r| r.unix >= oldest && status.is_none_or(|s| r.result == s));
-    let mut out = io::stdout().lock();
-    delivery::log::render(&records, format, &mut out).map_err(stdout_error)?;
-    // On stderr, so that CSV and JSON on stdout stay just that.
-    match (records.is_empty(), logged) {
-        (false, _) => {}
-        (true, 0) => eprintln!("no deliveries logged in {}", log_file.display()),
-        (true, n) => eprintln!(
-            "none of the {n} deliveries logged in {} match",
-            log_file.display()
-        ),
-    }
-    Ok(())
-}
-
-fn stdout_error(e: io::Error) -> Error {
-    Error::new(Kind::Io, "cannot write to stdout", e)
 }
 
 /// `newaliases`: every alias must resolve to qualified addresses.

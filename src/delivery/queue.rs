@@ -12,7 +12,7 @@
 //! `mailq` lists it there until a person looks.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -151,7 +151,7 @@ pub struct Unreadable {
 }
 
 /// Where the flusher moves entries it cannot read.
-const CORRUPT: &str = "corrupt";
+pub const CORRUPT: &str = "corrupt";
 
 /// The spool directory.
 pub struct Queue {
@@ -434,121 +434,6 @@ pub fn valid_id(id: &str) -> bool {
 fn try_flock(file: &File) -> bool {
     // SAFETY: flock on a descriptor we own; LOCK_NB makes it return at once.
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
-}
-
-/// The queue as Postfix's mailq shows it: first the entries that cannot be read, and where
-/// they are; then id, size, arrival, sender, the last error in parentheses and the
-/// recipients still waiting.
-pub fn render_listing(
-    entries: &[QueueEntry],
-    unreadable: &[Unreadable],
-    out: &mut impl Write,
-) -> io::Result<()> {
-    for bad in unreadable {
-        let state = match bad.quarantined {
-            true => "quarantined in",
-            false => "unreadable, moves at the next flush to",
-        };
-        let corrupt = match bad.quarantined {
-            true => bad.dir.clone(),
-            false => bad.dir.join(CORRUPT),
-        };
-        writeln!(
-            out,
-            "{:<24} ({state} {}): {}",
-            bad.id,
-            corrupt.display(),
-            bad.why
-        )?;
-    }
-    if entries.is_empty() {
-        return writeln!(out, "Mail queue is empty");
-    }
-    writeln!(
-        out,
-        "{:<24} {:>8} {:<20}  Sender/Recipient",
-        "-Queue ID-", "--Size--", "---Arrival Time---"
-    )?;
-    let mut total = 0;
-    for entry in entries {
-        total += entry.size;
-        let sender = match (entry.sender.is_empty(), &entry.intake) {
-            (true, Some(_)) => "(sender chosen at delivery)",
-            (true, None) => "MAILER-DAEMON",
-            (false, _) => &entry.sender,
-        };
-        writeln!(
-            out,
-            "{:<24} {:>8} {:<20}  {sender}",
-            entry.id,
-            entry.size,
-            crate::sys::clock::rfc3339(entry.arrival)
-        )?;
-        let error = entry.last_error.as_deref().unwrap_or("not tried yet");
-        writeln!(
-            out,
-            "{:56}(attempts: {}, next try: {}) {error}",
-            "",
-            entry.attempts,
-            crate::sys::clock::rfc3339(entry.next_try)
-        )?;
-        for recipient in entry.pending() {
-            writeln!(out, "{:56}{}", "", recipient.address)?;
-        }
-        if let Some(intake) = &entry.intake {
-            for recipient in &intake.recipients {
-                writeln!(out, "{:56}{recipient}", "")?;
-            }
-            if intake.extract_recipients {
-                writeln!(out, "{:56}(and those in its headers: -t)", "")?;
-            }
-        }
-        writeln!(out)?;
-    }
-    writeln!(
-        out,
-        "-- {} Kbytes in {} Request{}.",
-        total.div_ceil(1024),
-        entries.len(),
-        if entries.len() == 1 { "" } else { "s" }
-    )
-}
-
-/// `queue show`: the entry's state, one field a line, then a blank line.
-pub fn render_entry(entry: &QueueEntry, out: &mut impl Write) -> io::Result<()> {
-    let time = crate::sys::clock::rfc3339;
-    writeln!(out, "Queue-ID: {}", entry.id)?;
-    writeln!(out, "Account: {}", entry.account)?;
-    writeln!(out, "Sender: <{}>", entry.sender)?;
-    for recipient in &entry.recipients {
-        let state = match recipient.state {
-            RecipientState::Pending => "pending",
-            RecipientState::Delivered => "delivered",
-            RecipientState::Bounced => "bounced",
-        };
-        let reply = recipient
-            .reply
-            .as_deref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default();
-        writeln!(out, "Recipient: <{}> {state}{reply}", recipient.address)?;
-    }
-    if let Some(intake) = &entry.intake {
-        // Held before intake: what it was given, to be prepared at delivery.
-        let mut given: Vec<String> = intake.recipients.clone();
-        if intake.extract_recipients {
-            given.insert(0, "-t".into());
-        }
-        writeln!(out, "Held-Until-Setup: {}", given.join(" "))?;
-    }
-    writeln!(out, "Arrival: {}", time(entry.arrival))?;
-    writeln!(out, "Attempts: {}", entry.attempts)?;
-    writeln!(out, "Next-Try: {}", time(entry.next_try))?;
-    if let Some(error) = &entry.last_error {
-        writeln!(out, "Last-Error: {error}")?;
-    }
-    writeln!(out, "Size: {}", entry.size)?;
-    writeln!(out)
 }
 
 #[cfg(test)]
