@@ -95,41 +95,9 @@ fn run(action: Action) -> Result<()> {
     }
 }
 
-/// `sendmail -bs`: an SMTP session on stdin/stdout. Each message goes through
-/// `delivery::send::deliver` as if it had been piped in with `-i`, and the reply to its final dot
-/// says how that went: the client keeps the message unless it got a 250, so nothing goes
-/// to dead.letter. A message the queue took is safe, so it gets its 250.
+/// `sendmail -bs`: an SMTP session on stdin/stdout (see `delivery::session`).
 fn serve_smtp(options: &SessionOptions) -> Result<()> {
-    // Our EHLO name upstream, so both sides of the relay give the same name.
-    let settings = smtp::server::Settings::new(smtp::client::default_hello_name());
-    let config = Config::load(options.config.as_deref())
-        .map_err(|err| smtp::server::refuse(io::stdout().lock(), &settings, err))?;
-    let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
-    let deliver_one = |message: &smtp::server::Transaction| {
-        let invocation = Invocation {
-            sender: Some(message.sender.clone()),
-            recipients: message.recipients.clone(),
-            ignore_dots: true,
-            verbose: options.verbose,
-            account: options.account.clone(),
-            config: options.config.clone(),
-            alone: true,
-            ..Invocation::default()
-        };
-        match delivery::send::deliver(&config, &invocation, &message.data) {
-            Ok(_) => Ok(()),
-            Err(err) if err.is_message_kept() && err.kind() != Kind::RecipientRefused => Ok(()),
-            Err(err) => Err(err),
-        }
-    };
-    // A stop signal ends the session at once while we wait for the client, and after the
-    // reply to the message in flight otherwise.
-    sys::signals::defer_stop();
-    let (input, output) = (
-        sys::signals::ClientInput::new(io::stdin()),
-        io::stdout().lock(),
-    );
-    smtp::server::serve(input, output, &settings, &resolver, deliver_one)
+    delivery::session::serve(options)
 }
 
 /// `sendmail -bv`: how each recipient resolves, without reading or sending a message.

@@ -6,3 +6,4 @@ pub mod flush;
 pub mod log;
 pub mod queue;
 pub mod send;
+pub mod session;
