@@ -8,6 +8,7 @@ use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 
 use crate::delivery::queue::QueueEntry;
+use crate::message::envelope::{Envelope, Prepared};
 use crate::sys::clock::rfc3339;
 
 /// A recipient that will not get the message, with the reason.
@@ -31,14 +32,15 @@ impl FailedRecipient {
     }
 }
 
-/// Builds the bounce for `entry` from `from` (the account's address) to its sender.
-/// `original` is the queued message; only its header block is returned to the sender.
+/// Builds the bounce for `entry` from `from` (the account's address) to its sender, ready
+/// to send from the null sender. `original` is the queued message; only its header block
+/// is returned to the sender.
 pub fn build(
     entry: &QueueEntry,
     failures: &[FailedRecipient],
     from: &str,
     original: &[u8],
-) -> Vec<u8> {
+) -> Prepared<'static> {
     let hostname = hostname();
     let mut explanation = format!(
         "This is the mail system at host {hostname} (oauth-sendmail).\r\n\r\n\
@@ -80,14 +82,25 @@ pub fn build(
             .transfer_encoding("8bit"),
         ],
     );
-    MessageBuilder::new()
+    let data = MessageBuilder::new()
         .from(Address::new_address(Some("Mail Delivery System"), from))
         .to(Address::new_address(None::<&str>, entry.sender.as_str()))
         .subject("Undelivered Mail Returned to Sender")
         .header("Auto-Submitted", Raw::new("auto-replied"))
         .body(report)
         .write_to_vec()
-        .expect("writing to a Vec cannot fail")
+        .expect("writing to a Vec cannot fail");
+    Prepared {
+        // The null sender: a bounce is never bounced (RFC 5321 4.5.5).
+        envelope: Envelope {
+            sender: String::new(),
+            recipients: vec![entry.sender.clone()],
+        },
+        eight_bit: !data.is_ascii(),
+        head: data,
+        body: &[],
+        message_id: None,
+    }
 }
 
 /// The status code for a server reply: its enhanced code when it has one ("550 5.1.1 ..."),
@@ -135,7 +148,6 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::envelope::{Envelope, Prepared};
 
     #[test]
     fn dsn_names_each_failed_recipient_and_returns_the_headers() {
@@ -154,8 +166,10 @@ mod tests {
             "bad@y.org",
             "550 5.1.1 no such user",
         )];
-        let bounce =
-            String::from_utf8(build(&entry, &failures, "me@x.org", &message.head)).unwrap();
+        let notice = build(&entry, &failures, "me@x.org", &message.head);
+        assert_eq!(notice.envelope.sender, "", "from the null sender");
+        assert_eq!(notice.envelope.recipients, ["cron@x.org"]);
+        let bounce = String::from_utf8(notice.head).unwrap();
         assert!(
             bounce.contains("Content-Type: multipart/report"),
             "{bounce}"

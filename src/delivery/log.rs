@@ -181,6 +181,14 @@ impl DeliveryLog {
         file.write_all(&line).map_err(failed)
     }
 
+    /// Appends a record, or says on stderr why it could not: a log that cannot be written
+    /// must not stop mail.
+    pub fn append_or_warn(&self, record: &Record) {
+        if let Err(err) = self.append(record) {
+            eprintln!("oauth-sendmail: warning: {}", err.summary());
+        }
+    }
+
     /// Every record, oldest first (the rotated file, then the current one); lines that
     /// do not parse (a torn write after a crash) are skipped.
     pub fn read(&self) -> Result<Vec<Record>> {

@@ -1,5 +1,6 @@
 //! Getting a message delivered: sent now, spooled and retried, bounced or kept; the queue, the delivery log and dead.letter.
 
+pub mod attempt;
 pub mod bounce;
 pub mod dead_letter;
 pub mod flush;
