@@ -1,8 +1,10 @@
 //! oauth-sendmail: a drop-in /usr/sbin/sendmail that submits mail over SMTP with OAuth2.
 //!
 //! Where things are, one folder a concern, each importing only from the ones below it:
-//! `cli` (argv and personalities) and this file (one function per command) on top;
-//! `delivery` (send now, the queue, its flush, bounces, the delivery log, dead.letter);
+//! `cli` (argv and personalities), this file (one function per command) and `commands`
+//! (the queue and log commands and their output) on top; `delivery` (send now or over
+//! `-bs`, the queue, its flush, one attempt's bookkeeping, bounces, the delivery log,
+//! dead.letter);
 //! `smtp` (the client, and the `sendmail -bs` server) and `auth` (login, tokens, stores,
 //! secrets); `config` (the TOML file and accounts); `message` (addresses and intake, pure);
 //! `sys` (state files, clock, signals). `error` holds the one error type and the only
