@@ -137,7 +137,8 @@ fn header_block(message: &[u8]) -> &[u8] {
     }
 }
 
-fn hostname() -> String {
+/// This host's name, as bounces and a local sender name it ("localhost" when unknown).
+pub fn hostname() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     match host.trim() {
         "" => "localhost".into(),

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use crate::cli::Invocation;
 use crate::config::{Account, Config, QueueMode};
 use crate::delivery::attempt::{self, Route};
-use crate::delivery::dead_letter;
 use crate::delivery::flush::{Flusher, Selection};
 use crate::delivery::log::DeliveryLog;
 use crate::delivery::queue::{Queue, QueueEntry, RecipientState};
+use crate::delivery::{bounce, dead_letter};
 use crate::error::{Error, Kind, Result};
 use crate::message::address::Resolver;
 use crate::message::envelope::{Envelope, Prepared};
@@ -394,10 +394,5 @@ fn local_sender() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "root".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host = host.trim();
-    format!(
-        "{user}@{}",
-        if host.is_empty() { "localhost" } else { host }
-    )
+    format!("{user}@{}", bounce::hostname())
 }
