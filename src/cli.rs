@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::commands::log::Format;
+// What a sendmail command line asks of delivery: defined there, built here.
 use crate::config::parse_duration;
-use crate::delivery::log::{Format, Status};
+use crate::delivery::log::Status;
+pub use crate::delivery::request::{Invocation, SessionOptions};
 use crate::error::{Error, Kind, Result};
 
 /// What the process was asked to do.
@@ -129,38 +132,6 @@ pub enum QueueCommand {
     Remove(Vec<String>),
     /// `queue remove --all`: spelled out, so that no empty list can mean everything.
     RemoveAll,
-}
-
-/// A sendmail command line, reduced to what the rest of the program acts on.
-#[derive(Debug, Default, PartialEq)]
-pub struct Invocation {
-    /// `-t`: take recipients from the message headers too.
-    pub extract_recipients: bool,
-    /// `-i`/`-oi`: a line holding only "." does not end the message.
-    pub ignore_dots: bool,
-    /// `-f`/`-r`: the envelope sender as given (`Some("")` is the null sender `<>`).
-    pub sender: Option<String>,
-    /// `-F`: the sender's full name for a From header we build.
-    pub full_name: Option<String>,
-    pub recipients: Vec<String>,
-    /// `-bv`: resolve and print recipients, send nothing.
-    pub verify_only: bool,
-    pub verbose: bool,
-    pub dry_run: bool,
-    pub account: Option<String>,
-    pub config: Option<PathBuf>,
-    /// Do not let due queued messages follow a successful send on its connection: a
-    /// `-bs` client waits for each reply, and its next message should not wait on ours.
-    pub alone: bool,
-}
-
-/// The options that still mean something under `-bs`, where the envelope comes from the
-/// SMTP dialogue (MAIL FROM, RCPT TO) and the message ends at its final dot.
-#[derive(Debug, Default, PartialEq)]
-pub struct SessionOptions {
-    pub verbose: bool,
-    pub account: Option<String>,
-    pub config: Option<PathBuf>,
 }
 
 /// The name we were started under decides which command line we speak.

@@ -1,8 +1,10 @@
 //! oauth-sendmail: a drop-in /usr/sbin/sendmail that submits mail over SMTP with OAuth2.
 //!
 //! Where things are, one folder a concern, each importing only from the ones below it:
-//! `cli` (argv and personalities) and this file (one function per command) on top;
-//! `delivery` (send now, the queue, its flush, bounces, the delivery log, dead.letter);
+//! `cli` (argv and personalities), this file (one function per command) and `commands`
+//! (the queue and log commands and their output) on top; `delivery` (send now or over
+//! `-bs`, the queue, its flush, one attempt's bookkeeping, bounces, the delivery log,
+//! dead.letter);
 //! `smtp` (the client, and the `sendmail -bs` server) and `auth` (login, tokens, stores,
 //! secrets); `config` (the TOML file and accounts); `message` (addresses and intake, pure);
 //! `sys` (state files, clock, signals). `error` holds the one error type and the only
@@ -22,17 +24,16 @@ mod smtp;
 mod sys;
 
 use std::ffi::OsString;
-use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use cli::{Action, Invocation, QueueCommand, SessionOptions};
-use commands::stdout_error;
+use commands::log::show_log;
+use commands::queue::{
+    flush_queue, list_queue, remove_all_queued, remove_queued, retry_queued, show_queued,
+};
 use config::Config;
-use delivery::flush::{Flusher, Selection};
-use delivery::log::{DeliveryLog, Format, Status};
-use delivery::queue::{Entry, Queue};
+use delivery::flush::Selection;
 use error::{Error, Kind, Result};
 use message::address::Resolver;
 
@@ -97,41 +98,9 @@ fn run(action: Action) -> Result<()> {
     }
 }
 
-/// `sendmail -bs`: an SMTP session on stdin/stdout. Each message goes through
-/// `delivery::send::deliver` as if it had been piped in with `-i`, and the reply to its final dot
-/// says how that went: the client keeps the message unless it got a 250, so nothing goes
-/// to dead.letter. A message the queue took is safe, so it gets its 250.
+/// `sendmail -bs`: an SMTP session on stdin/stdout (see `delivery::session`).
 fn serve_smtp(options: &SessionOptions) -> Result<()> {
-    // Our EHLO name upstream, so both sides of the relay give the same name.
-    let settings = smtp::server::Settings::new(smtp::client::default_hello_name());
-    let config = Config::load(options.config.as_deref())
-        .map_err(|err| smtp::server::refuse(io::stdout().lock(), &settings, err))?;
-    let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
-    let deliver_one = |message: &smtp::server::Transaction| {
-        let invocation = Invocation {
-            sender: Some(message.sender.clone()),
-            recipients: message.recipients.clone(),
-            ignore_dots: true,
-            verbose: options.verbose,
-            account: options.account.clone(),
-            config: options.config.clone(),
-            alone: true,
-            ..Invocation::default()
-        };
-        match delivery::send::deliver(&config, &invocation, &message.data) {
-            Ok(_) => Ok(()),
-            Err(err) if err.is_message_kept() && err.kind() != Kind::RecipientRefused => Ok(()),
-            Err(err) => Err(err),
-        }
-    };
-    // A stop signal ends the session at once while we wait for the client, and after the
-    // reply to the message in flight otherwise.
-    sys::signals::defer_stop();
-    let (input, output) = (
-        sys::signals::ClientInput::new(io::stdin()),
-        io::stdout().lock(),
-    );
-    smtp::server::serve(input, output, &settings, &resolver, deliver_one)
+    delivery::session::serve(options)
 }
 
 /// `sendmail -bv`: how each recipient resolves, without reading or sending a message.
@@ -177,160 +146,6 @@ fn verify(invocation: &Invocation) -> Result<()> {
             ),
         )),
     }
-}
-
-/// `mailq`: the queue in the layout of Postfix's mailq.
-fn list_queue(config_path: Option<&Path>) -> Result<()> {
-    let config = Config::load(config_path)?;
-    let (entries, unreadable) = match Queue::existing(&config.queue.dir) {
-        Some(queue) => queue.scan()?,
-        None => Default::default(),
-    };
-    let mut out = io::stdout().lock();
-    delivery::queue::render_listing(&entries, &unreadable, &mut out).map_err(stdout_error)
-}
-
-/// `sendmail -q`, `queue flush`, `queue retry`: deliver what is selected.
-fn flush_queue(config_path: Option<&Path>, selection: Selection, verbose: bool) -> Result<()> {
-    let config = Config::load(config_path)?;
-    let Some(queue) = Queue::existing(&config.queue.dir) else {
-        return Ok(());
-    };
-    // `systemctl stop`, `timeout`, ^C: the message in flight and its bookkeeping finish,
-    // then the flush stops.
-    sys::signals::defer_stop();
-    let report = Flusher::new(&config, &queue, verbose, None).run(selection, None)?;
-    if let Some(signal) = report.stopped {
-        eprintln!(
-            "oauth-sendmail: stopped by {signal}; the rest of the queue waits for the next flush"
-        );
-    } else if report.busy {
-        eprintln!("oauth-sendmail: another flush is running; it will deliver the queue");
-    } else if verbose {
-        eprintln!(
-            "delivered {}, deferred {}, bounced {}",
-            report.delivered, report.deferred, report.bounced
-        );
-    }
-    Ok(())
-}
-
-/// `queue retry`: those messages now (all of them when none is named), whatever their
-/// retry time.
-fn retry_queued(config_path: Option<&Path>, ids: Vec<String>) -> Result<()> {
-    let selection = match ids.is_empty() {
-        true => Selection::All,
-        false => Selection::Ids(ids),
-    };
-    flush_queue(config_path, selection, true)
-}
-
-/// `queue show ID`: the state, then the message.
-fn show_queued(config_path: Option<&Path>, id: &str) -> Result<()> {
-    let (queue, entry) = find_queued(config_path, id)?;
-    let message = queue.message(id)?;
-    let mut out = io::stdout().lock();
-    delivery::queue::render_entry(&entry, &mut out)
-        .and_then(|()| out.write_all(&message))
-        .map_err(stdout_error)
-}
-
-/// `queue remove ID...`: out of the queue, unsent (a message being delivered is left).
-fn remove_queued(config_path: Option<&Path>, ids: &[String]) -> Result<()> {
-    for id in ids {
-        let (queue, _) = find_queued(config_path, id)?;
-        if !remove_one(&queue, id)? {
-            return Err(Error::new(
-                Kind::Temporary,
-                format!("cannot remove {id}"),
-                "it is being delivered right now",
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `queue remove --all`: every message not being delivered right now.
-fn remove_all_queued(config_path: Option<&Path>) -> Result<()> {
-    let config = Config::load(config_path)?;
-    let empty = || {
-        println!("the queue is empty");
-        Ok(())
-    };
-    let Some(queue) = Queue::existing(&config.queue.dir) else {
-        return empty();
-    };
-    let ids = queue.ids()?;
-    if ids.is_empty() {
-        return empty();
-    }
-    let mut busy = Vec::new();
-    for id in &ids {
-        if !remove_one(&queue, id)? {
-            busy.push(id.as_str());
-        }
-    }
-    match busy.is_empty() {
-        true => Ok(()),
-        false => Err(Error::new(
-            Kind::Temporary,
-            format!("cannot remove {}", busy.join(", ")),
-            "being delivered right now",
-        )),
-    }
-}
-
-/// Removes `id` unless a flusher holds it; false when it does.
-fn remove_one(queue: &Queue, id: &str) -> Result<bool> {
-    let Some(_lock) = queue.lock(id)? else {
-        return Ok(false);
-    };
-    queue.remove(id)?;
-    println!("{id}: removed");
-    Ok(true)
-}
-
-fn find_queued(config_path: Option<&Path>, id: &str) -> Result<(Queue, Entry)> {
-    let config = Config::load(config_path)?;
-    let not_queued = || {
-        Error::new(
-            Kind::Usage,
-            format!("no queued message {id}"),
-            "see `oauth-sendmail queue list`",
-        )
-    };
-    let queue = Queue::existing(&config.queue.dir).ok_or_else(not_queued)?;
-    let entry = queue.load(id)?.ok_or_else(not_queued)?;
-    Ok((queue, entry))
-}
-
-/// `oauth-sendmail log`: the delivery attempts, newest last.
-fn show_log(
-    config_path: Option<&Path>,
-    since: Option<Duration>,
-    status: Option<Status>,
-    format: Format,
-) -> Result<()> {
-    let config = Config::load(config_path)?;
-    let oldest = since.map_or(0, |age| {
-        crate::sys::clock::now().saturating_sub(age.as_secs())
-    });
-    let log_file = &config.queue.log_file;
-    let mut records = DeliveryLog::new(log_file).read()?;
-    let logged = records.len();
-    records.retain(|r| r.unix >= oldest && status.is_none_or(|s| r.result == s));
-    let mut out = io::stdout().lock();
-    delivery::log::render(&records, format, &mut out).map_err(stdout_error)?;
-    // On stderr, so that CSV and JSON on stdout stay just that.
-    match (records.is_empty(), logged) {
-        (false, _) => {}
-        (true, 0) => eprintln!("no deliveries logged in {}", log_file.display()),
-        (true, n) => eprintln!(
-            "none of the {n} deliveries logged in {} match",
-            log_file.display()
-        ),
-    }
-    Ok(())
 }
 
 /// `newaliases`: every alias must resolve to qualified addresses.

@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::harness::{code, isolate, run_with_limit, stderr, stdout, write_private, Harness, BIN};
+use common::oauth_server::{use_oauth, OAuthOptions, OAuthServer};
 use common::smtp_server::{Fault, ServerOptions, TEST_TOKEN, TEST_USER};
 use common::tls;
 
@@ -767,6 +768,26 @@ fn a_message_sent_before_the_setup_is_done_goes_out_once_it_is() {
     let o = h.sendmail(&["-q"], b"");
     assert_eq!(code(&o), 0);
     assert_eq!(h.server.received().len(), 1, "exactly once");
+}
+
+/// An account not logged in yet is for a person to fix: the message waits in the queue
+/// (exit 78), and the delivery log says `queued` for it, as the queue does, not `failed`.
+#[test]
+fn a_send_for_an_account_not_logged_in_is_logged_as_queued() {
+    let mut oauth = OAuthServer::start(OAuthOptions::default());
+    oauth.expect_unused();
+    let mut h = Harness::with_config(ServerOptions::default(), |c| use_oauth(c, &oauth, ""));
+    h.server.expect_unused();
+    let o = h.sendmail(&["-i", "a@example.com"], message(1).as_bytes());
+    assert_eq!(code(&o), 78, "{}", explain(&h, &o));
+    assert!(stderr(&o).contains("is not logged in"), "{}", stderr(&o));
+    let (ids, listing) = h.queue_listing();
+    assert_eq!(ids.len(), 1, "{listing}");
+    let log = log_json(&h);
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["queue_id"], ids[0].as_str(), "{}", log[0]);
+    assert_eq!(log[0]["result"], "queued", "{}", log[0]);
+    assert_eq!(log[0]["recipients"][0]["status"], "queued", "{}", log[0]);
 }
 
 /// No configuration file at all, then one with a syntax error: the message waits in the

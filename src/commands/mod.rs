@@ -1,7 +1,10 @@
-//! The commands' own output: what `status` and `newaliases` print, rendered from what the
-//! domain modules report, so that `main` keeps one short function per command.
+//! The commands other than sending and what they print: the queue, the delivery log,
+//! `status` and `newaliases`, rendered from what the domain modules report, so that
+//! `main` keeps one short function per command.
 
 pub mod aliases;
+pub mod log;
+pub mod queue;
 pub mod status;
 
 use std::io;

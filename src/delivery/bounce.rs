@@ -7,12 +7,13 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::mime::MimePart;
 use mail_builder::MessageBuilder;
 
-use crate::delivery::queue::Entry;
+use crate::delivery::queue::QueueEntry;
+use crate::message::envelope::{Envelope, Prepared};
 use crate::sys::clock::rfc3339;
 
 /// A recipient that will not get the message, with the reason.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Failure {
+pub struct FailedRecipient {
     pub address: String,
     /// The server's reply or our own explanation (e.g. expiry).
     pub reason: String,
@@ -20,10 +21,10 @@ pub struct Failure {
     pub status: String,
 }
 
-impl Failure {
+impl FailedRecipient {
     /// Refused by a server: the status is the one in its reply.
-    pub fn refused(address: &str, reply: &str) -> Failure {
-        Failure {
+    pub fn refused(address: &str, reply: &str) -> FailedRecipient {
+        FailedRecipient {
             address: address.to_string(),
             reason: reply.to_string(),
             status: status_of(reply),
@@ -31,9 +32,15 @@ impl Failure {
     }
 }
 
-/// Builds the bounce for `entry` from `from` (the account's address) to its sender.
-/// `original` is the queued message; only its header block is returned to the sender.
-pub fn build(entry: &Entry, failures: &[Failure], from: &str, original: &[u8]) -> Vec<u8> {
+/// Builds the bounce for `entry` from `from` (the account's address) to its sender, ready
+/// to send from the null sender. `original` is the queued message; only its header block
+/// is returned to the sender.
+pub fn build(
+    entry: &QueueEntry,
+    failures: &[FailedRecipient],
+    from: &str,
+    original: &[u8],
+) -> Prepared<'static> {
     let hostname = hostname();
     let mut explanation = format!(
         "This is the mail system at host {hostname} (oauth-sendmail).\r\n\r\n\
@@ -75,14 +82,25 @@ pub fn build(entry: &Entry, failures: &[Failure], from: &str, original: &[u8]) -
             .transfer_encoding("8bit"),
         ],
     );
-    MessageBuilder::new()
+    let data = MessageBuilder::new()
         .from(Address::new_address(Some("Mail Delivery System"), from))
         .to(Address::new_address(None::<&str>, entry.sender.as_str()))
         .subject("Undelivered Mail Returned to Sender")
         .header("Auto-Submitted", Raw::new("auto-replied"))
         .body(report)
         .write_to_vec()
-        .expect("writing to a Vec cannot fail")
+        .expect("writing to a Vec cannot fail");
+    Prepared {
+        // The null sender: a bounce is never bounced (RFC 5321 4.5.5).
+        envelope: Envelope {
+            sender: String::new(),
+            recipients: vec![entry.sender.clone()],
+        },
+        eight_bit: !data.is_ascii(),
+        head: data,
+        body: &[],
+        message_id: None,
+    }
 }
 
 /// The status code for a server reply: its enhanced code when it has one ("550 5.1.1 ..."),
@@ -119,14 +137,14 @@ fn header_block(message: &[u8]) -> &[u8] {
     }
 }
 
-fn hostname() -> String {
+/// This host's name, as bounces and a local sender name it ("localhost" when unknown).
+pub fn hostname() -> String {
     crate::sys::host::name().unwrap_or_else(|| "localhost".into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::intake::{Envelope, Prepared};
 
     #[test]
     fn dsn_names_each_failed_recipient_and_returns_the_headers() {
@@ -140,10 +158,15 @@ mod tests {
             eight_bit: false,
             message_id: None,
         };
-        let entry = Entry::new("acct", &message, &message.envelope.recipients);
-        let failures = [Failure::refused("bad@y.org", "550 5.1.1 no such user")];
-        let bounce =
-            String::from_utf8(build(&entry, &failures, "me@x.org", &message.head)).unwrap();
+        let entry = QueueEntry::new("acct", &message, &message.envelope.recipients);
+        let failures = [FailedRecipient::refused(
+            "bad@y.org",
+            "550 5.1.1 no such user",
+        )];
+        let notice = build(&entry, &failures, "me@x.org", &message.head);
+        assert_eq!(notice.envelope.sender, "", "from the null sender");
+        assert_eq!(notice.envelope.recipients, ["cron@x.org"]);
+        let bounce = String::from_utf8(notice.head).unwrap();
         assert!(
             bounce.contains("Content-Type: multipart/report"),
             "{bounce}"

@@ -4,14 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use crate::config::{Account, Config, QueueSettings};
-use crate::delivery::bounce::{self, Failure};
+use crate::config::{Account, Config};
+use crate::delivery::attempt::{self, Route};
+use crate::delivery::bounce::{self, FailedRecipient};
 use crate::delivery::dead_letter;
 use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
-use crate::delivery::queue::{Entry, Intake, Queue, RecipientState};
+use crate::delivery::queue::{Intake, Queue, QueueEntry};
 use crate::error::{Error, Kind, Result};
 use crate::smtp::client::{Delivery, Session};
-use crate::{auth::token, sys::clock, sys::signals};
+use crate::{auth::token, sys::signals};
 
 /// Which messages a flush tries.
 pub enum Selection {
@@ -142,7 +143,7 @@ impl<'a> Flusher<'a> {
         );
         record.result = Status::Quarantined;
         record.note = Some(note);
-        self.log(&record);
+        self.log.append_or_warn(&record);
     }
 
     /// One delivery attempt of one message: what became of it (`Sent` when every
@@ -181,49 +182,16 @@ impl<'a> Flusher<'a> {
             Some(account) => self.send(account, &message),
         };
 
-        let mut failures: Vec<Failure> = Vec::new();
-        let mut refusal = None;
-        match result {
-            Ok(delivery) => {
-                record_delivery(&mut entry, &delivery, &mut failures);
-                refusal = delivery
-                    .failure()
-                    .filter(|e| !delivery.refused.is_empty() && e.is_permanent());
-            }
-            Err(err) if err.is_permanent() => {
-                let reason = err.summary();
-                for recipient in entry
-                    .recipients
-                    .iter_mut()
-                    .filter(|r| r.state == RecipientState::Pending)
-                {
-                    recipient.state = RecipientState::Bounced;
-                    recipient.reply = Some(reason.clone());
-                    failures.push(Failure::refused(&recipient.address, &reason));
-                }
-                refusal = Some(err);
-            }
-            Err(err) => {
-                let reason = err.summary();
-                for recipient in entry
-                    .recipients
-                    .iter_mut()
-                    .filter(|r| r.state == RecipientState::Pending)
-                {
-                    recipient.reply = Some(reason.clone());
-                }
-                entry.last_error = Some(reason);
-            }
-        }
-        entry.attempts += 1;
-        let now = crate::sys::clock::now();
-        if entry.pending().next().is_some() {
-            if now.saturating_sub(entry.arrival) >= self.config.queue.max_age.as_secs() {
-                expire(&mut entry, &self.config.queue, &mut failures);
-            } else {
-                entry.next_try = now + backoff(&self.config.queue, entry.attempts).as_secs();
-            }
-        }
+        // Refused for good, for some or all recipients: in the report, with what the
+        // sender was told.
+        let refusal = match &result {
+            Ok(delivery) => delivery
+                .failure()
+                .filter(|e| !delivery.refused.is_empty() && e.is_permanent()),
+            Err(err) => Some(err.clone()).filter(Error::is_permanent),
+        };
+        let mut failures = attempt::record(&mut entry, &result);
+        attempt::schedule(&mut entry, &self.config.queue, &mut failures);
         // What the server accepted is on disk (fsync'd) before anything else happens:
         // before the bounce, the log, the next message. A crash or kill from here on
         // cannot send the message again to recipients that have it.
@@ -237,29 +205,9 @@ impl<'a> Flusher<'a> {
                 report.refused.push((entry.id.clone(), err.hint(told)));
             }
         }
-        let outcomes: Vec<Outcome> = attempted
-            .iter()
-            .filter_map(|address| entry.recipients.iter().find(|r| &r.address == address))
-            .map(|r| Outcome {
-                address: r.address.clone(),
-                status: match r.state {
-                    RecipientState::Delivered => Status::Sent,
-                    RecipientState::Bounced => Status::Bounced,
-                    RecipientState::Pending => Status::Deferred,
-                },
-                reply: r.reply.clone(),
-            })
-            .collect();
-        let record = Record::new(
-            Some(entry.id.clone()),
-            entry.message_id.clone(),
-            &entry.account,
-            &entry.sender,
-            outcomes,
-            entry.size,
-            started,
-        );
-        self.log(&record);
+        let record =
+            attempt::log_record(&entry, &attempted, Some(&entry.id), Route::Queue, started);
+        self.log.append_or_warn(&record);
         let bounced = record
             .recipients
             .iter()
@@ -278,12 +226,12 @@ impl<'a> Flusher<'a> {
     /// other) and is tried at once; while the setup is still unfinished it waits.
     fn prepare_held(
         &mut self,
-        mut held: Entry,
+        mut held: QueueEntry,
         intake: Intake,
         data: &[u8],
         report: &mut Report,
     ) -> Result<Option<Status>> {
-        let invocation = crate::cli::Invocation {
+        let invocation = crate::delivery::request::Invocation {
             extract_recipients: intake.extract_recipients,
             sender: intake.sender.clone(),
             full_name: intake.full_name.clone(),
@@ -293,7 +241,8 @@ impl<'a> Flusher<'a> {
         };
         let err = match crate::delivery::send::prepare(self.config, &invocation, data) {
             Ok((account, prepared)) => {
-                let mut ready = Entry::new(&account.name, &prepared, &prepared.envelope.recipients);
+                let mut ready =
+                    QueueEntry::new(&account.name, &prepared, &prepared.envelope.recipients);
                 // Derived from the held id: after a crash between the two steps the
                 // entry made then is found, not made a second time.
                 ready.id = format!("{}00", held.id);
@@ -325,7 +274,7 @@ impl<'a> Flusher<'a> {
                 Status::Failed
             }
             false => {
-                held.next_try = now + backoff(&self.config.queue, held.attempts).as_secs();
+                attempt::retry_later(&mut held, &self.config.queue, now);
                 held.intake = Some(intake.clone());
                 self.queue.save(&held)?;
                 // Every flush says it: the timer's journal and cron are where it is seen.
@@ -359,25 +308,18 @@ impl<'a> Flusher<'a> {
         if record.recipients.is_empty() {
             record.result = status;
         }
-        self.log(&record);
+        self.log.append_or_warn(&record);
         Ok(Some(match status {
             Status::Failed => Status::Bounced,
             other => other,
         }))
     }
 
-    /// A log that cannot be written must not stop the flush: a warning instead.
-    fn log(&self, record: &Record) {
-        if let Err(err) = self.log.append(record) {
-            eprintln!("oauth-sendmail: warning: {}", err.summary());
-        }
-    }
-
     /// Sends through the open session for `account`, opening one when needed.
     fn send(
         &mut self,
         account: &Account,
-        message: &crate::message::intake::Prepared,
+        message: &crate::message::envelope::Prepared,
     ) -> Result<Delivery> {
         if let Some((_, err)) = self
             .unreachable
@@ -410,24 +352,14 @@ impl<'a> Flusher<'a> {
     /// sent: the message goes to dead.letter instead, so someone can still read it.
     fn bounce(
         &mut self,
-        entry: &Entry,
+        entry: &QueueEntry,
         account: Option<&Account>,
-        failures: &[Failure],
+        failures: &[FailedRecipient],
         original: &[u8],
     ) -> String {
         let sent = match (entry.sender.is_empty(), account) {
             (false, Some(account)) => {
-                let data = bounce::build(entry, failures, account.address(), original);
-                let notice = crate::message::intake::Prepared {
-                    envelope: crate::message::intake::Envelope {
-                        sender: String::new(),
-                        recipients: vec![entry.sender.clone()],
-                    },
-                    eight_bit: !data.is_ascii(),
-                    head: data,
-                    body: &[],
-                    message_id: None,
-                };
+                let notice = bounce::build(entry, failures, account.address(), original);
                 self.send(account, &notice)
                     .and_then(|delivery| delivery.failure().map_or(Ok(()), Err))
                     .map_err(|err| err.summary())
@@ -455,137 +387,6 @@ fn to_dead_letter(message: &[u8], sender: &str, recipients: &[String]) -> String
     }
 }
 
-fn failed_addresses(failures: &[Failure]) -> Vec<String> {
+fn failed_addresses(failures: &[FailedRecipient]) -> Vec<String> {
     failures.iter().map(|f| f.address.clone()).collect()
-}
-
-/// Marks what the server said of each recipient.
-fn record_delivery(entry: &mut Entry, delivery: &Delivery, failures: &mut Vec<Failure>) {
-    for recipient in entry.recipients.iter_mut() {
-        if delivery.accepted.contains(&recipient.address) {
-            recipient.state = RecipientState::Delivered;
-            recipient.reply = delivery.reply.clone();
-        } else if let Some((_, reply)) = delivery
-            .refused
-            .iter()
-            .find(|(a, _)| a == &recipient.address)
-        {
-            recipient.state = RecipientState::Bounced;
-            recipient.reply = Some(reply.clone());
-            failures.push(Failure::refused(&recipient.address, reply));
-        } else if let Some((_, reply)) = delivery
-            .deferred
-            .iter()
-            .find(|(a, _)| a == &recipient.address)
-        {
-            recipient.reply = Some(reply.clone());
-            entry.last_error = Some(reply.clone());
-        }
-    }
-}
-
-/// Gives up on the recipients still pending.
-fn expire(entry: &mut Entry, settings: &QueueSettings, failures: &mut Vec<Failure>) {
-    let last = entry
-        .last_error
-        .clone()
-        .unwrap_or_else(|| "no reason recorded".into());
-    let why = format!(
-        "gave up after {} attempts over {}: {last}",
-        entry.attempts,
-        clock::exactly(settings.max_age)
-    );
-    for recipient in entry
-        .recipients
-        .iter_mut()
-        .filter(|r| r.state == RecipientState::Pending)
-    {
-        recipient.state = RecipientState::Bounced;
-        recipient.reply = Some(why.clone());
-        failures.push(Failure {
-            address: recipient.address.clone(),
-            reason: why.clone(),
-            status: "4.4.7".into(),
-        });
-    }
-}
-
-/// The wait after the `attempts`-th failure: the initial delay, doubled each time, capped.
-pub fn backoff(settings: &QueueSettings, attempts: u32) -> Duration {
-    let doublings = attempts.saturating_sub(1).min(30);
-    settings
-        .retry_initial
-        .saturating_mul(1 << doublings)
-        .min(settings.retry_max)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        let settings = QueueSettings::default();
-        let minutes = |n| backoff(&settings, n).as_secs() / 60;
-        assert_eq!(
-            [minutes(1), minutes(2), minutes(3), minutes(9)],
-            [1, 2, 4, 240]
-        );
-        assert_eq!(minutes(1000), 240);
-    }
-
-    #[test]
-    fn delivery_marks_each_recipient() {
-        let message = crate::message::intake::Prepared {
-            envelope: crate::message::intake::Envelope {
-                sender: "s@x.org".into(),
-                recipients: vec![],
-            },
-            head: vec![],
-            body: &[],
-            eight_bit: false,
-            message_id: None,
-        };
-        let all = [
-            "a@x.org".to_string(),
-            "b@x.org".to_string(),
-            "c@x.org".to_string(),
-        ];
-        let mut entry = Entry::new("acct", &message, &all);
-        let delivery = Delivery {
-            accepted: vec!["a@x.org".into()],
-            refused: vec![("b@x.org".into(), "550 5.1.1 unknown".into())],
-            deferred: vec![("c@x.org".into(), "451 4.3.0 later".into())],
-            reply: Some("250 2.0.0 Ok: queued as 1A".into()),
-        };
-        let mut failures = Vec::new();
-        record_delivery(&mut entry, &delivery, &mut failures);
-        let states: Vec<RecipientState> = entry.recipients.iter().map(|r| r.state).collect();
-        assert_eq!(
-            states,
-            [
-                RecipientState::Delivered,
-                RecipientState::Bounced,
-                RecipientState::Pending
-            ]
-        );
-        assert_eq!(failures, [Failure::refused("b@x.org", "550 5.1.1 unknown")]);
-        let replies: Vec<Option<&str>> = entry
-            .recipients
-            .iter()
-            .map(|r| r.reply.as_deref())
-            .collect();
-        assert_eq!(
-            replies,
-            [
-                Some("250 2.0.0 Ok: queued as 1A"),
-                Some("550 5.1.1 unknown"),
-                Some("451 4.3.0 later")
-            ]
-        );
-        assert_eq!(failures[0].status, "5.1.1");
-        expire(&mut entry, &QueueSettings::default(), &mut failures);
-        assert_eq!(entry.recipients[2].state, RecipientState::Bounced);
-        assert_eq!(failures[1].status, "4.4.7");
-    }
 }

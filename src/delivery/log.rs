@@ -181,6 +181,14 @@ impl DeliveryLog {
         file.write_all(&line).map_err(failed)
     }
 
+    /// Appends a record, or says on stderr why it could not: a log that cannot be written
+    /// must not stop mail.
+    pub fn append_or_warn(&self, record: &Record) {
+        if let Err(err) = self.append(record) {
+            eprintln!("oauth-sendmail: warning: {}", err.summary());
+        }
+    }
+
     /// Every record, oldest first (the rotated file, then the current one); lines that
     /// do not parse (a torn write after a crash) are skipped.
     pub fn read(&self) -> Result<Vec<Record>> {
@@ -212,107 +220,11 @@ fn rotated(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The output formats of `oauth-sendmail log`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Format {
-    Table,
-    Csv,
-    Json,
-}
-
-/// CSV and table rows are one per recipient of an attempt, so a spreadsheet can filter.
-const COLUMNS: [&str; 11] = [
-    "time",
-    "queue_id",
-    "message_id",
-    "account",
-    "sender",
-    "recipient",
-    "status",
-    "reply",
-    "size",
-    "duration_ms",
-    "result",
-];
-
-pub fn render(records: &[Record], format: Format, out: &mut impl Write) -> io::Result<()> {
-    match format {
-        Format::Json => {
-            for record in records {
-                serde_json::to_writer(&mut *out, record)?;
-                out.write_all(b"\n")?;
-            }
-        }
-        Format::Csv => {
-            writeln!(out, "{}", COLUMNS.join(","))?;
-            for row in rows(records) {
-                let cells: Vec<String> = row.iter().map(|cell| csv_cell(cell)).collect();
-                writeln!(out, "{}", cells.join(","))?;
-            }
-        }
-        Format::Table => {
-            writeln!(
-                out,
-                "{:<20}  {:<8}  {:<22}  {:<30}  {:<30}  REPLY",
-                "TIME", "STATUS", "QUEUE ID", "FROM", "TO"
-            )?;
-            for row in rows(records) {
-                writeln!(
-                    out,
-                    "{:<20}  {:<8}  {:<22}  {:<30}  {:<30}  {}",
-                    row[0], row[6], row[1], row[4], row[5], row[7]
-                )?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// One row per recipient; a record without recipients (a quarantined entry) gets one row
-/// of its own, its note as the reply.
-fn rows(records: &[Record]) -> impl Iterator<Item = [String; 11]> + '_ {
-    records.iter().flat_map(|r| {
-        let alone = r.recipients.is_empty().then(|| Outcome {
-            address: String::new(),
-            status: r.result,
-            reply: r.note.clone(),
-        });
-        r.recipients
-            .iter()
-            .cloned()
-            .chain(alone)
-            .map(move |recipient| {
-                [
-                    r.time.clone(),
-                    r.queue_id.clone().unwrap_or_default(),
-                    r.message_id.clone().unwrap_or_default(),
-                    r.account.clone(),
-                    r.sender.clone(),
-                    recipient.address,
-                    recipient.status.as_str().to_string(),
-                    recipient.reply.unwrap_or_default(),
-                    r.size.to_string(),
-                    r.duration_ms.to_string(),
-                    r.result.as_str().to_string(),
-                ]
-            })
-    })
-}
-
-/// RFC 4180: quote a cell holding a comma, quote or line break; double inner quotes.
-fn csv_cell(cell: &str) -> String {
-    if cell.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", cell.replace('"', "\"\""))
-    } else {
-        cell.to_string()
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(unix: u64, status: Status) -> Record {
+    pub(crate) fn record(unix: u64, status: Status) -> Record {
         Record {
             time: crate::sys::clock::rfc3339(unix),
             unix,
@@ -381,19 +293,6 @@ mod tests {
             .unwrap();
         file.write_all(b"{\"time\":\"19").unwrap();
         assert_eq!(log.read().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn csv_quotes_what_needs_it() {
-        let mut out = Vec::new();
-        render(&[record(1, Status::Bounced)], Format::Csv, &mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let mut lines = text.lines();
-        assert_eq!(lines.next().unwrap(), COLUMNS.join(","));
-        assert_eq!(
-            lines.next().unwrap(),
-            "1970-01-01T00:00:01Z,ABC,<m@x>,gmail,me@x.org,a@x.org,bounced,\"250 2.0.0 OK, \"\"queued\"\"\",10,5,bounced"
-        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! `mailq` lists it there until a person looks.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,12 +21,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
-use crate::message::intake::{Envelope, Prepared};
+use crate::message::envelope::{Envelope, Prepared};
 use crate::{sys::clock, sys::files};
 
 /// One queued message's envelope and delivery state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct QueueEntry {
     pub id: String,
     pub account: String,
     /// Empty for the null sender.
@@ -78,11 +78,11 @@ pub enum RecipientState {
     Bounced,
 }
 
-impl Entry {
+impl QueueEntry {
     /// A new entry for `message`, for the recipients still to be served.
-    pub fn new(account: &str, message: &Prepared, recipients: &[String]) -> Entry {
+    pub fn new(account: &str, message: &Prepared, recipients: &[String]) -> QueueEntry {
         let now = clock::now();
-        Entry {
+        QueueEntry {
             id: new_id(),
             account: account.to_string(),
             sender: message.envelope.sender.clone(),
@@ -105,9 +105,9 @@ impl Entry {
         }
     }
 
-    /// An entry for input that intake has not seen yet (see [`Entry::intake`]).
-    pub fn held(raw: &Prepared, intake: Intake, why: &str) -> Entry {
-        let mut entry = Entry::new(intake.account.as_deref().unwrap_or(""), raw, &[]);
+    /// An entry for input that intake has not seen yet (see [`QueueEntry::intake`]).
+    pub fn held(raw: &Prepared, intake: Intake, why: &str) -> QueueEntry {
+        let mut entry = QueueEntry::new(intake.account.as_deref().unwrap_or(""), raw, &[]);
         entry.last_error = Some(why.to_string());
         entry.intake = Some(intake);
         entry
@@ -150,7 +150,7 @@ pub struct Unreadable {
 }
 
 /// Where the flusher moves entries it cannot read.
-const CORRUPT: &str = "corrupt";
+pub const CORRUPT: &str = "corrupt";
 
 /// The spool directory.
 pub struct Queue {
@@ -184,7 +184,7 @@ impl Queue {
     }
 
     /// Writes a message and its entry durably; once this returns, the message is safe.
-    pub fn add(&self, entry: &Entry, message: &Prepared) -> Result<()> {
+    pub fn add(&self, entry: &QueueEntry, message: &Prepared) -> Result<()> {
         // The message first: an entry never points at a missing or half-written message.
         files::write_private_parts(
             &self.dir.join(format!("{}.msg", entry.id)),
@@ -200,7 +200,7 @@ impl Queue {
     }
 
     /// Replaces an entry's state (after an attempt).
-    pub fn save(&self, entry: &Entry) -> Result<()> {
+    pub fn save(&self, entry: &QueueEntry) -> Result<()> {
         files::write_private(
             &self.dir.join(format!("{}.json", entry.id)),
             &serialize(entry),
@@ -224,7 +224,7 @@ impl Queue {
     }
 
     /// The entry, or `None` when it has left the queue (delivered by another flusher).
-    pub fn load(&self, id: &str) -> Result<Option<Entry>> {
+    pub fn load(&self, id: &str) -> Result<Option<QueueEntry>> {
         if !valid_id(id) {
             return Ok(None);
         }
@@ -239,7 +239,7 @@ impl Queue {
 
     /// The readable entries, and the unreadable ones: those still in the queue, then
     /// those quarantined in `corrupt/`.
-    pub fn scan(&self) -> Result<(Vec<Entry>, Vec<Unreadable>)> {
+    pub fn scan(&self) -> Result<(Vec<QueueEntry>, Vec<Unreadable>)> {
         let mut entries = Vec::new();
         let mut unreadable = Vec::new();
         for id in self.ids()? {
@@ -260,7 +260,7 @@ impl Queue {
 
     /// The entry if it and its message can be read, `None` if it left the queue meanwhile,
     /// else why not.
-    fn check(&self, id: &str) -> std::result::Result<Option<Entry>, String> {
+    fn check(&self, id: &str) -> std::result::Result<Option<QueueEntry>, String> {
         let entry = match self.load(id) {
             Ok(Some(entry)) => entry,
             Ok(None) => return Ok(None),
@@ -405,7 +405,7 @@ impl Queue {
     }
 }
 
-fn serialize(entry: &Entry) -> Vec<u8> {
+fn serialize(entry: &QueueEntry) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(entry).expect("an entry always serializes");
     bytes.push(b'\n');
     bytes
@@ -433,121 +433,6 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 40 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The queue as Postfix's mailq shows it: first the entries that cannot be read, and where
-/// they are; then id, size, arrival, sender, the last error in parentheses and the
-/// recipients still waiting.
-pub fn render_listing(
-    entries: &[Entry],
-    unreadable: &[Unreadable],
-    out: &mut impl Write,
-) -> io::Result<()> {
-    for bad in unreadable {
-        let state = match bad.quarantined {
-            true => "quarantined in",
-            false => "unreadable, moves at the next flush to",
-        };
-        let corrupt = match bad.quarantined {
-            true => bad.dir.clone(),
-            false => bad.dir.join(CORRUPT),
-        };
-        writeln!(
-            out,
-            "{:<24} ({state} {}): {}",
-            bad.id,
-            corrupt.display(),
-            bad.why
-        )?;
-    }
-    if entries.is_empty() {
-        return writeln!(out, "Mail queue is empty");
-    }
-    writeln!(
-        out,
-        "{:<24} {:>8} {:<20}  Sender/Recipient",
-        "-Queue ID-", "--Size--", "---Arrival Time---"
-    )?;
-    let mut total = 0;
-    for entry in entries {
-        total += entry.size;
-        let sender = match (entry.sender.is_empty(), &entry.intake) {
-            (true, Some(_)) => "(sender chosen at delivery)",
-            (true, None) => "MAILER-DAEMON",
-            (false, _) => &entry.sender,
-        };
-        writeln!(
-            out,
-            "{:<24} {:>8} {:<20}  {sender}",
-            entry.id,
-            entry.size,
-            crate::sys::clock::rfc3339(entry.arrival)
-        )?;
-        let error = entry.last_error.as_deref().unwrap_or("not tried yet");
-        writeln!(
-            out,
-            "{:56}(attempts: {}, next try: {}) {error}",
-            "",
-            entry.attempts,
-            crate::sys::clock::rfc3339(entry.next_try)
-        )?;
-        for recipient in entry.pending() {
-            writeln!(out, "{:56}{}", "", recipient.address)?;
-        }
-        if let Some(intake) = &entry.intake {
-            for recipient in &intake.recipients {
-                writeln!(out, "{:56}{recipient}", "")?;
-            }
-            if intake.extract_recipients {
-                writeln!(out, "{:56}(and those in its headers: -t)", "")?;
-            }
-        }
-        writeln!(out)?;
-    }
-    writeln!(
-        out,
-        "-- {} Kbytes in {} Request{}.",
-        total.div_ceil(1024),
-        entries.len(),
-        if entries.len() == 1 { "" } else { "s" }
-    )
-}
-
-/// `queue show`: the entry's state, one field a line, then a blank line.
-pub fn render_entry(entry: &Entry, out: &mut impl Write) -> io::Result<()> {
-    let time = crate::sys::clock::rfc3339;
-    writeln!(out, "Queue-ID: {}", entry.id)?;
-    writeln!(out, "Account: {}", entry.account)?;
-    writeln!(out, "Sender: <{}>", entry.sender)?;
-    for recipient in &entry.recipients {
-        let state = match recipient.state {
-            RecipientState::Pending => "pending",
-            RecipientState::Delivered => "delivered",
-            RecipientState::Bounced => "bounced",
-        };
-        let reply = recipient
-            .reply
-            .as_deref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default();
-        writeln!(out, "Recipient: <{}> {state}{reply}", recipient.address)?;
-    }
-    if let Some(intake) = &entry.intake {
-        // Held before intake: what it was given, to be prepared at delivery.
-        let mut given: Vec<String> = intake.recipients.clone();
-        if intake.extract_recipients {
-            given.insert(0, "-t".into());
-        }
-        writeln!(out, "Held-Until-Setup: {}", given.join(" "))?;
-    }
-    writeln!(out, "Arrival: {}", time(entry.arrival))?;
-    writeln!(out, "Attempts: {}", entry.attempts)?;
-    writeln!(out, "Next-Try: {}", time(entry.next_try))?;
-    if let Some(error) = &entry.last_error {
-        writeln!(out, "Last-Error: {error}")?;
-    }
-    writeln!(out, "Size: {}", entry.size)?;
-    writeln!(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -570,7 +455,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
-        let mut entry = Entry::new("acct", &message, &message.envelope.recipients);
+        let mut entry = QueueEntry::new("acct", &message, &message.envelope.recipients);
         queue.add(&entry, &message).unwrap();
         assert_eq!(queue.ids().unwrap(), [entry.id.clone()]);
         assert_eq!(queue.load(&entry.id).unwrap().as_ref(), Some(&entry));
@@ -598,8 +483,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
-        let good = Entry::new("acct", &message, &message.envelope.recipients);
-        let bad = Entry::new("acct", &message, &message.envelope.recipients);
+        let good = QueueEntry::new("acct", &message, &message.envelope.recipients);
+        let bad = QueueEntry::new("acct", &message, &message.envelope.recipients);
         queue.add(&good, &message).unwrap();
         queue.add(&bad, &message).unwrap();
         fs::write(dir.path().join(format!("{}.json", bad.id)), b"[").unwrap();
@@ -651,7 +536,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
-        let entry = Entry::new("acct", &message, &message.envelope.recipients);
+        let entry = QueueEntry::new("acct", &message, &message.envelope.recipients);
         queue.add(&entry, &message).unwrap();
         let held = queue.lock(&entry.id).unwrap();
         assert!(held.is_some());
@@ -667,7 +552,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path()).unwrap();
         let message = message();
-        let entry = Entry::new("acct", &message, &message.envelope.recipients);
+        let entry = QueueEntry::new("acct", &message, &message.envelope.recipients);
         queue.add(&entry, &message).unwrap();
         fs::write(dir.path().join("0123ABC.msg"), b"half a mess").unwrap();
         fs::write(dir.path().join(".tmp.0123ABD.json.77"), b"{").unwrap();

@@ -5,15 +5,17 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crate::cli::Invocation;
 use crate::config::{Account, Config, QueueMode};
-use crate::delivery::dead_letter;
-use crate::delivery::flush::{self, Flusher, Selection};
-use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
-use crate::delivery::queue::{Entry, Queue};
+use crate::delivery::attempt::{self, Route};
+use crate::delivery::flush::{Flusher, Selection};
+use crate::delivery::log::DeliveryLog;
+use crate::delivery::queue::{Queue, QueueEntry, RecipientState};
+use crate::delivery::request::Invocation;
+use crate::delivery::{bounce, dead_letter};
 use crate::error::{Error, Kind, Result};
 use crate::message::address::Resolver;
-use crate::message::intake::{self, Prepared};
+use crate::message::envelope::{Envelope, Prepared};
+use crate::message::intake;
 use crate::smtp::client::{Delivery, Session};
 use crate::{auth::token, sys::signals};
 
@@ -85,7 +87,7 @@ fn hold(
         return Ok(None);
     }
     let input = Prepared {
-        envelope: intake::Envelope {
+        envelope: Envelope {
             sender: invocation.sender.clone().unwrap_or_default(),
             recipients: Vec::new(),
         },
@@ -101,7 +103,7 @@ fn hold(
         recipients: invocation.recipients.clone(),
         account: invocation.account.clone(),
     };
-    let entry = Entry::held(&input, options, &why.summary());
+    let entry = QueueEntry::held(&input, options, &why.summary());
     Queue::open(&settings.dir)?.add(&entry, &input)?;
     Ok(Some(entry.id))
 }
@@ -115,10 +117,7 @@ pub fn prepare<'c, 'm>(
 ) -> Result<(&'c Account, Prepared<'m>)> {
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
     let account = choose_account(config, invocation, &resolver)?;
-    let prepared = intake::prepare(
-        raw,
-        &intake_options(invocation, &resolver, account.address()),
-    )?;
+    let prepared = run_intake(invocation, &resolver, account.address(), raw)?;
     Ok((account, prepared))
 }
 
@@ -139,107 +138,114 @@ fn choose_account<'c>(
 /// Delivers one message as sendmail would: `Ok` once it is sent or safely queued.
 pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
     if invocation.dry_run {
-        // A dry run needs no account: it shows what intake makes of the message.
-        let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
-        let account = choose_account(config, invocation, &resolver).ok();
-        let default_sender = account.map_or_else(local_sender, |a| a.address().to_string());
-        let prepared =
-            intake::prepare(raw, &intake_options(invocation, &resolver, &default_sender))?;
-        return print_dry_run(account, &prepared).map(|()| Accepted::Sent);
+        return dry_run(config, invocation, raw);
     }
     let (account, prepared) = prepare(config, invocation, raw)?;
-    if config.queue.mode == QueueMode::Always {
-        return spool_then_send(config, account, &prepared, invocation.verbose);
+    match config.queue.mode {
+        QueueMode::Always => spool_first(config, account, &prepared, invocation.verbose),
+        _ => send_now(config, account, &prepared, invocation),
     }
+}
+
+/// `--dry-run`: what intake makes of the message, sent nowhere. It needs no account;
+/// without one the sender is the local user's, as a local sendmail would use.
+fn dry_run(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
+    let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
+    let account = choose_account(config, invocation, &resolver).ok();
+    let default_sender = account.map_or_else(local_sender, |a| a.address().to_string());
+    let prepared = run_intake(invocation, &resolver, &default_sender, raw)?;
+    print_dry_run(account, &prepared).map(|()| Accepted::Sent)
+}
+
+/// Sends now; what the server defers (or the whole message, when the failure is one a
+/// queued message can wait out) goes to the queue unless `queue = "never"`. The attempt
+/// is in the delivery log either way.
+fn send_now(
+    config: &Config,
+    account: &Account,
+    prepared: &Prepared,
+    invocation: &Invocation,
+) -> Result<Accepted> {
     let started = Instant::now();
-    match send_now(account, &prepared, invocation.verbose) {
-        Ok((delivery, session)) => {
-            let queued = match delivery.deferred.is_empty() || config.queue.mode == QueueMode::Never
-            {
-                true => None,
-                false => {
-                    let later: Vec<String> =
-                        delivery.deferred.iter().map(|(r, _)| r.clone()).collect();
-                    let why = delivery.deferred[0].1.clone();
-                    Some(enqueue(config, account, &prepared, &later, Some(&why))?)
-                }
-            };
-            log_direct(
-                config,
-                account,
-                &prepared,
-                &delivery,
-                queued.as_ref(),
-                started,
-            );
-            match invocation.alone || signals::stop_requested().is_some() {
-                true => session.close(),
-                false => flush_behind(config, account, session, invocation.verbose),
-            }
-            match (delivery.failure(), queued) {
-                (Some(err), None) => Err(err),
-                (Some(err), Some(_)) if !delivery.refused.is_empty() => Err(err.message_kept()),
-                (_, Some(entry)) => Ok(Accepted::Queued {
-                    notice: format!(
-                        "queued as {} for {} recipient(s) the server deferred",
-                        entry.id,
-                        entry.recipients.len()
-                    ),
-                }),
-                (None, None) => Ok(Accepted::Sent),
-            }
+    let (result, session) = match connect_and_send(account, prepared, invocation.verbose) {
+        Ok((delivery, session)) => (Ok(delivery), Some(session)),
+        Err(err) => (Err(err), None),
+    };
+    let queue_it = config.queue.mode != QueueMode::Never
+        && match &result {
+            Ok(delivery) => !delivery.deferred.is_empty(),
+            Err(err) => err.can_wait() || awaits_setup(err),
+        };
+    let mut entry = QueueEntry::new(&account.name, prepared, &prepared.envelope.recipients);
+    // The caller hears of refusals from us: no bounce.
+    attempt::record(&mut entry, &result);
+    let queued = match queue_it {
+        false => None,
+        true => {
+            let mut waiting = entry.clone();
+            waiting
+                .recipients
+                .retain(|r| r.state == RecipientState::Pending);
+            attempt::retry_later(&mut waiting, &config.queue, crate::sys::clock::now());
+            spool(config, &waiting, prepared)?;
+            Some(waiting)
         }
-        Err(err)
-            if config.queue.mode != QueueMode::Never && (err.can_wait() || awaits_setup(&err)) =>
-        {
-            let entry = enqueue(
-                config,
-                account,
-                &prepared,
-                &prepared.envelope.recipients,
-                Some(&err.summary()),
-            )?;
-            let failed = whole_message(&prepared, &err);
-            log_direct(config, account, &prepared, &failed, Some(&entry), started);
-            if err.needs_a_person() || awaits_setup(&err) {
-                // A refused login, an untrusted certificate, an account not logged in yet
-                // are for a person to fix: say so with the exit code too.
-                return Err(err.hint(format!("the message is queued as {} and goes out with `sendmail -q` once this is fixed", entry.id)).message_kept());
-            }
-            Ok(Accepted::Queued {
+    };
+    let record = attempt::log_record(
+        &entry,
+        &prepared.envelope.recipients,
+        queued.as_ref().map(|e| e.id.as_str()),
+        Route::Direct {
+            queued: queued.is_some(),
+        },
+        started,
+    );
+    DeliveryLog::new(&config.queue.log_file).append_or_warn(&record);
+    let delivery = match (result, queued.as_ref()) {
+        (Ok(delivery), _) => delivery,
+        (Err(err), Some(entry)) if err.needs_a_person() || awaits_setup(&err) => {
+            // A refused login, an untrusted certificate, an account not logged in yet
+            // are for a person to fix: say so with the exit code too.
+            return Err(err.hint(format!("the message is queued as {} and goes out with `sendmail -q` once this is fixed", entry.id)).message_kept());
+        }
+        (Err(err), Some(entry)) => {
+            return Ok(Accepted::Queued {
                 notice: format!("queued as {}: {}", entry.id, err.summary()),
             })
         }
-        Err(err) => {
-            log_direct(
-                config,
-                account,
-                &prepared,
-                &whole_message(&prepared, &err),
-                None,
-                started,
-            );
-            Err(err)
+        (Err(err), None) => return Err(err),
+    };
+    if let Some(session) = session {
+        match invocation.alone || signals::stop_requested().is_some() {
+            true => session.close(),
+            false => flush_behind(config, account, session, invocation.verbose),
         }
+    }
+    match (delivery.failure(), queued) {
+        (Some(err), None) => Err(err),
+        (Some(err), Some(_)) if !delivery.refused.is_empty() => Err(err.message_kept()),
+        (_, Some(entry)) => Ok(Accepted::Queued {
+            notice: format!(
+                "queued as {} for {} recipient(s) the server deferred",
+                entry.id,
+                entry.recipients.len()
+            ),
+        }),
+        (None, None) => Ok(Accepted::Sent),
     }
 }
 
 /// `queue = "always"`: the message is spooled, then the queue delivers it. What the
 /// caller hears is what happened: sent, queued (and why), or refused (and what became of
 /// it: a bounce to the sender, or dead.letter), with the exit status a refusal has.
-fn spool_then_send(
+fn spool_first(
     config: &Config,
     account: &Account,
     prepared: &Prepared,
     verbose: bool,
 ) -> Result<Accepted> {
-    let entry = enqueue(
-        config,
-        account,
-        prepared,
-        &prepared.envelope.recipients,
-        None,
-    )?;
+    let entry = QueueEntry::new(&account.name, prepared, &prepared.envelope.recipients);
+    spool(config, &entry, prepared)?;
     let queue = Queue::open(&config.queue.dir)?;
     let report = Flusher::new(config, &queue, verbose, None)
         .run(Selection::Ids(vec![entry.id.clone()]), None)?;
@@ -272,7 +278,11 @@ fn spool_then_send(
 
 /// Connects and sends; the open session comes back for queued messages to follow.
 /// A refused token is refreshed and tried once more (token::with_secret).
-fn send_now(account: &Account, prepared: &Prepared, verbose: bool) -> Result<(Delivery, Session)> {
+fn connect_and_send(
+    account: &Account,
+    prepared: &Prepared,
+    verbose: bool,
+) -> Result<(Delivery, Session)> {
     token::with_secret(account, verbose, |secret| {
         let mut session = Session::open(account, secret, verbose)?;
         match session.send(prepared) {
@@ -285,43 +295,9 @@ fn send_now(account: &Account, prepared: &Prepared, verbose: bool) -> Result<(De
     })
 }
 
-/// A failure that stopped the whole message, as the same answer for every recipient.
-fn whole_message(prepared: &Prepared, err: &Error) -> Delivery {
-    let each = prepared
-        .envelope
-        .recipients
-        .iter()
-        .map(|r| (r.clone(), err.summary()))
-        .collect();
-    match err.can_wait() {
-        true => Delivery {
-            deferred: each,
-            ..Delivery::default()
-        },
-        false => Delivery {
-            refused: each,
-            ..Delivery::default()
-        },
-    }
-}
-
-/// Spools the message for `recipients`, counting the attempt that failed (if any).
-fn enqueue(
-    config: &Config,
-    account: &Account,
-    prepared: &Prepared,
-    recipients: &[String],
-    failed: Option<&str>,
-) -> Result<Entry> {
-    let queue = Queue::open(&config.queue.dir)?;
-    let mut entry = Entry::new(&account.name, prepared, recipients);
-    if let Some(why) = failed {
-        entry.attempts = 1;
-        entry.last_error = Some(why.to_string());
-        entry.next_try = crate::sys::clock::now() + flush::backoff(&config.queue, 1).as_secs();
-    }
-    queue.add(&entry, prepared)?;
-    Ok(entry)
+/// Writes the message and its entry to the queue; once this returns, the message is safe.
+fn spool(config: &Config, entry: &QueueEntry, prepared: &Prepared) -> Result<()> {
+    Queue::open(&config.queue.dir)?.add(entry, prepared)
 }
 
 /// Delivers what waits for the same account over the connection just used, if anything
@@ -349,70 +325,22 @@ fn flush_behind(config: &Config, account: &Account, session: Session, verbose: b
     }
 }
 
-/// The delivery log record of a direct send.
-fn log_direct(
-    config: &Config,
-    account: &Account,
-    prepared: &Prepared,
-    delivery: &Delivery,
-    queued: Option<&Entry>,
-    started: Instant,
-) {
-    let later = if queued.is_some() {
-        Status::Queued
-    } else {
-        Status::Failed
-    };
-    let mut recipients: Vec<Outcome> = delivery
-        .accepted
-        .iter()
-        .map(|address| Outcome {
-            address: address.clone(),
-            status: Status::Sent,
-            reply: delivery.reply.clone(),
-        })
-        .collect();
-    for (address, reply) in &delivery.refused {
-        recipients.push(Outcome {
-            address: address.clone(),
-            status: Status::Failed,
-            reply: Some(reply.clone()),
-        });
-    }
-    for (address, reply) in &delivery.deferred {
-        recipients.push(Outcome {
-            address: address.clone(),
-            status: later,
-            reply: Some(reply.clone()),
-        });
-    }
-    let record = Record::new(
-        queued.map(|e| e.id.clone()),
-        prepared.message_id.clone(),
-        &account.name,
-        &prepared.envelope.sender,
-        recipients,
-        prepared.len() as u64,
-        started,
-    );
-    if let Err(err) = DeliveryLog::new(&config.queue.log_file).append(&record) {
-        eprintln!("oauth-sendmail: warning: {}", err.summary());
-    }
-}
-
-fn intake_options<'a>(
-    invocation: &'a Invocation,
-    resolver: &'a Resolver,
-    default_sender: &'a str,
-) -> intake::Options<'a> {
-    intake::Options {
+/// Intake with the options of this invocation: the one place a message is prepared.
+fn run_intake<'m>(
+    invocation: &Invocation,
+    resolver: &Resolver,
+    default_sender: &str,
+    raw: &'m [u8],
+) -> Result<Prepared<'m>> {
+    let options = intake::Options {
         extract_recipients: invocation.extract_recipients,
         sender: invocation.sender.as_deref(),
         full_name: invocation.full_name.as_deref(),
         recipients: &invocation.recipients,
         resolver,
         default_sender,
-    }
+    };
+    intake::prepare(raw, &options)
 }
 
 /// Saves a message that could not be sent, and says where in the error.
@@ -466,6 +394,5 @@ fn local_sender() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "root".into());
-    let host = crate::sys::host::name().unwrap_or_else(|| "localhost".into());
-    format!("{user}@{host}")
+    format!("{user}@{}", bounce::hostname())
 }

@@ -17,7 +17,7 @@ use super::reply::Reply;
 use super::wire::{self, Step, Transcript, Wire};
 use crate::config::{Account, AuthMethod, Tls};
 use crate::error::{Error, Kind, Result};
-use crate::message::intake::Prepared;
+use crate::message::envelope::Prepared;
 use crate::secret::Secret;
 
 /// What the server said about each recipient of a message that reached DATA (or not).
@@ -736,7 +736,7 @@ mod tests {
         );
         let mut session = open(port).unwrap();
         let message = Prepared {
-            envelope: crate::message::intake::Envelope {
+            envelope: crate::message::envelope::Envelope {
                 sender: "a@example.com".into(),
                 recipients: vec!["b@example.com".into()],
             },
@@ -770,7 +770,7 @@ mod tests {
         );
         let mut session = open(port).unwrap();
         let message = Prepared {
-            envelope: crate::message::intake::Envelope {
+            envelope: crate::message::envelope::Envelope {
                 sender: "a@example.com".into(),
                 recipients: vec!["b@example.com".into()],
             },
