@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 
 use common::harness::{code, isolate, run_with_limit, stderr, stdout, Harness, BIN};
 use common::oauth_server::{use_oauth, OAuthOptions, OAuthServer, CLIENT_SECRET};
+use common::skip::skip;
 use common::smtp_server::{AuthCheck, ServerOptions};
-use common::tmpfs::cannot_run;
 
 fn unused_server(edit: impl FnOnce(&mut String)) -> Harness {
     unused(ServerOptions::default(), edit)
@@ -115,7 +115,7 @@ fn a_directory_others_may_write_is_refused_but_a_sticky_one_of_roots_is_not() {
     assert_eq!(code(&o), 78, "{}", explain(&o));
     // Like /tmp: root's and sticky. Nobody can replace what is ours in it.
     if !is_root() {
-        return cannot_run("sticky directory", "it must belong to root: run as root");
+        return skip("sticky directory", "it must belong to root: run as root");
     }
     chmod(&shared, 0o1777);
     let o = status_of(&h, &config);
@@ -131,7 +131,10 @@ fn is_root() -> bool {
 fn a_config_of_another_user_is_refused() {
     let h = unused_server(|_| {});
     if !is_root() {
-        return cannot_run("a_config_of_another_user_is_refused", "chown needs root");
+        return skip(
+            "a_config_of_another_user_is_refused",
+            "chown needs root: run as root",
+        );
     }
     // Hand the file to nobody.
     let chown = Command::new("chown")

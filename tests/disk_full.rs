@@ -14,7 +14,8 @@ use common::harness::{code, stderr, Harness};
 use common::oauth_server::{
     assert_no_oauth_secrets, explain, harness_with_oauth, login, OAuthOptions, OAuthServer,
 };
-use common::tmpfs::{cannot_run, Tmpfs};
+use common::skip::skip;
+use common::tmpfs::Tmpfs;
 
 const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: disk full\n\nBody of the disk-full test.\n";
 
@@ -35,7 +36,7 @@ fn logged_in_on_tmpfs(opts: OAuthOptions) -> Option<(OAuthServer, Harness, Tmpfs
     let tmpfs = match Tmpfs::mount(&state, "1m") {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
-            cannot_run("disk_full", &why);
+            skip("disk_full", format!("{why}: run as root"));
             let mut oauth = oauth;
             oauth.expect_unused();
             let mut h = h;

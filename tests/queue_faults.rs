@@ -18,6 +18,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::harness::{code, isolate, run_with_limit, stderr, stdout, write_private, Harness, BIN};
+use common::skip::{self, skip};
 use common::smtp_server::{Fault, ServerOptions, TEST_TOKEN, TEST_USER};
 use common::tls;
 
@@ -53,14 +54,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Under CI=true a missing dependency fails the test; elsewhere it is skipped, loudly.
-fn skip_unless_ci(test: &str, why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why}; CI must run this test (scripts/install-test-deps)");
-    }
-    let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {why}");
-}
-
 // --- item 2: SIGTERM -----------------------------------------------------------------
 
 /// aiosmtpd on a port chosen before it starts (messages are queued while nothing listens
@@ -72,13 +65,9 @@ struct SlowMailbox {
 }
 
 impl SlowMailbox {
-    fn start(dir: &Path, port: u16, delay: Duration) -> Option<SlowMailbox> {
-        let probe = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .stdin(Stdio::null())
-            .output();
-        if !probe.is_ok_and(|o| o.status.success()) {
-            return None;
+    fn start(dir: &Path, port: u16, delay: Duration) -> Result<SlowMailbox, String> {
+        if let Some(why) = skip::aiosmtpd_missing() {
+            return Err(why);
         }
         let pki = tls::pki();
         let (cert, key) = (dir.join("server-cert.pem"), dir.join("server-key.pem"));
@@ -118,7 +107,7 @@ impl SlowMailbox {
             "mailbox_server.py did not start: {}",
             std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
         );
-        Some(SlowMailbox {
+        Ok(SlowMailbox {
             child,
             _stdin: stdin,
             maildir,
@@ -233,14 +222,14 @@ impl Home {
 }
 
 /// A HOME whose account points at aiosmtpd replying `delay` late; `None` (after
-/// `skip_unless_ci`) without aiosmtpd.
+/// `skip`) without aiosmtpd.
 fn slow_mailbox(test: &str, delay: Duration) -> Option<(Home, SlowMailbox)> {
     let port = free_port();
     let home = Home::new(port);
     match SlowMailbox::start(home.dir.path(), port, delay) {
-        Some(server) => Some((home, server)),
-        None => {
-            skip_unless_ci(test, "python3 cannot import aiosmtpd");
+        Ok(server) => Some((home, server)),
+        Err(why) => {
+            skip(test, why);
             None
         }
     }
@@ -301,8 +290,9 @@ fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
         );
     }
     assert_eq!(home.queued(), MESSAGES);
-    let Some(server) = SlowMailbox::start(home.dir.path(), port, Duration::from_millis(400)) else {
-        return skip_unless_ci("sigterm_mid_flush", "python3 cannot import aiosmtpd");
+    let server = match SlowMailbox::start(home.dir.path(), port, Duration::from_millis(400)) {
+        Ok(server) => server,
+        Err(why) => return skip("sigterm_mid_flush", why),
     };
 
     let flusher = home.spawn(&["-q"]);
@@ -592,7 +582,7 @@ impl Drop for Tmpfs {
 fn a_failed_dead_letter_append_leaves_the_file_as_it_was() {
     let tmpfs = match Tmpfs::mount("64k") {
         Ok(tmpfs) => tmpfs,
-        Err(why) => return skip_unless_ci("a_failed_dead_letter_append", &why),
+        Err(why) => return skip("a_failed_dead_letter_append", format!("{why}: run as root")),
     };
     let home = tmpfs.dir.path();
     let elsewhere = tempfile::tempdir().unwrap();
@@ -785,7 +775,7 @@ fn no_or_broken_configuration_queues_the_message() {
         run_with_limit(cmd, stdin, HANG)
     };
     if Path::new("/etc/oauth-sendmail/config.toml").exists() {
-        return skip_unless_ci(
+        return skip(
             "no_or_broken_configuration",
             "/etc/oauth-sendmail/config.toml exists here",
         );

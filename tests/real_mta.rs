@@ -10,7 +10,7 @@ mod callers;
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -21,6 +21,7 @@ use common::harness::{code, isolate, run_with_limit, stderr, write_private, BIN}
 use common::oauth_server::{
     assert_no_oauth_secrets, use_oauth, write_browser, OAuthOptions, OAuthServer,
 };
+use common::skip;
 use common::smtp_server::{TEST_TOKEN, TEST_USER};
 use common::tls;
 
@@ -29,31 +30,9 @@ const STARTUP_LIMIT: Duration = Duration::from_secs(30);
 /// How long one run of the binary may take.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
 
-/// True when aiosmtpd can be imported. Otherwise: under CI=true, fail; elsewhere, print why
-/// the test is skipped and return false.
+/// True when aiosmtpd can be imported; otherwise the test skips (fails under CI=true).
 fn aiosmtpd_available(test: &str) -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .stdin(Stdio::null())
-        .output();
-    let why = match probe {
-        Ok(out) if out.status.success() => return true,
-        Ok(out) => format!(
-            "python3 cannot import aiosmtpd: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => format!("cannot run python3: {e}"),
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why}; CI must run this test: scripts/install-test-deps installs it");
-    }
-    // Straight to the stderr handle: libtest captures eprintln! of passing tests, and a skip
-    // must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "{test}: SKIPPED: {why} (run scripts/install-test-deps)"
-    );
-    false
+    skip::unless(test, skip::aiosmtpd_missing())
 }
 
 /// tests/mta/mailbox_server.py running on a free port, with its Maildir and the files the

@@ -6,6 +6,7 @@ pub mod harness;
 pub mod oauth_server;
 #[cfg(unix)]
 pub mod postfix;
+pub mod skip;
 pub mod smtp_server;
 pub mod tls;
 pub mod tmpfs;
