@@ -86,7 +86,7 @@ fn keyring_round_trip_with_a_real_secret_service() {
             rotate: true,
             ..OAuthOptions::default()
         },
-        "store = \"keyring\"\n",
+        |c| c.oauth("store", "keyring"),
     );
     let check = |o: &Output| assert_no_oauth_secrets(&oauth, o);
 
@@ -222,7 +222,7 @@ fn a_rotated_token_the_keyring_cannot_take_is_kept_and_used() {
             rotate: true,
             ..OAuthOptions::default()
         },
-        "store = \"keyring\"\n",
+        |c| c.oauth("store", "keyring"),
     );
     // The keyrings and the state directory on one small disk, as in one home.
     let local = h.home.path().join(".local");

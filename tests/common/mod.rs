@@ -2,7 +2,10 @@
 //! Postfix + Dovecot instance and the harness that runs the binary against them. Each test crate uses only part of it, hence the dead_code allowance.
 #![allow(dead_code)]
 
+pub mod config;
 pub mod harness;
+#[cfg(unix)]
+pub mod mailbox;
 pub mod oauth_server;
 #[cfg(unix)]
 pub mod postfix;

@@ -58,6 +58,17 @@ impl Tmpfs {
         assert!(probe.is_err(), "the file system is not full");
         path
     }
+
+    /// Fills the file system up, then frees `leave` bytes (room for a little, not for all).
+    pub fn fill_leaving(&self, leave: u64) {
+        let filler = self.dir.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = [0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        let len = file.metadata().unwrap().len();
+        file.set_len(len.saturating_sub(leave)).unwrap();
+    }
 }
 
 impl Drop for Tmpfs {
