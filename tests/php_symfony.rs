@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::harness::{code, stderr, stdout, Harness};
+use common::harness::{code, explain, stdout, Harness};
 use common::skip::skip;
 use common::smtp_server::{Fault, ServerOptions};
 
@@ -81,16 +81,6 @@ fn url_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn explain(h: &Harness, o: &Output) -> String {
-    format!(
-        "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- server ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o),
-        h.server.transcript()
-    )
 }
 
 /// Both messages of the script arrived, whole, through XOAUTH2, with Bcc as envelope only.

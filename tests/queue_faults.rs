@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use common::config::{TestConfig, Value};
 use common::harness::{
-    code, explain, free_port, isolate, run_with_limit, stderr, stdout, write_private, Harness, BIN,
+    code, explain, free_port, isolate, queue_ids, run_with_limit, stderr, stdout, write_private,
+    Harness, BIN,
 };
 use common::mailbox;
 use common::skip::{self, skip};
@@ -164,14 +165,7 @@ impl Home {
     fn queued(&self) -> usize {
         let out = self.run(&["-bp"], b"");
         assert_eq!(code(&out), 0, "{}", stderr(&out));
-        stdout(&out)
-            .lines()
-            .filter(|l| {
-                l.split_whitespace()
-                    .next()
-                    .is_some_and(|w| w.len() > 8 && w.bytes().all(|b| b.is_ascii_hexdigit()))
-            })
-            .count()
+        queue_ids(&stdout(&out)).len()
     }
 }
 

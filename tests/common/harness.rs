@@ -118,13 +118,7 @@ impl Harness {
         let out = self.own(&["queue", "list"]);
         assert_eq!(code(&out), 0, "queue list failed: {}", stderr(&out));
         let text = stdout(&out);
-        let ids = text
-            .lines()
-            .filter_map(|line| line.split_whitespace().next())
-            .filter(|word| word.len() > 8 && word.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_string)
-            .collect();
-        (ids, text)
+        (queue_ids(&text), text)
     }
 
     /// `<home>/dead.letter`, if the binary wrote one.
@@ -329,6 +323,17 @@ fn harness_config(server: &TestServer, opts: &ServerOptions, secret_path: &Path)
         AuthCheck::Plain { user, .. } => config.password(user, secret_path),
         AuthCheck::None => config.no_auth(),
     }
+}
+
+/// The ids in a queue listing (`queue list`, `mailq`, `sendmail -bp`): the lines that start
+/// with a hex word.
+pub fn queue_ids(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|word| word.len() > 8 && word.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A port on 127.0.0.1 where nothing listens (the listener that found it is closed).
