@@ -24,8 +24,8 @@ pub fn skip(test: &str, why: impl Display) {
     let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {why}");
 }
 
-/// `true` when `missing` is `None`; otherwise `skip`s with it and says false, for
-/// `if !skip::unless(test, why) { return; }`.
+/// `true` when `missing` is `None`; otherwise `skip`s with it and returns false, for
+/// `if !skip::unless(test, missing) { return; }`.
 pub fn unless(test: &str, missing: Option<impl Display>) -> bool {
     match missing {
         None => true,
