@@ -1,6 +1,6 @@
-//! Each program of DESIGN.md's caller table (tests/common/callers.rs) runs the binary through
-//! a `sendmail` symlink with its own argv and stdin; the in-process SMTP server must receive
-//! the right envelope and bytes.
+//! Each program that calls `sendmail` (the table in tests/common/callers.rs) runs the binary
+//! through a `sendmail` symlink with its own argv and stdin; the in-process SMTP server must
+//! receive the right envelope and bytes.
 
 #[path = "common/callers.rs"]
 mod callers;

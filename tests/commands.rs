@@ -6,24 +6,16 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::harness::{code, stderr, stdout, Harness, BIN};
+use common::config::TestConfig;
+use common::harness::{code, describe as explain, stderr, stdout, Harness, BIN};
 use common::smtp_server::{Fault, ServerOptions};
 
 const MESSAGE: &[u8] = b"To: someone@example.org\nBcc: hidden@example.org\nSubject: hi\n\nbody\n";
 
-fn unused_server(edit: impl FnOnce(&mut String)) -> Harness {
+fn unused_server(edit: impl FnOnce(TestConfig) -> TestConfig) -> Harness {
     let mut h = Harness::with_config(ServerOptions::default(), edit);
     h.server.expect_unused();
     h
-}
-
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    )
 }
 
 /// Runs the binary under another name (`newaliases`, `mailq`) from the harness's bin dir.
@@ -39,7 +31,7 @@ fn as_named(h: &Harness, name: &str, args: &[&str]) -> Output {
 
 #[test]
 fn dry_run_needs_no_account_and_touches_no_server() {
-    let h = unused_server(|config| config.clear());
+    let h = unused_server(|_| TestConfig::empty());
     let o = h.send(&["--dry-run", "-t"], MESSAGE);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     let out = stdout(&o);
@@ -62,7 +54,7 @@ fn dry_run_needs_no_account_and_touches_no_server() {
 
 #[test]
 fn dry_run_with_an_account_shows_its_sender_and_qualified_addresses() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     let o = h.sendmail(&["--dry-run", "-i", "root"], b"Subject: cron\n\nout\n");
     assert_eq!(code(&o), 0, "{}", explain(&o));
     let out = stdout(&o);
@@ -80,7 +72,7 @@ fn dry_run_with_an_account_shows_its_sender_and_qualified_addresses() {
 
 #[test]
 fn bv_shows_where_each_recipient_goes_and_fails_for_one_that_goes_nowhere() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     let o = h.sendmail(&["-bv", "root", "bob", "x@y.org"], b"");
     assert_eq!(code(&o), 0, "{}", explain(&o));
     let out = stdout(&o);
@@ -91,7 +83,7 @@ fn bv_shows_where_each_recipient_goes_and_fails_for_one_that_goes_nowhere() {
     assert!(out.contains("bob... deliverable: bob@example.com"), "{out}");
     assert!(out.contains("x@y.org... deliverable: x@y.org"), "{out}");
 
-    let h = unused_server(|config| *config = config.replace("domain = \"example.com\"\n", ""));
+    let h = unused_server(|c| c.no_domain());
     let o = h.sendmail(&["-bv", "root", "nobody"], b"");
     assert_eq!(code(&o), 67, "{}", explain(&o));
     assert!(
@@ -108,16 +100,12 @@ fn bv_shows_where_each_recipient_goes_and_fails_for_one_that_goes_nowhere() {
 
 #[test]
 fn newaliases_counts_the_aliases_and_names_one_that_does_not_resolve() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     let o = as_named(&h, "newaliases", &[]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert!(stdout(&o).contains(": 1 aliases"), "{}", explain(&o));
 
-    let h = unused_server(|config| {
-        *config = config
-            .replace("domain = \"example.com\"\n", "")
-            .replace("root = \"admin@example.com\"", "root = \"ghost\"");
-    });
+    let h = unused_server(|c| c.no_domain().alias("root", "ghost"));
     let o = as_named(&h, "newaliases", &[]);
     assert_eq!(code(&o), 78, "{}", explain(&o));
     assert!(stderr(&o).contains("alias `root`"), "{}", explain(&o));
@@ -166,7 +154,7 @@ fn log_since_keeps_recent_attempts() {
 /// line, exit 64; under the sendmail name one line that still says what is wrong.
 #[test]
 fn usage_errors_show_clap_whole_message_then_one_summary_line() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     let o = h.own(&["queue", "retry"]);
     assert_eq!(code(&o), 64, "{}", explain(&o));
     let err = stderr(&o);
@@ -202,7 +190,7 @@ fn usage_errors_show_clap_whole_message_then_one_summary_line() {
 /// harness's own configuration would work).
 #[test]
 fn every_command_reads_the_configuration_given_with_c() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     let missing = h.home.path().join("missing.toml");
     let missing = missing.to_str().unwrap();
     let commands: [&[&str]; 8] = [
@@ -242,7 +230,7 @@ fn every_command_reads_the_configuration_given_with_c() {
 /// Issue 9 item 25: `mailq --help` is help, as for the other names, not the queue.
 #[test]
 fn mailq_help_prints_help() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     for name in ["mailq", "newaliases"] {
         let o = as_named(&h, name, &["--help"]);
         assert_eq!(code(&o), 0, "{}", explain(&o));
@@ -283,7 +271,7 @@ fn queue_remove_all_empties_the_queue() {
 /// it read.
 #[test]
 fn an_empty_log_names_its_file() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     let log_file = h
         .home
         .path()

@@ -9,29 +9,23 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::harness::{code, isolate, run_with_limit, stderr, stdout, Harness, BIN};
+use common::config::{TestConfig, Value};
+use common::harness::{
+    code, describe as explain, isolate, run_with_limit, stderr, stdout, Harness, BIN,
+};
 use common::oauth_server::{use_oauth, OAuthOptions, OAuthServer, CLIENT_SECRET};
+use common::skip::skip;
 use common::smtp_server::{AuthCheck, ServerOptions};
-use common::tmpfs::cannot_run;
 
-fn unused_server(edit: impl FnOnce(&mut String)) -> Harness {
+fn unused_server(edit: impl FnOnce(TestConfig) -> TestConfig) -> Harness {
     unused(ServerOptions::default(), edit)
 }
 
 /// A harness whose SMTP server is not meant to be called.
-fn unused(opts: ServerOptions, edit: impl FnOnce(&mut String)) -> Harness {
+fn unused(opts: ServerOptions, edit: impl FnOnce(TestConfig) -> TestConfig) -> Harness {
     let mut h = Harness::with_config(opts, edit);
     h.server.expect_unused();
     h
-}
-
-fn explain(o: &Output) -> String {
-    format!(
-        "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o)
-    )
 }
 
 fn chmod(path: &Path, mode: u32) {
@@ -48,25 +42,17 @@ fn status_of(h: &Harness, config: &Path) -> Output {
 /// The harness's config with its secret replaced by a command that leaves a mark when run.
 fn with_marking_command(h: &Harness) -> (String, PathBuf) {
     let mark = h.home.path().join("command-ran");
-    let config = std::fs::read_to_string(&h.config_path).unwrap();
-    let line = config
-        .lines()
-        .find(|l| l.starts_with("secret = "))
-        .unwrap()
-        .to_string();
-    let config = config.replace(
-        &line,
-        &format!(
-            "secret = {{ command = \"touch {} && echo token\" }}",
-            mark.display()
-        ),
-    );
-    (config, mark)
+    let command = format!("touch {} && echo token", mark.display());
+    let config = h
+        .config
+        .clone()
+        .account_field("secret", Value::command(&command));
+    (config.render(), mark)
 }
 
 #[test]
 fn a_config_others_may_write_is_refused_before_its_command_runs() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     let (text, mark) = with_marking_command(&h);
     std::fs::write(&h.config_path, text).unwrap();
     chmod(&h.config_path, 0o666);
@@ -89,7 +75,7 @@ fn a_config_others_may_write_is_refused_before_its_command_runs() {
 
 #[test]
 fn a_directory_others_may_write_is_refused_but_a_sticky_one_of_roots_is_not() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     let text = std::fs::read_to_string(&h.config_path).unwrap();
     let shared = h.home.path().join("shared");
     let inner = shared.join("conf");
@@ -115,7 +101,7 @@ fn a_directory_others_may_write_is_refused_but_a_sticky_one_of_roots_is_not() {
     assert_eq!(code(&o), 78, "{}", explain(&o));
     // Like /tmp: root's and sticky. Nobody can replace what is ours in it.
     if !is_root() {
-        return cannot_run("sticky directory", "it must belong to root: run as root");
+        return skip("sticky directory", "it must belong to root: run as root");
     }
     chmod(&shared, 0o1777);
     let o = status_of(&h, &config);
@@ -129,9 +115,12 @@ fn is_root() -> bool {
 
 #[test]
 fn a_config_of_another_user_is_refused() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     if !is_root() {
-        return cannot_run("a_config_of_another_user_is_refused", "chown needs root");
+        return skip(
+            "a_config_of_another_user_is_refused",
+            "chown needs root: run as root",
+        );
     }
     // Hand the file to nobody.
     let chown = Command::new("chown")
@@ -153,7 +142,7 @@ fn a_config_of_another_user_is_refused() {
 fn an_inline_secret_in_a_config_others_can_read_is_refused() {
     let mut oauth = OAuthServer::start(OAuthOptions::default());
     oauth.expect_unused();
-    let h = unused_server(|c| use_oauth(c, &oauth, ""));
+    let h = unused_server(|c| use_oauth(c, &oauth));
     assert!(std::fs::read_to_string(&h.config_path)
         .unwrap()
         .contains(&format!("client_secret = \"{CLIENT_SECRET}\"")));
@@ -193,7 +182,7 @@ fn an_inline_secret_in_a_config_others_can_read_is_refused() {
 #[test]
 fn a_config_readable_by_all_without_inline_secrets_is_fine() {
     // /etc/oauth-sendmail/config.toml at 0644: secrets in files, commands or stores.
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     chmod(h.home.path(), 0o755);
     chmod(&h.config_path, 0o644);
     let o = status_of(&h, &h.config_path);
@@ -258,24 +247,21 @@ fn bv_without_an_account_does_not_say_deliverable() {
         explain(&o)
     );
     // A file with no account in it: the same.
-    let h = unused_server(|c| c.truncate(c.find("[accounts.test]").unwrap()));
+    let h = unused_server(|c| c.no_accounts());
     let o = h.sendmail(&["-bv", "root"], b"");
     assert_eq!(code(&o), 78, "{}", explain(&o));
     assert!(!stdout(&o).contains("deliverable"), "{}", explain(&o));
 }
 
 /// The harness's account "test" twice: as "test" and as "other".
-fn two_accounts(config: &mut String) {
-    let at = config.find("[accounts.test]").unwrap();
-    let account = config[at..].replace("[accounts.test]", "[accounts.other]");
-    config.push('\n');
-    config.push_str(&account);
+fn two_accounts(config: TestConfig) -> TestConfig {
+    config.copy_account("test", "other")
 }
 
 #[test]
 fn status_fails_when_every_send_would() {
     // Two accounts and no default: a plain `sendmail root` cannot pick one.
-    let h = unused_server(two_accounts);
+    let mut h = unused_server(two_accounts);
     let o = h.own(&["status"]);
     assert_eq!(code(&o), 78, "{}", explain(&o));
     assert!(
@@ -293,12 +279,7 @@ fn status_fails_when_every_send_would() {
     let o = h.own(&["status", "--account", "other"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     // With a default, fine.
-    let text = std::fs::read_to_string(&h.config_path).unwrap();
-    std::fs::write(
-        &h.config_path,
-        format!("default_account = \"other\"\n{text}"),
-    )
-    .unwrap();
+    h.write_config(|c| c.set("default_account", "other"));
     let o = h.own(&["status"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert!(
@@ -310,7 +291,7 @@ fn status_fails_when_every_send_would() {
 
 #[test]
 fn status_fails_when_the_secret_cannot_be_read() {
-    let h = unused_server(|_| {});
+    let h = unused_server(|c| c);
     std::fs::remove_file(h.home.path().join("secret")).unwrap();
     let o = h.own(&["status"]);
     assert_eq!(code(&o), 78, "{}", explain(&o));
@@ -327,7 +308,7 @@ fn status_fails_when_the_secret_cannot_be_read() {
 fn status_fails_for_an_account_not_logged_in() {
     let mut oauth = OAuthServer::start(OAuthOptions::default());
     oauth.expect_unused();
-    let h = unused_server(|c| use_oauth(c, &oauth, ""));
+    let h = unused_server(|c| use_oauth(c, &oauth));
     let o = h.own(&["status"]);
     assert_eq!(code(&o), 78, "{}", explain(&o));
     assert!(
@@ -344,13 +325,13 @@ fn status_fails_for_an_account_not_logged_in() {
 
 #[test]
 fn status_shows_from_and_user_only_where_there_is_a_login() {
-    let relay = unused_server(|_| {});
+    let relay = unused_server(|c| c);
     let h = unused(
         ServerOptions {
             auth: AuthCheck::None,
             ..ServerOptions::default()
         },
-        |_| {},
+        |c| c,
     );
     let o = h.own(&["status"]);
     assert_eq!(code(&o), 0, "{}", explain(&o));
@@ -363,20 +344,12 @@ fn status_shows_from_and_user_only_where_there_is_a_login() {
 
 #[test]
 fn state_and_queue_directories_left_at_0755_are_made_private() {
-    let spool = "SPOOL";
-    let h = Harness::with_config(ServerOptions::default(), |c| {
-        *c = format!("queue = \"always\"\nqueue_dir = \"{spool}\"\n{c}");
-    });
-    let home = h.home.path();
+    let mut h = Harness::new(ServerOptions::default());
+    let home = h.home.path().to_path_buf();
     let state = home.join(".local/state/oauth-sendmail");
     let chosen_parent = home.join("spool");
     let queue = chosen_parent.join("oauth-sendmail");
-    let text = std::fs::read_to_string(&h.config_path).unwrap();
-    std::fs::write(
-        &h.config_path,
-        text.replace(spool, &queue.display().to_string()),
-    )
-    .unwrap();
+    h.write_config(|c| c.queue("always").set("queue_dir", &queue));
     // As an older version, or mkdir under umask 022, left them.
     for dir in [&state, &queue] {
         std::fs::create_dir_all(dir).unwrap();
@@ -392,9 +365,7 @@ fn state_and_queue_directories_left_at_0755_are_made_private() {
     assert_eq!(mode(&queue), 0o700, "the queue directory");
     assert_eq!(mode(&chosen_parent), 0o755, "the administrator's directory");
     // The default queue, inside the state directory: both.
-    let text = std::fs::read_to_string(&h.config_path).unwrap();
-    let line = text.lines().find(|l| l.starts_with("queue_dir")).unwrap();
-    std::fs::write(&h.config_path, text.replace(line, "")).unwrap();
+    h.write_config(|c| c.unset("queue_dir"));
     let o = h.send(&["-i", "rcpt@example.com"], b"Subject: y\n\nbody\n");
     assert_eq!(code(&o), 0, "{}", explain(&o));
     assert_eq!(mode(&default_queue), 0o700, "the default queue directory");

@@ -14,7 +14,8 @@ use common::harness::{code, stderr, Harness};
 use common::oauth_server::{
     assert_no_oauth_secrets, explain, harness_with_oauth, login, OAuthOptions, OAuthServer,
 };
-use common::tmpfs::{cannot_run, Tmpfs};
+use common::skip::skip;
+use common::tmpfs::Tmpfs;
 
 const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: disk full\n\nBody of the disk-full test.\n";
 
@@ -30,12 +31,12 @@ fn rotating() -> OAuthOptions {
 /// A logged-in account whose state directory is a 1 MB tmpfs, with the queue and the
 /// delivery log elsewhere (so that what is tested is the token engine alone).
 fn logged_in_on_tmpfs(opts: OAuthOptions) -> Option<(OAuthServer, Harness, Tmpfs)> {
-    let (oauth, h) = harness_with_oauth(opts, "");
+    let (oauth, h) = harness_with_oauth(opts, |c| c);
     let state = h.home.path().join(".local/state");
     let tmpfs = match Tmpfs::mount(&state, "1m") {
         Ok(tmpfs) => tmpfs,
         Err(why) => {
-            cannot_run("disk_full", &why);
+            skip("disk_full", format!("{why}: run as root"));
             let mut oauth = oauth;
             oauth.expect_unused();
             let mut h = h;
@@ -43,13 +44,12 @@ fn logged_in_on_tmpfs(opts: OAuthOptions) -> Option<(OAuthServer, Harness, Tmpfs
             return None;
         }
     };
-    let config = std::fs::read_to_string(&h.config_path).unwrap();
-    let home = h.home.path().display().to_string();
-    std::fs::write(
-        &h.config_path,
-        format!("queue_dir = \"{home}/queue\"\nlog_file = \"{home}/delivery.log\"\n{config}"),
-    )
-    .unwrap();
+    let mut h = h;
+    let home = h.home.path().to_path_buf();
+    h.write_config(|c| {
+        c.set("queue_dir", &home.join("queue"))
+            .set("log_file", &home.join("delivery.log"))
+    });
     let o = login(&h, &[]);
     assert_eq!(code(&o), 0, "login: {}", explain(&h, &oauth, &o));
     Some((oauth, h, tmpfs))

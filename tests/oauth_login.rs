@@ -24,7 +24,7 @@ fn state_file(h: &Harness, name: &str) -> std::path::PathBuf {
 
 #[test]
 fn login_with_a_scripted_browser_then_send_uses_its_token() {
-    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), "");
+    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), |c| c);
     let o = login(&h, &[]);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
     assert!(
@@ -156,7 +156,7 @@ fn paste_login(h: &Harness, edit: impl Fn(String) -> String) -> Output {
 
 #[test]
 fn login_by_pasting_the_redirected_address() {
-    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), "");
+    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), |c| c);
     let o = paste_login(&h, |location| location);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
     assert!(
@@ -174,7 +174,7 @@ fn login_by_pasting_the_redirected_address() {
 
 #[test]
 fn a_pasted_address_with_another_state_is_refused() {
-    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), "");
+    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), |c| c);
     let o = paste_login(&h, |location| location.replace("state=", "state=X"));
     assert_eq!(code(&o), 77, "{}", explain(&h, &oauth, &o));
     assert!(
@@ -195,7 +195,7 @@ fn a_declined_login_says_so() {
             deny: true,
             ..OAuthOptions::default()
         },
-        "",
+        |c| c,
     );
     h.server.expect_unused();
     let o = login(&h, &[]);
@@ -205,7 +205,7 @@ fn a_declined_login_says_so() {
 
 #[test]
 fn the_wait_for_the_browser_is_bounded() {
-    let (mut oauth, mut h) = harness_with_oauth(OAuthOptions::default(), "");
+    let (mut oauth, mut h) = harness_with_oauth(OAuthOptions::default(), |c| c);
     oauth.expect_unused();
     h.server.expect_unused();
     let mut cmd = Command::new(BIN);
@@ -226,12 +226,9 @@ fn the_wait_for_the_browser_is_bounded() {
 fn device_login_for_microsoft() {
     let oauth = OAuthServer::start(OAuthOptions::default());
     let h = Harness::with_config(ServerOptions::default(), |c| {
-        use_oauth(
-            c,
-            &oauth,
-            &format!("device_uri = \"{}\"\n", oauth.url("/devicecode")),
-        );
-        *c = c.replace("provider = \"gmail\"", "provider = \"outlook\"");
+        use_oauth(c, &oauth)
+            .oauth("device_uri", oauth.url("/devicecode"))
+            .account_field("provider", "outlook")
     });
     let mut cmd = Command::new(BIN);
     cmd.args(["login", "--device", "--timeout", "30"]);
@@ -255,7 +252,7 @@ fn device_login_for_microsoft() {
 
 #[test]
 fn device_login_is_refused_for_gmail_with_the_alternatives() {
-    let (mut oauth, mut h) = harness_with_oauth(OAuthOptions::default(), "");
+    let (mut oauth, mut h) = harness_with_oauth(OAuthOptions::default(), |c| c);
     oauth.expect_unused();
     h.server.expect_unused();
     let mut cmd = Command::new(BIN);
@@ -272,7 +269,7 @@ fn device_login_is_refused_for_gmail_with_the_alternatives() {
 
 #[test]
 fn logout_forgets_and_sending_then_asks_for_login() {
-    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), "");
+    let (oauth, h) = harness_with_oauth(OAuthOptions::default(), |c| c);
     assert_eq!(code(&login(&h, &[])), 0);
     let mut cmd = Command::new(BIN);
     cmd.arg("logout");
@@ -307,7 +304,7 @@ fn logout_names_only_what_there_was() {
             lifetimes: vec![30],
             ..OAuthOptions::default()
         },
-        "",
+        |c| c,
     );
     assert_eq!(code(&login(&h, &[])), 0);
     // A refused refresh leaves the state file with the last error and no access token.
@@ -341,7 +338,8 @@ fn logout_names_only_what_there_was() {
 
 #[test]
 fn keyring_store_without_a_session_bus_says_how_to_use_a_file() {
-    let (mut oauth, mut h) = harness_with_oauth(OAuthOptions::default(), "store = \"keyring\"\n");
+    let (mut oauth, mut h) =
+        harness_with_oauth(OAuthOptions::default(), |c| c.oauth("store", "keyring"));
     oauth.expect_unused();
     h.server.expect_unused();
     let o = login(&h, &[]);
@@ -366,8 +364,7 @@ fn without_a_store_setting_login_falls_back_to_a_file_and_remembers_it() {
         ..OAuthOptions::default()
     });
     let h = Harness::with_config(ServerOptions::default(), |c| {
-        use_oauth(c, &oauth, "");
-        *c = c.replace("store = \"file\"\n", "");
+        use_oauth(c, &oauth).oauth_unset("store")
     });
     let o = login(&h, &[]);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));

@@ -10,10 +10,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 use std::thread;
 
-use common::harness::{code, stderr, stdout, write_private, Harness, BIN};
+use common::harness::{code, free_port, stderr, stdout, Harness, BIN};
 use common::oauth_server::{
-    assert_no_oauth_secrets, explain, harness_with_oauth, login, use_oauth, OAuthOptions,
-    OAuthServer, CLIENT_ID, CLIENT_SECRET, SERVICE_ACCOUNT_EMAIL, SERVICE_ACCOUNT_KEY_PEM,
+    assert_no_oauth_secrets, explain, harness_with_oauth, login, use_oauth, use_service_account,
+    write_service_account_key, OAuthOptions, OAuthServer, CLIENT_ID, CLIENT_SECRET,
 };
 use common::smtp_server::{ServerOptions, TEST_TOKEN, TEST_USER};
 
@@ -24,7 +24,7 @@ const REFUSED: &str = "ya29.refused-by-the-server-MUST-NOT-LEAK";
 
 /// A logged-in account "test" against a fresh provider with `opts`.
 fn logged_in(opts: OAuthOptions) -> (OAuthServer, Harness) {
-    let (oauth, h) = harness_with_oauth(opts, "");
+    let (oauth, h) = harness_with_oauth(opts, |c| c);
     let o = login(&h, &[]);
     assert_eq!(code(&o), 0, "login: {}", explain(&h, &oauth, &o));
     (oauth, h)
@@ -168,16 +168,9 @@ fn an_unreachable_token_endpoint_is_a_temporary_failure() {
         lifetimes: vec![30],
         ..OAuthOptions::default()
     });
-    let closed = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let config = std::fs::read_to_string(&h.config_path).unwrap();
-    let config = config.replace(
-        &oauth.url("/token"),
-        &format!("http://127.0.0.1:{closed}/token"),
-    );
-    std::fs::write(&h.config_path, config).unwrap();
+    let closed = free_port();
+    let mut h = h;
+    h.write_config(|c| c.oauth("token_uri", format!("http://127.0.0.1:{closed}/token")));
     // With the default queue the message waits, exit 0 and a one-line notice...
     let o = send(&h, &oauth);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));
@@ -188,8 +181,7 @@ fn an_unreachable_token_endpoint_is_a_temporary_failure() {
     );
     assert_queued_not_dead(&h, &o);
     // ...and with queue = "never" it is exit 75 and dead.letter.
-    let config = std::fs::read_to_string(&h.config_path).unwrap();
-    std::fs::write(&h.config_path, format!("queue = \"never\"\n{config}")).unwrap();
+    h.write_config(|c| c.queue("never"));
     let o = send(&h, &oauth);
     assert_eq!(code(&o), 75, "{}", explain(&h, &oauth, &o));
     assert!(stderr(&o).contains("temporary"), "{}", stderr(&o));
@@ -247,33 +239,12 @@ fn concurrent_senders_refresh_once_under_the_lock() {
 
 /// An account that acts as TEST_USER through the test service account.
 fn service_account(oauth: &OAuthServer, key_mode: u32) -> Harness {
-    let h = Harness::with_config(ServerOptions::default(), |c| {
-        use_oauth(c, oauth, "");
-        // No client, no store: the key file is the credential.
-        let table = c.find("\n[accounts.test.oauth]").unwrap();
-        c.truncate(table);
-        c.push_str(&format!(
-            "\n[accounts.test.oauth]\nservice_account = \"KEY\"\nsubject = \"{TEST_USER}\"\ntoken_uri = \"{}\"\n",
-            oauth.url("/token")
-        ));
-    });
+    let mut h = Harness::new(ServerOptions::default());
     let key = h.home.path().join("sa.json");
-    let json = serde_json::json!({
-        "type": "service_account",
-        "client_email": SERVICE_ACCOUNT_EMAIL,
-        "private_key_id": "0123abcd",
-        "private_key": SERVICE_ACCOUNT_KEY_PEM,
-        "client_id": "1234567890",
-        "token_uri": "https://oauth2.googleapis.com/token",
-    });
-    write_private(&key, &json.to_string());
+    write_service_account_key(&key);
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(key_mode)).unwrap();
-    let config = std::fs::read_to_string(&h.config_path).unwrap();
-    std::fs::write(
-        &h.config_path,
-        config.replace("\"KEY\"", &format!("\"{}\"", key.display())),
-    )
-    .unwrap();
+    // No client, no store: the key file is the credential.
+    h.write_config(|c| use_service_account(c, oauth, &key));
     h
 }
 
@@ -309,15 +280,12 @@ fn a_service_account_key_readable_by_others_is_refused() {
 fn microsoft_client_credentials_need_no_login() {
     let oauth = OAuthServer::start(OAuthOptions::default());
     let h = Harness::with_config(ServerOptions::default(), |c| {
-        use_oauth(
-            c,
-            &oauth,
-            "client_credentials = true\ntenant = \"contoso.onmicrosoft.com\"\n",
-        );
-        *c = c
-            .replace("provider = \"gmail\"", "provider = \"outlook\"")
-            .replace("store = \"file\"\n", "")
-            .replace(&format!("auth_uri = \"{}\"\n", oauth.url("/authorize")), "");
+        use_oauth(c, &oauth)
+            .oauth("client_credentials", true)
+            .oauth("tenant", "contoso.onmicrosoft.com")
+            .account_field("provider", "outlook")
+            .oauth_unset("store")
+            .oauth_unset("auth_uri")
     });
     let o = send(&h, &oauth);
     assert_eq!(code(&o), 0, "{}", explain(&h, &oauth, &o));

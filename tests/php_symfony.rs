@@ -8,7 +8,8 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::harness::{code, stderr, stdout, Harness};
+use common::harness::{code, explain, stdout, Harness};
+use common::skip::skip;
 use common::smtp_server::{Fault, ServerOptions};
 
 /// Where Debian's php-symfony-mailer puts its class loader.
@@ -50,12 +51,7 @@ fn php_available() -> bool {
         return true;
     }
     let why = "php-cli and php-symfony-mailer are not installed (scripts/install-test-deps installs them)";
-    assert_ne!(
-        std::env::var("CI").as_deref(),
-        Ok("true"),
-        "CI must run this test: {why}"
-    );
-    eprintln!("skipped: {why}");
+    skip("php_symfony", why);
     false
 }
 
@@ -85,16 +81,6 @@ fn url_encode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn explain(h: &Harness, o: &Output) -> String {
-    format!(
-        "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- server ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o),
-        h.server.transcript()
-    )
 }
 
 /// Both messages of the script arrived, whole, through XOAUTH2, with Bcc as envelope only.

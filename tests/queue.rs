@@ -5,12 +5,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::harness::{assert_no_secrets, code, stderr, stdout, Harness, BIN};
+use common::harness::{assert_no_secrets, code, explain, free_port, stderr, stdout, Harness, BIN};
 use common::smtp_server::{Fault, ServerOptions, TestServer, TEST_USER};
 
 const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: queue test\n\nnightly report\n";
@@ -22,20 +21,9 @@ fn with_fault(fault: Fault) -> ServerOptions {
     }
 }
 
-/// A harness whose config starts with `settings` (top-level keys such as `queue = ...`).
-fn harness(opts: ServerOptions, settings: &str) -> Harness {
-    let settings = settings.to_string();
-    Harness::with_config(opts, move |config| config.insert_str(0, &settings))
-}
-
-fn explain(h: &Harness, o: &Output) -> String {
-    format!(
-        "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- server ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o),
-        h.server.transcript()
-    )
+/// A harness whose config has the top-level `settings` (`queue`, `retry_initial`...).
+fn harness(opts: ServerOptions, settings: &[(&str, &str)]) -> Harness {
+    Harness::with_config(opts, |config| config.settings(settings))
 }
 
 fn ok(h: &Harness, o: &Output) {
@@ -52,27 +40,12 @@ fn log_records(h: &Harness) -> Vec<String> {
 
 /// A harness whose account points at `port`, where no server listens (yet): the
 /// harness's own server stays unused.
-fn harness_on_port(port: u16, settings: &str) -> Harness {
-    let settings = settings.to_string();
-    let mut h = Harness::with_config(ServerOptions::default(), move |config| {
-        let line = config
-            .lines()
-            .find(|l| l.starts_with("port = "))
-            .unwrap()
-            .to_string();
-        *config = config.replace(&line, &format!("port = {port}"));
-        config.insert_str(0, &settings);
+fn harness_on_port(port: u16, settings: &[(&str, &str)]) -> Harness {
+    let mut h = Harness::with_config(ServerOptions::default(), |config| {
+        config.settings(settings).port(port)
     });
     h.server.expect_unused();
     h
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The "done when": server stopped, a cron pipe exits 0 and shows in mailq; the
@@ -80,7 +53,7 @@ fn free_port() -> u16 {
 #[test]
 fn server_down_then_up_the_cron_mail_goes_out_once() {
     let port = free_port();
-    let h = harness_on_port(port, "");
+    let h = harness_on_port(port, &[]);
 
     // Debian cron's argv; the server is not there at all (connection refused).
     let o = h.sendmail(
@@ -135,7 +108,7 @@ fn h_first_queue_id(record: &str) -> String {
 /// time, then delivers it.
 #[test]
 fn greeting_421_then_success_delivers_on_the_next_flush() {
-    let h = harness(with_fault(Fault::Greeting421), "retry_initial = \"2s\"\n");
+    let h = harness(with_fault(Fault::Greeting421), &[("retry_initial", "2s")]);
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
     ok(&h, &o);
     assert_eq!(h.queue_listing().0.len(), 1);
@@ -157,7 +130,7 @@ fn greeting_421_then_success_delivers_on_the_next_flush() {
 /// one is tried on the next flush.
 #[test]
 fn accepted_recipients_are_not_sent_the_message_again() {
-    let h = harness(with_fault(Fault::Rcpt451("slow@example.com".into())), "");
+    let h = harness(with_fault(Fault::Rcpt451("slow@example.com".into())), &[]);
     let o = h.send(&["-i", "a@example.com", "slow@example.com"], MESSAGE);
     ok(&h, &o);
     assert!(stderr(&o).contains("queued as"), "{}", explain(&h, &o));
@@ -178,7 +151,7 @@ fn accepted_recipients_are_not_sent_the_message_again() {
 
 #[test]
 fn one_refused_recipient_of_three_bounces_once_the_others_get_it_once() {
-    let h = harness(with_fault(Fault::Greeting421), "");
+    let h = harness(with_fault(Fault::Greeting421), &[]);
     let o = h.send(
         &["-i", "a@example.com", "bad@example.com", "c@example.com"],
         MESSAGE,
@@ -221,7 +194,7 @@ fn one_refused_recipient_of_three_bounces_once_the_others_get_it_once() {
 fn a_message_past_its_maximum_age_bounces_with_a_readable_dsn() {
     let h = harness(
         with_fault(Fault::Rcpt451("slow@example.com".into())),
-        "max_age = \"1s\"\n",
+        &[("max_age", "1s")],
     );
     let o = h.send(&["-i", "slow@example.com"], MESSAGE);
     ok(&h, &o);
@@ -274,7 +247,7 @@ fn a_message_past_its_maximum_age_bounces_with_a_readable_dsn() {
 /// A null-sender message that bounces cannot be returned: it goes to dead.letter.
 #[test]
 fn a_bounce_with_no_sender_goes_to_dead_letter() {
-    let h = harness(with_fault(Fault::Greeting421), "");
+    let h = harness(with_fault(Fault::Greeting421), &[]);
     ok(&h, &h.send(&["-i", "-f", "<>", "bad@example.com"], MESSAGE));
     h.server.set_fault(Fault::Rcpt550("bad@example.com".into()));
     let o = h.own(&["queue", "retry", "--all"]);
@@ -286,7 +259,7 @@ fn a_bounce_with_no_sender_goes_to_dead_letter() {
 
 #[test]
 fn queue_never_keeps_the_old_exit_75() {
-    let h = harness(with_fault(Fault::Greeting421), "queue = \"never\"\n");
+    let h = harness(with_fault(Fault::Greeting421), &[("queue", "never")]);
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
     assert_eq!(code(&o), 75, "{}", explain(&h, &o));
     assert!(h.queue_listing().0.is_empty());
@@ -294,7 +267,7 @@ fn queue_never_keeps_the_old_exit_75() {
 
 #[test]
 fn queue_always_spools_first_then_delivers() {
-    let h = harness(ServerOptions::default(), "queue = \"always\"\n");
+    let h = harness(ServerOptions::default(), &[("queue", "always")]);
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
     ok(&h, &o);
     assert_eq!(h.server.received().len(), 1);
@@ -310,7 +283,7 @@ fn queue_always_spools_first_then_delivers() {
     );
 
     // When the first attempt fails, the caller hears the message is queued, and why.
-    let h = harness(with_fault(Fault::Greeting421), "queue = \"always\"\n");
+    let h = harness(with_fault(Fault::Greeting421), &[("queue", "always")]);
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
     ok(&h, &o);
     assert!(
@@ -341,7 +314,7 @@ fn spawn_flush(h: &Harness) -> std::process::Child {
 
 #[test]
 fn several_flushers_deliver_each_of_200_messages_exactly_once() {
-    let h = harness(with_fault(Fault::Greeting421), "");
+    let h = harness(with_fault(Fault::Greeting421), &[]);
     enqueue_many(&h, 200);
     assert_eq!(h.queue_listing().0.len(), 200);
     h.server.set_fault(Fault::None);
@@ -390,7 +363,7 @@ fn several_flushers_deliver_each_of_200_messages_exactly_once() {
 #[test]
 fn a_writer_killed_at_any_point_leaves_no_half_message() {
     let port = free_port();
-    let h = harness_on_port(port, "queue = \"always\"\n");
+    let h = harness_on_port(port, &[("queue", "always")]);
     // 4 MiB in 64-byte lines (a long line would be re-encoded, which is not the point).
     let line = "0123456789abcdef".repeat(4);
     let message = format!(
@@ -456,7 +429,7 @@ fn a_writer_killed_at_any_point_leaves_no_half_message() {
 /// flush delivers it.
 #[test]
 fn a_flusher_killed_mid_delivery_loses_nothing() {
-    let h = harness(with_fault(Fault::Greeting421), "");
+    let h = harness(with_fault(Fault::Greeting421), &[]);
     ok(&h, &h.send(&["-i", "rcpt@example.com"], MESSAGE));
     h.server.set_fault(Fault::StallData(Duration::from_secs(3)));
     let mut flusher = spawn_flush(&h);
@@ -487,7 +460,7 @@ fn a_flusher_killed_mid_delivery_loses_nothing() {
 
 #[test]
 fn log_csv_parses_with_the_expected_columns_and_rows() {
-    let h = harness(with_fault(Fault::Rcpt550("bad@example.com".into())), "");
+    let h = harness(with_fault(Fault::Rcpt550("bad@example.com".into())), &[]);
     let o = h.send(&["-i", "good@example.com", "bad@example.com"], MESSAGE);
     assert_eq!(code(&o), 67, "{}", explain(&h, &o));
     ok(&h, &h.send(&["-i", "rcpt@example.com"], MESSAGE));
@@ -539,7 +512,7 @@ fn log_csv_parses_with_the_expected_columns_and_rows() {
 /// After a successful send, what waits for the same account follows on that connection.
 #[test]
 fn a_successful_send_takes_due_queued_messages_along() {
-    let h = harness(with_fault(Fault::Greeting421), "retry_initial = \"1s\"\n");
+    let h = harness(with_fault(Fault::Greeting421), &[("retry_initial", "1s")]);
     ok(&h, &h.send(&["-i", "first@example.com"], MESSAGE));
     h.server.set_fault(Fault::None);
     thread::sleep(Duration::from_millis(1100));

@@ -10,56 +10,33 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::harness::{code, isolate, run_with_limit, stderr, stdout, write_private, Harness, BIN};
+use common::config::{TestConfig, Value};
+use common::harness::{
+    code, explain, free_port, isolate, queue_ids, run_with_limit, stderr, stdout, write_private,
+    Harness, BIN,
+};
+use common::mailbox;
 use common::oauth_server::{use_oauth, OAuthOptions, OAuthServer};
+use common::skip::{self, skip};
 use common::smtp_server::{Fault, ServerOptions, TEST_TOKEN, TEST_USER};
 use common::tls;
+use common::tmpfs::Tmpfs;
 
 /// A run of the binary, or a wait for a server, that takes longer is hung: the test fails.
 const HANG: Duration = Duration::from_secs(60);
 
-fn explain(h: &Harness, o: &Output) -> String {
-    format!(
-        "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- server ---\n{}",
-        o.status,
-        stdout(o),
-        stderr(o),
-        h.server.transcript()
-    )
-}
-
-fn harness(fault: Fault, settings: &str) -> Harness {
-    let settings = settings.to_string();
-    Harness::with_config(
-        ServerOptions {
-            fault,
-            ..ServerOptions::default()
-        },
-        move |config| config.insert_str(0, &settings),
-    )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Under CI=true a missing dependency fails the test; elsewhere it is skipped, loudly.
-fn skip_unless_ci(test: &str, why: &str) {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why}; CI must run this test (scripts/install-test-deps)");
-    }
-    let _ = writeln!(std::io::stderr(), "{test}: SKIPPED: {why}");
+/// A harness whose server has `fault` and whose config has the top-level `settings`.
+fn harness(fault: Fault, settings: &[(&str, &str)]) -> Harness {
+    let opts = ServerOptions {
+        fault,
+        ..ServerOptions::default()
+    };
+    Harness::with_config(opts, |config| config.settings(settings))
 }
 
 // --- item 2: SIGTERM -----------------------------------------------------------------
@@ -73,56 +50,27 @@ struct SlowMailbox {
 }
 
 impl SlowMailbox {
-    fn start(dir: &Path, port: u16, delay: Duration) -> Option<SlowMailbox> {
-        let probe = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .stdin(Stdio::null())
-            .output();
-        if !probe.is_ok_and(|o| o.status.success()) {
-            return None;
+    fn start(dir: &Path, port: u16, delay: Duration) -> Result<SlowMailbox, String> {
+        if let Some(why) = skip::aiosmtpd_missing() {
+            return Err(why);
         }
-        let pki = tls::pki();
-        let (cert, key) = (dir.join("server-cert.pem"), dir.join("server-key.pem"));
-        std::fs::write(&cert, &pki.server_cert_pem).unwrap();
-        write_private(&key, &pki.server_key_pem);
-        let maildir = dir.join("Maildir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mta/mailbox_server.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .args(["--user", TEST_USER, "--token", TEST_TOKEN])
-            .arg("--maildir")
-            .arg(&maildir)
-            .args(["--port", &port.to_string()])
-            .args(["--data-delay", &delay.as_secs_f64().to_string()])
-            .arg("--stop-on-stdin-eof")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-            .spawn()
-            .expect("start mailbox_server.py");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(HANG).unwrap_or_default();
-        assert_eq!(
-            line.trim(),
+        let args = [
+            "--port".to_string(),
             port.to_string(),
+            "--data-delay".to_string(),
+            delay.as_secs_f64().to_string(),
+        ];
+        let server = mailbox::start(dir, &args);
+        assert_eq!(
+            server.port,
+            port,
             "mailbox_server.py did not start: {}",
             std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
         );
-        Some(SlowMailbox {
-            child,
-            _stdin: stdin,
-            maildir,
+        Ok(SlowMailbox {
+            child: server.child,
+            _stdin: server.stdin,
+            maildir: dir.join("Maildir"),
         })
     }
 
@@ -180,15 +128,11 @@ impl Home {
         let ca = tls::write_ca_file(dir.path());
         let secret = dir.path().join("secret");
         write_private(&secret, &format!("{TEST_TOKEN}\n"));
-        let config = format!(
-            "domain = \"example.com\"\n\n[accounts.test]\nprovider = \"custom\"\n\
-             host = \"127.0.0.1\"\nport = {port}\ntls = \"starttls\"\nca_file = \"{}\"\n\
-             timeout = 20\nfrom = \"{TEST_USER}\"\nauth = \"xoauth2\"\n\
-             secret = {{ file = \"{}\" }}\n",
-            ca.display(),
-            secret.display()
-        );
-        std::fs::write(dir.path().join("config.toml"), config).unwrap();
+        TestConfig::new(port, &ca)
+            .no_aliases()
+            .account_field("auth", "xoauth2")
+            .account_field("secret", Value::file(&secret))
+            .write(&dir.path().join("config.toml"));
         std::fs::create_dir(dir.path().join("bin")).unwrap();
         std::os::unix::fs::symlink(BIN, dir.path().join("bin/sendmail")).unwrap();
         Home { dir }
@@ -222,26 +166,19 @@ impl Home {
     fn queued(&self) -> usize {
         let out = self.run(&["-bp"], b"");
         assert_eq!(code(&out), 0, "{}", stderr(&out));
-        stdout(&out)
-            .lines()
-            .filter(|l| {
-                l.split_whitespace()
-                    .next()
-                    .is_some_and(|w| w.len() > 8 && w.bytes().all(|b| b.is_ascii_hexdigit()))
-            })
-            .count()
+        queue_ids(&stdout(&out)).len()
     }
 }
 
 /// A HOME whose account points at aiosmtpd replying `delay` late; `None` (after
-/// `skip_unless_ci`) without aiosmtpd.
+/// `skip`) without aiosmtpd.
 fn slow_mailbox(test: &str, delay: Duration) -> Option<(Home, SlowMailbox)> {
     let port = free_port();
     let home = Home::new(port);
     match SlowMailbox::start(home.dir.path(), port, delay) {
-        Some(server) => Some((home, server)),
-        None => {
-            skip_unless_ci(test, "python3 cannot import aiosmtpd");
+        Ok(server) => Some((home, server)),
+        Err(why) => {
+            skip(test, why);
             None
         }
     }
@@ -302,8 +239,9 @@ fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
         );
     }
     assert_eq!(home.queued(), MESSAGES);
-    let Some(server) = SlowMailbox::start(home.dir.path(), port, Duration::from_millis(400)) else {
-        return skip_unless_ci("sigterm_mid_flush", "python3 cannot import aiosmtpd");
+    let server = match SlowMailbox::start(home.dir.path(), port, Duration::from_millis(400)) {
+        Ok(server) => server,
+        Err(why) => return skip("sigterm_mid_flush", why),
     };
 
     let flusher = home.spawn(&["-q"]);
@@ -419,7 +357,7 @@ fn sigterm_during_bs_answers_the_message_in_flight_then_ends() {
 
 /// `n` messages queued while the server answers 421, the queue directory, their ids.
 fn queued_while_down(n: usize) -> (Harness, PathBuf, Vec<String>) {
-    let h = harness(Fault::Greeting421, "");
+    let h = harness(Fault::Greeting421, &[]);
     for i in 0..n {
         let o = h.send(&["-i", "rcpt@example.com"], message(i).as_bytes());
         assert_eq!(code(&o), 0, "{}", explain(&h, &o));
@@ -497,7 +435,7 @@ fn an_entry_without_its_message_does_not_block_the_queue() {
 /// `echo | sendmail` has no recipients (64) and nothing to keep: no dead.letter entry.
 #[test]
 fn an_empty_message_is_not_written_to_dead_letter() {
-    let mut h = harness(Fault::None, "");
+    let mut h = harness(Fault::None, &[]);
     h.server.expect_unused();
     let o = h.sendmail(&[], b"\n");
     assert_eq!(code(&o), 64, "{}", explain(&h, &o));
@@ -509,19 +447,8 @@ fn an_empty_message_is_not_written_to_dead_letter() {
 #[test]
 fn dead_letter_keeps_the_envelope_recipients() {
     let port = free_port();
-    let h = harness(Fault::None, "queue = \"never\"\n");
-    let config = std::fs::read_to_string(&h.config_path).unwrap();
-    let line = config
-        .lines()
-        .find(|l| l.starts_with("port = "))
-        .unwrap()
-        .to_string();
-    std::fs::write(
-        &h.config_path,
-        config.replace(&line, &format!("port = {port}")),
-    )
-    .unwrap();
-    let mut h = h;
+    let mut h = harness(Fault::None, &[("queue", "never")]);
+    h.write_config(|c| c.port(port));
     h.server.expect_unused();
     let o = h.sendmail(
         &["-i", "-f", "cron@example.com", "hidden@example.com", "root"],
@@ -541,61 +468,16 @@ fn dead_letter_keeps_the_envelope_recipients() {
     );
 }
 
-/// A tmpfs of `size` mounted on a new directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Tmpfs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        match out.status.success() {
-            true => Ok(Tmpfs { dir }),
-            false => Err(format!(
-                "cannot mount a tmpfs (root needed): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-        }
-    }
-
-    /// Fills the file system up, then frees `leave` bytes.
-    fn fill_leaving(&self, leave: u64) {
-        let filler = self.dir.path().join("filler");
-        let mut file = std::fs::File::create(&filler).unwrap();
-        let chunk = [0u8; 4096];
-        while file.write_all(&chunk).is_ok() {}
-        let _ = file.sync_all();
-        let len = file.metadata().unwrap().len();
-        file.set_len(len.saturating_sub(leave)).unwrap();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
 /// The disk under HOME fills up while a message is appended to dead.letter: the entries
 /// already there stay whole, and no half entry is left at the end.
 #[test]
 fn a_failed_dead_letter_append_leaves_the_file_as_it_was() {
-    let tmpfs = match Tmpfs::mount("64k") {
+    let dir = tempfile::tempdir().unwrap();
+    let tmpfs = match Tmpfs::mount(dir.path(), "64k") {
         Ok(tmpfs) => tmpfs,
-        Err(why) => return skip_unless_ci("a_failed_dead_letter_append", &why),
+        Err(why) => return skip("a_failed_dead_letter_append", format!("{why}: run as root")),
     };
-    let home = tmpfs.dir.path();
+    let home = dir.path();
     let elsewhere = tempfile::tempdir().unwrap();
     let config = elsewhere.path().join("config.toml");
     std::fs::write(
@@ -651,7 +533,7 @@ fn log_json(h: &Harness) -> Vec<serde_json::Value> {
 /// send and for a queued message alike (not the error of the attempt before).
 #[test]
 fn a_sent_row_carries_the_servers_final_reply() {
-    let h = harness(Fault::Greeting421, "");
+    let h = harness(Fault::Greeting421, &[]);
     let o = h.send(&["-i", "later@example.com"], message(1).as_bytes());
     assert_eq!(code(&o), 0, "{}", explain(&h, &o));
     h.server.set_fault(Fault::None);
@@ -675,7 +557,7 @@ fn a_sent_row_carries_the_servers_final_reply() {
 /// One recipient refused, one delivered: no row says `sent` next to `result=failed`.
 #[test]
 fn a_partly_delivered_message_is_partial_not_failed() {
-    let h = harness(Fault::Rcpt550("bad@example.com".into()), "");
+    let h = harness(Fault::Rcpt550("bad@example.com".into()), &[]);
     let o = h.send(
         &["-i", "good@example.com", "bad@example.com"],
         message(1).as_bytes(),
@@ -700,7 +582,7 @@ fn a_partly_delivered_message_is_partial_not_failed() {
 fn queue_always_reports_a_refusal_as_a_refusal() {
     let h = harness(
         Fault::Rcpt550("bad@example.com".into()),
-        "queue = \"always\"\n",
+        &[("queue", "always")],
     );
     let o = h.send(&["-i", "bad@example.com"], message(1).as_bytes());
     assert_eq!(code(&o), 67, "{}", explain(&h, &o));
@@ -722,11 +604,8 @@ fn queue_always_reports_a_refusal_as_a_refusal() {
 /// have.
 #[test]
 fn a_message_sent_before_the_setup_is_done_goes_out_once_it_is() {
-    let h = harness(Fault::None, "");
-    let config = std::fs::read_to_string(&h.config_path).unwrap();
-    let other = config[config.find("[accounts.test]").unwrap()..]
-        .replace("[accounts.test]", "[accounts.other]");
-    std::fs::write(&h.config_path, format!("{config}\n{other}")).unwrap();
+    let mut h = harness(Fault::None, &[]);
+    h.write_config(|c| c.copy_account("test", "other"));
     let o = h.sendmail(
         &["-t", "-i", "-F", "Night Job"],
         b"To: root\nCc: ops@example.com\nSubject: setup\n\nbody\n",
@@ -748,11 +627,7 @@ fn a_message_sent_before_the_setup_is_done_goes_out_once_it_is() {
     assert!(stderr(&o).contains("waits for the setup"), "{}", stderr(&o));
     assert!(h.queue_listing().1.contains("several accounts"));
 
-    std::fs::write(
-        &h.config_path,
-        format!("default_account = \"test\"\n{config}\n{other}"),
-    )
-    .unwrap();
+    h.write_config(|c| c.set("default_account", "test"));
     let o = h.sendmail(&["-q"], b"");
     assert_eq!(code(&o), 0, "{}", explain(&h, &o));
     let received = h.server.received();
@@ -776,7 +651,7 @@ fn a_message_sent_before_the_setup_is_done_goes_out_once_it_is() {
 fn a_send_for_an_account_not_logged_in_is_logged_as_queued() {
     let mut oauth = OAuthServer::start(OAuthOptions::default());
     oauth.expect_unused();
-    let mut h = Harness::with_config(ServerOptions::default(), |c| use_oauth(c, &oauth, ""));
+    let mut h = Harness::with_config(ServerOptions::default(), |c| use_oauth(c, &oauth));
     h.server.expect_unused();
     let o = h.sendmail(&["-i", "a@example.com"], message(1).as_bytes());
     assert_eq!(code(&o), 78, "{}", explain(&h, &o));
@@ -794,8 +669,8 @@ fn a_send_for_an_account_not_logged_in_is_logged_as_queued() {
 /// default queue (exit 78), and goes out once a good configuration is in place.
 #[test]
 fn no_or_broken_configuration_queues_the_message() {
-    let h = harness(Fault::None, "");
-    let good = std::fs::read_to_string(&h.config_path).unwrap();
+    let h = harness(Fault::None, &[]);
+    let good = h.config.render();
     let xdg_config = h.home.path().join(".config/oauth-sendmail/config.toml");
     let run = |args: &[&str], stdin: &[u8]| {
         let mut cmd = Command::new(h.home.path().join("bin/sendmail"));
@@ -806,7 +681,7 @@ fn no_or_broken_configuration_queues_the_message() {
         run_with_limit(cmd, stdin, HANG)
     };
     if Path::new("/etc/oauth-sendmail/config.toml").exists() {
-        return skip_unless_ci(
+        return skip(
             "no_or_broken_configuration",
             "/etc/oauth-sendmail/config.toml exists here",
         );
@@ -845,7 +720,7 @@ fn no_or_broken_configuration_queues_the_message() {
 /// recipient in its headers) cannot ever go: the flush saves it to dead.letter and says so.
 #[test]
 fn a_held_message_that_cannot_be_prepared_goes_to_dead_letter() {
-    let mut h = harness(Fault::None, "");
+    let mut h = harness(Fault::None, &[]);
     h.server.expect_unused();
     let mut cmd = Command::new(h.home.path().join("bin/sendmail"));
     cmd.args(["-t", "-i"]);

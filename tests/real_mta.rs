@@ -10,50 +10,26 @@ mod callers;
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Output};
 use std::time::Duration;
 
+use common::config::TestConfig;
 use common::harness::{code, isolate, run_with_limit, stderr, write_private, BIN};
+use common::mailbox;
 use common::oauth_server::{
     assert_no_oauth_secrets, use_oauth, write_browser, OAuthOptions, OAuthServer,
 };
+use common::skip;
 use common::smtp_server::{TEST_TOKEN, TEST_USER};
 use common::tls;
 
-/// How long the Python server may take to print its port.
-const STARTUP_LIMIT: Duration = Duration::from_secs(30);
 /// How long one run of the binary may take.
 const RUN_LIMIT: Duration = Duration::from_secs(30);
 
-/// True when aiosmtpd can be imported. Otherwise: under CI=true, fail; elsewhere, print why
-/// the test is skipped and return false.
+/// True when aiosmtpd can be imported; otherwise the test skips (fails under CI=true).
 fn aiosmtpd_available(test: &str) -> bool {
-    let probe = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .stdin(Stdio::null())
-        .output();
-    let why = match probe {
-        Ok(out) if out.status.success() => return true,
-        Ok(out) => format!(
-            "python3 cannot import aiosmtpd: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => format!("cannot run python3: {e}"),
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why}; CI must run this test: scripts/install-test-deps installs it");
-    }
-    // Straight to the stderr handle: libtest captures eprintln! of passing tests, and a skip
-    // must be seen.
-    let _ = writeln!(
-        std::io::stderr(),
-        "{test}: SKIPPED: {why} (run scripts/install-test-deps)"
-    );
-    false
+    skip::unless(test, skip::aiosmtpd_missing())
 }
 
 /// tests/mta/mailbox_server.py running on a free port, with its Maildir and the files the
@@ -100,53 +76,11 @@ impl Mailbox {
             std::os::unix::fs::PermissionsExt::from_mode(0o700),
         )
         .expect("chmod 700 the mailbox's HOME");
-        let pki = tls::pki();
-        let cert = dir.path().join("server-cert.pem");
-        let key = dir.path().join("server-key.pem");
-        std::fs::write(&cert, &pki.server_cert_pem).expect("write server cert");
-        write_private(&key, &pki.server_key_pem);
-        let server_log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mta/mailbox_server.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg("--cert")
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
-            .args(["--user", TEST_USER, "--token", TEST_TOKEN])
-            .arg("--maildir")
-            .arg(dir.path().join("Maildir"))
-            .arg("--stop-on-stdin-eof")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(server_log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
-        let stdin = child.stdin.take().expect("server stdin piped");
-
-        // The first stdout line is the port; read it in a thread so a stuck server times out.
-        let stdout = child.stdout.take().expect("server stdout piped");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(STARTUP_LIMIT).unwrap_or_default();
-        let Ok(port) = line.trim().parse::<u16>() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "mailbox_server.py printed {line:?} instead of its port; its log:\n{}",
-                std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
-            );
-        };
-
+        let server = mailbox::start(dir.path(), &[]);
         let mailbox = Mailbox {
-            child,
-            _stdin: stdin,
-            port,
+            child: server.child,
+            _stdin: server.stdin,
+            port: server.port,
             dir,
             seen: HashSet::new(),
         };
@@ -157,37 +91,21 @@ impl Mailbox {
     /// CA file, secret file, config and the `sendmail` symlink for the binary.
     fn write_client_files(&self, token: &str) {
         let home = self.dir.path();
-        let ca_file = tls::write_ca_file(home);
-        let secret = home.join("secret");
-        write_private(&secret, &format!("{token}\n"));
-        let config = format!(
-            "domain = \"example.com\"\n\
-             \n\
-             [aliases]\n\
-             root = \"admin@example.com\"\n\
-             \n\
-             [accounts.test]\n\
-             provider = \"custom\"\n\
-             host = \"127.0.0.1\"\n\
-             port = {port}\n\
-             tls = \"starttls\"\n\
-             ca_file = \"{ca}\"\n\
-             timeout = 20\n\
-             from = \"{user}\"\n\
-             user = \"{user}\"\n\
-             auth = \"xoauth2\"\n\
-             secret = {{ file = \"{secret}\" }}\n",
-            port = self.port,
-            ca = ca_file.display(),
-            user = TEST_USER,
-            secret = secret.display(),
-        );
-        std::fs::write(self.config_path(), config).expect("write config.toml");
+        tls::write_ca_file(home);
+        write_private(&home.join("secret"), &format!("{token}\n"));
+        self.config().write(&self.config_path());
         let link = self.bin_dir().join("sendmail");
         if !link.exists() {
             std::fs::create_dir_all(self.bin_dir()).expect("create bin dir");
             std::os::unix::fs::symlink(BIN, &link).expect("symlink sendmail");
         }
+    }
+
+    /// The harness's config, at this server, with the token in `<dir>/secret`.
+    fn config(&self) -> TestConfig {
+        let home = self.dir.path();
+        TestConfig::new(self.port, &home.join("test-ca.pem"))
+            .xoauth2(TEST_USER, &home.join("secret"))
     }
 
     fn config_path(&self) -> PathBuf {
@@ -410,9 +328,7 @@ fn oauth_login_then_cron_mail_through_the_real_server() {
     // The provider issues TEST_TOKEN, the one token mailbox_server.py accepts.
     let oauth = OAuthServer::start(OAuthOptions::default());
     let mut mailbox = Mailbox::start();
-    let mut config = std::fs::read_to_string(mailbox.config_path()).unwrap();
-    use_oauth(&mut config, &oauth, "");
-    std::fs::write(mailbox.config_path(), config).unwrap();
+    use_oauth(mailbox.config(), &oauth).write(&mailbox.config_path());
 
     let mut login = Command::new(BIN);
     login

@@ -17,10 +17,11 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::config::TestConfig;
 use common::harness::{code, isolate, run_with_limit, stderr, stdout, write_private, BIN};
 use common::oauth_server::{
-    assert_no_oauth_secrets, OAuthOptions, OAuthServer, SERVICE_ACCOUNT_EMAIL,
-    SERVICE_ACCOUNT_KEY_PEM,
+    assert_no_oauth_secrets, use_service_account, write_service_account_key, OAuthOptions,
+    OAuthServer,
 };
 use common::postfix::{self, Postfix};
 use common::smtp_server::{TEST_TOKEN, TEST_USER};
@@ -82,6 +83,8 @@ fn long_token() -> String {
 struct Client {
     server: &'static Server,
     home: tempfile::TempDir,
+    /// What `<home>/config.toml` was written from.
+    config: TestConfig,
     token: String,
 }
 
@@ -91,34 +94,16 @@ impl Client {
         let ca_file = tls::write_ca_file(home.path());
         let secret = home.path().join("secret");
         write_private(&secret, &format!("{token}\n"));
-        let config = format!(
-            "domain = \"example.com\"\n\
-             \n\
-             [aliases]\n\
-             root = \"admin@example.com\"\n\
-             \n\
-             [accounts.test]\n\
-             provider = \"custom\"\n\
-             host = \"127.0.0.1\"\n\
-             port = {port}\n\
-             tls = \"starttls\"\n\
-             ca_file = \"{ca}\"\n\
-             timeout = 30\n\
-             from = \"{user}\"\n\
-             user = \"{user}\"\n\
-             auth = \"xoauth2\"\n\
-             secret = {{ file = \"{secret}\" }}\n",
-            port = server.postfix.port,
-            ca = ca_file.display(),
-            user = TEST_USER,
-            secret = secret.display(),
-        );
-        write_private(&home.path().join("config.toml"), &config);
+        let config = TestConfig::new(server.postfix.port, &ca_file)
+            .account_field("timeout", 30)
+            .xoauth2(TEST_USER, &secret);
+        write_private(&home.path().join("config.toml"), &config.render());
         std::fs::create_dir(home.path().join("bin")).expect("create <home>/bin");
         std::os::unix::fs::symlink(BIN, home.path().join("bin/sendmail")).expect("symlink");
         Client {
             server,
             home,
+            config,
             token: token.to_string(),
         }
     }
@@ -129,30 +114,9 @@ impl Client {
         let mut client = Client::new(server, "unused");
         client.token = SERVICE_ACCOUNT_TOKEN.to_string();
         let key = client.home.path().join("service-account.json");
-        let json = serde_json::json!({
-            "type": "service_account",
-            "client_email": SERVICE_ACCOUNT_EMAIL,
-            "private_key_id": "0123abcd",
-            "private_key": SERVICE_ACCOUNT_KEY_PEM,
-            "client_id": "1234567890",
-            "token_uri": "https://oauth2.googleapis.com/token",
-        });
-        write_private(&key, &json.to_string());
-        let config = std::fs::read_to_string(client.config_path()).expect("read config");
-        let secret_line = config
-            .lines()
-            .find(|l| l.starts_with("secret = "))
-            .expect("a secret line")
-            .to_string();
-        let config = format!(
-            "{}\n[accounts.test.oauth]\nservice_account = \"{}\"\nsubject = \"{TEST_USER}\"\ntoken_uri = \"{}\"\n",
-            config
-                .replace(&format!("{secret_line}\n"), "")
-                .replace("provider = \"custom\"", "provider = \"gmail\""),
-            key.display(),
-            server.oauth.url("/token"),
-        );
-        write_private(&client.config_path(), &config);
+        write_service_account_key(&key);
+        client.config = use_service_account(client.config.clone(), &server.oauth, &key);
+        write_private(&client.config_path(), &client.config.render());
         client
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+use common::config::Value;
 use common::harness::{
     assert_no_secrets, assert_no_secrets_in_files, code, stderr, stdout, write_private, Harness,
 };
@@ -48,9 +49,7 @@ fn assert_temporary(fault: Fault, needle: &str) {
     assert_eq!(ids.len(), 1, "{listing}");
     assert!(listing.contains("rcpt@example.com"), "{listing}");
 
-    let h = Harness::with_config(with_fault(fault), |config| {
-        config.insert_str(0, "queue = \"never\"\n")
-    });
+    let h = Harness::with_config(with_fault(fault), |config| config.queue("never"));
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
     assert_exit(&h, &o, 75);
     assert_stderr_has(&h, &o, needle);
@@ -206,13 +205,17 @@ fn happy_path_password_auth_plain() {
 
 #[test]
 fn wrong_password_is_an_authentication_failure() {
-    let h = Harness::with_config(password_auth(), |config| {
-        let edited = config.replace("/secret\"", "/wrong-secret\"");
+    let mut h = Harness::new(password_auth());
+    let wrong = h.home.path().join("wrong-secret");
+    h.write_config(|config| {
+        let edited = config.clone().account_field("secret", Value::file(&wrong));
         assert_ne!(
-            *config, edited,
-            "secret path not found in the config:\n{config}"
+            config,
+            edited,
+            "secret path not found in the config:\n{}",
+            config.render()
         );
-        *config = edited;
+        edited
     });
     write_private(
         &h.home.path().join("wrong-secret"),
@@ -469,13 +472,7 @@ fn an_untrusted_certificate_keeps_the_message_and_exits_78() {
     let elsewhere = tempfile::tempdir().unwrap();
     let unrelated = common::tls::write_unrelated_ca_file(elsewhere.path());
     let h = Harness::with_config(ServerOptions::default(), |config| {
-        let mut lines: Vec<String> = config.lines().map(str::to_string).collect();
-        for line in &mut lines {
-            if line.starts_with("ca_file") {
-                *line = format!("ca_file = {:?}", unrelated.to_string_lossy());
-            }
-        }
-        *config = lines.join("\n") + "\n";
+        config.account_field("ca_file", &unrelated)
     });
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
     assert_certificate_refused(
@@ -506,9 +503,14 @@ fn a_certificate_for_another_name_keeps_the_message_and_exits_78() {
 /// 30 s), words it as a timeout and keeps the message.
 fn assert_drip_times_out(at: DripAt, wording: &str) {
     let h = Harness::with_config(with_fault(Fault::Drip(at)), |config| {
-        let edited = config.replace("timeout = 20\n", "timeout = 2\n");
-        assert_ne!(*config, edited, "no timeout in the config:\n{config}");
-        *config = edited;
+        let edited = config.clone().account_field("timeout", 2);
+        assert_ne!(
+            config,
+            edited,
+            "no timeout in the config:\n{}",
+            config.render()
+        );
+        edited
     });
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
     assert_exit(&h, &o, 0);
@@ -541,9 +543,9 @@ fn a_session_slow_at_every_step_ends_at_its_bound() {
     let h = Harness::with_config(
         with_fault(Fault::SlowReplies(Duration::from_secs(3))),
         |c| {
-            let edited = c.replace("timeout = 20\n", "timeout = 4\n");
-            assert_ne!(*c, edited, "no timeout in the config:\n{c}");
-            *c = edited;
+            let edited = c.clone().account_field("timeout", 4);
+            assert_ne!(c, edited, "no timeout in the config:\n{}", c.render());
+            edited
         },
     );
     let o = h.send(&["-i", "rcpt@example.com"], MESSAGE);
@@ -587,9 +589,9 @@ fn a_refusal_that_echoes_the_auth_argument_shows_no_secret() {
 /// and no Rust debug text.
 #[test]
 fn verbose_shows_every_line_of_the_dialogue_and_no_secret() {
-    let h = Harness::with_config(password_auth(), |config| {
-        *config = config.replace("/secret\"", "/wrong-secret\"");
-    });
+    let mut h = Harness::new(password_auth());
+    let wrong = h.home.path().join("wrong-secret");
+    h.write_config(|config| config.account_field("secret", Value::file(&wrong)));
     write_private(
         &h.home.path().join("wrong-secret"),
         "not-the-app-password\n",

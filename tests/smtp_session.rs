@@ -420,7 +420,7 @@ fn a_temporary_failure_is_queued_or_comes_back_as_a_4xx() {
             fault: Fault::Data451,
             ..ServerOptions::default()
         },
-        |config| config.insert_str(0, "queue = \"never\"\n"),
+        |config| config.queue("never"),
     );
     let mut c = Client::open(&h, &["-bs"]);
     let deferred = c.send_message("rcpt@example.com", b"Subject: later\r\n\r\nbody\r\n.\r\n");
@@ -484,9 +484,9 @@ fn verbose_output_stays_off_the_smtp_channel() {
 fn a_recipient_that_cannot_be_resolved_is_refused_at_rcpt() {
     // Without a domain, a local name that is not an alias has nowhere to go.
     let h = Harness::with_config(ServerOptions::default(), |config| {
-        let edited = config.replace("domain = \"example.com\"\n", "");
-        assert_ne!(*config, edited, "no domain line in:\n{config}");
-        *config = edited;
+        let edited = config.clone().no_domain();
+        assert_ne!(config, edited, "no domain line in:\n{}", config.render());
+        edited
     });
     let mut c = Client::open(&h, &["-bs"]);
     c.command(&format!("MAIL FROM:<{TEST_USER}>"), 250);
@@ -509,7 +509,7 @@ fn a_recipient_that_cannot_be_resolved_is_refused_at_rcpt() {
 #[test]
 fn a_broken_configuration_gets_a_421_greeting_and_exit_78() {
     let mut h = Harness::with_config(ServerOptions::default(), |config| {
-        config.push_str("no_such_key = 1\n");
+        config.account_field("no_such_key", 1)
     });
     h.server.expect_unused();
     let mut c = Client::start(&h, &["-bs"]);
@@ -533,7 +533,7 @@ fn a_session_does_not_wait_on_the_queue() {
             fault: Fault::Greeting421,
             ..ServerOptions::default()
         },
-        |config| config.insert_str(0, "retry_initial = \"1s\"\n"),
+        |config| config.set("retry_initial", "1s"),
     );
     let queued = h.send(&["-i", "early@example.com"], b"Subject: early\n\nqueued\n");
     assert_eq!(

@@ -1,4 +1,4 @@
-//! Where the system's trust anchors come from (src/smtp/trust.rs): the distribution's
+//! Where the system's trust anchors come from (src/sys/trust.rs): the distribution's
 //! bundle alone by default, and `SSL_CERT_FILE` / `SSL_CERT_DIR` honoured when set, as
 //! rustls-native-certs does, for the SMTP connection without a `ca_file`.
 
@@ -14,11 +14,7 @@ const MESSAGE: &[u8] = b"To: rcpt@example.com\nSubject: trust\n\nbody\n";
 /// A harness whose account has no `ca_file`: only the system's anchors are trusted.
 fn without_ca_file() -> Harness {
     Harness::with_config(ServerOptions::default(), |config| {
-        let lines: Vec<&str> = config
-            .lines()
-            .filter(|line| !line.starts_with("ca_file"))
-            .collect();
-        *config = lines.join("\n") + "\n";
+        config.account_unset("ca_file")
     })
 }
 
@@ -68,14 +64,7 @@ fn the_system_anchors_still_count_beside_an_unrelated_ca_file() {
     let dir = tempfile::tempdir().unwrap();
     let unrelated = common::tls::write_unrelated_ca_file(dir.path());
     let h = Harness::with_config(ServerOptions::default(), |config| {
-        let lines: Vec<String> = config
-            .lines()
-            .map(|line| match line.starts_with("ca_file") {
-                true => format!("ca_file = {:?}", unrelated.to_string_lossy()),
-                false => line.to_string(),
-            })
-            .collect();
-        *config = lines.join("\n") + "\n";
+        config.account_field("ca_file", unrelated.as_path())
     });
     let o = send_with(&h, &[("SSL_CERT_FILE", &h.server.ca_file)]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));

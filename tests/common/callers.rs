@@ -1,6 +1,6 @@
-//! The programs that call `sendmail` (DESIGN.md's caller table) as data: argv, stdin exactly as
-//! each writes it, and what must reach the SMTP server; shared by tests/callers.rs and
-//! tests/real_mta.rs, with `check` judging one delivered message against those expectations.
+//! The programs that call `sendmail`, as data: argv, stdin exactly as each writes it, and
+//! what must reach the SMTP server; shared by tests/callers.rs and tests/real_mta.rs, with
+//! `check` judging one delivered message against those expectations.
 //!
 //! Every caller runs with the harness config: domain "example.com", alias root ->
 //! admin@example.com, one account sending as sender@example.com. So an unqualified recipient

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
+use super::config::TestConfig;
 use super::smtp_server::{
     AuthCheck, ServerOptions, TestServer, TlsMode, TEST_PASSWORD, TEST_TOKEN, TEST_USER,
 };
@@ -23,18 +24,23 @@ const WALL_LIMIT: Duration = Duration::from_secs(30);
 pub struct Harness {
     pub home: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// What `config_path` was written from (`write_config` replaces the file).
+    pub config: TestConfig,
     pub server: TestServer,
 }
 
 impl Harness {
     /// A server per `opts` and a config whose only account ("test") uses it.
     pub fn new(opts: ServerOptions) -> Harness {
-        Harness::with_config(opts, |_| {})
+        Harness::with_config(opts, |c| c)
     }
 
-    /// Like `new`, but `edit` may change the config text before it is written. The text
-    /// names the secret file as `<home>/secret`.
-    pub fn with_config(opts: ServerOptions, edit: impl FnOnce(&mut String)) -> Harness {
+    /// Like `new`, but `edit` may change the config before it is written. Its secret file
+    /// is `<home>/secret`.
+    pub fn with_config(
+        opts: ServerOptions,
+        edit: impl FnOnce(TestConfig) -> TestConfig,
+    ) -> Harness {
         let home = tempfile::tempdir().expect("tempdir for HOME");
         // Private, as adduser makes a home: the binary refuses a config that holds a
         // secret (use_oauth's client_secret) where others can read it.
@@ -54,10 +60,9 @@ impl Harness {
             AuthCheck::None => {}
         }
 
-        let mut config = config_text(&server, &opts, &secret_path);
-        edit(&mut config);
+        let config = edit(harness_config(&server, &opts, &secret_path));
         let config_path = home.path().join("config.toml");
-        std::fs::write(&config_path, &config).expect("write config.toml");
+        config.write(&config_path);
 
         // argv[0] personality: the name `sendmail`, anywhere.
         let bin_dir = home.path().join("bin");
@@ -67,8 +72,15 @@ impl Harness {
         Harness {
             home,
             config_path,
+            config,
             server,
         }
+    }
+
+    /// Rewrites the config file with `edit` applied to the config it was last written from.
+    pub fn write_config(&mut self, edit: impl FnOnce(TestConfig) -> TestConfig) {
+        self.config = edit(self.config.clone());
+        self.config.write(&self.config_path);
     }
 
     /// `oauth-sendmail send ARGS` with `stdin` piped in.
@@ -106,13 +118,7 @@ impl Harness {
         let out = self.own(&["queue", "list"]);
         assert_eq!(code(&out), 0, "queue list failed: {}", stderr(&out));
         let text = stdout(&out);
-        let ids = text
-            .lines()
-            .filter_map(|line| line.split_whitespace().next())
-            .filter(|word| word.len() > 8 && word.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_string)
-            .collect();
-        (ids, text)
+        (queue_ids(&text), text)
     }
 
     /// `<home>/dead.letter`, if the binary wrote one.
@@ -303,60 +309,54 @@ pub fn assert_no_secrets_in_files(dir: &Path) {
     }
 }
 
-/// The config per tests/CONTRACT.md for one account "test" at `server`.
-fn config_text(server: &TestServer, opts: &ServerOptions, secret_path: &Path) -> String {
+/// The config per tests/CONTRACT.md for one account "test" at `server`, logging in as
+/// `opts.auth` says with the secret in `secret_path`.
+fn harness_config(server: &TestServer, opts: &ServerOptions, secret_path: &Path) -> TestConfig {
     let tls = match opts.tls {
         TlsMode::StartTls => "starttls",
         TlsMode::Implicit => "implicit",
         TlsMode::Plain => "none",
     };
-    let auth = match &opts.auth {
-        AuthCheck::Xoauth2 { user, .. } => format!(
-            "user = {}\nauth = \"xoauth2\"\nsecret = {{ file = {} }}\n",
-            toml_str(user),
-            toml_str(&secret_path.to_string_lossy())
-        ),
-        AuthCheck::Plain { user, .. } => format!(
-            "user = {}\nauth = \"password\"\nsecret = {{ file = {} }}\n",
-            toml_str(user),
-            toml_str(&secret_path.to_string_lossy())
-        ),
-        AuthCheck::None => "auth = \"none\"\n".to_string(),
-    };
+    let config = TestConfig::new(server.port, &server.ca_file).account_field("tls", tls);
+    match &opts.auth {
+        AuthCheck::Xoauth2 { user, .. } => config.xoauth2(user, secret_path),
+        AuthCheck::Plain { user, .. } => config.password(user, secret_path),
+        AuthCheck::None => config.no_auth(),
+    }
+}
+
+/// The ids in a queue listing (`queue list`, `mailq`, `sendmail -bp`): the lines that start
+/// with a hex word.
+pub fn queue_ids(listing: &str) -> Vec<String> {
+    listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|word| word.len() > 8 && word.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A port on 127.0.0.1 where nothing listens (the listener that found it is closed).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
+/// Exit status and both streams, for a failing assertion.
+pub fn describe(o: &Output) -> String {
     format!(
-        "domain = \"example.com\"\n\
-         \n\
-         [aliases]\n\
-         root = \"admin@example.com\"\n\
-         \n\
-         [accounts.test]\n\
-         provider = \"custom\"\n\
-         host = \"127.0.0.1\"\n\
-         port = {port}\n\
-         tls = \"{tls}\"\n\
-         ca_file = {ca}\n\
-         timeout = 20\n\
-         from = {from}\n\
-         {auth}",
-        port = server.port,
-        ca = toml_str(&server.ca_file.to_string_lossy()),
-        from = toml_str(TEST_USER),
+        "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
     )
 }
 
-/// A TOML basic string.
-fn toml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// `describe` and the server's transcript.
+pub fn explain(h: &Harness, o: &Output) -> String {
+    format!("{}\n--- server ---\n{}", describe(o), h.server.transcript())
 }
 
 /// Writes a file only its owner may read, as a secret file must be.

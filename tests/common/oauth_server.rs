@@ -21,6 +21,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::config::TestConfig;
 use super::smtp_server::TEST_TOKEN;
 
 pub const CLIENT_ID: &str = "test-client.apps.example.com";
@@ -639,27 +640,44 @@ fn verify_jwt(jwt: &str, audience: &str) -> Result<Value, String> {
     Ok(claims)
 }
 
-/// Turns the harness config's `secret = {...}` into an `[accounts.test.oauth]` table that
-/// uses `server` (as provider "gmail", whose endpoints it overrides), keeping tokens in a
-/// file unless `extra` says otherwise. `extra` is added to the table as it is.
-pub fn use_oauth(config: &mut String, server: &OAuthServer, extra: &str) {
-    let secret_line = config
-        .lines()
-        .find(|l| l.starts_with("secret = "))
-        .unwrap_or_else(|| panic!("no secret line in the config:\n{config}"))
-        .to_string();
-    *config = config
-        .replace(&format!("{secret_line}\n"), "")
-        .replace("provider = \"custom\"", "provider = \"gmail\"");
-    let store = match extra.contains("store =") {
-        true => "",
-        false => "store = \"file\"\n",
-    };
-    config.push_str(&format!(
-        "\n[accounts.test.oauth]\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\nauth_uri = \"{}\"\ntoken_uri = \"{}\"\n{store}{extra}",
-        server.url("/authorize"),
-        server.url("/token"),
-    ));
+/// Account "test" of `config` with, instead of its `secret`, an `[accounts.test.oauth]`
+/// table that uses `server` (as provider "gmail", whose endpoints it overrides), keeping
+/// tokens in a file (`oauth("store", ..)` or `oauth_unset("store")` to change that).
+pub fn use_oauth(config: TestConfig, server: &OAuthServer) -> TestConfig {
+    config
+        .account_unset("secret")
+        .account_field("provider", "gmail")
+        .oauth("client_id", CLIENT_ID)
+        .oauth("client_secret", CLIENT_SECRET)
+        .oauth("auth_uri", server.url("/authorize"))
+        .oauth("token_uri", server.url("/token"))
+        .oauth("store", "file")
+}
+
+/// Account "test" of `config` as the test Google service account (key file `key`, see
+/// `write_service_account_key`) acting for TEST_USER, its tokens from `server`: no client,
+/// no store, no login.
+pub fn use_service_account(config: TestConfig, server: &OAuthServer, key: &Path) -> TestConfig {
+    config
+        .account_unset("secret")
+        .account_field("provider", "gmail")
+        .oauth_cleared()
+        .oauth("service_account", key)
+        .oauth("subject", super::smtp_server::TEST_USER)
+        .oauth("token_uri", server.url("/token"))
+}
+
+/// The test service account's key file, as Google hands it out, readable by its owner only.
+pub fn write_service_account_key(path: &Path) {
+    let json = serde_json::json!({
+        "type": "service_account",
+        "client_email": SERVICE_ACCOUNT_EMAIL,
+        "private_key_id": "0123abcd",
+        "private_key": SERVICE_ACCOUNT_KEY_PEM,
+        "client_id": "1234567890",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    });
+    super::harness::write_private(path, &json.to_string());
 }
 
 /// A scripted browser (python3): fetches the address it is given, follows the provider's
@@ -696,15 +714,16 @@ pub fn login(h: &super::harness::Harness, args: &[&str]) -> std::process::Output
     h.run(cmd, b"")
 }
 
-/// A fresh provider with `opts` and a harness whose account "test" uses it (see `use_oauth`).
+/// A fresh provider with `opts` and a harness whose account "test" uses it (see `use_oauth`),
+/// with `edit` applied after that.
 pub fn harness_with_oauth(
     opts: OAuthOptions,
-    extra: &str,
+    edit: impl FnOnce(TestConfig) -> TestConfig,
 ) -> (OAuthServer, super::harness::Harness) {
     let oauth = OAuthServer::start(opts);
     let h =
         super::harness::Harness::with_config(super::smtp_server::ServerOptions::default(), |c| {
-            use_oauth(c, &oauth, extra)
+            edit(use_oauth(c, &oauth))
         });
     (oauth, h)
 }

@@ -1,0 +1,73 @@
+//! tests/mta/mailbox_server.py (aiosmtpd: STARTTLS with the test PKI, XOAUTH2 for TEST_USER
+//! with TEST_TOKEN, a Maildir) started as a child of the test, with its files in one
+//! directory. Callers check `skip::aiosmtpd_missing` first.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use super::harness::write_private;
+use super::smtp_server::{TEST_TOKEN, TEST_USER};
+use super::tls;
+
+/// How long the server may take to print its port.
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+
+pub struct MailboxServer {
+    pub child: Child,
+    /// Kept open: the server exits when it closes (--stop-on-stdin-eof), so it dies with us.
+    pub stdin: ChildStdin,
+    /// The port it printed (the one `--port` asked for, or one it chose).
+    pub port: u16,
+}
+
+/// Starts the server with its certificate and key, `server.log` and `Maildir/` in `dir`,
+/// plus `args` (`--port N`, `--data-delay SECONDS`); panics, with its log, if it does not
+/// print its port.
+pub fn start(dir: &Path, args: &[String]) -> MailboxServer {
+    let pki = tls::pki();
+    let (cert, key) = (dir.join("server-cert.pem"), dir.join("server-key.pem"));
+    std::fs::write(&cert, &pki.server_cert_pem).expect("write server cert");
+    write_private(&key, &pki.server_key_pem);
+    let server_log = std::fs::File::create(dir.join("server.log")).expect("log file");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mta/mailbox_server.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .args(["--user", TEST_USER, "--token", TEST_TOKEN])
+        .arg("--maildir")
+        .arg(dir.join("Maildir"))
+        .args(args)
+        .arg("--stop-on-stdin-eof")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(server_log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", script.display()));
+    let stdin = child.stdin.take().expect("server stdin piped");
+
+    // The first stdout line is the port; read it in a thread so a stuck server times out.
+    let stdout = child.stdout.take().expect("server stdout piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(STARTUP_LIMIT).unwrap_or_default();
+    let Ok(port) = line.trim().parse::<u16>() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "mailbox_server.py printed {line:?} instead of its port; its log:\n{}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+    };
+    MailboxServer { child, stdin, port }
+}
