@@ -69,28 +69,46 @@ pub struct Outcome {
     pub reply: Option<String>,
 }
 
-/// What became of a message, or of one recipient.
+/// What became of a message, or of one recipient. [`Status::ALL`] lists them with what
+/// each means, for `log --status` and its `--help`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
-    /// The server accepted it.
     Sent,
-    /// It could not go now and waits in the queue.
     Queued,
-    /// A queued message was tried again and must wait more.
     Deferred,
-    /// Given up: the sender was (or could not be) told.
     Bounced,
-    /// Refused for good and not queued; the caller got an error.
     Failed,
-    /// A message's result only: some recipients got it and some did not (each
-    /// recipient's own status says which).
     Partial,
-    /// A queue entry that could not be read, moved aside to `corrupt/`.
     Quarantined,
 }
 
 impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Sent,
+        Status::Queued,
+        Status::Deferred,
+        Status::Bounced,
+        Status::Failed,
+        Status::Partial,
+        Status::Quarantined,
+    ];
+
+    /// What the status means, to a reader of the log (and of `log --help`).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Status::Sent => "The server accepted it",
+            Status::Queued => "It could not go now and waits in the queue",
+            Status::Deferred => "A queued message was tried again and must wait more",
+            Status::Bounced => "Given up: the sender was (or could not be) told",
+            Status::Failed => "Refused for good and not queued; the caller got an error",
+            Status::Partial => {
+                "A message's result only: some recipients got it and some did not (each recipient's own status says which)"
+            }
+            Status::Quarantined => "A queue entry that could not be read, moved aside to `corrupt/`",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Sent => "sent",

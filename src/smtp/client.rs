@@ -616,6 +616,20 @@ impl DotStuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// a@example.com to b@example.com, with `body`.
+    fn one_message(body: &'static [u8]) -> Prepared<'static> {
+        Prepared {
+            envelope: crate::message::envelope::Envelope {
+                sender: "a@example.com".into(),
+                recipients: vec!["b@example.com".into()],
+            },
+            head: b"Subject: x\r\n\r\n".to_vec(),
+            body,
+            eight_bit: false,
+            message_id: None,
+        }
+    }
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
 
@@ -735,16 +749,7 @@ mod tests {
             ],
         );
         let mut session = open(port).unwrap();
-        let message = Prepared {
-            envelope: crate::message::envelope::Envelope {
-                sender: "a@example.com".into(),
-                recipients: vec!["b@example.com".into()],
-            },
-            head: b"Subject: x\r\n\r\n".to_vec(),
-            body: b"body\r\n",
-            eight_bit: false,
-            message_id: None,
-        };
+        let message = one_message(b"body\r\n");
         let err = session.send(&message).expect_err("MAIL refused");
         assert_eq!(err.exit_code(), 69, "{err}");
         assert!(err.to_string().contains("MAIL FROM failed at"), "{err}");
@@ -769,16 +774,7 @@ mod tests {
             ],
         );
         let mut session = open(port).unwrap();
-        let message = Prepared {
-            envelope: crate::message::envelope::Envelope {
-                sender: "a@example.com".into(),
-                recipients: vec!["b@example.com".into()],
-            },
-            head: b"Subject: x\r\n\r\n".to_vec(),
-            body: b"secret body\r\n",
-            eight_bit: false,
-            message_id: None,
-        };
+        let message = one_message(b"secret body\r\n");
         let delivery = session.send(&message).expect("a refused recipient");
         assert!(delivery.accepted.is_empty() && delivery.reply.is_none());
         assert_eq!(delivery.refused.len(), 1);
