@@ -229,6 +229,7 @@ class Aiosmtpd:
     def __init__(self, b):
         self.b = b
         self.server = None
+        self.cleared = 0
 
     def start(self):
         b = self.b
@@ -247,17 +248,21 @@ class Aiosmtpd:
             self.server.wait(timeout=30)
             self.server = None
 
-    def sizes(self):
+    def all_sizes(self):
         if not os.path.exists(self.b.accepted):
             return []
         with open(self.b.accepted) as f:
             return [int(line.split()[0]) for line in f if line.strip()]
 
+    def sizes(self):
+        """The sizes of the messages accepted since the last `clear`."""
+        return self.all_sizes()[self.cleared:]
+
     def delivered(self):
         return len(self.sizes())
 
     def clear(self):
-        pass
+        self.cleared = len(self.all_sizes())
 
 
 class Introspection:
