@@ -738,6 +738,20 @@ mod tests {
         session.close();
     }
 
+    /// A message from a@example.com to b@example.com with `body`.
+    fn message_to_b(body: &'static [u8]) -> Prepared<'static> {
+        Prepared {
+            envelope: crate::intake::Envelope {
+                sender: "a@example.com".into(),
+                recipients: vec!["b@example.com".into()],
+            },
+            head: b"Subject: x\r\n\r\n".to_vec(),
+            body,
+            eight_bit: false,
+            message_id: None,
+        }
+    }
+
     #[test]
     fn a_refused_transaction_is_reset_and_the_session_stays_usable() {
         let port = scripted(
@@ -750,16 +764,7 @@ mod tests {
             ],
         );
         let mut session = open(port).unwrap();
-        let message = Prepared {
-            envelope: crate::intake::Envelope {
-                sender: "a@example.com".into(),
-                recipients: vec!["b@example.com".into()],
-            },
-            head: b"Subject: x\r\n\r\n".to_vec(),
-            body: b"body\r\n",
-            eight_bit: false,
-            message_id: None,
-        };
+        let message = message_to_b(b"body\r\n");
         let err = session.send(&message).expect_err("MAIL refused");
         assert_eq!(err.exit_code(), 69, "{err}");
         assert!(err.to_string().contains("MAIL FROM failed at"), "{err}");
@@ -784,16 +789,7 @@ mod tests {
             ],
         );
         let mut session = open(port).unwrap();
-        let message = Prepared {
-            envelope: crate::intake::Envelope {
-                sender: "a@example.com".into(),
-                recipients: vec!["b@example.com".into()],
-            },
-            head: b"Subject: x\r\n\r\n".to_vec(),
-            body: b"secret body\r\n",
-            eight_bit: false,
-            message_id: None,
-        };
+        let message = message_to_b(b"secret body\r\n");
         let delivery = session.send(&message).expect("a refused recipient");
         assert!(delivery.accepted.is_empty() && delivery.reply.is_none());
         assert_eq!(delivery.refused.len(), 1);
