@@ -229,6 +229,7 @@ class Aiosmtpd:
     def __init__(self, b):
         self.b = b
         self.server = None
+        self.cleared = 0
 
     def start(self):
         b = self.b
@@ -247,17 +248,48 @@ class Aiosmtpd:
             self.server.wait(timeout=30)
             self.server = None
 
-    def sizes(self):
+    def all_sizes(self):
         if not os.path.exists(self.b.accepted):
             return []
         with open(self.b.accepted) as f:
             return [int(line.split()[0]) for line in f if line.strip()]
 
+    def sizes(self):
+        """The sizes of the messages accepted since the last `clear`."""
+        return self.all_sizes()[self.cleared:]
+
     def delivered(self):
         return len(self.sizes())
 
     def clear(self):
-        pass
+        self.cleared = len(self.all_sizes())
+
+
+def json_server(path, answer):
+    """A JSON endpoint on 127.0.0.1 (Python's http.server, plain http, as the tests use):
+    `answer(form)` gives the status and body for each POSTed form. Returns the server
+    (`shutdown()` stops it) and its URL."""
+    import http.server
+    import threading
+    import urllib.parse
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            length = int(self.headers.get("Content-Length", 0))
+            status, body = answer(urllib.parse.parse_qs(self.rfile.read(length).decode()))
+            body = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}{path}"
 
 
 class Introspection:
@@ -265,29 +297,12 @@ class Introspection:
     one scenario 2's endpoint issues too) is active, for USER."""
 
     def __init__(self):
-        import http.server
-        import threading
-        import urllib.parse
+        def answer(form):
+            if form.get("token") == [TOKEN]:
+                return 200, f'{{"active": true, "username": "{USER}", "token_type": "Bearer"}}'
+            return 200, '{"active": false}'
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
-                active = form.get("token") == [TOKEN]
-                body = (f'{{"active": true, "username": "{USER}", "token_type": "Bearer"}}'
-                        if active else '{"active": false}').encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/introspect"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = json_server("/introspect", answer)
 
     def stop(self):
         self.server.shutdown()
@@ -560,35 +575,17 @@ class TokenEndpoint:
     REFRESH_TOKEN = "1//bench-refresh-token"
 
     def __init__(self):
-        import http.server
-        import threading
-        import urllib.parse
-
-        endpoint = self
         self.refreshes = 0
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                form = urllib.parse.parse_qs(self.rfile.read(length).decode())
-                ok = (form.get("grant_type") == ["refresh_token"]
-                      and form.get("refresh_token") == [TokenEndpoint.REFRESH_TOKEN])
-                body = (f'{{"access_token": "{TOKEN}", "expires_in": 1, "token_type": "Bearer"}}'
-                        if ok else '{"error": "invalid_grant"}').encode()
-                if ok:
-                    endpoint.refreshes += 1
-                self.send_response(200 if ok else 400)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def answer(form):
+            if (form.get("grant_type") == ["refresh_token"]
+                    and form.get("refresh_token") == [TokenEndpoint.REFRESH_TOKEN]):
+                self.refreshes += 1
+                return 200, (f'{{"access_token": "{TOKEN}", "expires_in": 1, '
+                             '"token_type": "Bearer"}')
+            return 400, '{"error": "invalid_grant"}'
 
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server, self.url = json_server("/token", answer)
 
     def stop(self):
         self.server.shutdown()

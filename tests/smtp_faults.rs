@@ -163,7 +163,7 @@ fn happy_path_sendmail_personality() {
     assert_delivered_once(&h, &o, "XOAUTH2");
 }
 
-/// The text after DATA is written two ways (src/smtp.rs): in one write with its final dot
+/// The text after DATA is written two ways (src/smtp/client.rs): in one write with its final dot
 /// (up to 4 MiB) or in 64 KiB chunks (larger). Both dot-stuff, whatever the bytes (UTF-8
 /// or not): lines starting with "." arrive as they were, in every case.
 #[test]

@@ -228,7 +228,7 @@ fn agent(url: &str, timeout: Duration) -> Result<ureq::Agent, Error> {
     Ok(ureq::Agent::new_with_config(config.build()))
 }
 
-/// rustls with ring and the system's CA certificates (`smtp::trust`, read once per
+/// rustls with ring and the system's CA certificates (`sys::trust`, read once per
 /// process), made on the first https call: a send with a cached token makes none.
 fn tls_config() -> Result<ureq::tls::TlsConfig, Error> {
     static CONFIG: OnceLock<Option<ureq::tls::TlsConfig>> = OnceLock::new();

@@ -357,9 +357,7 @@ impl Session {
         let [head, body] = message.pieces();
         let mut stuffer = DotStuffer::new(message.len());
         for piece in [head, body] {
-            for chunk in stuffer.push(piece) {
-                self.wire.write(&chunk, deadline, step)?;
-            }
+            stuffer.push(piece, &mut |chunk| self.wire.write(chunk, deadline, step))?;
         }
         self.wire.write(&stuffer.finish(), deadline, step)?;
         let reply = self.wire.reply(step)?;
@@ -558,7 +556,8 @@ impl Extensions {
 /// Messages up to this size go out in one write with their final dot (one more copy of
 /// the message, dot-stuffed): no second small write for Nagle or delayed ACKs to hold.
 const ONE_WRITE: usize = 4 << 20;
-/// Larger ones are dot-stuffed and written this much at a time, never copied whole.
+/// Larger ones are dot-stuffed and written this much at a time, each chunk as it is
+/// ready: never copied whole.
 const CHUNK: usize = 64 << 10;
 
 /// Message text (CRLF line ends, ending in CRLF) as DATA content: each line that starts
@@ -581,9 +580,9 @@ impl DotStuffer {
         }
     }
 
-    /// Adds `piece`; returns the chunks that are ready to write.
-    fn push(&mut self, mut piece: &[u8]) -> Vec<Vec<u8>> {
-        let mut ready = Vec::new();
+    /// Adds `piece`, giving `write` each chunk as soon as it is ready (the buffer is
+    /// reused: at most a chunk and a line are held).
+    fn push(&mut self, mut piece: &[u8], write: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
         while !piece.is_empty() {
             if self.at_line_start && piece[0] == b'.' {
                 self.out.push(b'.');
@@ -597,10 +596,11 @@ impl DotStuffer {
             self.last = line.last().copied();
             piece = rest;
             if self.out.len() >= self.limit {
-                ready.push(std::mem::take(&mut self.out));
+                write(&self.out)?;
+                self.out.clear();
             }
         }
-        ready
+        Ok(())
     }
 
     /// What is left, with the final dot.
@@ -798,7 +798,12 @@ mod tests {
         let mut stuffer = DotStuffer::new(len);
         let mut out: Vec<u8> = Vec::new();
         for piece in pieces {
-            out.extend(stuffer.push(piece).concat());
+            stuffer
+                .push(piece, &mut |chunk| {
+                    out.extend_from_slice(chunk);
+                    Ok(())
+                })
+                .unwrap();
         }
         out.extend(stuffer.finish());
         out
@@ -819,6 +824,40 @@ mod tests {
         assert_eq!(stuffed(&cut, ONE_WRITE + 1), expected);
         assert_eq!(stuffed(&[b"", b""], 0), b".\r\n");
         assert_eq!(stuffed(&[b"no end"], 6), b"no end\r\n.\r\n");
+    }
+
+    /// A large message is written a chunk at a time as it is stuffed: the stuffer never
+    /// holds more than a chunk and a line, however long the text (it held every chunk of a
+    /// piece until the piece was done: a second copy of a 27 MiB body).
+    #[test]
+    fn a_large_text_is_written_as_it_is_stuffed() {
+        let line = b".a line of a large message, dot first\r\n";
+        let body: Vec<u8> = line.repeat((ONE_WRITE * 2) / line.len());
+        let mut stuffer = DotStuffer::new(body.len() + 1);
+        let mut written = 0usize;
+        let mut writes = 0usize;
+        let mut most_held = 0usize;
+        let mut pushed = 0usize;
+        for piece in body.chunks(CHUNK / 2 + 7) {
+            pushed += piece.len();
+            stuffer
+                .push(piece, &mut |chunk| {
+                    assert!(chunk.len() < CHUNK + 2 * line.len(), "{}", chunk.len());
+                    written += chunk.len();
+                    writes += 1;
+                    Ok(())
+                })
+                .unwrap();
+            // Stuffing adds a byte a line: what is not written yet is what is held.
+            most_held = most_held.max(pushed + pushed / line.len() + 1 - written);
+        }
+        assert!(most_held < CHUNK + 2 * line.len(), "held {most_held}");
+        assert!(writes >= body.len() / CHUNK, "{writes} writes");
+        let rest = stuffer.finish();
+        assert_eq!(
+            written + rest.len(),
+            body.len() + body.len() / line.len() + 3
+        );
     }
 
     #[test]
