@@ -51,6 +51,8 @@ pub enum Action {
     Logout(Logout),
     /// `oauth-sendmail status`: each account's credentials, never a secret.
     Status(StatusArgs),
+    /// `oauth-sendmail daemon`: the machine-wide mail service (system mode).
+    Daemon,
 }
 
 /// `oauth-sendmail login`.
@@ -431,6 +433,13 @@ enum Command {
     Logout(Logout),
     /// Show each account's provider, store, tokens and last error (never a secret)
     Status(StatusArgs),
+    /// Run the machine-wide mail service (what systemd starts)
+    ///
+    /// It listens on /run/oauth-sendmail/submit.sock (or the socket systemd passes),
+    /// takes every local user's mail, spools it and delivers it with the configuration
+    /// /etc/oauth-sendmail/config.toml and the state in /var/lib/oauth-sendmail. Started
+    /// as root it runs as the [service] user. SIGHUP re-reads the configuration.
+    Daemon,
 }
 
 #[derive(Subcommand, Debug)]
@@ -573,6 +582,7 @@ pub fn parse(argv: &[OsString]) -> std::result::Result<Action, Rejected> {
                 Command::Login(login) => Action::Login(login),
                 Command::Logout(logout) => Action::Logout(logout),
                 Command::Status(status) => Action::Status(status),
+                Command::Daemon => Action::Daemon,
                 Command::Log(log) => Action::Log {
                     config,
                     since: log.since,
@@ -1208,7 +1218,14 @@ mod tests {
             Action::Login(login) => login.config,
             Action::Logout(logout) => logout.config,
             Action::Status(status) => status.config,
+            Action::Daemon => None,
         }
+    }
+
+    #[test]
+    fn daemon_takes_no_options() {
+        assert_eq!(own(&["daemon"]).unwrap(), Action::Daemon);
+        assert!(own(&["daemon", "--foreground"]).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod config;
 mod delivery;
 mod error;
 mod message;
+mod service;
 mod smtp;
 mod sys;
 
@@ -50,7 +51,12 @@ fn main() -> ExitCode {
 }
 
 fn run(action: Action) -> Result<()> {
+    // System mode (see service::mode): the service does it.
+    if let Some(result) = service::client::dispatch(&action) {
+        return result;
+    }
     match action {
+        Action::Daemon => service::daemon::run(),
         Action::Send(invocation) if invocation.verify_only => verify(&invocation),
         Action::Send(invocation) => delivery::send::send(&invocation),
         Action::ListQueue { config } => list_queue(config.as_deref()),
@@ -99,9 +105,15 @@ fn run(action: Action) -> Result<()> {
 fn serve_smtp(options: &SessionOptions) -> Result<()> {
     // Our EHLO name upstream, so both sides of the relay give the same name.
     let settings = smtp::server::Settings::new(smtp::client::default_hello_name());
-    let config = Config::load(options.config.as_deref())
-        .map_err(|err| smtp::server::refuse(io::stdout().lock(), &settings, err))?;
-    let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
+    // In system mode each message goes to the service, which resolves its recipients.
+    let system = service::mode(options.config.as_deref()) == service::Mode::System;
+    let config = match system {
+        true => Config::default(),
+        false => Config::load(options.config.as_deref())
+            .map_err(|err| smtp::server::refuse(io::stdout().lock(), &settings, err))?,
+    };
+    let domain = if system { Some("localhost") } else { config.domain.as_deref() };
+    let resolver = Resolver::new(&config.aliases, domain);
     let deliver_one = |message: &smtp::server::Transaction| {
         let invocation = Invocation {
             sender: Some(message.sender.clone()),
@@ -113,6 +125,9 @@ fn serve_smtp(options: &SessionOptions) -> Result<()> {
             alone: true,
             ..Invocation::default()
         };
+        if system {
+            return service::client::hand_over(&invocation, &message.data).map(|_| ());
+        }
         match delivery::send::deliver(&config, &invocation, &message.data) {
             Ok(_) => Ok(()),
             Err(err) if err.is_message_kept() && err.kind() != Kind::RecipientRefused => Ok(()),
@@ -399,6 +414,8 @@ fn status(options: &cli::StatusArgs) -> Result<()> {
             }
         };
         writeln!(out, "{:<18}{default}", "default account:").map_err(stdout_error)?;
+        let mode = service::mode(options.config.as_deref());
+        writeln!(out, "{:<18}{}", "mode:", mode.describe()).map_err(stdout_error)?;
     }
     let mut failed: Option<Error> = None;
     for account in &accounts {

@@ -11,6 +11,8 @@ use crate::auth::credential::{Secret, SecretSource};
 use crate::auth::store::StoreKind;
 use crate::error::{Error, Kind, Result};
 
+pub mod service;
+
 /// The configuration as the rest of the program uses it.
 #[derive(Debug, Default)]
 pub struct Config {
@@ -23,6 +25,8 @@ pub struct Config {
     pub accounts: BTreeMap<String, Account>,
     default_account: Option<String>,
     pub queue: QueueSettings,
+    /// `[service]`: used by the machine-wide service only.
+    pub service: service::ServiceSettings,
 }
 
 /// When messages are spooled, where, and how long they are retried.
@@ -194,6 +198,8 @@ struct ConfigFile {
     retry_initial: Option<String>,
     retry_max: Option<String>,
     max_age: Option<String>,
+    #[serde(default)]
+    service: service::ServiceSettings,
 }
 
 #[derive(Deserialize)]
@@ -354,6 +360,7 @@ impl Config {
             accounts,
             default_account: file.default_account,
             queue,
+            service: file.service,
         })
     }
 

@@ -2,4 +2,7 @@
 
 pub mod clock;
 pub mod files;
+pub mod peer;
+pub mod reload;
 pub mod signals;
+pub mod users;

@@ -1,0 +1,261 @@
+//! `sendmail` and the commands in system mode: the message or the command goes to the
+//! service over its socket, and the caller exits as the service says. When no service
+//! answers, a message is left in the drop directory instead. Never needs a home, never
+//! reads a token.
+
+use std::io::{self, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::ValueEnum;
+
+use crate::cli::{Action, Invocation, QueueCommand};
+use crate::error::{Error, Kind, Result};
+use crate::message::intake;
+use crate::service::protocol::{self, Request, Response, Submission};
+use crate::service::{dropdir, mode, Mode, Paths};
+use crate::sys::{self, users};
+
+/// How long a client waits for the service's answer (a spool write is milliseconds; a
+/// `status --check` logs in to every account).
+const ANSWER_WITHIN: Duration = Duration::from_secs(300);
+
+/// What the action names as its configuration: `-C`.
+fn explicit_config(action: &Action) -> Option<&Path> {
+    match action {
+        Action::Send(invocation) => invocation.config.as_deref(),
+        Action::SmtpSession(options) => options.config.as_deref(),
+        Action::ListQueue { config }
+        | Action::FlushQueue { config, .. }
+        | Action::Queue { config, .. }
+        | Action::Log { config, .. }
+        | Action::CheckAliases { config } => config.as_deref(),
+        Action::Login(login) => login.config.as_deref(),
+        Action::Logout(logout) => logout.config.as_deref(),
+        Action::Status(status) => status.config.as_deref(),
+        Action::Daemon => None,
+    }
+}
+
+/// Runs `action` through the service when the call is in system mode and the service
+/// handles that action; `None`: this process handles it itself.
+pub fn dispatch(action: &Action) -> Option<Result<()>> {
+    if matches!(action, Action::Daemon) || mode(explicit_config(action)) != Mode::System {
+        return None;
+    }
+    let request = match action {
+        Action::Send(invocation) if invocation.verify_only || invocation.dry_run => return None,
+        Action::Send(invocation) => return Some(submit(invocation)),
+        Action::Login(options) => return Some(login(options)),
+        Action::ListQueue { .. } => Request::List,
+        Action::FlushQueue { all, .. } => Request::Flush {
+            all: *all,
+            ids: Vec::new(),
+        },
+        Action::Queue { command, .. } => match command {
+            QueueCommand::Show(id) => Request::Show { id: id.clone() },
+            QueueCommand::Retry(ids) => Request::Flush {
+                all: ids.is_empty(),
+                ids: ids.clone(),
+            },
+            QueueCommand::Remove(ids) => Request::Remove {
+                ids: ids.clone(),
+                all: false,
+            },
+            QueueCommand::RemoveAll => Request::Remove {
+                ids: Vec::new(),
+                all: true,
+            },
+        },
+        Action::Log {
+            since,
+            status,
+            format,
+            ..
+        } => Request::Log {
+            since: since.map(|age| age.as_secs()),
+            status: *status,
+            format: format
+                .to_possible_value()
+                .map_or("table".into(), |v| v.get_name().to_string()),
+        },
+        Action::Status(options) => Request::Status {
+            check: options.check,
+        },
+        _ => return None,
+    };
+    Some(command(&request))
+}
+
+fn not_running(socket: &Path, e: io::Error) -> Error {
+    Error::new(
+        Kind::Temporary,
+        format!("cannot reach the mail service at {}", socket.display()),
+        e,
+    )
+    .hint("start it: systemctl start oauth-sendmail")
+}
+
+/// Sends a command and prints what the service answers.
+fn command(request: &Request) -> Result<()> {
+    let socket = Paths::system().socket();
+    let stream = UnixStream::connect(&socket).map_err(|e| not_running(&socket, e))?;
+    match exchange(&stream, request, b"")? {
+        Response::Output {
+            stdout,
+            stderr,
+            failure,
+        } => {
+            eprint!("{stderr}");
+            io::stdout()
+                .lock()
+                .write_all(stdout.as_bytes())
+                .map_err(|e| Error::new(Kind::Io, "cannot write to stdout", e))?;
+            match failure {
+                Some(failure) => Err(failure.to_error()),
+                None => Ok(()),
+            }
+        }
+        Response::Failed(failure) => Err(failure.to_error()),
+        Response::Accepted { .. } => Err(strange()),
+    }
+}
+
+fn strange() -> Error {
+    Error::new(
+        Kind::Protocol,
+        "the mail service answered something else",
+        "a reply that does not fit the request",
+    )
+}
+
+/// One request on a connection; the answer. An answer that came although our writing
+/// failed (the service refused early) is still the answer.
+fn exchange(stream: &UnixStream, request: &Request, message: &[u8]) -> Result<Response> {
+    let _ = stream.set_read_timeout(Some(ANSWER_WITHIN));
+    let sent = protocol::write_request(&mut &*stream, request, message);
+    let answer = protocol::read_response(&mut BufReader::new(stream));
+    match (answer, sent) {
+        (Ok(response), _) => Ok(response),
+        (Err(_), Err(e)) => Err(Error::new(
+            Kind::Temporary,
+            "cannot hand the message to the mail service",
+            e,
+        )),
+        (Err(err), Ok(())) => Err(err),
+    }
+}
+
+/// `sendmail` in system mode: reads the message, hands it over, exits as the service says.
+fn submit(invocation: &Invocation) -> Result<()> {
+    let raw = intake::read_message(io::stdin().lock(), invocation.ignore_dots)
+        .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
+    sys::signals::defer_stop();
+    match hand_over(invocation, &raw) {
+        Ok(notice) => {
+            if let Some(notice) = notice {
+                eprintln!("oauth-sendmail: {notice}");
+            }
+            Ok(())
+        }
+        Err(err) => Err(keep(err, &raw, invocation)),
+    }
+}
+
+/// The message was refused or could not be handed over: dead.letter, as in user mode.
+fn keep(err: Error, raw: &[u8], invocation: &Invocation) -> Error {
+    let sender = invocation.sender.as_deref().unwrap_or("");
+    match crate::delivery::dead_letter::save(raw, sender, &invocation.recipients) {
+        Ok(Some(path)) => err.hint(format!("the message was saved to {}", path.display())),
+        Ok(None) => err,
+        Err(save) => err.hint(format!("the message was not kept: {}", save.summary())),
+    }
+}
+
+/// Hands one message to the service (the drop directory when no service answers): what
+/// `sendmail` and each message of `sendmail -bs` do in system mode. `Ok` once the
+/// message is durably spooled (or dropped), with a notice for the caller if any.
+pub fn hand_over(invocation: &Invocation, raw: &[u8]) -> Result<Option<String>> {
+    let paths = Paths::system();
+    let request = Request::Submit(Submission {
+        sender: invocation.sender.clone(),
+        recipients: invocation.recipients.clone(),
+        extract_recipients: invocation.extract_recipients,
+        full_name: invocation.full_name.clone(),
+        account: invocation.account.clone(),
+        size: raw.len() as u64,
+    });
+    let socket = paths.socket();
+    let stream = match UnixStream::connect(&socket) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            let dir = paths.maildrop();
+            dropdir::leave(&dir, &request, raw)?;
+            return Ok(Some(format!(
+                "the mail service is not running; the message waits for it in {}",
+                dir.display()
+            )));
+        }
+        Err(e) => return Err(not_running(&socket, e)),
+    };
+    match exchange(&stream, &request, raw)? {
+        Response::Accepted { notice, .. } => Ok(notice),
+        Response::Failed(failure) => Err(failure.to_error()),
+        Response::Output { .. } => Err(strange()),
+    }
+}
+
+/// `login` in system mode: root logs the service's account in with the service's
+/// configuration, the refresh token goes to the service's state directory (a file
+/// store: a keyring is per login session), and the files are given to the service user.
+fn login(options: &crate::cli::Login) -> Result<()> {
+    if users::effective_uid() != 0 {
+        return Err(Error::new(
+            Kind::AuthRefused,
+            "cannot log the mail service in",
+            "its tokens are the service's: only root may replace them",
+        )
+        .hint("run it as root: sudo oauth-sendmail login"));
+    }
+    let paths = Paths::system();
+    std::env::set_var("XDG_STATE_HOME", paths.state_home());
+    std::env::remove_var("DBUS_SESSION_BUS_ADDRESS");
+    std::env::remove_var("XDG_RUNTIME_DIR");
+    let config = crate::config::Config::load(Some(&paths.config()))?;
+    let account = config.choose_account(options.account.as_deref(), None)?;
+    let user = users::by_name(&config.service.user).ok_or_else(|| {
+        Error::new(
+            Kind::Config,
+            format!("no user `{}` to give the tokens to", config.service.user),
+            "the service runs as that user",
+        )
+    })?;
+    let logged_in = crate::auth::login::login(account, options);
+    give_away(&paths.state(), &user)?;
+    logged_in
+}
+
+/// chown -R of the service's state directory (what root just wrote in it).
+fn give_away(dir: &Path, user: &users::User) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    users::chown(dir, user.uid, user.gid)?;
+    let listing = std::fs::read_dir(dir)
+        .map_err(|e| Error::new(Kind::Io, format!("cannot read {}", dir.display()), e))?;
+    for entry in listing.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => give_away(&path, user)?,
+            Ok(kind) if kind.is_file() => users::chown(&path, user.uid, user.gid)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
