@@ -112,7 +112,11 @@ fn serve_smtp(options: &SessionOptions) -> Result<()> {
         false => Config::load(options.config.as_deref())
             .map_err(|err| smtp::server::refuse(io::stdout().lock(), &settings, err))?,
     };
-    let domain = if system { Some("localhost") } else { config.domain.as_deref() };
+    let domain = if system {
+        Some("localhost")
+    } else {
+        config.domain.as_deref()
+    };
     let resolver = Resolver::new(&config.aliases, domain);
     let deliver_one = |message: &smtp::server::Transaction| {
         let invocation = Invocation {

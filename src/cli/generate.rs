@@ -122,7 +122,11 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             cmd: sub("daemon"),
             configuration: true,
             examples: &[EXAMPLES_DAEMON],
-            see_also: &["oauth-sendmail(8)", "oauth-sendmail.toml(5)", "systemctl(1)"],
+            see_also: &[
+                "oauth-sendmail(8)",
+                "oauth-sendmail.toml(5)",
+                "systemctl(1)",
+            ],
         },
         Page {
             file: "sendmail",

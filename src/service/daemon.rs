@@ -68,7 +68,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn config(&self) -> Arc<Config> {
-        self.config.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Wakes the delivery thread; `all`: every message, not only those due.
@@ -290,9 +293,7 @@ fn pick_up(shared: &Shared) {
         let submitter = Submitter::from_ids(dropped.owner, dropped.owner_gid);
         match accept(shared, &config, &submitter, submission, &dropped.message) {
             Ok(_) => Taken::Done,
-            Err(err) if err.is_transient() || err.kind() == Kind::CannotCreate => {
-                Taken::Later(err)
-            }
+            Err(err) if err.is_transient() || err.kind() == Kind::CannotCreate => Taken::Later(err),
             Err(err) => Taken::Refused(err),
         }
     });
@@ -416,7 +417,10 @@ fn accept(
             prepared.len() as u64,
             started,
         );
-        record.note = Some(format!("refused: {SUBMITTED_BY}{}", submitter.describe_tail()));
+        record.note = Some(format!(
+            "refused: {SUBMITTED_BY}{}",
+            submitter.describe_tail()
+        ));
         append_log(config, &record);
         return Err(err);
     }
@@ -506,7 +510,10 @@ fn append_log(config: &Config, record: &Record) {
 fn submitted_by(record: &Record) -> Option<u32> {
     let note = record.note.as_deref()?;
     let rest = &note[note.find(SUBMITTED_BY)? + SUBMITTED_BY.len()..];
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The delivery thread: the due part of the queue (all of it after `sendmail -q`), then
@@ -549,10 +556,7 @@ fn deliver(shared: &Shared) {
         let until = Instant::now() + wait;
         let (state, signal) = &shared.wake;
         let mut wake = lock(state);
-        while !wake.pending
-            && sys::signals::stop_requested().is_none()
-            && Instant::now() < until
-        {
+        while !wake.pending && sys::signals::stop_requested().is_none() && Instant::now() < until {
             let step = until
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(250));
@@ -584,7 +588,9 @@ fn control(shared: &Shared, config: &Config, who: &Submitter, request: Request) 
             since,
             status,
             format,
-        } => show_log(config, who, admin, since, status, &format, &mut out, &mut err),
+        } => show_log(
+            config, who, admin, since, status, &format, &mut out, &mut err,
+        ),
         Request::Status { check } => status(shared, config, who, admin, check, &mut out),
     };
     Response::Output {

@@ -21,13 +21,15 @@ const WRITING: &str = ".tmp-";
 
 fn random_name() -> Result<String> {
     let mut bytes = [0u8; 16];
-    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| {
-        Error::new(
-            Kind::Internal,
-            "cannot name the drop file",
-            "no randomness from the system",
-        )
-    })?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| {
+            Error::new(
+                Kind::Internal,
+                "cannot name the drop file",
+                "no randomness from the system",
+            )
+        })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
@@ -147,7 +149,9 @@ fn read(path: &Path, max_message: u64) -> std::result::Result<Dropped, String> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| format!("cannot open it: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("cannot stat it: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot stat it: {e}"))?;
     if !meta.file_type().is_file() {
         return Err("not a regular file".into());
     }
@@ -255,7 +259,13 @@ mod tests {
         assert_eq!(fs::read_dir(&drop).unwrap().count(), 0);
         let notes = fs::read_dir(&quarantine)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "why"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "why")
+            })
             .count();
         assert_eq!(notes, 5, "garbage, short, link, hard and the refused one");
         let why = fs::read_to_string(quarantine.join("hard.why")).unwrap();

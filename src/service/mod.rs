@@ -162,10 +162,7 @@ mod tests {
             real.maildrop(),
             Path::new("/var/spool/oauth-sendmail/maildrop")
         );
-        assert_eq!(
-            real.state(),
-            Path::new("/var/lib/oauth-sendmail")
-        );
+        assert_eq!(real.state(), Path::new("/var/lib/oauth-sendmail"));
     }
 
     #[test]

@@ -121,7 +121,8 @@ pub fn enforce_from(head: &mut Vec<u8>, allowed: impl Fn(&str) -> bool, replacem
 fn find_field(head: &[u8], name: &[u8]) -> Option<(usize, usize)> {
     let mut at = 0;
     while at < head.len() {
-        let line_end = memchr::memmem::find(&head[at..], b"\r\n").map_or(head.len(), |n| at + n + 2);
+        let line_end =
+            memchr::memmem::find(&head[at..], b"\r\n").map_or(head.len(), |n| at + n + 2);
         let line = &head[at..line_end];
         if line == b"\r\n" {
             return None;
@@ -132,7 +133,8 @@ fn find_field(head: &[u8], name: &[u8]) -> Option<(usize, usize)> {
         if named {
             let mut end = line_end;
             while end < head.len() && matches!(head[end], b' ' | b'\t') {
-                end = memchr::memmem::find(&head[end..], b"\r\n").map_or(head.len(), |n| end + n + 2);
+                end =
+                    memchr::memmem::find(&head[end..], b"\r\n").map_or(head.len(), |n| end + n + 2);
             }
             return Some((at, end));
         }
@@ -147,9 +149,14 @@ pub enum Admission {
     Now,
     /// Accepted, but not tried before this Unix time; `first` for the first message held
     /// in this window (the one that is logged).
-    Held { until: u64, first: bool },
+    Held {
+        until: u64,
+        first: bool,
+    },
     /// Far over the limit: refused, the window resets then.
-    Refused { reset: u64 },
+    Refused {
+        reset: u64,
+    },
 }
 
 /// Messages accepted per user in the sliding window, in memory (a restart forgets it:
@@ -227,15 +234,27 @@ mod tests {
             ..someone("alice")
         };
         assert!(may_send_as(&settings, &account, &alice, "BOX@example.com"));
-        assert!(may_send_as(&settings, &account, &alice, "Alice@Example.com"));
-        assert!(!may_send_as(&settings, &account, &alice, "boss@example.com"));
+        assert!(may_send_as(
+            &settings,
+            &account,
+            &alice,
+            "Alice@Example.com"
+        ));
+        assert!(!may_send_as(
+            &settings,
+            &account,
+            &alice,
+            "boss@example.com"
+        ));
         // In group root (gid 0): anything.
         assert!(may_send_as(&settings, &account, &someone("bob"), "x@y.z"));
     }
 
     #[test]
     fn a_from_not_allowed_is_replaced_and_kept() {
-        let mut head = b"Subject: hi\r\nFrom: Boss <boss@example.com>,\r\n  x@y.z\r\nTo: a@b.c\r\n\r\n".to_vec();
+        let mut head =
+            b"Subject: hi\r\nFrom: Boss <boss@example.com>,\r\n  x@y.z\r\nTo: a@b.c\r\n\r\n"
+                .to_vec();
         let changed = enforce_from(
             &mut head,
             |a| a == "box@example.com",

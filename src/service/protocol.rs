@@ -41,11 +41,19 @@ pub enum Request {
     /// `mailq`, `queue list`.
     List,
     /// `queue show ID`.
-    Show { id: String },
+    Show {
+        id: String,
+    },
     /// `queue remove ID...` or `--all`.
-    Remove { ids: Vec<String>, all: bool },
+    Remove {
+        ids: Vec<String>,
+        all: bool,
+    },
     /// `sendmail -q` (all) or `queue flush` (those due); `queue retry` names ids.
-    Flush { all: bool, ids: Vec<String> },
+    Flush {
+        all: bool,
+        ids: Vec<String>,
+    },
     /// `oauth-sendmail log`.
     Log {
         /// Seconds back from now.
@@ -55,7 +63,9 @@ pub enum Request {
         format: String,
     },
     /// `oauth-sendmail status`.
-    Status { check: bool },
+    Status {
+        check: bool,
+    },
 }
 
 /// A failure as it travels: the client rebuilds the same error, so it prints the same
@@ -72,7 +82,10 @@ pub struct Failure {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Response {
     /// The message is in the spool, fsync'd.
-    Accepted { id: String, notice: Option<String> },
+    Accepted {
+        id: String,
+        notice: Option<String>,
+    },
     /// A command's output, as the command prints it, and how it ended.
     Output {
         stdout: String,

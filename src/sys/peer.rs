@@ -124,7 +124,10 @@ mod tests {
     fn a_waiting_connection_makes_the_listener_readable() {
         let dir = tempfile::tempdir().unwrap();
         let listener = UnixListener::bind(dir.path().join("s")).unwrap();
-        assert!(!wait_readable(listener.as_raw_fd(), Duration::from_millis(10)));
+        assert!(!wait_readable(
+            listener.as_raw_fd(),
+            Duration::from_millis(10)
+        ));
         let _client = UnixStream::connect(dir.path().join("s")).unwrap();
         assert!(wait_readable(listener.as_raw_fd(), Duration::from_secs(5)));
     }

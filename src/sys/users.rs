@@ -70,7 +70,13 @@ pub fn group_id(name: &str) -> Option<u32> {
         let mut entry: libc::group = unsafe { std::mem::zeroed() };
         let mut found: *mut libc::group = std::ptr::null_mut();
         let rc = unsafe {
-            libc::getgrnam_r(name.as_ptr(), &mut entry, buffer.as_mut_ptr(), size, &mut found)
+            libc::getgrnam_r(
+                name.as_ptr(),
+                &mut entry,
+                buffer.as_mut_ptr(),
+                size,
+                &mut found,
+            )
         };
         if rc == libc::ERANGE && size < 1 << 20 {
             size *= 4;
@@ -91,9 +97,8 @@ pub fn groups_of(user: &User) -> Vec<u32> {
         let capacity = count;
         // SAFETY: `groups` holds `count` entries; getgrouplist writes at most that many
         // and sets `count` to the number it needs.
-        let rc = unsafe {
-            libc::getgrouplist(name.as_ptr(), user.gid, groups.as_mut_ptr(), &mut count)
-        };
+        let rc =
+            unsafe { libc::getgrouplist(name.as_ptr(), user.gid, groups.as_mut_ptr(), &mut count) };
         if rc >= 0 {
             groups.truncate(count as usize);
             return groups;

@@ -6,6 +6,8 @@ pub mod harness;
 pub mod oauth_server;
 #[cfg(unix)]
 pub mod postfix;
+#[cfg(unix)]
+pub mod service;
 pub mod smtp_server;
 pub mod tls;
 pub mod tmpfs;

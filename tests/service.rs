@@ -1,0 +1,399 @@
+//! The machine-wide service end to end, as root on this machine: the daemon drops to its
+//! own user, root, a www-data-like user with no home and an ordinary user submit, each
+//! attributed by the kernel's word; the drop directory while it is down; kill -9; the
+//! sender policy and the rate limit; SIGHUP and readiness.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+use common::harness::{code, stderr, stdout};
+use common::service::{require, System, User};
+use common::smtp_server::{Fault, ServerOptions, TEST_USER};
+
+fn message(subject: &str) -> Vec<u8> {
+    format!("Subject: {subject}\n\nhello from {subject}\n").into_bytes()
+}
+
+fn text(data: &[u8]) -> String {
+    String::from_utf8_lossy(data).into_owned()
+}
+
+/// The uid the daemon runs as, from /proc.
+fn running_uid(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace()
+        .skip(1)
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn every_user_submits_and_is_attributed_and_none_reads_the_service() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.start();
+    let service_uid = users.service.uid;
+    assert_eq!(
+        running_uid(system.pid()),
+        vec![service_uid; 4],
+        "dropped to the service user"
+    );
+
+    let senders: [(Option<&User>, u32, &str); 3] = [
+        (None, 0, "root"),
+        (Some(&users.www), users.www.uid, &users.www.name),
+        (Some(&users.person), users.person.uid, &users.person.name),
+    ];
+    for (user, _, name) in &senders {
+        let out = system.run(*user, &["send", "-i", "dest@example.net"], &message(name));
+        assert_eq!(code(&out), 0, "{name}: {}\n{}", stderr(&out), system.log());
+    }
+    // -t and -bs from the ordinary user too.
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-t"],
+        b"To: other@example.net\nSubject: by-t\n\nbody\n",
+    );
+    assert_eq!(code(&out), 0, "-t: {}", stderr(&out));
+    let session = b"EHLO me\r\nMAIL FROM:<>\r\nRCPT TO:<bs@example.net>\r\nDATA\r\nSubject: by-bs\r\n\r\nbody\r\n.\r\nQUIT\r\n";
+    let out = system.run(Some(&users.person), &["send", "-bs"], session);
+    assert_eq!(code(&out), 0, "-bs: {}", stderr(&out));
+    assert!(stdout(&out).contains("250 2.0.0"), "{}", stdout(&out));
+
+    let received = system.wait_received(5, Duration::from_secs(20));
+    assert_eq!(received.len(), 5, "{}", system.log());
+    for (_, uid, name) in &senders {
+        let got = received
+            .iter()
+            .find(|r| text(&r.data).contains(&format!("Subject: {name}")))
+            .unwrap_or_else(|| panic!("{name}'s message not delivered"));
+        let data = text(&got.data);
+        assert!(
+            data.starts_with(&format!("Received: from uid {uid} ({name}) by ")),
+            "{data}"
+        );
+        assert_eq!(got.mail_from, TEST_USER, "the account's own address");
+        assert_eq!(got.rcpt_to, ["dest@example.net"]);
+        assert!(
+            system
+                .delivery_log()
+                .contains(&format!("submitted by uid {uid} ({name})")),
+            "{}",
+            system.delivery_log()
+        );
+    }
+    let www = received
+        .iter()
+        .find(|r| text(&r.data).contains(&format!("Subject: {}", users.www.name)))
+        .unwrap();
+    assert!(
+        text(&www.data).contains(&format!("From: \"{} on ", users.www.name)),
+        "the local user shows in From: {}",
+        text(&www.data)
+    );
+    let bs = received
+        .iter()
+        .find(|r| text(&r.data).contains("Subject: by-bs"))
+        .unwrap();
+    assert!(
+        text(&bs.data).contains(&format!(
+            "from uid {} ({})",
+            users.person.uid, users.person.name
+        )),
+        "{}",
+        text(&bs.data)
+    );
+
+    // What the users cannot read or list.
+    for user in [&users.www, &users.person] {
+        for path in [
+            "var/lib/oauth-sendmail/token",
+            "var/lib/oauth-sendmail/delivery.log",
+            "etc/oauth-sendmail/config.toml",
+        ] {
+            let out = system.run_as(user, &["cat", &system.path(path).to_string_lossy()]);
+            assert!(!out.status.success(), "{} read {path}", user.name);
+        }
+        for dir in [
+            "var/lib/oauth-sendmail",
+            "var/spool/oauth-sendmail/queue",
+            "var/spool/oauth-sendmail/maildrop",
+        ] {
+            let out = system.run_as(user, &["ls", &system.path(dir).to_string_lossy()]);
+            assert!(!out.status.success(), "{} listed {dir}", user.name);
+        }
+    }
+    let (status, took) = system.stop();
+    assert!(status.success(), "{status}: {}", system.log());
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+}
+
+#[test]
+fn fifty_messages_wait_in_the_drop_directory_while_the_service_is_down() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.start();
+    let (status, _) = system.stop();
+    assert!(status.success(), "{}", system.log());
+    let who = [None, Some(&users.www), Some(&users.person)];
+    for n in 0..50 {
+        let user = who[n % 3];
+        let out = system.run(
+            user,
+            &["send", "-i", "dest@example.net"],
+            &message(&format!("drop-{n:02}")),
+        );
+        assert_eq!(code(&out), 0, "{n}: {}", stderr(&out));
+        assert!(stderr(&out).contains("not running"), "{}", stderr(&out));
+    }
+    assert!(system.server.received().is_empty());
+    system.start();
+    let received = system.wait_received(50, Duration::from_secs(60));
+    // A little longer: nothing more may come.
+    std::thread::sleep(Duration::from_secs(1));
+    let received = if received.len() == 50 {
+        system.server.received()
+    } else {
+        received
+    };
+    assert_eq!(received.len(), 50, "{}", system.log());
+    for n in 0..50 {
+        let subject = format!("Subject: drop-{n:02}\r\n");
+        let copies = received
+            .iter()
+            .filter(|r| text(&r.data).contains(&subject))
+            .count();
+        assert_eq!(copies, 1, "drop-{n:02}");
+        let uid = who[n % 3].map_or(0, |u| u.uid);
+        let got = received
+            .iter()
+            .find(|r| text(&r.data).contains(&subject))
+            .unwrap();
+        assert!(
+            text(&got.data).starts_with(&format!("Received: from uid {uid} (")),
+            "{n}"
+        );
+    }
+    let left = std::fs::read_dir(system.path("var/spool/oauth-sendmail/maildrop"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "the drop directory is emptied");
+}
+
+#[test]
+fn kill_9_mid_delivery_loses_nothing() {
+    let Some(users) = require() else { return };
+    let opts = ServerOptions {
+        fault: Fault::StallData(Duration::from_secs(5)),
+        ..ServerOptions::default()
+    };
+    let mut system = System::install(users, opts, "");
+    system.start();
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-i", "dest@example.net"],
+        &message("killed"),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !system.server.transcript_now().contains("DATA") {
+        assert!(
+            std::time::Instant::now() < until,
+            "no DATA: {}",
+            system.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    system.kill9();
+    assert_eq!(system.queued().len(), 1, "still spooled");
+    system.server.set_fault(Fault::None);
+    system.start();
+    let received = system.wait_received(1, Duration::from_secs(20));
+    assert_eq!(received.len(), 1, "{}", system.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(system.server.received().len(), 1, "delivered once");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !system.queued().is_empty() {
+        assert!(std::time::Instant::now() < until, "{}", system.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_forged_sender_is_refused_and_an_allowed_one_honoured() {
+    let Some(users) = require() else { return };
+    let policy = format!(
+        "[service.senders]\n\"@{}\" = [\"shop@example.com\"]\n",
+        users.www.name
+    );
+    let mut system = System::install(users, ServerOptions::default(), &policy);
+    system.start();
+    let www = Some(&users.www);
+    let out = system.run(
+        www,
+        &["send", "-i", "-f", "boss@example.com", "dest@example.net"],
+        &message("forged"),
+    );
+    assert_eq!(code(&out), 77, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("may not send as <boss@example.com>"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(system.log().contains("refused"), "{}", system.log());
+    assert!(
+        system.delivery_log().contains("refused: submitted by uid"),
+        "{}",
+        system.delivery_log()
+    );
+    // The ordinary user may not use the shop's address either.
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-i", "-f", "shop@example.com", "dest@example.net"],
+        &message("not-yours"),
+    );
+    assert_eq!(code(&out), 77, "{}", stderr(&out));
+
+    let out = system.run(
+        www,
+        &["send", "-i", "-f", "shop@example.com", "dest@example.net"],
+        &message("allowed"),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    // A From it may not use is replaced, the original kept.
+    let out = system.run(
+        www,
+        &["send", "-i", "dest@example.net"],
+        b"From: The Boss <boss@example.com>\nSubject: from-header\n\nbody\n",
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let received = system.wait_received(2, Duration::from_secs(20));
+    assert_eq!(received.len(), 2, "{}", system.log());
+    let allowed = received
+        .iter()
+        .find(|r| text(&r.data).contains("Subject: allowed"))
+        .unwrap();
+    assert_eq!(allowed.mail_from, "shop@example.com");
+    let header = received
+        .iter()
+        .find(|r| text(&r.data).contains("Subject: from-header"))
+        .unwrap();
+    let data = text(&header.data);
+    assert!(
+        data.contains(&format!("From: \"{} on ", users.www.name)),
+        "{data}"
+    );
+    assert!(data.contains(&format!("<{TEST_USER}>")), "{data}");
+    assert!(
+        data.contains("X-Original-From: The Boss <boss@example.com>"),
+        "{data}"
+    );
+    assert_eq!(header.mail_from, TEST_USER);
+}
+
+#[test]
+fn over_the_rate_limit_mail_is_held_and_each_user_sees_only_their_own() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "rate_limit = \"2/h\"\n");
+    system.start();
+    let person = Some(&users.person);
+    for n in 0..3 {
+        let out = system.run(
+            person,
+            &["send", "-i", "dest@example.net"],
+            &message(&format!("rate-{n}")),
+        );
+        assert_eq!(code(&out), 0, "{n}: {}", stderr(&out));
+        if n == 2 {
+            assert!(
+                stderr(&out).contains("held by the rate limit"),
+                "{}",
+                stderr(&out)
+            );
+        }
+    }
+    let received = system.wait_received(2, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(system.server.received().len(), 2, "{received:?}");
+    let held = system.queued();
+    assert_eq!(held.len(), 1, "the third is held, not refused");
+    let id = &held[0];
+    assert!(
+        system.log().contains("held by the rate limit"),
+        "logged: {}",
+        system.log()
+    );
+
+    // mailq: the owner and root see it, another user does not.
+    let out = system.run(person, &["queue", "list"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains(id.as_str()), "{}", stdout(&out));
+    let out = system.run(Some(&users.www), &["queue", "list"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stdout(&out).contains(id.as_str()), "{}", stdout(&out));
+    let out = system.run(None, &["queue", "list"], b"");
+    assert!(stdout(&out).contains(id.as_str()), "{}", stdout(&out));
+    // Nor may it remove it; the owner may.
+    let out = system.run(Some(&users.www), &["queue", "remove", id], b"");
+    assert_eq!(code(&out), 64, "{}", stderr(&out));
+    assert_eq!(system.queued().len(), 1);
+    let out = system.run(person, &["log"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains(id.as_str()), "{}", stdout(&out));
+    let out = system.run(Some(&users.www), &["log"], b"");
+    assert!(!stdout(&out).contains(id.as_str()), "{}", stdout(&out));
+    let out = system.run(person, &["status"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("mode:             system"),
+        "{}",
+        stdout(&out)
+    );
+    let out = system.run(person, &["queue", "remove", id], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(system.queued().is_empty());
+}
+
+#[test]
+fn readiness_is_notified_and_a_bad_new_configuration_is_refused() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    let notify = system.path("notify.sock");
+    let listener = UnixDatagram::bind(&notify).unwrap();
+    std::os::unix::fs::chown(&notify, Some(users.service.uid), None).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    system.start_with(&[("NOTIFY_SOCKET", &notify)]);
+    let mut buffer = [0u8; 64];
+    let n = listener.recv(&mut buffer).expect("READY=1");
+    assert_eq!(&buffer[..n], b"READY=1");
+
+    std::fs::write(system.config_path(), "this is = = not toml").unwrap();
+    system.signal("HUP");
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while !system.log().contains("the old one kept") {
+        assert!(std::time::Instant::now() < until, "{}", system.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-i", "dest@example.net"],
+        &message("after-hup"),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        system.wait_received(1, Duration::from_secs(20)).len(),
+        1,
+        "{}",
+        system.log()
+    );
+    let (status, took) = system.stop();
+    assert!(
+        status.success() && took < Duration::from_secs(10),
+        "{status} {took:?}"
+    );
+}
