@@ -397,3 +397,115 @@ fn readiness_is_notified_and_a_bad_new_configuration_is_refused() {
         "{status} {took:?}"
     );
 }
+
+#[test]
+fn socket_activation_hands_the_first_connection_to_the_daemon() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.start_activated();
+    let out = system.run(
+        Some(&users.www),
+        &["send", "-i", "dest@example.net"],
+        &message("activated"),
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), system.log());
+    assert!(!stderr(&out).contains("not running"), "{}", stderr(&out));
+    let received = system.wait_received(1, Duration::from_secs(20));
+    assert_eq!(received.len(), 1, "{}", system.log());
+    assert!(text(&received[0].data).starts_with(&format!("Received: from uid {} (", users.www.uid)));
+    system.wait_ready();
+    let (status, _) = system.stop();
+    assert!(status.success(), "{status}: {}", system.log());
+    assert!(
+        system.path("run/oauth-sendmail/submit.sock").exists(),
+        "the socket is systemd's: left in place"
+    );
+}
+
+/// The shipped units pass systemd's own checks, and the shipped tmpfiles.d layout is one
+/// the daemon runs in, run by "systemd" as its user (User=) with the socket handed over.
+#[test]
+fn the_shipped_units_verify_and_their_layout_runs() {
+    let Some(users) = require() else { return };
+    let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/systemd");
+    let units = tempfile::tempdir().unwrap();
+    for name in ["oauth-sendmail.service", "oauth-sendmail.socket"] {
+        let text = std::fs::read_to_string(contrib.join(name))
+            .unwrap()
+            .replace("/usr/bin/oauth-sendmail", common::harness::BIN);
+        std::fs::write(units.path().join(name), text).unwrap();
+    }
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(units.path().join("oauth-sendmail.service"))
+        .arg(units.path().join("oauth-sendmail.socket"))
+        .output()
+        .expect("systemd-analyze");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        !said.contains("Unknown") && !said.contains("rror"),
+        "{said}"
+    );
+
+    let mut system = System::install(users, ServerOptions::default(), "");
+    let spool = system.path("var/spool/oauth-sendmail");
+    std::fs::remove_dir_all(&spool).unwrap();
+    let state = system.path("var/lib/oauth-sendmail");
+    let token = std::fs::read(state.join("token")).unwrap();
+    std::fs::remove_dir_all(&state).unwrap();
+    let tmpfiles = std::fs::read_to_string(contrib.join("oauth-sendmail.tmpfiles"))
+        .unwrap()
+        .replace(
+            "oauth-sendmail oauth-sendmail",
+            &format!("{} {}", users.service.uid, users.service.gid),
+        );
+    let conf = units.path().join("tmpfiles.conf");
+    std::fs::write(&conf, tmpfiles).unwrap();
+    let out = std::process::Command::new("systemd-tmpfiles")
+        .arg("--create")
+        .arg(format!("--root={}", system.root.display()))
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let maildrop = std::fs::metadata(spool.join("maildrop")).unwrap();
+    assert_eq!(maildrop.permissions().mode() & 0o7777, 0o1733);
+    assert_eq!(maildrop.uid(), users.service.uid);
+    std::fs::write(state.join("token"), token).unwrap();
+    std::os::unix::fs::chown(
+        state.join("token"),
+        Some(users.service.uid),
+        Some(users.service.gid),
+    )
+    .unwrap();
+    std::fs::set_permissions(state.join("token"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    // What the units do: the socket root's, the daemon as User= (setpriv), no root at all.
+    let mut cmd = std::process::Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(system.path("run/oauth-sendmail/submit.sock"))
+        .arg("-E")
+        .arg(format!("OAUTH_SENDMAIL_ROOT={}", system.root.display()))
+        .args(["setpriv", "--reuid", &users.service.uid.to_string()])
+        .args(["--regid", &users.service.gid.to_string(), "--init-groups"])
+        .arg(&system.bin)
+        .arg("daemon");
+    system.start_command(cmd);
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-i", "dest@example.net"],
+        &message("units"),
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), system.log());
+    assert_eq!(
+        system.wait_received(1, Duration::from_secs(20)).len(),
+        1,
+        "{}",
+        system.log()
+    );
+}

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::fs::{self, DirBuilder};
 use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -233,7 +233,12 @@ fn prepare_dirs(paths: &Paths, user: Option<&users::User>) -> Result<()> {
         if let Some(user) = user {
             users::chown(&dir, user.uid, user.gid)?;
         }
-        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(failed)?;
+        // Run by systemd as its user, a directory made for it by someone else (the
+        // socket's, under ProtectSystem=strict) is left as it is.
+        let ours = fs::metadata(&dir).is_ok_and(|m| m.uid() == users::effective_uid());
+        if user.is_some() || ours {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(failed)?;
+        }
     }
     Ok(())
 }

@@ -166,6 +166,32 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_units_run_the_daemon_on_the_system_socket() {
+        let service = include_str!("../../contrib/systemd/oauth-sendmail.service");
+        let exec = service
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap();
+        let argv: Vec<std::ffi::OsString> = exec.split_whitespace().map(Into::into).collect();
+        assert_eq!(
+            crate::cli::parse(&argv).unwrap(),
+            crate::cli::Action::Daemon
+        );
+        assert!(service.lines().any(|l| l == "Type=notify"));
+        let socket = include_str!("../../contrib/systemd/oauth-sendmail.socket");
+        let listen = socket
+            .lines()
+            .find_map(|l| l.strip_prefix("ListenStream="))
+            .unwrap();
+        let system = Paths {
+            root: PathBuf::from("/"),
+        };
+        assert_eq!(Path::new(listen), system.socket());
+        let tmpfiles = include_str!("../../contrib/systemd/oauth-sendmail.tmpfiles");
+        assert!(tmpfiles.contains(&format!("{}   1733", system.maildrop().display())));
+    }
+
+    #[test]
     fn an_explicit_configuration_is_user_mode_whatever_is_installed() {
         assert_eq!(mode(Some(Path::new("/c.toml"))), Mode::User);
     }

@@ -210,10 +210,42 @@ impl System {
     /// Starts the daemon as root (it drops to the service user) and waits until its
     /// socket answers. `env` adds variables (NOTIFY_SOCKET).
     pub fn start_with(&mut self, env: &[(&str, &Path)]) {
-        assert!(self.daemon.is_none(), "the daemon is running already");
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("daemon")
-            .env_clear()
+        cmd.arg("daemon");
+        self.spawn(cmd, env);
+        self.wait_ready();
+    }
+
+    /// As systemd's socket activation starts it: `systemd-socket-activate` holds the
+    /// socket (mode 0666, as SocketMode= sets it) and starts the daemon on the first
+    /// connection, handing it over as fd 3.
+    pub fn start_activated(&mut self) {
+        let mut cmd = Command::new("systemd-socket-activate");
+        cmd.arg("-l")
+            .arg(self.path("run/oauth-sendmail/submit.sock"))
+            .arg("-E")
+            .arg(format!("OAUTH_SENDMAIL_ROOT={}", self.root.display()))
+            .arg(&self.bin)
+            .arg("daemon");
+        self.start_command(cmd);
+    }
+
+    /// Starts `cmd`, a `systemd-socket-activate -l SOCKET ...` line, and makes its
+    /// socket 0666 once it is there.
+    pub fn start_command(&mut self, cmd: Command) {
+        let socket = self.path("run/oauth-sendmail/submit.sock");
+        self.spawn(cmd, &[]);
+        let until = Instant::now() + Duration::from_secs(15);
+        while !socket.exists() {
+            assert!(Instant::now() < until, "no socket: {}", self.log());
+            thread::sleep(Duration::from_millis(20));
+        }
+        chmod(&socket, 0o666);
+    }
+
+    fn spawn(&mut self, mut cmd: Command, env: &[(&str, &Path)]) {
+        assert!(self.daemon.is_none(), "the daemon is running already");
+        cmd.env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("OAUTH_SENDMAIL_ROOT", &self.root)
             .current_dir("/")
@@ -236,6 +268,10 @@ impl System {
             }
         });
         self.daemon = Some(child);
+    }
+
+    /// Waits for the daemon's "service ready" line.
+    pub fn wait_ready(&mut self) {
         let until = Instant::now() + Duration::from_secs(15);
         while !self.log().contains("service ready") {
             if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
