@@ -352,7 +352,28 @@ fn over_the_rate_limit_mail_is_held_and_each_user_sees_only_their_own() {
         "{}",
         stdout(&out)
     );
-    let out = system.run(person, &["queue", "remove", id], b"");
+    // `sendmail -q` from a user does not force held mail out; from root it does.
+    let out = system.run(person, &["send", "-q"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(system.server.received().len(), 2);
+    let out = system.run(None, &["send", "-q"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(system.wait_received(3, Duration::from_secs(20)).len(), 3);
+    // The owner may remove its own.
+    let out = system.run(
+        person,
+        &["send", "-i", "dest@example.net"],
+        &message("rate-3"),
+    );
+    assert!(
+        stderr(&out).contains("held by the rate limit"),
+        "{}",
+        stderr(&out)
+    );
+    let held = system.queued();
+    assert_eq!(held.len(), 1, "{held:?}");
+    let out = system.run(person, &["queue", "remove", &held[0]], b"");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(system.queued().is_empty());
 }
@@ -508,4 +529,67 @@ fn the_shipped_units_verify_and_their_layout_runs() {
         "{}",
         system.log()
     );
+}
+
+/// One user holding many idle connections neither blocks the others nor gets more than
+/// its share: its extra connections are refused as temporary (75).
+#[test]
+fn one_user_cannot_take_every_connection() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.start();
+    let socket = system.path("run/oauth-sendmail/submit.sock");
+    let holder = "import socket, sys, time\n\
+                  held = []\n\
+                  for _ in range(20):\n\
+                  \x20   s = socket.socket(socket.AF_UNIX)\n\
+                  \x20   s.connect(sys.argv[1])\n\
+                  \x20   held.append(s)\n\
+                  print('holding', flush=True)\n\
+                  time.sleep(60)\n";
+    let mut idle = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            &users.www.uid.to_string(),
+            "--regid",
+            &users.www.gid.to_string(),
+        ])
+        .args(["--init-groups", "/usr/bin/python3", "-c", holder])
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(idle.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "holding");
+    let started = std::time::Instant::now();
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-i", "dest@example.net"],
+        &message("not-blocked"),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let out = system.run(
+        Some(&users.www),
+        &["send", "-i", "dest@example.net"],
+        &message("one-too-many"),
+    );
+    assert_eq!(code(&out), 75, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("too many connections from uid"),
+        "{}",
+        stderr(&out)
+    );
+    let _ = idle.kill();
+    let _ = idle.wait();
+    assert_eq!(system.wait_received(1, Duration::from_secs(20)).len(), 1);
 }

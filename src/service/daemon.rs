@@ -5,7 +5,7 @@
 //! expiry). Bounded: connections, per-connection deadlines, message size. SIGTERM
 //! finishes the work in flight; SIGHUP re-reads the configuration.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder};
 use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
@@ -33,6 +33,9 @@ use crate::sys::{self, users};
 
 /// More connections than this wait in the listen backlog.
 const MAX_CONNECTIONS: usize = 64;
+/// One user (root aside) holding this many at once gets a temporary refusal for more,
+/// so that a stuck or hostile client cannot take every slot.
+const MAX_PER_USER: usize = 16;
 /// For the request line, and the base for the message.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 /// The message gets a second more per this many bytes.
@@ -60,6 +63,7 @@ struct Shared {
     limiter: Mutex<RateLimiter>,
     wake: (Mutex<Wake>, Condvar),
     active: AtomicUsize,
+    per_user: Mutex<HashMap<u32, usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,6 +133,7 @@ pub fn run() -> Result<()> {
         limiter: Mutex::new(RateLimiter::default()),
         wake: (Mutex::new(Wake::default()), Condvar::new()),
         active: AtomicUsize::new(0),
+        per_user: Mutex::default(),
         paths,
     });
     listener
@@ -169,17 +174,7 @@ pub fn run() -> Result<()> {
             continue;
         }
         match listener.accept() {
-            Ok((stream, _)) => {
-                shared.active.fetch_add(1, Ordering::SeqCst);
-                let shared = shared.clone();
-                let started = thread::Builder::new().spawn(move || {
-                    serve(&shared, stream);
-                    shared.active.fetch_sub(1, Ordering::SeqCst);
-                });
-                if let Err(e) = started {
-                    eprintln!("oauth-sendmail: cannot take a connection: {e}");
-                }
-            }
+            Ok((stream, _)) => take(&shared, stream),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 eprintln!("oauth-sendmail: accepting a connection: {e}");
@@ -204,6 +199,58 @@ pub fn run() -> Result<()> {
     }
     eprintln!("oauth-sendmail: stopped");
     Ok(())
+}
+
+/// Starts a thread for one connection, within the caps.
+fn take(shared: &Arc<Shared>, stream: UnixStream) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(REQUEST_DEADLINE));
+    let peer = match sys::peer::credentials(&stream) {
+        Ok(peer) => peer,
+        Err(e) => {
+            eprintln!("oauth-sendmail: a connection without credentials: {e}");
+            return;
+        }
+    };
+    {
+        let mut per_user = lock(&shared.per_user);
+        let held = per_user.entry(peer.uid).or_default();
+        if *held >= MAX_PER_USER && peer.uid != 0 {
+            drop(per_user);
+            let err = Error::new(
+                Kind::Temporary,
+                format!("too many connections from uid {} at once", peer.uid),
+                format!("the service serves at most {MAX_PER_USER} per user"),
+            );
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = protocol::write_response(&mut &stream, &failed(&err));
+            return;
+        }
+        *held += 1;
+    }
+    shared.active.fetch_add(1, Ordering::SeqCst);
+    let started = {
+        let shared = shared.clone();
+        thread::Builder::new().spawn(move || {
+            serve(&shared, stream, peer);
+            shared.active.fetch_sub(1, Ordering::SeqCst);
+            let mut per_user = lock(&shared.per_user);
+            if let Some(held) = per_user.get_mut(&peer.uid) {
+                *held -= 1;
+                if *held == 0 {
+                    per_user.remove(&peer.uid);
+                }
+            }
+        })
+    };
+    if let Err(e) = started {
+        // The closure (and with it the stream) is gone: undo the counts.
+        shared.active.fetch_sub(1, Ordering::SeqCst);
+        if let Some(held) = lock(&shared.per_user).get_mut(&peer.uid) {
+            *held = held.saturating_sub(1);
+        }
+        eprintln!("oauth-sendmail: cannot take a connection: {e}");
+    }
 }
 
 /// The directories the service owns, made (or corrected) with their modes; given to
@@ -321,15 +368,7 @@ impl Read for Deadline<'_> {
     }
 }
 
-fn serve(shared: &Shared, stream: UnixStream) {
-    let _ = stream.set_write_timeout(Some(REQUEST_DEADLINE));
-    let peer = match sys::peer::credentials(&stream) {
-        Ok(peer) => peer,
-        Err(e) => {
-            eprintln!("oauth-sendmail: a connection without credentials: {e}");
-            return;
-        }
-    };
+fn serve(shared: &Shared, stream: UnixStream, peer: sys::peer::Peer) {
     let submitter = Submitter::from_ids(peer.uid, peer.gid);
     let config = shared.config();
     let mut input = BufReader::new(Deadline {
@@ -585,7 +624,9 @@ fn control(shared: &Shared, config: &Config, who: &Submitter, request: Request) 
         Request::Show { id } => show(shared, who, admin, &id, &mut out),
         Request::Remove { ids, all } => remove(shared, who, admin, ids, all, &mut out),
         Request::Flush { all, ids } => {
-            shared.wake(all || !ids.is_empty());
+            // Everything now, whatever the backoff: for those who manage the queue only,
+            // or a user could hammer the provider in a loop.
+            shared.wake(admin && (all || !ids.is_empty()));
             err.push_str("the mail service is delivering the queue\n");
             Ok(())
         }
