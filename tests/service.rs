@@ -593,3 +593,60 @@ fn one_user_cannot_take_every_connection() {
     let _ = idle.wait();
     assert_eq!(system.wait_received(1, Duration::from_secs(20)).len(), 1);
 }
+
+/// `login` in system mode: refused to a user; run by root, the refresh token goes to the
+/// service's store, owned by the service, and mail waiting for it goes out.
+#[test]
+fn login_in_system_mode_fills_the_service_store() {
+    use common::oauth_server::{write_browser, OAuthOptions, OAuthServer};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(users) = require() else { return };
+    let oauth = OAuthServer::start(OAuthOptions::default());
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.use_oauth(&oauth, "");
+    system.start();
+    // Before any login the message is taken and waits.
+    let out = system.run(
+        Some(&users.www),
+        &["send", "-i", "dest@example.net"],
+        &message("before-login"),
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), system.log());
+
+    let out = system.run(Some(&users.person), &["login", "--account", "test"], b"");
+    assert_eq!(code(&out), 77, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("sudo oauth-sendmail login"),
+        "{}",
+        stderr(&out)
+    );
+
+    let browser = write_browser(&system.path("bin"));
+    let mut cmd = system.command(None, &["login", "--account", "test", "--timeout", "20"]);
+    cmd.env("BROWSER", &browser);
+    let out = common::harness::run_with_limit(cmd, b"", Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), oauth.log());
+    let stored = system.path("var/lib/oauth-sendmail/test.refresh-token");
+    let meta = std::fs::metadata(&stored).expect("the refresh token in the service's store");
+    assert_eq!(meta.uid(), users.service.uid, "given to the service");
+    assert_eq!(meta.permissions().mode() & 0o077, 0);
+    for user in [&users.www, &users.person] {
+        let out = system.run_as(user, &["cat", &stored.to_string_lossy()]);
+        assert!(!out.status.success());
+    }
+    let received = system.wait_received(1, Duration::from_secs(20));
+    assert_eq!(received.len(), 1, "{}", system.log());
+    assert_eq!(received[0].auth_mechanism.as_deref(), Some("XOAUTH2"));
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-i", "dest@example.net"],
+        &message("after-login"),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        system.wait_received(2, Duration::from_secs(20)).len(),
+        2,
+        "{}",
+        system.log()
+    );
+}

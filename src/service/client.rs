@@ -238,7 +238,19 @@ fn login(options: &crate::cli::Login) -> Result<()> {
     })?;
     let logged_in = crate::auth::login::login(account, options);
     give_away(&paths.state(), &user)?;
-    logged_in
+    logged_in?;
+    // Mail that waited for the login goes now, if the service runs.
+    if let Ok(stream) = UnixStream::connect(paths.socket()) {
+        let _ = exchange(
+            &stream,
+            &Request::Flush {
+                all: true,
+                ids: Vec::new(),
+            },
+            b"",
+        );
+    }
+    Ok(())
 }
 
 /// chown -R of the service's state directory (what root just wrote in it).

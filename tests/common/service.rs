@@ -180,6 +180,32 @@ impl System {
         system
     }
 
+    /// The account gets its tokens from `oauth` (a login is needed) instead of the ready
+    /// token; its client secret in a file of the service's.
+    pub fn use_oauth(&self, oauth: &super::oauth_server::OAuthServer, extra: &str) {
+        let secret = self.path("var/lib/oauth-sendmail/client-secret");
+        std::fs::write(&secret, super::oauth_server::CLIENT_SECRET).unwrap();
+        chown(&secret, &self.service);
+        chmod(&secret, 0o600);
+        let text = std::fs::read_to_string(self.config_path()).unwrap();
+        let secret_line = text.lines().find(|l| l.starts_with("secret = ")).unwrap();
+        let text = text
+            .replace(&format!("{secret_line}\n"), "")
+            .replace("provider = \"custom\"", "provider = \"gmail\"");
+        let text = format!(
+            "{text}\n[accounts.test.oauth]\nclient_id = \"{}\"\nclient_secret = {{ file = \"{}\" }}\n\
+             auth_uri = \"{}\"\ntoken_uri = \"{}\"\n{extra}",
+            super::oauth_server::CLIENT_ID,
+            secret.display(),
+            oauth.url("/authorize"),
+            oauth.url("/token"),
+        );
+        let path = self.config_path();
+        std::fs::write(&path, text).unwrap();
+        std::os::unix::fs::chown(&path, Some(0), Some(self.service.gid)).unwrap();
+        chmod(&path, 0o640);
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.root.join("etc/oauth-sendmail/config.toml")
     }
