@@ -442,30 +442,10 @@ fn accept(
             account.address()
         ));
         eprintln!("oauth-sendmail: refused: {}", err.summary());
-        let refused = prepared
-            .envelope
-            .recipients
-            .iter()
-            .map(|address| Outcome {
-                address: address.clone(),
-                status: Status::Failed,
-                reply: Some(err.summary()),
-            })
-            .collect();
-        let mut record = Record::new(
-            None,
-            prepared.message_id.clone(),
-            &account.name,
-            &prepared.envelope.sender,
-            refused,
-            prepared.len() as u64,
-            started,
-        );
-        record.note = Some(format!(
-            "refused: {SUBMITTED_BY}{}",
-            submitter.describe_tail()
-        ));
-        append_log(config, &record);
+        let summary = err.summary();
+        let note = format!("refused: {SUBMITTED_BY}{}", submitter.describe_tail());
+        let outcome = (Status::Failed, Some(summary.as_str()));
+        log_submission(config, None, account, &prepared, outcome, note, started);
         return Err(err);
     }
     let replacement = format!("\"{name}\" <{}>", account.address());
@@ -515,25 +495,16 @@ fn accept(
         notice = Some(format!("queued as {}: {held}", entry.id));
     }
     shared.queue.add(&entry, &prepared)?;
-    let waiting = recipients
-        .iter()
-        .map(|address| Outcome {
-            address: address.clone(),
-            status: Status::Queued,
-            reply: None,
-        })
-        .collect();
-    let mut record = Record::new(
-        Some(entry.id.clone()),
-        prepared.message_id.clone(),
-        &account.name,
-        &prepared.envelope.sender,
-        waiting,
-        entry.size,
+    let outcome = (Status::Queued, None);
+    log_submission(
+        config,
+        Some(&entry.id),
+        account,
+        &prepared,
+        outcome,
+        note,
         started,
     );
-    record.note = Some(note);
-    append_log(config, &record);
     eprintln!(
         "oauth-sendmail: {} from {} for {} recipient(s)",
         entry.id,
@@ -544,8 +515,38 @@ fn accept(
     Ok((entry.id, notice))
 }
 
-fn append_log(config: &Config, record: &Record) {
-    if let Err(err) = DeliveryLog::new(&config.queue.log_file).append(record) {
+/// The delivery log's record of a submission: every recipient `outcome`, the submitter
+/// in its note.
+fn log_submission(
+    config: &Config,
+    id: Option<&str>,
+    account: &crate::config::Account,
+    prepared: &crate::message::intake::Prepared,
+    (status, reply): (Status, Option<&str>),
+    note: String,
+    started: Instant,
+) {
+    let recipients = prepared
+        .envelope
+        .recipients
+        .iter()
+        .map(|address| Outcome {
+            address: address.clone(),
+            status,
+            reply: reply.map(str::to_string),
+        })
+        .collect();
+    let mut record = Record::new(
+        id.map(str::to_string),
+        prepared.message_id.clone(),
+        &account.name,
+        &prepared.envelope.sender,
+        recipients,
+        prepared.len() as u64,
+        started,
+    );
+    record.note = Some(note);
+    if let Err(err) = DeliveryLog::new(&config.queue.log_file).append(&record) {
         eprintln!("oauth-sendmail: warning: {}", err.summary());
     }
 }
