@@ -811,6 +811,12 @@ fn status(
                 problems.push(err);
             }
         }
+        if check && !admin {
+            lines.push((
+                "check".into(),
+                "not run: only root and the admin group may log in to the server".into(),
+            ));
+        }
         for (label, value) in lines {
             text.push_str(&format!("  {:<16}{value}\n", format!("{label}:")));
         }

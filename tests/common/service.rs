@@ -23,11 +23,38 @@ pub struct User {
     pub home: PathBuf,
 }
 
-/// The service's own user, a www-data-like user with no home, an ordinary user.
+/// The service's own user, a www-data-like user with no home, an ordinary user; and the
+/// binary where they may all run it.
 pub struct Users {
     pub service: User,
     pub www: User,
     pub person: User,
+    pub bin: PathBuf,
+}
+
+/// The binary copied to a place every user may traverse (the build tree may be in a
+/// private home). Once per process, before any test starts a program: a copy written
+/// while another thread forks would make that exec fail with ETXTBSY. Copies of
+/// processes that are gone are removed.
+fn shared_binary() -> PathBuf {
+    if let Ok(list) = std::fs::read_dir("/tmp") {
+        for entry in list.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let gone = name
+                .strip_prefix("oas-bin-")
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if gone {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = PathBuf::from(format!("/tmp/oas-bin-{}", std::process::id()));
+    mkdir(&dir, 0o755, None);
+    let bin = dir.join("oauth-sendmail");
+    std::fs::copy(BIN, &bin).expect("copy the binary");
+    chmod(&bin, 0o755);
+    bin
 }
 
 fn id(flag: &str, name: &str) -> Option<u32> {
@@ -101,6 +128,7 @@ pub fn require() -> Option<&'static Users> {
                 service: ensure_user("oas-service", &system),
                 www: ensure_user("oas-www", &system),
                 person: ensure_user("oas-person", &["--create-home", "--user-group"]),
+                bin: shared_binary(),
             })
         })
         .as_ref()
@@ -148,9 +176,7 @@ impl System {
         let server = TestServer::start(opts);
         let service = users.service.clone();
         mkdir(&root.join("bin"), 0o755, None);
-        let bin = root.join("bin/oauth-sendmail");
-        std::fs::copy(BIN, &bin).expect("copy the binary");
-        chmod(&bin, 0o755);
+        let bin = users.bin.clone();
         let etc = root.join("etc/oauth-sendmail");
         mkdir(&etc, 0o755, None);
         let ca = etc.join("ca.pem");
