@@ -650,3 +650,81 @@ fn login_in_system_mode_fills_the_service_store() {
         system.log()
     );
 }
+
+/// Hostile input: a submission cut short is refused whole (nothing spooled), garbage
+/// gets an answer and leaves the service running, a drop file that does not parse is
+/// quarantined, a hard link to someone else's file is not taken as theirs.
+#[test]
+fn hostile_input_is_refused_whole_or_quarantined() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.start();
+    let socket = system.path("run/oauth-sendmail/submit.sock");
+    let answer = |bytes: &[u8]| {
+        let mut stream = UnixStream::connect(&socket).unwrap();
+        stream.write_all(bytes).unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        line
+    };
+    let cut = answer(
+        b"{\"request\":\"submit\",\"recipients\":[\"a@example.net\"],\"size\":100}\nSubject: x\n\n",
+    );
+    assert!(
+        cut.contains("\"failed\"") && cut.contains("cut short"),
+        "{cut}"
+    );
+    let garbage = answer(b"\x00\xffnot json at all\n");
+    assert!(
+        garbage.contains("\"failed\"") && garbage.contains("bad request"),
+        "{garbage}"
+    );
+    assert!(system.queued().is_empty(), "nothing half-accepted");
+
+    let drop = system.path("var/spool/oauth-sendmail/maildrop");
+    let out = system.run_as(
+        &users.person,
+        &[
+            "sh",
+            "-c",
+            &format!("echo garbage > {}/feedbeef", drop.display()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // root's private file, hard-linked in by nobody but root here (protected_hardlinks
+    // stops users): still not taken as root's mail.
+    let private = system.path("private");
+    std::fs::write(
+        &private,
+        b"{\"request\":\"submit\",\"recipients\":[\"a@example.net\"],\"size\":2}\nhi",
+    )
+    .unwrap();
+    std::fs::hard_link(&private, drop.join("linked")).unwrap();
+    let quarantine = system.path("var/spool/oauth-sendmail/quarantine");
+    let until = std::time::Instant::now() + Duration::from_secs(15);
+    while !(quarantine.join("feedbeef").exists() && quarantine.join("linked").exists()) {
+        assert!(std::time::Instant::now() < until, "{}", system.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        system.log().contains("drop file feedbeef quarantined"),
+        "{}",
+        system.log()
+    );
+    assert!(system.server.received().is_empty());
+    // Still serving.
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-i", "dest@example.net"],
+        &message("still"),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(system.wait_received(1, Duration::from_secs(20)).len(), 1);
+}
