@@ -11,6 +11,8 @@ use std::io::{self, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
+#[cfg(test)]
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::thread;
@@ -46,6 +48,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The delivery thread looks at the queue at least this often.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
+/// Connections hold at most this many bytes of messages at once (intake works on the
+/// whole message); a submission that would go over waits within its deadline.
+const MESSAGE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The delivery log's note on a message the service accepted; `log` filters on it.
 const SUBMITTED_BY: &str = "submitted by uid ";
 
@@ -64,6 +70,10 @@ struct Shared {
     wake: (Mutex<Wake>, Condvar),
     active: AtomicUsize,
     per_user: Mutex<HashMap<u32, usize>>,
+    /// Drop files left for later, already logged.
+    drops_waiting: Mutex<HashSet<String>>,
+    /// Bytes of messages held in memory by connections now; see [`MESSAGE_BYTES`].
+    in_memory: (Mutex<u64>, Condvar),
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -134,6 +144,8 @@ pub fn run() -> Result<()> {
         wake: (Mutex::new(Wake::default()), Condvar::new()),
         active: AtomicUsize::new(0),
         per_user: Mutex::default(),
+        drops_waiting: Mutex::default(),
+        in_memory: (Mutex::new(0), Condvar::new()),
         paths,
     });
     listener
@@ -338,17 +350,26 @@ fn pick_up(shared: &Shared) {
     let config = shared.config();
     let max = config.service.max_message_size;
     let paths = &shared.paths;
-    dropdir::pick_up(&paths.maildrop(), &paths.quarantine(), max, |dropped| {
-        let Request::Submit(submission) = &dropped.request else {
-            return Taken::Refused(Error::new(Kind::Protocol, "not a submission", "dropped"));
-        };
-        let submitter = Submitter::from_ids(dropped.owner, dropped.owner_gid);
-        match accept(shared, &config, &submitter, submission, &dropped.message) {
-            Ok(_) => Taken::Done,
-            Err(err) if err.is_transient() || err.kind() == Kind::CannotCreate => Taken::Later(err),
-            Err(err) => Taken::Refused(err),
-        }
-    });
+    let mut waiting = lock(&shared.drops_waiting);
+    dropdir::pick_up(
+        &paths.maildrop(),
+        &paths.quarantine(),
+        max,
+        &mut waiting,
+        |dropped| {
+            let Request::Submit(submission) = &dropped.request else {
+                return Taken::Refused(Error::new(Kind::Protocol, "not a submission", "dropped"));
+            };
+            let submitter = Submitter::from_ids(dropped.owner, dropped.owner_gid);
+            match accept(shared, &config, &submitter, submission, &dropped.message) {
+                Ok(_) => Taken::Done,
+                Err(err) if err.is_transient() || err.kind() == Kind::CannotCreate => {
+                    Taken::Later(err)
+                }
+                Err(err) => Taken::Refused(err),
+            }
+        },
+    );
 }
 
 /// Reads through a deadline: each read may take what is left of it.
@@ -381,9 +402,12 @@ fn serve(shared: &Shared, stream: UnixStream, peer: sys::peer::Peer) {
             let extra = Duration::from_secs(submission.size / BYTES_PER_SECOND);
             input.get_mut().until = Instant::now() + REQUEST_DEADLINE + extra;
             let max = config.service.max_message_size;
-            match protocol::read_body(&mut input, &submission, max)
-                .and_then(|message| accept(shared, &config, &submitter, &submission, &message))
-            {
+            let until = input.get_ref().until;
+            let answer = reserve(shared, submission.size.min(max), until).and_then(|_held| {
+                protocol::read_body(&mut input, &submission, max)
+                    .and_then(|message| accept(shared, &config, &submitter, &submission, &message))
+            });
+            match answer {
                 Ok((id, notice)) => Response::Accepted { id, notice },
                 Err(err) => failed(&err),
             }
@@ -397,6 +421,42 @@ fn serve(shared: &Shared, stream: UnixStream, peer: sys::peer::Peer) {
             peer.pid
         );
     }
+}
+
+/// Memory for a message of `size` bytes, given back when dropped.
+struct Reserved<'a> {
+    shared: &'a Shared,
+    size: u64,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let (bytes, freed) = &self.shared.in_memory;
+        *lock(bytes) -= self.size;
+        freed.notify_all();
+    }
+}
+
+/// Waits (until `until`) for room for `size` more bytes of messages in memory.
+fn reserve(shared: &Shared, size: u64, until: Instant) -> Result<Reserved<'_>> {
+    let (bytes, freed) = &shared.in_memory;
+    let mut held = lock(bytes);
+    while *held + size > MESSAGE_BYTES && *held > 0 {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::new(
+                Kind::Temporary,
+                "the mail service is busy",
+                "too many large messages arrive at once",
+            ));
+        }
+        held = freed
+            .wait_timeout(held, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    *held += size;
+    Ok(Reserved { shared, size })
 }
 
 fn failed(err: &Error) -> Response {
@@ -825,5 +885,62 @@ fn status(
     match problems.into_iter().next() {
         Some(first) => Err(first.within("the service cannot send")),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(dir: &Path) -> Shared {
+        Shared {
+            paths: Paths {
+                root: dir.to_path_buf(),
+            },
+            host: "h".into(),
+            config: RwLock::new(Arc::new(Config::default())),
+            queue: Queue::open(&dir.join("queue")).unwrap(),
+            limiter: Mutex::default(),
+            wake: (Mutex::default(), Condvar::new()),
+            active: AtomicUsize::new(0),
+            per_user: Mutex::default(),
+            drops_waiting: Mutex::default(),
+            in_memory: (Mutex::new(0), Condvar::new()),
+        }
+    }
+
+    #[test]
+    fn messages_in_memory_are_bounded_and_wait_their_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let big = MESSAGE_BYTES / 2 + 1;
+        let soon = || Instant::now() + Duration::from_millis(50);
+        let first = reserve(&shared, big, soon()).unwrap();
+        let err = reserve(&shared, big, soon()).err().expect("no room");
+        assert_eq!(err.kind(), Kind::Temporary);
+        // A small one fits beside it; the big one once the first is given back.
+        drop(reserve(&shared, 1024, soon()).unwrap());
+        thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                reserve(&shared, big, Instant::now() + Duration::from_secs(10)).map(|_| ())
+            });
+            thread::sleep(Duration::from_millis(50));
+            drop(first);
+            assert!(waiter.join().unwrap().is_ok());
+        });
+        assert_eq!(*lock(&shared.in_memory.0), 0);
+    }
+
+    #[test]
+    fn the_submitter_is_read_back_from_the_log_note() {
+        let mut record = Record::new(None, None, "a", "s", Vec::new(), 0, Instant::now());
+        record.note = Some(format!(
+            "{SUBMITTED_BY}33 (www-data); held by the rate limit"
+        ));
+        assert_eq!(submitted_by(&record), Some(33));
+        record.note = Some(format!("refused: {SUBMITTED_BY}0 (root)"));
+        assert_eq!(submitted_by(&record), Some(0));
+        record.note = Some("moved to corrupt/".into());
+        assert_eq!(submitted_by(&record), None);
     }
 }

@@ -5,6 +5,7 @@
 //! the submitter (st_uid: the kernel's word, not the file's). Drop files are hostile
 //! input: size-capped, no links, and what does not parse goes to quarantine.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -88,11 +89,13 @@ pub enum Taken {
 }
 
 /// Takes every finished drop file in `dir` to `take`; what does not parse or is refused
-/// goes to `quarantine` with a `.why` note. Returns how many were taken.
+/// goes to `quarantine` with a `.why` note. A file left for later is logged once (its
+/// name is kept in `waiting` until it is gone). Returns how many were taken.
 pub fn pick_up(
     dir: &Path,
     quarantine: &Path,
     max_message: u64,
+    waiting: &mut HashSet<String>,
     mut take: impl FnMut(Dropped) -> Taken,
 ) -> usize {
     let Ok(listing) = fs::read_dir(dir) else {
@@ -103,6 +106,7 @@ pub fn pick_up(
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     names.sort();
+    waiting.retain(|name| names.contains(name));
     let mut taken = 0;
     for name in names {
         let path = dir.join(&name);
@@ -131,11 +135,14 @@ pub fn pick_up(
                 let _ = fs::remove_file(&path).and_then(|()| crate::sys::files::sync_dir(dir));
             }
             Taken::Refused(err) => set_aside(&path, quarantine, &err.summary()),
-            Taken::Later(err) => eprintln!(
-                "oauth-sendmail: {} waits in the drop directory: {}",
-                name,
-                err.summary()
-            ),
+            Taken::Later(err) => {
+                if waiting.insert(name.clone()) {
+                    eprintln!(
+                        "oauth-sendmail: {name} waits in the drop directory: {}",
+                        err.summary()
+                    );
+                }
+            }
         }
     }
     taken
@@ -225,7 +232,7 @@ mod tests {
         leave(&drop, &submission(3), b"abc").unwrap();
         leave(&drop, &submission(2), b"de").unwrap();
         let mut seen = Vec::new();
-        let taken = pick_up(&drop, &quarantine, 100, |d| {
+        let taken = pick_up(&drop, &quarantine, 100, &mut HashSet::new(), |d| {
             assert_eq!(d.owner, crate::sys::users::effective_uid());
             seen.push(d.message);
             Taken::Done
@@ -234,7 +241,12 @@ mod tests {
         seen.sort();
         assert_eq!(seen, [b"abc".to_vec(), b"de".to_vec()]);
         assert_eq!(fs::read_dir(&drop).unwrap().count(), 0);
-        assert_eq!(pick_up(&drop, &quarantine, 100, |_| Taken::Done), 0);
+        assert_eq!(
+            pick_up(&drop, &quarantine, 100, &mut HashSet::new(), |_| {
+                Taken::Done
+            }),
+            0
+        );
     }
 
     #[test]
@@ -251,9 +263,11 @@ mod tests {
         fs::hard_link(dir.path().join("secret"), drop.join("hard")).unwrap();
         leave(&drop, &submission(2), b"ok").unwrap();
         leave(&drop, &submission(2), b"no").unwrap();
-        let taken = pick_up(&drop, &quarantine, 100, |d| match d.message.as_slice() {
-            b"ok" => Taken::Done,
-            _ => Taken::Refused(Error::new(Kind::AuthRefused, "refused", "policy")),
+        let taken = pick_up(&drop, &quarantine, 100, &mut HashSet::new(), |d| {
+            match d.message.as_slice() {
+                b"ok" => Taken::Done,
+                _ => Taken::Refused(Error::new(Kind::AuthRefused, "refused", "policy")),
+            }
         });
         assert_eq!(taken, 1);
         assert_eq!(fs::read_dir(&drop).unwrap().count(), 0);
