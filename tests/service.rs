@@ -659,8 +659,28 @@ fn hostile_input_is_refused_whole_or_quarantined() {
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::UnixStream;
     let Some(users) = require() else { return };
-    let mut system = System::install(users, ServerOptions::default(), "");
+    let mut system = System::install(
+        users,
+        ServerOptions::default(),
+        "max_message_size = 50000\n",
+    );
     system.start();
+    // Over the size cap: refused with 65 and the reason, even while the client still writes.
+    let big = format!(
+        "Subject: big\n\n{}",
+        format!("{}\n", "x".repeat(900)).repeat(2000)
+    );
+    let out = system.run(
+        Some(&users.www),
+        &["send", "-i", "dest@example.net"],
+        big.as_bytes(),
+    );
+    assert_eq!(code(&out), 65, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("over the service's limit of 50000"),
+        "{}",
+        stderr(&out)
+    );
     let socket = system.path("run/oauth-sendmail/submit.sock");
     let answer = |bytes: &[u8]| {
         let mut stream = UnixStream::connect(&socket).unwrap();
