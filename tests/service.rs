@@ -226,11 +226,40 @@ fn kill_9_mid_delivery_loses_nothing() {
 fn a_forged_sender_is_refused_and_an_allowed_one_honoured() {
     let Some(users) = require() else { return };
     let policy = format!(
-        "[service.senders]\n\"@{}\" = [\"shop@example.com\"]\n",
-        users.www.name
+        "[service.senders]\n\"@{}\" = [\"shop@example.com\"]\n\
+         [service.accounts]\n\"{}\" = [\"other\"]\n",
+        users.www.name, users.person.name
     );
     let mut system = System::install(users, ServerOptions::default(), &policy);
+    // A second account on the same server, for the ordinary user only.
+    let config = std::fs::read_to_string(system.config_path()).unwrap();
+    let at = config.find("[accounts.test]").unwrap();
+    let end = config[at..].find("\n\n").map_or(config.len(), |n| at + n);
+    let other = config[at..end]
+        .replace("[accounts.test]", "[accounts.other]")
+        .replace(
+            &format!("from = \"{TEST_USER}\""),
+            "from = [\"other@example.com\", \"sender@example.com\"]",
+        );
+    std::fs::write(system.config_path(), format!("{config}\n{other}\n")).unwrap();
     system.start();
+    let out = system.run(
+        Some(&users.www),
+        &["send", "-i", "--account", "other", "dest@example.net"],
+        &message("other-www"),
+    );
+    assert_eq!(code(&out), 77, "{}\n{}", stderr(&out), system.log());
+    assert!(
+        stderr(&out).contains("may not send through account `other`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-i", "-f", "other@example.com", "dest@example.net"],
+        &message("other-person"),
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), system.log());
     let www = Some(&users.www);
     let out = system.run(
         www,
@@ -270,8 +299,16 @@ fn a_forged_sender_is_refused_and_an_allowed_one_honoured() {
         b"From: The Boss <boss@example.com>\nSubject: from-header\n\nbody\n",
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let received = system.wait_received(2, Duration::from_secs(20));
-    assert_eq!(received.len(), 2, "{}", system.log());
+    let received = system.wait_received(3, Duration::from_secs(20));
+    assert_eq!(received.len(), 3, "{}", system.log());
+    let other = received
+        .iter()
+        .find(|r| text(&r.data).contains("Subject: other-person"))
+        .unwrap();
+    assert_eq!(
+        other.mail_from, "other@example.com",
+        "through account `other`"
+    );
     let allowed = received
         .iter()
         .find(|r| text(&r.data).contains("Subject: allowed"))

@@ -25,6 +25,10 @@ pub struct ServiceSettings {
     /// A local user, or `@group`, -> the addresses it may use as `-f` or `From` ("*": any).
     #[serde(default)]
     pub senders: BTreeMap<String, Vec<String>>,
+    /// A local user, or `@group`, -> the accounts it may use ("*": any); empty: every
+    /// user may use every account. The default account is always allowed.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, Vec<String>>,
 }
 
 /// `N/h`: at most `count` messages in any `window`.
@@ -42,6 +46,7 @@ impl Default for ServiceSettings {
             rate_limit: default_rate_limit(),
             max_message_size: default_max_message_size(),
             senders: BTreeMap::new(),
+            accounts: BTreeMap::new(),
         }
     }
 }
@@ -135,6 +140,7 @@ mod tests {
             "rate_limit",
             "max_message_size",
             "[service.senders]",
+            "[service.accounts]",
         ] {
             assert!(
                 example

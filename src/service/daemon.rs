@@ -486,27 +486,49 @@ fn accept(
         ..Invocation::default()
     };
     let (account, mut prepared) = crate::delivery::send::prepare(config, &invocation, raw)?;
-    let allowed = |address: &str| policy::may_send_as(settings, account, submitter, address);
-    if submission.sender.is_some() && !allowed(&prepared.envelope.sender) {
-        let err = Error::new(
-            Kind::AuthRefused,
-            format!(
-                "{} may not send as <{}>",
-                submitter.describe(),
-                prepared.envelope.sender
-            ),
-            "the service's [service.senders] does not allow that address",
-        )
-        .hint(format!(
-            "leave out -f (the mail goes out as {} with your name), or ask the administrator to allow it",
-            account.address()
-        ));
+    let refuse = |err: Error| {
         eprintln!("oauth-sendmail: refused: {}", err.summary());
         let summary = err.summary();
         let note = format!("refused: {SUBMITTED_BY}{}", submitter.describe_tail());
         let outcome = (Status::Failed, Some(summary.as_str()));
         log_submission(config, None, account, &prepared, outcome, note, started);
-        return Err(err);
+        Err(err)
+    };
+    let default_account = config
+        .choose_account(None, None)
+        .ok()
+        .map(|a| a.name.as_str());
+    if !policy::may_use_account(settings, default_account, submitter, &account.name) {
+        return refuse(
+            Error::new(
+                Kind::AuthRefused,
+                format!(
+                    "{} may not send through account `{}`",
+                    submitter.describe(),
+                    account.name
+                ),
+                "the service's [service.accounts] does not allow it",
+            )
+            .hint("leave out --account and -f, or ask the administrator to allow it"),
+        );
+    }
+    let allowed = |address: &str| policy::may_send_as(settings, account, submitter, address);
+    if submission.sender.is_some() && !allowed(&prepared.envelope.sender) {
+        return refuse(
+            Error::new(
+                Kind::AuthRefused,
+                format!(
+                    "{} may not send as <{}>",
+                    submitter.describe(),
+                    prepared.envelope.sender
+                ),
+                "the service's [service.senders] does not allow that address",
+            )
+            .hint(format!(
+                "leave out -f (the mail goes out as {} with your name), or ask the administrator to allow it",
+                account.address()
+            )),
+        );
     }
     let replacement = format!("\"{name}\" <{}>", account.address());
     if policy::enforce_from(&mut prepared.head, allowed, &replacement) {

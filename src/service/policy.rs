@@ -72,7 +72,16 @@ pub fn may_send_as(
     {
         return true;
     }
-    settings.senders.iter().any(|(who, allowed)| {
+    allowed_by(&settings.senders, submitter, address)
+}
+
+/// Whether a rule of `table` for the submitter or one of its groups lists `value` (or "*").
+fn allowed_by(
+    table: &std::collections::BTreeMap<String, Vec<String>>,
+    submitter: &Submitter,
+    value: &str,
+) -> bool {
+    table.iter().any(|(who, allowed)| {
         let applies = match who.strip_prefix('@') {
             Some(group) => submitter.in_group(group),
             None => *who == submitter.name,
@@ -80,8 +89,22 @@ pub fn may_send_as(
         applies
             && allowed
                 .iter()
-                .any(|a| a == "*" || a.eq_ignore_ascii_case(address))
+                .any(|a| a == "*" || a.eq_ignore_ascii_case(value))
     })
+}
+
+/// May `submitter` send through the account named `account`? Every account when
+/// `[service.accounts]` is empty; else the default account, and those listed for the
+/// user or one of its groups.
+pub fn may_use_account(
+    settings: &ServiceSettings,
+    default_account: Option<&str>,
+    submitter: &Submitter,
+    account: &str,
+) -> bool {
+    settings.accounts.is_empty()
+        || default_account == Some(account)
+        || allowed_by(&settings.accounts, submitter, account)
 }
 
 /// The display name that shows the local user: "www-data on HOST".
@@ -248,6 +271,26 @@ mod tests {
         ));
         // In group root (gid 0): anything.
         assert!(may_send_as(&settings, &account, &someone("bob"), "x@y.z"));
+    }
+
+    #[test]
+    fn accounts_follow_the_policy() {
+        let mut settings = ServiceSettings::default();
+        let alice = someone("alice");
+        assert!(may_use_account(&settings, Some("main"), &alice, "shop"));
+        settings
+            .accounts
+            .insert("@root".into(), vec!["shop".into()]);
+        settings.accounts.insert("bob".into(), vec!["*".into()]);
+        let outsider = Submitter {
+            groups: vec![999_999],
+            ..someone("carol")
+        };
+        assert!(may_use_account(&settings, Some("main"), &outsider, "main"));
+        assert!(!may_use_account(&settings, Some("main"), &outsider, "shop"));
+        assert!(may_use_account(&settings, Some("main"), &alice, "shop"));
+        assert!(!may_use_account(&settings, Some("main"), &alice, "other"));
+        assert!(may_use_account(&settings, None, &someone("bob"), "other"));
     }
 
     #[test]

@@ -239,7 +239,7 @@ impl System {
     /// The configuration (root:service 0640, as the package installs it).
     pub fn write_config(&self, extra: &str) {
         let text = format!(
-            "domain = \"example.com\"\n\n[aliases]\nroot = \"admin@example.com\"\n\n\
+            "domain = \"example.com\"\ndefault_account = \"test\"\n\n[aliases]\nroot = \"admin@example.com\"\n\n\
              [accounts.test]\nprovider = \"custom\"\nhost = \"127.0.0.1\"\nport = {port}\n\
              tls = \"starttls\"\nca_file = \"{ca}\"\ntimeout = 20\nfrom = \"{TEST_USER}\"\n\
              user = \"{TEST_USER}\"\nauth = \"xoauth2\"\nsecret = {{ file = \"{token}\" }}\n\n\
