@@ -549,8 +549,7 @@ fn the_shipped_units_verify_and_their_layout_runs() {
         .arg(system.path("run/oauth-sendmail/submit.sock"))
         .arg("-E")
         .arg(format!("OAUTH_SENDMAIL_ROOT={}", system.root.display()))
-        .args(["setpriv", "--reuid", &users.service.uid.to_string()])
-        .args(["--regid", &users.service.gid.to_string(), "--init-groups"])
+        .args(users.service.setpriv())
         .arg(&system.bin)
         .arg("daemon");
     system.start_command(cmd);
@@ -584,14 +583,10 @@ fn one_user_cannot_take_every_connection() {
                   \x20   held.append(s)\n\
                   print('holding', flush=True)\n\
                   time.sleep(60)\n";
-    let mut idle = std::process::Command::new("setpriv")
-        .args([
-            "--reuid",
-            &users.www.uid.to_string(),
-            "--regid",
-            &users.www.gid.to_string(),
-        ])
-        .args(["--init-groups", "/usr/bin/python3", "-c", holder])
+    let mut idle = users
+        .www
+        .command("/usr/bin/python3")
+        .args(["-c", holder])
         .arg(&socket)
         .stdout(std::process::Stdio::piped())
         .spawn()
