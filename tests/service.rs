@@ -780,3 +780,59 @@ fn hostile_input_is_refused_whole_or_quarantined() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(system.wait_received(1, Duration::from_secs(20)).len(), 1);
 }
+
+/// The mode rule, end to end: with the service installed, a user without a configuration
+/// of its own is in system mode; the same user with one (XDG_CONFIG_HOME) is in user
+/// mode, and sends with its own configuration, not through the service.
+#[test]
+fn a_configuration_of_its_own_puts_a_call_in_user_mode() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.start();
+    let person = &users.person;
+    let out = system.run(Some(person), &["status"], b"");
+    assert!(
+        stdout(&out).contains("mode:             system"),
+        "{}",
+        stdout(&out)
+    );
+
+    let own = system.path("person-config");
+    std::fs::create_dir_all(own.join("oauth-sendmail")).unwrap();
+    let config = own.join("oauth-sendmail/config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[accounts.mine]\nprovider = \"custom\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             tls = \"none\"\nauth = \"none\"\nfrom = \"mine@example.org\"\n",
+            system.server.port
+        ),
+    )
+    .unwrap();
+    for path in [own.clone(), own.join("oauth-sendmail"), config.clone()] {
+        std::os::unix::fs::chown(&path, Some(person.uid), Some(person.gid)).unwrap();
+    }
+    let mut cmd = system.command(Some(person), &["status"]);
+    cmd.env("XDG_CONFIG_HOME", &own);
+    let out = common::harness::run_with_limit(cmd, b"", Duration::from_secs(30));
+    assert!(
+        stdout(&out).contains("mode:             user"),
+        "{}",
+        stdout(&out)
+    );
+    // Its dry run shows its own account: the service is not asked.
+    let mut cmd = system.command(
+        Some(person),
+        &["send", "--dry-run", "-i", "dest@example.net"],
+    );
+    cmd.env("XDG_CONFIG_HOME", &own);
+    let out = common::harness::run_with_limit(cmd, &message("own"), Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("Account: mine"), "{}", stdout(&out));
+    assert!(
+        !system.log().contains(&format!("uid {}", person.uid)),
+        "{}",
+        system.log()
+    );
+    system.server.expect_unused();
+}
