@@ -681,6 +681,14 @@ fn login_in_system_mode_fills_the_service_store() {
         "{}",
         system.log()
     );
+    // logout too is root's, on the service's store.
+    let out = system.run(Some(&users.person), &["logout", "--account", "test"], b"");
+    assert_eq!(code(&out), 77, "{}", stderr(&out));
+    assert!(stored.exists());
+    let out = system.run(None, &["logout", "--account", "test"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
+    assert!(!stored.exists(), "the service's refresh token is gone");
 }
 
 /// Hostile input: a submission cut short is refused whole (nothing spooled), garbage
