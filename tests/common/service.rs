@@ -405,6 +405,19 @@ impl System {
         }
     }
 
+    /// Waits (at most 10 s) until the daemon's stderr holds `needle`: it is read by
+    /// another thread, so what the daemon wrote before answering may still be on its way.
+    pub fn log_shows(&self, needle: &str) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            if Instant::now() > until {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// What the daemon wrote on stderr (the journal).
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&self.daemon_log.lock().unwrap()).into_owned()
