@@ -16,6 +16,9 @@ _oauth_sendmail() {
             ",$1")
                 cmd="oauth_sendmail"
                 ;;
+            oauth_sendmail,daemon)
+                cmd="oauth_sendmail__subcmd__daemon"
+                ;;
             oauth_sendmail,help)
                 cmd="oauth_sendmail__subcmd__help"
                 ;;
@@ -36,6 +39,9 @@ _oauth_sendmail() {
                 ;;
             oauth_sendmail,status)
                 cmd="oauth_sendmail__subcmd__status"
+                ;;
+            oauth_sendmail__subcmd__help,daemon)
+                cmd="oauth_sendmail__subcmd__help__subcmd__daemon"
                 ;;
             oauth_sendmail__subcmd__help,help)
                 cmd="oauth_sendmail__subcmd__help__subcmd__help"
@@ -116,7 +122,7 @@ _oauth_sendmail() {
 
     case "${cmd}" in
         oauth_sendmail)
-            opts="-C -h -V --config --help --version send queue log login logout status help"
+            opts="-C -h -V --config --help --version send queue log login logout status daemon help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -137,9 +143,45 @@ _oauth_sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        oauth_sendmail__subcmd__help)
-            opts="send queue log login logout status help"
+        oauth_sendmail__subcmd__daemon)
+            opts="-C -h --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__help)
+            opts="send queue log login logout status daemon help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__help__subcmd__daemon)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

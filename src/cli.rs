@@ -54,6 +54,27 @@ pub enum Action {
     Logout(Logout),
     /// `oauth-sendmail status`: each account's credentials, never a secret.
     Status(StatusArgs),
+    /// `oauth-sendmail daemon`: the machine-wide mail service (system mode).
+    Daemon,
+}
+
+impl Action {
+    /// The configuration the command line names (`-C`/`--config`), if any.
+    pub fn config(&self) -> Option<&Path> {
+        match self {
+            Action::Send(invocation) => invocation.config.as_deref(),
+            Action::SmtpSession(options) => options.config.as_deref(),
+            Action::ListQueue { config }
+            | Action::FlushQueue { config, .. }
+            | Action::Queue { config, .. }
+            | Action::Log { config, .. }
+            | Action::CheckAliases { config } => config.as_deref(),
+            Action::Login(login) => login.config.as_deref(),
+            Action::Logout(logout) => logout.config.as_deref(),
+            Action::Status(status) => status.config.as_deref(),
+            Action::Daemon => None,
+        }
+    }
 }
 
 /// `oauth-sendmail login`.
@@ -402,6 +423,13 @@ enum Command {
     Logout(Logout),
     /// Show each account's provider, store, tokens and last error (never a secret)
     Status(StatusArgs),
+    /// Run the machine-wide mail service (what systemd starts)
+    ///
+    /// It listens on /run/oauth-sendmail/submit.sock (or the socket systemd passes),
+    /// takes every local user's mail, spools it and delivers it with the configuration
+    /// /etc/oauth-sendmail/config.toml and the state in /var/lib/oauth-sendmail. Started
+    /// as root it runs as the [service] user. SIGHUP re-reads the configuration.
+    Daemon,
 }
 
 #[derive(Subcommand, Debug)]
@@ -449,8 +477,8 @@ struct LogArgs {
     #[arg(long, value_parser = log_status())]
     status: Option<Status>,
     /// Output format: a table to read, CSV for a spreadsheet, JSON Lines for scripts
-    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
-    format: FormatArg,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
 }
 
 /// `log --status`: the results the delivery log records, named as it writes them, each
@@ -464,24 +492,6 @@ fn log_status() -> impl clap::builder::TypedValueParser<Value = Status> {
             .find(|s| s.as_str() == name)
             .unwrap_or(Status::Sent) // the parser has accepted only these names
     })
-}
-
-/// `log --format`.
-#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
-enum FormatArg {
-    Table,
-    Csv,
-    Json,
-}
-
-impl From<FormatArg> for Format {
-    fn from(arg: FormatArg) -> Format {
-        match arg {
-            FormatArg::Table => Format::Table,
-            FormatArg::Csv => Format::Csv,
-            FormatArg::Json => Format::Json,
-        }
-    }
 }
 
 fn parse_age(text: &str) -> std::result::Result<Duration, String> {
@@ -575,11 +585,12 @@ pub fn parse(argv: &[OsString]) -> std::result::Result<Action, Rejected> {
                 Command::Login(login) => Action::Login(login),
                 Command::Logout(logout) => Action::Logout(logout),
                 Command::Status(status) => Action::Status(status),
+                Command::Daemon => Action::Daemon,
                 Command::Log(log) => Action::Log {
                     config,
                     since: log.since,
                     status: log.status,
-                    format: log.format.into(),
+                    format: log.format,
                 },
             })
         }
@@ -960,10 +971,7 @@ mod tests {
             ("csv", Format::Csv),
             ("json", Format::Json),
         ] {
-            assert_eq!(
-                Format::from(FormatArg::from_str(name, false).unwrap()),
-                format
-            );
+            assert_eq!(Format::from_str(name, false).unwrap(), format);
         }
     }
 
@@ -1245,7 +1253,14 @@ mod tests {
             Action::Login(login) => login.config,
             Action::Logout(logout) => logout.config,
             Action::Status(status) => status.config,
+            Action::Daemon => None,
         }
+    }
+
+    #[test]
+    fn daemon_takes_no_options() {
+        assert_eq!(own(&["daemon"]).unwrap(), Action::Daemon);
+        assert!(own(&["daemon", "--foreground"]).is_err());
     }
 
     #[test]
@@ -1369,6 +1384,17 @@ mod tests {
     }
 
     /// The systemd unit we ship must run a command this program has.
+    #[test]
+    fn the_shipped_service_unit_runs_the_daemon() {
+        let unit = include_str!("../contrib/systemd/oauth-sendmail.service");
+        let exec = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap();
+        let argv: Vec<OsString> = exec.split_whitespace().map(Into::into).collect();
+        assert_eq!(parse(&argv).unwrap(), Action::Daemon);
+    }
+
     #[test]
     fn the_shipped_flush_service_runs_a_real_command() {
         let unit = include_str!("../contrib/systemd/oauth-sendmail-flush.service");

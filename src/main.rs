@@ -20,6 +20,7 @@ mod error;
 mod layering;
 mod message;
 mod secret;
+mod service;
 mod smtp;
 mod sys;
 
@@ -56,7 +57,12 @@ fn main() -> ExitCode {
 }
 
 fn run(action: Action) -> Result<()> {
+    // System mode (see service::mode): the service does it.
+    if let Some(result) = through_the_service(&action) {
+        return result;
+    }
     match action {
+        Action::Daemon => service::daemon::run(),
         Action::Send(invocation) if invocation.verify_only => verify(&invocation),
         Action::Send(invocation) => delivery::send::send(&invocation),
         Action::ListQueue { config } => list_queue(config.as_deref()),
@@ -98,9 +104,68 @@ fn run(action: Action) -> Result<()> {
     }
 }
 
+/// Runs `action` through the machine's mail service when the call is in system mode and
+/// the service handles that action; `None`: this process handles it itself.
+fn through_the_service(action: &Action) -> Option<Result<()>> {
+    use service::protocol::Request;
+    if matches!(action, Action::Daemon) || service::mode(action.config()) != service::Mode::System {
+        return None;
+    }
+    let request = match action {
+        Action::Send(invocation) if invocation.verify_only || invocation.dry_run => return None,
+        Action::Send(invocation) => return Some(service::client::submit(invocation)),
+        Action::Login(options) => {
+            let account = options.account.as_deref();
+            return Some(service::client::login(account, &login_options(options)));
+        }
+        Action::Logout(options) => {
+            return Some(service::client::logout(options.account.as_deref()))
+        }
+        Action::ListQueue { .. } => Request::List,
+        Action::FlushQueue { all, .. } => Request::Flush {
+            all: *all,
+            ids: Vec::new(),
+        },
+        Action::Queue { command, .. } => match command {
+            QueueCommand::Show(id) => Request::Show { id: id.clone() },
+            QueueCommand::Retry(ids) => Request::Flush {
+                all: ids.is_empty(),
+                ids: ids.clone(),
+            },
+            QueueCommand::Remove(ids) => Request::Remove {
+                ids: ids.clone(),
+                all: false,
+            },
+            QueueCommand::RemoveAll => Request::Remove {
+                ids: Vec::new(),
+                all: true,
+            },
+        },
+        Action::Log {
+            since,
+            status,
+            format,
+            ..
+        } => Request::Log {
+            since: since.map(|age| age.as_secs()),
+            status: *status,
+            format: format.name().into(),
+        },
+        Action::Status(options) => Request::Status {
+            check: options.check,
+        },
+        _ => return None,
+    };
+    Some(service::client::command(&request))
+}
+
 /// `sendmail -bs`: an SMTP session on stdin/stdout (see `delivery::session`).
 fn serve_smtp(options: &SessionOptions) -> Result<()> {
-    delivery::session::serve(options)
+    match service::mode(options.config.as_deref()) {
+        // Each message goes to the service, which resolves its recipients.
+        service::Mode::System => service::client::serve_session(options),
+        service::Mode::User => delivery::session::serve(options),
+    }
 }
 
 /// `sendmail -bv`: how each recipient resolves, without reading or sending a message.
@@ -157,14 +222,17 @@ fn check_aliases(config_path: Option<&Path>) -> Result<()> {
 fn login(options: &cli::Login) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let account = config.choose_account(options.account.as_deref(), None)?;
-    let how = auth::login::LoginOptions {
+    auth::login::login(account, &login_options(options))
+}
+
+fn login_options(options: &cli::Login) -> auth::login::LoginOptions {
+    auth::login::LoginOptions {
         port: options.port,
         no_browser: options.no_browser,
         device: options.device,
         timeout: options.timeout,
         client_secret_stdin: options.client_secret_stdin,
-    };
-    auth::login::login(account, &how)
+    }
 }
 
 /// `oauth-sendmail logout`: forgets an account's tokens.
@@ -187,7 +255,9 @@ fn logout(options: &cli::Logout) -> Result<()> {
 fn status(options: &cli::StatusArgs) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let how = commands::status::Options {
+        mode: service::mode(options.config.as_deref()).describe(),
         account: options.account.as_deref(),
+        check_refused: None,
         check: options.check,
         verbose: options.verbose,
     };

@@ -118,6 +118,17 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             ],
         },
         Page {
+            file: "oauth-sendmail-daemon",
+            cmd: sub("daemon"),
+            configuration: true,
+            examples: &[EXAMPLES_DAEMON],
+            see_also: &[
+                "oauth-sendmail(8)",
+                "oauth-sendmail.toml(5)",
+                "systemctl(1)",
+            ],
+        },
+        Page {
             file: "sendmail",
             cmd: built(SendmailCli::command()),
             configuration: true,
@@ -608,6 +619,14 @@ oauth\-sendmail logout \-\-account gmail
 .RE
 "#;
 
+const EXAMPLES_DAEMON: &str = r#".RS
+.nf
+systemctl enable \-\-now oauth\-sendmail.socket oauth\-sendmail.service
+systemctl reload oauth\-sendmail
+.fi
+.RE
+"#;
+
 const EXAMPLES_STATUS: &str = r#".RS
 .nf
 oauth\-sendmail status
@@ -636,7 +655,7 @@ const HAND_WRITTEN: &[&str] = &["oauth-sendmail.toml.5"];
 
 /// Pages of other packages that ours may name (they are on any system that has cron or
 /// ssh); every other reference must be a page in man/.
-const SYSTEM_PAGES: &[&str] = &["crontab(5)", "ssh(1)"];
+const SYSTEM_PAGES: &[&str] = &["crontab(5)", "ssh(1)", "systemctl(1)"];
 
 fn man_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("man")
@@ -829,12 +848,17 @@ fn the_send_synopsis_shows_flags_and_values() {
 /// The keys that the configuration accepts, from its source: the fields of the structs
 /// the TOML is read into (config/schema.rs).
 fn config_keys() -> Vec<String> {
-    let source = include_str!("../config/schema.rs");
+    let source = [
+        include_str!("../config/schema.rs"),
+        include_str!("../config/service.rs"),
+    ]
+    .concat();
     let mut keys = Vec::new();
     for table in [
         "struct ConfigFile {",
         "struct AccountFile {",
         "struct OAuthFile {",
+        "pub struct ServiceSettings {",
     ] {
         let body = source
             .split(table)
@@ -846,6 +870,7 @@ fn config_keys() -> Vec<String> {
         for line in body.lines() {
             let line = line.trim_start();
             let line = line.strip_prefix("pub(super) ").unwrap_or(line);
+            let line = line.strip_prefix("pub ").unwrap_or(line);
             if let Some((key, _)) = line.split_once(':') {
                 if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
                     keys.push(key.to_string());

@@ -47,6 +47,17 @@ pub enum Format {
     Json,
 }
 
+impl Format {
+    /// Its name on the command line (`--format csv`) and on the service's socket.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
 /// CSV and table rows are one per recipient of an attempt, so a spreadsheet can filter.
 const COLUMNS: [&str; 11] = [
     "time",

@@ -14,15 +14,26 @@ use crate::sys::clock::when;
 
 /// What `status` was asked for.
 pub struct Options<'a> {
+    /// Which mode a sendmail call is in (user or system), shown first.
+    pub mode: &'a str,
     /// Only this account; `None`: every account, and which one is the default.
     pub account: Option<&'a str>,
     /// Also an SMTP login to each.
     pub check: bool,
+    /// Why the check is not run for this caller (the service runs it only for root and
+    /// its admin group), shown in its place.
+    pub check_refused: Option<&'a str>,
     /// With `check`: the SMTP dialogue on stderr.
     pub verbose: bool,
 }
 
+/// Prints the status on stdout.
 pub fn show(config: &Config, options: &Options) -> Result<()> {
+    render(config, options, &mut io::stdout().lock())
+}
+
+/// The status as text, for stdout or for the service to send back.
+pub fn render(config: &Config, options: &Options, out: &mut impl Write) -> Result<()> {
     let accounts: Vec<&Account> = match options.account {
         Some(name) => vec![config.choose_account(Some(name), None)?],
         None => config.accounts.values().collect(),
@@ -32,7 +43,7 @@ pub fn show(config: &Config, options: &Options) -> Result<()> {
         config.choose_account(None, None)?;
     }
     let mut problems: Vec<Error> = Vec::new();
-    let mut out = io::stdout().lock();
+    writeln!(out, "{:<18}{}", "mode:", options.mode).map_err(stdout_error)?;
     if options.account.is_none() {
         // What a send that names no account, and no sender of one, goes through.
         let default = match config.choose_account(None, None) {
@@ -61,7 +72,9 @@ pub fn show(config: &Config, options: &Options) -> Result<()> {
         let report = Report::of(account, token::status(account));
         lines.extend(report.lines);
         problems.extend(report.problems);
-        if options.check {
+        if let (true, Some(why)) = (options.check, options.check_refused) {
+            lines.push(("check", format!("not run: {why}")));
+        } else if options.check {
             let checked = token::with_secret(account, options.verbose, |secret| {
                 crate::smtp::client::check(account, secret, options.verbose)
             });

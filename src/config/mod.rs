@@ -18,6 +18,8 @@ use std::time::Duration;
 use crate::error::{Error, Kind, Result};
 use schema::ConfigFile;
 
+pub mod service;
+
 /// The configuration as the rest of the program uses it.
 #[derive(Debug, Default)]
 pub struct Config {
@@ -30,6 +32,8 @@ pub struct Config {
     pub accounts: BTreeMap<String, Account>,
     default_account: Option<String>,
     pub queue: QueueSettings,
+    /// `[service]`: used by the machine-wide service only.
+    pub service: service::ServiceSettings,
 }
 
 /// When messages are spooled, where, and how long they are retried.
@@ -190,6 +194,7 @@ impl Config {
             accounts,
             default_account: file.default_account,
             queue,
+            service: file.service,
         })
     }
 

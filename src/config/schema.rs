@@ -93,6 +93,8 @@ pub(super) struct ConfigFile {
     pub(super) retry_initial: Option<String>,
     pub(super) retry_max: Option<String>,
     pub(super) max_age: Option<String>,
+    #[serde(default)]
+    pub(super) service: super::service::ServiceSettings,
 }
 
 #[derive(Deserialize)]

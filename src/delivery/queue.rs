@@ -46,6 +46,12 @@ pub struct QueueEntry {
     /// runs intake with these options once the setup is fixed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intake: Option<Intake>,
+    /// Who handed the message to the machine-wide service (SO_PEERCRED or a drop
+    /// file's owner); none in user mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// The sendmail options a held message was given, for intake at flush time.
@@ -102,6 +108,8 @@ impl QueueEntry {
             size: message.len() as u64,
             eight_bit: message.eight_bit,
             intake: None,
+            uid: None,
+            user: None,
         }
     }
 

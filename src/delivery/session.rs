@@ -16,28 +16,46 @@ use crate::sys::signals;
 /// the message unless it got a 250, so nothing goes to dead.letter. A message the queue
 /// took is safe, so it gets its 250.
 pub fn serve(options: &SessionOptions) -> Result<()> {
-    // Our EHLO name upstream, so both sides of the relay give the same name.
-    let settings = Settings::new(crate::smtp::client::default_hello_name());
+    let settings = settings();
     let config = Config::load(options.config.as_deref())
         .map_err(|err| server::refuse(io::stdout().lock(), &settings, err))?;
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
+    serve_with(
+        options,
+        &settings,
+        &resolver,
+        |invocation, data| match send::deliver(&config, invocation, data) {
+            Ok(_) => Ok(()),
+            Err(err) if err.is_message_kept() && err.kind() != Kind::RecipientRefused => Ok(()),
+            Err(err) => Err(err),
+        },
+    )
+}
+
+/// Our EHLO name upstream, so both sides of the relay give the same name.
+pub fn settings() -> Settings {
+    Settings::new(crate::smtp::client::default_hello_name())
+}
+
+/// Serves one SMTP session, handing each transaction, as the sendmail invocation it
+/// stands for, to `hand` (`send::deliver` here; the service's client in system mode).
+pub fn serve_with(
+    options: &SessionOptions,
+    settings: &Settings,
+    resolver: &Resolver,
+    hand: impl Fn(&Invocation, &[u8]) -> Result<()>,
+) -> Result<()> {
     // A stop signal ends the session at once while we wait for the client, and after the
     // reply to the message in flight otherwise.
     signals::defer_stop();
     let (input, output) = (signals::ClientInput::new(io::stdin()), io::stdout().lock());
-    server::serve(input, output, &settings, &resolver, |message| {
-        deliver(&config, options, message)
-    })
-}
-
-/// One transaction: `Ok` (250) once the message is sent or safe with us, else the error
-/// its reply is made of.
-fn deliver(config: &Config, options: &SessionOptions, message: &Transaction) -> Result<()> {
-    match send::deliver(config, &invocation(options, message), &message.data) {
-        Ok(_) => Ok(()),
-        Err(err) if err.is_message_kept() && err.kind() != Kind::RecipientRefused => Ok(()),
-        Err(err) => Err(err),
-    }
+    server::serve(
+        input,
+        output,
+        settings,
+        resolver,
+        |message: &Transaction| hand(&invocation(options, message), &message.data),
+    )
 }
 
 /// The sendmail invocation a transaction stands for: its envelope, dots already undone,

@@ -4,5 +4,8 @@
 pub mod clock;
 pub mod files;
 pub mod host;
+pub mod peer;
+pub mod reload;
 pub mod signals;
 pub mod trust;
+pub mod users;

@@ -9,6 +9,8 @@ pub mod mailbox;
 pub mod oauth_server;
 #[cfg(unix)]
 pub mod postfix;
+#[cfg(unix)]
+pub mod service;
 pub mod skip;
 pub mod smtp_server;
 pub mod tls;

@@ -1,0 +1,362 @@
+//! What client and service say on the socket, and what a drop file holds: one JSON line
+//! (a [`Request`], at most [`MAX_REQUEST_LINE`] bytes), for a submission followed by
+//! exactly `size` bytes of message; the answer is one JSON line (a [`Response`]). A
+//! submission cut short is an error, never half a message.
+
+use std::io::{self, BufRead, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::delivery::log::Status;
+use crate::error::{Error, Kind, Result};
+
+/// The longest request line: an envelope with thousands of recipients fits.
+pub const MAX_REQUEST_LINE: usize = 64 * 1024;
+/// The longest response line a client reads (a listing of a long queue fits).
+pub const MAX_RESPONSE_LINE: usize = 64 * 1024 * 1024;
+
+/// A message handed to the service: the sendmail options that shape intake. What the
+/// caller is (uid, user) is never in here: the service learns it from the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Submission {
+    /// `-f`, as given.
+    pub sender: Option<String>,
+    pub recipients: Vec<String>,
+    /// `-t`.
+    pub extract_recipients: bool,
+    /// `-F`.
+    pub full_name: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// The message's length in bytes: exactly this many follow the request line.
+    pub size: u64,
+}
+
+/// One request; a connection carries one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Submit(Submission),
+    /// `mailq`, `queue list`.
+    List,
+    /// `queue show ID`.
+    Show {
+        id: String,
+    },
+    /// `queue remove ID...` or `--all`.
+    Remove {
+        ids: Vec<String>,
+        all: bool,
+    },
+    /// `sendmail -q` (all) or `queue flush` (those due); `queue retry` names ids.
+    Flush {
+        all: bool,
+        ids: Vec<String>,
+    },
+    /// `oauth-sendmail log`.
+    Log {
+        /// Seconds back from now.
+        since: Option<u64>,
+        status: Option<Status>,
+        /// table, csv or json.
+        format: String,
+    },
+    /// `oauth-sendmail status`.
+    Status {
+        check: bool,
+    },
+}
+
+/// A failure as it travels: the client rebuilds the same error, so it prints the same
+/// line and exits with the same status (error.rs decides which).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub kind: String,
+    /// What happened and why, as one line.
+    pub summary: String,
+    pub hints: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The message is in the spool, fsync'd.
+    Accepted {
+        id: String,
+        notice: Option<String>,
+    },
+    /// A command's output, as the command prints it, and how it ended.
+    Output {
+        stdout: String,
+        stderr: String,
+        failure: Option<Failure>,
+    },
+    Failed(Failure),
+}
+
+const KINDS: [(Kind, &str); 12] = [
+    (Kind::Usage, "usage"),
+    (Kind::BadInput, "bad_input"),
+    (Kind::RecipientRefused, "recipient_refused"),
+    (Kind::Unavailable, "unavailable"),
+    (Kind::Internal, "internal"),
+    (Kind::CannotCreate, "cannot_create"),
+    (Kind::Io, "io"),
+    (Kind::Temporary, "temporary"),
+    (Kind::Protocol, "protocol"),
+    (Kind::AuthRefused, "auth_refused"),
+    (Kind::Config, "config"),
+    (Kind::Certificate, "certificate"),
+];
+
+impl Failure {
+    pub fn from_error(err: &Error) -> Failure {
+        let kind = KINDS
+            .iter()
+            .find(|(k, _)| *k == err.kind())
+            .map_or("internal", |(_, name)| name);
+        let text = err.to_string();
+        let mut lines = text.lines();
+        let summary = lines.next().unwrap_or_default().to_string();
+        Failure {
+            kind: kind.to_string(),
+            summary,
+            hints: lines.map(|l| l.trim_start().to_string()).collect(),
+        }
+    }
+
+    /// The error again; an unknown kind (a newer service) is taken as temporary, so the
+    /// caller tries again rather than losing anything.
+    pub fn to_error(&self) -> Error {
+        let kind = KINDS
+            .iter()
+            .find(|(_, name)| *name == self.kind)
+            .map_or(Kind::Temporary, |(k, _)| *k);
+        // Display is "what: why": split anywhere, it prints the same.
+        let (what, why) = self
+            .summary
+            .split_once(": ")
+            .unwrap_or((self.summary.as_str(), "the service gave no reason"));
+        let mut err = Error::new(kind, what, why);
+        for hint in &self.hints {
+            err = err.hint(hint.clone());
+        }
+        err
+    }
+}
+
+fn bad(why: impl std::fmt::Display) -> Error {
+    Error::new(Kind::Protocol, "bad request", why)
+}
+
+/// Reads one line of at most `limit` bytes, its "\n" removed; `None` at a clean end of
+/// input before any byte.
+fn read_line(input: &mut impl BufRead, limit: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    input
+        .by_ref()
+        .take(limit as u64 + 1)
+        .read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.pop() != Some(b'\n') {
+        let why = match line.len() >= limit {
+            true => format!("a line longer than {limit} bytes"),
+            false => "the line was cut short".to_string(),
+        };
+        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    }
+    Ok(Some(line))
+}
+
+/// Reads a request line and, for a submission, the message (at most `max_message`
+/// bytes).
+pub fn read_request(input: &mut impl BufRead, max_message: u64) -> Result<(Request, Vec<u8>)> {
+    let request = read_head(input)?;
+    let message = match &request {
+        Request::Submit(submission) => read_body(input, submission, max_message)?,
+        _ => Vec::new(),
+    };
+    Ok((request, message))
+}
+
+/// The request line alone (the service gives the message its own deadline).
+pub fn read_head(input: &mut impl BufRead) -> Result<Request> {
+    let line = read_line(input, MAX_REQUEST_LINE)
+        .map_err(bad)?
+        .ok_or_else(|| bad("the connection closed before a request"))?;
+    serde_json::from_slice(&line).map_err(bad)
+}
+
+/// The `size` bytes of a submission's message; fewer is an error.
+pub fn read_body(
+    input: &mut impl Read,
+    submission: &Submission,
+    max_message: u64,
+) -> Result<Vec<u8>> {
+    if submission.size > max_message {
+        return Err(Error::new(
+            Kind::BadInput,
+            "message refused",
+            format!(
+                "it is {} bytes, over the service's limit of {max_message}",
+                submission.size
+            ),
+        ));
+    }
+    let mut message = Vec::with_capacity(submission.size.min(1 << 20) as usize);
+    input
+        .take(submission.size)
+        .read_to_end(&mut message)
+        .map_err(|e| bad(format!("reading the message: {e}")))?;
+    if (message.len() as u64) < submission.size {
+        return Err(bad(format!(
+            "the message was cut short: {} of {} bytes",
+            message.len(),
+            submission.size
+        )));
+    }
+    Ok(message)
+}
+
+/// Writes a request (and the message of a submission) as [`read_request`] reads it.
+pub fn write_request(out: &mut impl Write, request: &Request, message: &[u8]) -> io::Result<()> {
+    let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.write_all(message)?;
+    out.flush()
+}
+
+pub fn write_response(out: &mut impl Write, response: &Response) -> io::Result<()> {
+    let mut line = serde_json::to_vec(response).map_err(io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)?;
+    out.flush()
+}
+
+pub fn read_response(input: &mut impl BufRead) -> Result<Response> {
+    let broken = |why: String| {
+        Error::new(Kind::Temporary, "no answer from the mail service", why)
+            .hint("see `journalctl -u oauth-sendmail`")
+    };
+    let line = read_line(input, MAX_RESPONSE_LINE)
+        .map_err(|e| broken(e.to_string()))?
+        .ok_or_else(|| broken("it closed the connection".into()))?;
+    serde_json::from_slice(&line).map_err(|e| broken(format!("a bad answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submission(size: u64) -> Request {
+        Request::Submit(Submission {
+            sender: Some("root".into()),
+            recipients: vec!["a@example.com".into()],
+            size,
+            ..Submission::default()
+        })
+    }
+
+    #[test]
+    fn a_submission_round_trips_with_its_message() {
+        let mut wire = Vec::new();
+        write_request(&mut wire, &submission(5), b"hello").unwrap();
+        let (request, message) = read_request(&mut &wire[..], 100).unwrap();
+        assert_eq!(request, submission(5));
+        assert_eq!(message, b"hello");
+    }
+
+    #[test]
+    fn control_requests_round_trip() {
+        for request in [
+            Request::List,
+            Request::Remove {
+                ids: vec!["A".into()],
+                all: false,
+            },
+            Request::Log {
+                since: Some(60),
+                status: Some(Status::Sent),
+                format: "json".into(),
+            },
+            Request::Status { check: true },
+        ] {
+            let mut wire = Vec::new();
+            write_request(&mut wire, &request, b"").unwrap();
+            assert_eq!(read_request(&mut &wire[..], 0).unwrap().0, request);
+        }
+    }
+
+    #[test]
+    fn a_message_cut_short_is_refused_whole() {
+        let mut wire = Vec::new();
+        write_request(&mut wire, &submission(10), b"only5").unwrap();
+        let err = read_request(&mut &wire[..], 100).unwrap_err();
+        assert_eq!(err.kind(), Kind::Protocol);
+        assert!(err.to_string().contains("cut short: 5 of 10"), "{err}");
+    }
+
+    #[test]
+    fn garbage_and_truncated_lines_are_errors_not_panics() {
+        let inputs: [&[u8]; 8] = [
+            b"",
+            b"\n",
+            b"{\"request\":\"submit\"",
+            b"not json\n",
+            b"{\"request\":\"submit\",\"size\":-1}\n",
+            b"{\"request\":\"nonsense\"}\n",
+            b"{\"request\":\"submit\",\"recipients\":[],\"size\":0,\"uid\":0}\n",
+            b"\xff\xfe\x00\n",
+        ];
+        for input in inputs {
+            let err = read_request(&mut &input[..], 100).unwrap_err();
+            assert_eq!(err.kind(), Kind::Protocol, "{input:?}: {err}");
+        }
+        let long = vec![b'x'; MAX_REQUEST_LINE + 10];
+        let err = read_request(&mut &long[..], 100).unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_before_it_is_read() {
+        let mut wire = Vec::new();
+        write_request(&mut wire, &submission(1000), b"").unwrap();
+        let err = read_request(&mut &wire[..], 999).unwrap_err();
+        assert_eq!(err.kind(), Kind::BadInput);
+    }
+
+    #[test]
+    fn an_error_travels_with_its_kind_and_hints() {
+        let err = Error::new(Kind::AuthRefused, "sender refused", "not yours")
+            .hint("ask root")
+            .hint("see the README");
+        let back = Failure::from_error(&err).to_error();
+        assert_eq!(back.exit_code(), 77);
+        assert_eq!(back.to_string(), err.to_string());
+        let unknown = Failure {
+            kind: "from-the-future".into(),
+            summary: "x".into(),
+            hints: vec![],
+        };
+        assert_eq!(unknown.to_error().kind(), Kind::Temporary);
+    }
+
+    #[test]
+    fn responses_round_trip_and_garbage_is_temporary() {
+        let mut wire = Vec::new();
+        let response = Response::Accepted {
+            id: "ABC".into(),
+            notice: None,
+        };
+        write_response(&mut wire, &response).unwrap();
+        assert_eq!(read_response(&mut &wire[..]).unwrap(), response);
+        for garbage in [&b""[..], b"{\n", b"{\"result\":\"accepted\"}"] {
+            let err = read_response(&mut &garbage[..]).unwrap_err();
+            assert_eq!(err.kind(), Kind::Temporary);
+        }
+    }
+}
