@@ -53,6 +53,8 @@ pub struct Error {
     cause: Option<Cause>,
     hint: Option<String>,
     message_kept: bool,
+    /// The server asked not to be tried again before this long (HTTP `Retry-After`).
+    retry_after: Option<std::time::Duration>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -66,6 +68,7 @@ impl Error {
             cause: None,
             hint: None,
             message_kept: false,
+            retry_after: None,
         }
     }
 
@@ -167,6 +170,17 @@ impl Error {
 
     pub fn is_message_kept(&self) -> bool {
         self.message_kept
+    }
+
+    /// The server asked to be tried again no earlier than `wait` from now.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Error {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// What `retry_after` recorded: the next try of a queued message waits at least this.
+    pub fn wait_asked(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     /// What happened and why, without the hints: one line for notices and logs.

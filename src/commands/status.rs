@@ -8,7 +8,7 @@ use std::io::{self, Write};
 
 use crate::auth::token::{self, Credential, RefreshToken, State};
 use crate::commands::stdout_error;
-use crate::config::{Account, AuthMethod, Config, SecretSource};
+use crate::config::{Account, AuthMethod, Config, SecretSource, Transport};
 use crate::error::{Error, Result};
 use crate::sys::clock::when;
 
@@ -50,8 +50,13 @@ pub fn show(config: &Config, options: &Options) -> Result<()> {
         let mut lines = vec![
             (
                 "server",
-                format!("{}:{} ({:?})", account.host, account.port, account.provider)
-                    .to_lowercase(),
+                match account.transport {
+                    Transport::Smtp => {
+                        format!("{}:{} ({:?})", account.host, account.port, account.provider)
+                            .to_lowercase()
+                    }
+                    other => format!("{} ({})", account.api_uri, other.name()),
+                },
             ),
             ("from", account.addresses.join(", ")),
         ];
@@ -62,11 +67,10 @@ pub fn show(config: &Config, options: &Options) -> Result<()> {
         lines.extend(report.lines);
         problems.extend(report.problems);
         if options.check {
-            let checked = token::with_secret(account, options.verbose, |secret| {
-                crate::smtp::client::check(account, secret, options.verbose)
-            });
+            let checked = crate::delivery::transport::check(account, options.verbose);
             let result = match &checked {
-                Ok(()) => "ok: authenticated and quit".to_string(),
+                Ok(None) => "ok: authenticated and quit".to_string(),
+                Ok(Some(found)) => format!("ok: {found}, nothing sent"),
                 Err(err) => format!(
                     "FAILED: {}",
                     err.to_string().replace('\n', "\n                  ")
