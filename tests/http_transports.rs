@@ -9,6 +9,7 @@ mod common;
 
 use std::process::Output;
 
+use common::config::TestConfig;
 use common::harness::{code, free_port, stderr, stdout, Harness};
 use common::mail_api::{Api, MailApi, Scripted};
 use common::oauth_server::{
@@ -29,11 +30,18 @@ struct Setup {
 /// Account "test" sending through `api`, logged in at the fake provider, its SMTP port
 /// closed (the harness's SMTP server is never used); `settings` at the top level.
 fn setup(api: Api, opts: OAuthOptions, settings: &[(&str, &str)]) -> Setup {
+    let s = setup_with(api, opts, |c| c.settings(settings));
+    let o = login(&s.h, &[]);
+    assert_eq!(code(&o), 0, "login: {}", stderr(&o));
+    s
+}
+
+/// The same, not logged in, with `edit` applied to the config.
+fn setup_with(api: Api, opts: OAuthOptions, edit: impl FnOnce(TestConfig) -> TestConfig) -> Setup {
     let server = MailApi::start(api);
     let closed = free_port();
     let (oauth, mut h) = harness_with_oauth(opts, |c| {
-        let c = c
-            .settings(settings)
+        let c = edit(c)
             .port(closed)
             .account_field("transport", api.transport())
             .account_field("api_uri", server.base());
@@ -43,8 +51,6 @@ fn setup(api: Api, opts: OAuthOptions, settings: &[(&str, &str)]) -> Setup {
         }
     });
     h.server.expect_unused();
-    let o = login(&h, &[]);
-    assert_eq!(code(&o), 0, "login: {}", stderr(&o));
     Setup {
         api: server,
         oauth,
@@ -328,4 +334,36 @@ fn status_check_asks_the_api_and_sends_nothing() {
         assert!(out.contains("nothing sent"), "{out}");
         assert_eq!((s.api.checks(), s.api.sends()), (1, 0));
     }
+}
+
+#[test]
+fn graph_app_only_sends_as_the_mailbox_with_client_credentials() {
+    let s = setup_with(Api::Graph, OAuthOptions::default(), |c| {
+        c.oauth("client_credentials", true)
+            .oauth("tenant", "contoso.example")
+    });
+    let o = s.sendmail(&["-i", "rcpt@example.com"], b"Subject: app\n\nbody\n");
+    assert_eq!(code(&o), 0, "{}", s.explain(&o));
+    assert_eq!(s.oauth.calls("client_credentials"), 1, "{}", s.oauth.log());
+    assert!(
+        s.api
+            .log()
+            .starts_with("POST /v1.0/users/sender%40example.com/sendMail"),
+        "{}",
+        s.api.log()
+    );
+    assert_eq!(s.api.recipients(), ["rcpt@example.com"]);
+}
+
+#[test]
+fn an_untrusted_api_certificate_is_exit_78_and_the_message_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let unrelated = common::tls::write_unrelated_ca_file(dir.path());
+    let mut s = setup(Api::Gmail, OAuthOptions::default(), &[]);
+    s.h.write_config(|c| c.account_field("ca_file", &unrelated));
+    let o = s.sendmail(&["-i", "rcpt@example.com"], b"Subject: s\n\nbody\n");
+    assert_eq!(code(&o), 78, "{}", s.explain(&o));
+    assert!(stderr(&o).contains("certificate"), "{}", stderr(&o));
+    assert_eq!(s.queued().len(), 1, "the message waits for the fix");
+    s.api.expect_unused();
 }
