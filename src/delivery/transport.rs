@@ -11,7 +11,7 @@ use crate::{auth::token, http};
 
 /// An open way to send an account's messages.
 pub enum Transport {
-    Smtp(Session),
+    Smtp(Box<Session>),
     /// The API authenticates each request, so the account comes along for its token.
     Http {
         session: Box<http::Session>,
@@ -28,7 +28,7 @@ impl Transport {
             Kind::Smtp => token::with_secret(account, verbose, |secret| {
                 Session::open(account, secret, verbose)
             })
-            .map(Transport::Smtp),
+            .map(|session| Transport::Smtp(Box::new(session))),
             Kind::GmailApi | Kind::Graph => Ok(Transport::Http {
                 session: Box::new(http::Session::open(account, verbose)?),
                 account: Box::new(account.clone()),
