@@ -368,6 +368,9 @@ fn print_dry_run(account: Option<&Account>, prepared: &Prepared) -> Result<()> {
         .map(|r| format!("<{r}>"))
         .collect();
     let via = match account {
+        Some(a) if a.transport != crate::config::Transport::Smtp => {
+            format!("{} ({}, {})", a.name, a.api_uri, a.transport.name())
+        }
         Some(a) => format!("{} ({}:{})", a.name, a.host, a.port),
         None => "none (no account configured; nothing would be sent)".into(),
     };
