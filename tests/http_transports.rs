@@ -121,7 +121,10 @@ fn a_cron_mail_goes_out_through_each_api_with_the_send_only_scope() {
         let log = stdout(&s.own(&["log", "--format", "json"]));
         assert!(log.contains("\"sent\""), "{log}");
         let dry = stdout(&s.sendmail(&["--dry-run", "-i", "root"], CRON));
-        assert!(dry.contains(&format!("({}, {})", s.api.base(), api.transport())), "{dry}");
+        assert!(
+            dry.contains(&format!("({}, {})", s.api.base(), api.transport())),
+            "{dry}"
+        );
         assert!(log.contains("HTTP 20"), "{log}");
     }
 }

@@ -2,7 +2,7 @@
 //! value` lines from what `auth::token` reports, and the checks a send makes (which account
 //! it picks, that its secret can be read, that it is logged in). When one fails, status
 //! says what and exits with that failure's status. With `--check`, also an SMTP login to
-//! each account that sends nothing.
+//! each account, or the API's profile request for an HTTPS one, sending nothing.
 
 use std::io::{self, Write};
 
