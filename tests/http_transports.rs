@@ -372,3 +372,50 @@ fn an_untrusted_api_certificate_is_exit_78_and_the_message_waits() {
     assert_eq!(s.queued().len(), 1, "the message waits for the fix");
     s.api.expect_unused();
 }
+
+#[test]
+fn sendmail_bs_rcpt_only_recipients_get_it_unseen() {
+    let s = setup(Api::Graph, OAuthOptions::default(), &[]);
+    let dialogue = "EHLO client.example\r\nMAIL FROM:<sender@example.com>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<quiet@example.com>\r\nDATA\r\nTo: a@example.com\r\nSubject: bs\r\n\r\nhi\r\n.\r\nQUIT\r\n";
+    let o = s.sendmail(&["-bs"], dialogue.as_bytes());
+    assert_eq!(code(&o), 0, "{}", s.explain(&o));
+    assert!(stdout(&o).contains("221"), "{}", s.explain(&o));
+    let mut recipients = s.api.recipients();
+    recipients.sort();
+    assert_eq!(
+        recipients,
+        ["a@example.com", "quiet@example.com"],
+        "{}",
+        s.api.log()
+    );
+    for delivered in s.api.delivered() {
+        assert!(
+            !delivered.message.contains("quiet@"),
+            "{}",
+            delivered.message
+        );
+    }
+}
+
+#[test]
+fn a_service_account_sends_through_the_gmail_api_with_gmail_send_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.json");
+    common::oauth_server::write_service_account_key(&key);
+    let mut s = setup_with(Api::Gmail, OAuthOptions::default(), |c| c);
+    let token_uri = s.oauth.url("/token");
+    s.h.write_config(|c| {
+        c.oauth_cleared()
+            .oauth("service_account", &key)
+            .oauth("subject", TEST_USER)
+            .oauth("token_uri", token_uri)
+    });
+    let o = s.sendmail(&["-i", "rcpt@example.com"], b"Subject: sa\n\nbody\n");
+    assert_eq!(code(&o), 0, "{}", s.explain(&o));
+    let claims = s.oauth.jwt_claims();
+    assert_eq!(
+        claims[0]["scope"], "https://www.googleapis.com/auth/gmail.send",
+        "{claims:?}"
+    );
+    assert_eq!(s.api.recipients(), ["rcpt@example.com"]);
+}
