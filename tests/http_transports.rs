@@ -419,3 +419,25 @@ fn a_service_account_sends_through_the_gmail_api_with_gmail_send_only() {
     );
     assert_eq!(s.api.recipients(), ["rcpt@example.com"]);
 }
+
+#[test]
+fn a_403_for_a_missing_permission_keeps_the_message_for_the_fix() {
+    for api in APIS {
+        let s = setup(api, OAuthOptions::default(), &[]);
+        s.api.script([Scripted::error(
+            api,
+            403,
+            "Request had insufficient authentication scopes.",
+        )]);
+        let o = s.sendmail(&["-i", "rcpt@example.com"], b"Subject: s\n\nbody\n");
+        assert_eq!(code(&o), 78, "{api:?}: {}", s.explain(&o));
+        let text = stderr(&o);
+        assert!(
+            text.contains("insufficient authentication scopes"),
+            "{text}"
+        );
+        assert!(text.contains("queued as"), "{text}");
+        assert_eq!(s.queued().len(), 1);
+        assert!(s.h.dead_letter().is_none());
+    }
+}

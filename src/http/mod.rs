@@ -247,21 +247,21 @@ impl Session {
         }
     }
 
-    /// A 4xx answer other than 401: the API's own words, for the bounce and the log.
+    /// A 4xx answer other than 401, in the API's own words for the bounce and the log:
+    /// the message refused for good; or, for what refuses every message alike (no
+    /// permission, no such mailbox or address), the setup, for which messages wait.
     fn refusal(&self, answer: &Answer, what: &str) -> Error {
-        let kind = match answer.status {
-            403 => Kind::AuthRefused,
-            300..=399 => Kind::Protocol,
-            _ => Kind::Unavailable,
-        };
+        let kind = refusal_kind(answer);
         let err = Error::new(
             kind,
             format!("{} refused {what}", self.server()),
             self.words(answer),
         );
-        match (answer.status, self.transport) {
-            (403, Transport::Graph) => err.hint("the app needs the Mail.Send permission (delegated, or application with admin consent for app-only access), and the mailbox must be one it may send as"),
-            (403, _) => err.hint("the OAuth client needs the gmail.send scope (https://www.googleapis.com/auth/gmail.send) and the Gmail API enabled in its Google Cloud project"),
+        match (kind, answer.status, self.transport) {
+            (Kind::Temporary, ..) => err,
+            (_, 403, Transport::Graph) => err.hint("the app needs the Mail.Send permission (delegated, or application with admin consent for app-only access), and the mailbox must be one it may send as"),
+            (_, 403, _) => err.hint("the OAuth client needs the gmail.send scope (https://www.googleapis.com/auth/gmail.send) and the Gmail API enabled in its Google Cloud project"),
+            (_, 404 | 405, _) => err.hint("check api_uri (or leave it out for the provider's) and user, the mailbox the API is asked for"),
             _ => err,
         }
     }
@@ -315,6 +315,31 @@ fn certificate_problem(err: &ureq::Error) -> Option<String> {
         Some(rustls::Error::InvalidCertificate(problem)) => Some(format!("{problem:?}")),
         _ => None,
     }
+}
+
+/// What a 4xx answer (not 401) means for the message.
+fn refusal_kind(answer: &Answer) -> Kind {
+    match answer.status {
+        // Google answers some of its quotas with 403 (rateLimitExceeded...).
+        403 if over_quota(answer) => Kind::Temporary,
+        403 | 404 | 405 => Kind::Config,
+        300..=399 => Kind::Protocol,
+        _ => Kind::Unavailable,
+    }
+}
+
+/// Google's `{"error": {"errors": [{"reason": "rateLimitExceeded"}]}}` and its kin.
+fn over_quota(answer: &Answer) -> bool {
+    let reasons = answer
+        .json
+        .get("error")
+        .and_then(|e| e.get("errors"))
+        .and_then(Value::as_array);
+    reasons.is_some_and(|all| {
+        all.iter()
+            .filter_map(|e| e.get("reason").and_then(Value::as_str))
+            .any(|r| r.ends_with("imitExceeded") || r == "quotaExceeded")
+    })
 }
 
 /// The `error.status`/`error.code` and `error.message` both APIs answer with (Google's
@@ -393,7 +418,8 @@ fn upload_copy(message: &Prepared) -> Vec<u8> {
             continue;
         }
         if is("To") || is("Cc") {
-            let value = &field[name.len() + 1..];
+            let colon = field.iter().position(|&b| b == b':').unwrap_or(0);
+            let value = &field[colon + 1..];
             let addresses: Vec<String> = crate::message::address::parse_list(value)
                 .iter()
                 .flat_map(|entry| entry.mailboxes())
@@ -521,6 +547,31 @@ mod tests {
         let listed =
             crate::message::address::parse_list(bcc.split("\r\n\r\n").next().unwrap().as_bytes());
         assert_eq!(listed.iter().flat_map(|e| e.mailboxes()).count(), 12);
+    }
+
+    #[test]
+    fn a_refusal_of_every_message_waits_and_one_of_this_message_bounces() {
+        let answer = |status: u16, body: &str| Answer {
+            status,
+            json: serde_json::from_str(body).unwrap(),
+        };
+        let quota = r#"{"error": {"code": 403, "errors": [{"reason": "userRateLimitExceeded"}], "message": "User-rate limit exceeded"}}"#;
+        let scope = r#"{"error": {"code": 403, "errors": [{"reason": "insufficientPermissions"}], "message": "Request had insufficient authentication scopes.", "status": "PERMISSION_DENIED"}}"#;
+        let to = r#"{"error": {"code": 400, "message": "Invalid To header", "status": "INVALID_ARGUMENT"}}"#;
+        assert_eq!(refusal_kind(&answer(403, quota)), Kind::Temporary);
+        assert_eq!(refusal_kind(&answer(403, scope)), Kind::Config);
+        assert_eq!(refusal_kind(&answer(404, "{}")), Kind::Config);
+        assert_eq!(refusal_kind(&answer(400, to)), Kind::Unavailable);
+        assert_eq!(refusal_kind(&answer(413, "{}")), Kind::Unavailable);
+        assert_eq!(
+            api_words(&answer(400, to)).as_deref(),
+            Some("INVALID_ARGUMENT: Invalid To header")
+        );
+        let graph = r#"{"error": {"code": "ErrorInvalidRecipients", "message": "At least one recipient is not valid.\nTry again."}}"#;
+        assert_eq!(
+            api_words(&answer(400, graph)).as_deref(),
+            Some("ErrorInvalidRecipients: At least one recipient is not valid. Try again.")
+        );
     }
 
     #[test]
