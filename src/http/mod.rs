@@ -322,7 +322,7 @@ fn refusal_kind(answer: &Answer) -> Kind {
     match answer.status {
         // Google answers some of its quotas with 403 (rateLimitExceeded...).
         403 if over_quota(answer) => Kind::Temporary,
-        403 | 404 | 405 => Kind::Config,
+        403..=405 => Kind::Config,
         300..=399 => Kind::Protocol,
         _ => Kind::Unavailable,
     }
