@@ -118,8 +118,8 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand logout" -s
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -l account -d 'Show only this account' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s C -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -l check -d 'Also connect to each account\'s server, authenticate and quit, sending nothing'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s v -d 'With --check: print the SMTP dialogue on stderr (secrets are redacted)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -l check -d 'Also connect to each account\'s server or API, authenticate and quit, sending nothing'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s v -d 'With --check: print the SMTP dialogue or HTTP exchange on stderr (secrets redacted)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s h -l help -d 'Print help'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand daemon" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand daemon" -s h -l help -d 'Print help (see more with \'--help\')'

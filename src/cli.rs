@@ -135,11 +135,11 @@ pub struct StatusArgs {
     #[arg(short = 'C', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Also connect to each account's server, authenticate and quit, sending nothing
+    /// Also connect to each account's server or API, authenticate and quit, sending nothing
     #[arg(long)]
     pub check: bool,
 
-    /// With --check: print the SMTP dialogue on stderr (secrets are redacted)
+    /// With --check: print the SMTP dialogue or HTTP exchange on stderr (secrets redacted)
     #[arg(short = 'v')]
     pub verbose: bool,
 }

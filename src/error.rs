@@ -53,6 +53,10 @@ pub struct Error {
     cause: Option<Cause>,
     hint: Option<String>,
     message_kept: bool,
+    /// The server asked not to be tried again before this many seconds (HTTP
+    /// `Retry-After`), 0 when it did not: a plain u32 fits where the padding was, so
+    /// results of `Error` grow no larger.
+    retry_after: u32,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -66,6 +70,7 @@ impl Error {
             cause: None,
             hint: None,
             message_kept: false,
+            retry_after: 0,
         }
     }
 
@@ -167,6 +172,17 @@ impl Error {
 
     pub fn is_message_kept(&self) -> bool {
         self.message_kept
+    }
+
+    /// The server asked to be tried again no earlier than `wait` from now.
+    pub fn retry_after(mut self, wait: std::time::Duration) -> Error {
+        self.retry_after = wait.as_secs().min(u32::MAX.into()) as u32;
+        self
+    }
+
+    /// What `retry_after` recorded: the next try of a queued message waits at least this.
+    pub fn wait_asked(&self) -> Option<std::time::Duration> {
+        (self.retry_after > 0).then(|| std::time::Duration::from_secs(self.retry_after.into()))
     }
 
     /// What happened and why, without the hints: one line for notices and logs.

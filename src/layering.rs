@@ -1,13 +1,13 @@
 //! The import layering of `src/`, checked: each folder uses only the folders below it, so
-//! that the picture of the house (main, cli > service > commands > delivery > smtp, auth > config >
+//! that the picture of the house (main, cli > service > commands > delivery > smtp, http, auth > config >
 //! message > sys) stays true as code is added. Test-only: it reads the sources.
 
 use std::path::{Path, PathBuf};
 
 /// Each folder (or top-level file) and its height; a file may use `crate::X` only for an
 /// `X` lower than its own. Folders of the same height are siblings and use none of each
-/// other (smtp and auth).
-const LAYERS: [(&str, u8); 11] = [
+/// other (smtp, http and auth).
+const LAYERS: [(&str, u8); 12] = [
     ("main", 7),
     ("cli", 7),
     ("layering", 7),
@@ -16,6 +16,7 @@ const LAYERS: [(&str, u8); 11] = [
     ("delivery", 4),
     ("smtp", 3),
     ("auth", 3),
+    ("http", 3),
     ("config", 2),
     ("message", 1),
     ("sys", 0),
@@ -145,7 +146,7 @@ fn every_folder_uses_only_the_folders_below_it() {
     let wrong = upward_uses(&src);
     assert!(
         wrong.is_empty(),
-        "these files use a folder at or above their own (main, cli > service > commands > delivery > smtp, auth > config > message > sys; error and secret for all):\n  {}",
+        "these files use a folder at or above their own (main, cli > service > commands > delivery > smtp, http, auth > config > message > sys; error and secret for all):\n  {}",
         wrong.join("\n  ")
     );
 }

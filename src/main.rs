@@ -16,6 +16,7 @@ mod commands;
 mod config;
 mod delivery;
 mod error;
+mod http;
 #[cfg(test)]
 mod layering;
 mod message;

@@ -6,7 +6,7 @@
 //! Only called when a token must be fetched: a send with a valid cached token never gets
 //! here, so no TLS is set up for it.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -231,28 +231,13 @@ fn agent(url: &str, timeout: Duration) -> Result<ureq::Agent, Error> {
 /// rustls with ring and the system's CA certificates (`sys::trust`, read once per
 /// process), made on the first https call: a send with a cached token makes none.
 fn tls_config() -> Result<ureq::tls::TlsConfig, Error> {
-    static CONFIG: OnceLock<Option<ureq::tls::TlsConfig>> = OnceLock::new();
-    let system = crate::sys::trust::system();
-    let config = CONFIG.get_or_init(|| {
-        let roots: Vec<ureq::tls::Certificate<'static>> = system
-            .certs
-            .iter()
-            .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
-            .collect();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        (system.problem.is_none()).then(|| {
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-                .unversioned_rustls_crypto_provider(provider)
-                .build()
-        })
-    });
-    match (config, &system.problem) {
-        (Some(config), _) => Ok(config.clone()),
-        (None, problem) => Err(Error::new(
+    static CONFIG: OnceLock<Result<ureq::tls::TlsConfig, String>> = OnceLock::new();
+    match CONFIG.get_or_init(|| crate::sys::trust::ureq_tls(&[])) {
+        Ok(config) => Ok(config.clone()),
+        Err(problem) => Err(Error::new(
             Kind::Config,
             "cannot load the system's CA certificates",
-            problem.as_deref().unwrap_or("none found"),
+            problem,
         )
         .hint("install the ca-certificates package")),
     }

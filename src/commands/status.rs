@@ -2,13 +2,13 @@
 //! value` lines from what `auth::token` reports, and the checks a send makes (which account
 //! it picks, that its secret can be read, that it is logged in). When one fails, status
 //! says what and exits with that failure's status. With `--check`, also an SMTP login to
-//! each account that sends nothing.
+//! each account, or the API's profile request for an HTTPS one, sending nothing.
 
 use std::io::{self, Write};
 
 use crate::auth::token::{self, Credential, RefreshToken, State};
 use crate::commands::stdout_error;
-use crate::config::{Account, AuthMethod, Config, SecretSource};
+use crate::config::{Account, AuthMethod, Config, SecretSource, Transport};
 use crate::error::{Error, Result};
 use crate::sys::clock::when;
 
@@ -61,8 +61,13 @@ pub fn render(config: &Config, options: &Options, out: &mut impl Write) -> Resul
         let mut lines = vec![
             (
                 "server",
-                format!("{}:{} ({:?})", account.host, account.port, account.provider)
-                    .to_lowercase(),
+                match account.transport {
+                    Transport::Smtp => {
+                        format!("{}:{} ({:?})", account.host, account.port, account.provider)
+                            .to_lowercase()
+                    }
+                    other => format!("{} ({})", account.api_uri, other.name()),
+                },
             ),
             ("from", account.addresses.join(", ")),
         ];
@@ -75,11 +80,10 @@ pub fn render(config: &Config, options: &Options, out: &mut impl Write) -> Resul
         if let (true, Some(why)) = (options.check, options.check_refused) {
             lines.push(("check", format!("not run: {why}")));
         } else if options.check {
-            let checked = token::with_secret(account, options.verbose, |secret| {
-                crate::smtp::client::check(account, secret, options.verbose)
-            });
+            let checked = crate::delivery::transport::check(account, options.verbose);
             let result = match &checked {
-                Ok(()) => "ok: authenticated and quit".to_string(),
+                Ok(None) => "ok: authenticated and quit".to_string(),
+                Ok(Some(found)) => format!("ok: {found}, nothing sent"),
                 Err(err) => format!(
                     "FAILED: {}",
                     err.to_string().replace('\n', "\n                  ")

@@ -9,7 +9,9 @@ mod schema;
 
 pub use file::search_path;
 pub use presets::check_endpoint;
-pub use schema::{AuthMethod, ClientSecret, Provider, QueueMode, SecretSource, StoreKind, Tls};
+pub use schema::{
+    AuthMethod, ClientSecret, Provider, QueueMode, SecretSource, StoreKind, Tls, Transport,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,6 +110,10 @@ pub struct Account {
     /// Or: tokens this program gets and refreshes itself (`[accounts.NAME.oauth]`).
     pub oauth: Option<OAuth>,
     pub provider: Provider,
+    /// SMTP (host, port, tls) or an HTTPS API (`api_uri`).
+    pub transport: Transport,
+    /// The API's base address (`https://gmail.googleapis.com`...); empty for SMTP.
+    pub api_uri: String,
 }
 
 /// How an account gets its OAuth2 access tokens, presets filled in.
@@ -629,6 +635,8 @@ mod tests {
             "retry_max",
             "max_age",
             "provider",
+            "transport",
+            "api_uri",
             "host",
             "port",
             "tls",
@@ -656,6 +664,67 @@ mod tests {
                     .any(|l| l.trim_start_matches("# ").starts_with(key)),
                 "the example lacks {key}"
             );
+        }
+    }
+
+    #[test]
+    fn an_api_transport_presets_its_endpoint_provider_and_send_only_scopes() {
+        let gmail = oauth_account("client_id = \"id\"\n")
+            .map(|c| c.accounts["me"].transport)
+            .unwrap();
+        assert_eq!(gmail, Transport::Smtp);
+        let config = parse("[accounts.g]\ntransport = \"gmail-api\"\nfrom = \"me@gmail.com\"\n[accounts.g.oauth]\nclient_id = \"id\"\n").unwrap();
+        let account = &config.accounts["g"];
+        assert_eq!(account.provider, Provider::Gmail);
+        assert_eq!(account.api_uri, "https://gmail.googleapis.com");
+        assert_eq!(
+            account.oauth.as_ref().unwrap().scopes,
+            ["https://www.googleapis.com/auth/gmail.send"]
+        );
+        let graph = |oauth: &str| {
+            parse(&format!("[accounts.m]\ntransport = \"graph\"\nfrom = \"a@contoso.com\"\napi_uri = \"http://127.0.0.1:9/v1.0/\"\n[accounts.m.oauth]\nclient_id = \"id\"\n{oauth}"))
+        };
+        let config = graph("").unwrap();
+        let account = &config.accounts["m"];
+        assert_eq!(account.api_uri, "http://127.0.0.1:9/v1.0");
+        assert_eq!(
+            account.oauth.as_ref().unwrap().scopes,
+            ["https://graph.microsoft.com/Mail.Send", "offline_access"]
+        );
+        let config =
+            graph("tenant = \"t\"\nclient_secret = { file = \"/s\" }\nclient_credentials = true\n")
+                .unwrap();
+        assert_eq!(
+            config.accounts["m"].oauth.as_ref().unwrap().scopes,
+            ["https://graph.microsoft.com/.default"]
+        );
+    }
+
+    #[test]
+    fn an_api_transport_refuses_what_does_not_fit_it() {
+        for (text, says) in [
+            (
+                "transport = \"graph\"\nprovider = \"gmail\"\n",
+                "provider = \"outlook\"",
+            ),
+            (
+                "transport = \"gmail-api\"\napi_uri = \"http://api.example.com\"\n",
+                "in clear",
+            ),
+            (
+                "host = \"h\"\napi_uri = \"https://x\"\n",
+                "only for transport",
+            ),
+            (
+                "transport = \"gmail-api\"\nauth = \"password\"\n",
+                "access token",
+            ),
+        ] {
+            let err = parse(&format!(
+                "[accounts.a]\nfrom = \"a@x.org\"\nsecret = {{ file = \"/s\" }}\n{text}"
+            ))
+            .unwrap_err();
+            assert!(err.to_string().contains(says), "{text}: {err}");
         }
     }
 

@@ -4,13 +4,19 @@
 use std::time::Duration;
 
 use super::schema::{AccountFile, OAuthFile};
-use super::{Account, AuthMethod, Grant, OAuth, Provider, Tls};
+use super::{Account, AuthMethod, Grant, OAuth, Provider, Tls, Transport};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Account {
     pub(super) fn from_file(name: &str, file: AccountFile) -> std::result::Result<Account, String> {
-        let provider = file.provider.unwrap_or(Provider::Custom);
+        let transport = file.transport.unwrap_or(Transport::Smtp);
+        let provider = file.provider.unwrap_or(match transport {
+            Transport::GmailApi => Provider::Gmail,
+            Transport::Graph => Provider::Outlook,
+            Transport::Smtp => Provider::Custom,
+        });
+        let api_uri = api_uri(transport, provider, file.api_uri)?;
         let (preset_host, preset_tls) = match provider {
             Provider::Gmail => (Some("smtp.gmail.com"), Tls::Starttls),
             Provider::Outlook => (Some("smtp.office365.com"), Tls::Starttls),
@@ -50,9 +56,15 @@ impl Account {
         }
         let oauth = file
             .oauth
-            .map(|o| OAuth::from_file(o, provider, &user))
+            .map(|o| OAuth::from_file(o, provider, transport, &user))
             .transpose()
             .map_err(|why| format!("[oauth]: {why}"))?;
+        if transport != Transport::Smtp && auth != AuthMethod::Xoauth2 {
+            return Err(format!(
+                "transport = \"{}\" sends with an OAuth2 access token: auth = \"xoauth2\" (the default), with an [oauth] table or a `secret` that prints a token",
+                transport.name()
+            ));
+        }
         if tls == Tls::None && auth != AuthMethod::None {
             return Err(
                 "tls = \"none\" would send the secret in clear: use starttls or implicit".into(),
@@ -72,23 +84,78 @@ impl Account {
             secret: file.secret,
             oauth,
             provider,
+            transport,
+            api_uri,
         })
     }
+}
+
+impl Transport {
+    /// As the configuration spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Smtp => "smtp",
+            Transport::GmailApi => "gmail-api",
+            Transport::Graph => "graph",
+        }
+    }
+}
+
+pub(super) const GMAIL_API: &str = "https://gmail.googleapis.com";
+pub(super) const GRAPH_API: &str = "https://graph.microsoft.com/v1.0";
+
+/// The API an HTTPS transport talks to: the provider's, or `api_uri` (tests, a proxy).
+fn api_uri(
+    transport: Transport,
+    provider: Provider,
+    given: Option<String>,
+) -> std::result::Result<String, String> {
+    let (preset, needs) = match transport {
+        Transport::Smtp if given.is_some() => {
+            return Err("`api_uri` is only for transport = \"gmail-api\" or \"graph\"".into())
+        }
+        Transport::Smtp => return Ok(String::new()),
+        Transport::GmailApi => (GMAIL_API, Provider::Gmail),
+        Transport::Graph => (GRAPH_API, Provider::Outlook),
+    };
+    if provider != needs {
+        return Err(format!(
+            "transport = \"{}\" is for provider = \"{}\"",
+            transport.name(),
+            match needs {
+                Provider::Gmail => "gmail",
+                _ => "outlook",
+            }
+        ));
+    }
+    let uri = given.unwrap_or_else(|| preset.to_string());
+    check_endpoint(&uri).map_err(|why| format!("`api_uri` {why}"))?;
+    Ok(uri.trim_end_matches('/').to_string())
 }
 
 pub(super) const GOOGLE_AUTH_URI: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 pub(super) const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 const GMAIL_SCOPE: &str = "https://mail.google.com/";
+/// Sending only: what the Gmail API needs, and not one of Google's restricted scopes.
+const GMAIL_SEND_SCOPE: &str = "https://www.googleapis.com/auth/gmail.send";
 const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";
 const OUTLOOK_USER_SCOPES: [&str; 2] = ["https://outlook.office.com/SMTP.Send", "offline_access"];
 const OUTLOOK_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+const GRAPH_USER_SCOPES: [&str; 2] = ["https://graph.microsoft.com/Mail.Send", "offline_access"];
+/// App-only: the Mail.Send application permission granted to the app in Entra.
+const GRAPH_APP_SCOPE: &str = "https://graph.microsoft.com/.default";
 
 impl OAuth {
     pub(super) fn from_file(
         file: OAuthFile,
         provider: Provider,
+        transport: Transport,
         user: &str,
     ) -> std::result::Result<OAuth, String> {
+        let gmail_scope = match transport {
+            Transport::GmailApi => GMAIL_SEND_SCOPE,
+            _ => GMAIL_SCOPE,
+        };
         if file.subject.is_some() && file.service_account.is_none() {
             return Err("`subject` is only for a service_account".into());
         }
@@ -127,14 +194,14 @@ impl OAuth {
                 )
             }
             (Provider::Gmail, Grant::ServiceAccount { .. }) => {
-                (None, None, None, vec![GMAIL_SCOPE])
+                (None, None, None, vec![gmail_scope])
             }
             (Provider::Gmail, Grant::User) => (
                 Some(GOOGLE_AUTH_URI.to_string()),
                 Some(GOOGLE_TOKEN_URI.to_string()),
                 // Google's device flow refuses the Gmail scope.
                 None,
-                vec![GMAIL_SCOPE],
+                vec![gmail_scope],
             ),
             (Provider::Outlook, Grant::ServiceAccount { .. }) => {
                 return Err(
@@ -150,10 +217,11 @@ impl OAuth {
                     None => "common",
                 };
                 let base = format!("{MICROSOFT_LOGIN}/{tenant}/oauth2/v2.0");
-                let scopes = if app {
-                    vec![OUTLOOK_APP_SCOPE]
-                } else {
-                    OUTLOOK_USER_SCOPES.to_vec()
+                let scopes = match (app, transport) {
+                    (true, Transport::Graph) => vec![GRAPH_APP_SCOPE],
+                    (false, Transport::Graph) => GRAPH_USER_SCOPES.to_vec(),
+                    (true, _) => vec![OUTLOOK_APP_SCOPE],
+                    (false, _) => OUTLOOK_USER_SCOPES.to_vec(),
                 };
                 (
                     (!app).then(|| format!("{base}/authorize")),

@@ -70,6 +70,18 @@ pub enum AuthMethod {
     None,
 }
 
+/// `transport =`: how an account's messages leave: SMTP, or an HTTPS API where SMTP
+/// cannot go (ports 587 and 465 closed, SMTP AUTH switched off).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    Smtp,
+    /// Gmail's `users.messages.send`, the message uploaded as it is.
+    GmailApi,
+    /// Microsoft Graph's `sendMail`, the message as MIME.
+    Graph,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
@@ -101,6 +113,9 @@ pub(super) struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct AccountFile {
     pub(super) provider: Option<Provider>,
+    pub(super) transport: Option<Transport>,
+    /// The API's base address, for `transport = "gmail-api"` or `"graph"`.
+    pub(super) api_uri: Option<String>,
     pub(super) host: Option<String>,
     pub(super) port: Option<u16>,
     pub(super) tls: Option<Tls>,

@@ -112,6 +112,15 @@ pub fn retry_later(entry: &mut QueueEntry, settings: &QueueSettings, now: u64) {
     entry.next_try = now + backoff(settings, entry.attempts).as_secs();
 }
 
+/// A server that asked not to be tried before some time (HTTP `Retry-After`) is not:
+/// the next try of what is still pending waits at least that long from `now`.
+pub fn not_before(entry: &mut QueueEntry, result: &Result<Delivery>, now: u64) {
+    let asked = result.as_ref().err().and_then(|err| err.wait_asked());
+    if let Some(wait) = asked.filter(|_| entry.pending().next().is_some()) {
+        entry.next_try = entry.next_try.max(now + wait.as_secs());
+    }
+}
+
 /// Gives up on the recipients still pending.
 fn expire(entry: &mut QueueEntry, settings: &QueueSettings, failures: &mut Vec<FailedRecipient>) {
     let last = entry

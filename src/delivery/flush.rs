@@ -10,9 +10,10 @@ use crate::delivery::bounce::{self, FailedRecipient};
 use crate::delivery::dead_letter;
 use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Intake, Queue, QueueEntry};
+use crate::delivery::transport::Transport;
 use crate::error::{Error, Kind, Result};
-use crate::smtp::client::{Delivery, Session};
-use crate::{auth::token, sys::signals};
+use crate::smtp::client::Delivery;
+use crate::sys::signals;
 
 /// Which messages a flush tries.
 pub enum Selection {
@@ -47,7 +48,7 @@ pub struct Flusher<'a> {
     log: DeliveryLog,
     verbose: bool,
     /// The open connection, and its account's name.
-    session: Option<(String, Session)>,
+    session: Option<(String, Transport)>,
     /// Accounts that could not be reached in this flush, with why: not tried again for
     /// each of their messages.
     unreachable: Vec<(String, Error)>,
@@ -59,7 +60,7 @@ impl<'a> Flusher<'a> {
         config: &'a Config,
         queue: &'a Queue,
         verbose: bool,
-        session: Option<(String, Session)>,
+        session: Option<(String, Transport)>,
     ) -> Flusher<'a> {
         Flusher {
             config,
@@ -192,6 +193,7 @@ impl<'a> Flusher<'a> {
         };
         let mut failures = attempt::record(&mut entry, &result);
         attempt::schedule(&mut entry, &self.config.queue, &mut failures);
+        attempt::not_before(&mut entry, &result, crate::sys::clock::now());
         // What the server accepted is on disk (fsync'd) before anything else happens:
         // before the bounce, the log, the next message. A crash or kill from here on
         // cannot send the message again to recipients that have it.
@@ -331,11 +333,7 @@ impl<'a> Flusher<'a> {
         let reusable = matches!(&self.session, Some((name, session)) if name == &account.name && session.is_usable());
         if !reusable {
             self.close();
-            let verbose = self.verbose;
-            let opened = token::with_secret(account, verbose, |secret| {
-                Session::open(account, secret, verbose)
-            });
-            match opened {
+            match Transport::open(account, self.verbose) {
                 Ok(session) => self.session = Some((account.name.clone(), session)),
                 Err(err) => {
                     self.unreachable.push((account.name.clone(), err.clone()));
@@ -344,7 +342,14 @@ impl<'a> Flusher<'a> {
             }
         }
         let (_, session) = self.session.as_mut().expect("a session was just opened");
-        session.send(message)
+        let result = session.send(message);
+        if let Err(err) = &result {
+            // An API that asked for a pause is not asked again in this flush.
+            if err.wait_asked().is_some() {
+                self.unreachable.push((account.name.clone(), err.clone()));
+            }
+        }
+        result
     }
 
     /// Tells the sender which recipients will not get the message, and returns what was

@@ -9,3 +9,4 @@ pub mod queue;
 pub mod request;
 pub mod send;
 pub mod session;
+pub mod transport;

@@ -11,13 +11,14 @@ use crate::delivery::flush::{Flusher, Selection};
 use crate::delivery::log::DeliveryLog;
 use crate::delivery::queue::{Queue, QueueEntry, RecipientState};
 use crate::delivery::request::Invocation;
+use crate::delivery::transport::Transport;
 use crate::delivery::{bounce, dead_letter};
 use crate::error::{Error, Kind, Result};
 use crate::message::address::Resolver;
 use crate::message::envelope::{Envelope, Prepared};
 use crate::message::intake;
-use crate::smtp::client::{Delivery, Session};
-use crate::{auth::token, sys::signals};
+use crate::smtp::client::Delivery;
+use crate::sys::signals;
 
 /// After a message went out, queued ones of the same account may follow on the same
 /// connection, but the caller (cron, PHP) is waiting: this long at most.
@@ -186,7 +187,9 @@ fn send_now(
             waiting
                 .recipients
                 .retain(|r| r.state == RecipientState::Pending);
-            attempt::retry_later(&mut waiting, &config.queue, crate::sys::clock::now());
+            let now = crate::sys::clock::now();
+            attempt::retry_later(&mut waiting, &config.queue, now);
+            attempt::not_before(&mut waiting, &result, now);
             spool(config, &waiting, prepared)?;
             Some(waiting)
         }
@@ -282,17 +285,15 @@ fn connect_and_send(
     account: &Account,
     prepared: &Prepared,
     verbose: bool,
-) -> Result<(Delivery, Session)> {
-    token::with_secret(account, verbose, |secret| {
-        let mut session = Session::open(account, secret, verbose)?;
-        match session.send(prepared) {
-            Ok(delivery) => Ok((delivery, session)),
-            Err(err) => {
-                session.close();
-                Err(err)
-            }
+) -> Result<(Delivery, Transport)> {
+    let mut session = Transport::open(account, verbose)?;
+    match session.send(prepared) {
+        Ok(delivery) => Ok((delivery, session)),
+        Err(err) => {
+            session.close();
+            Err(err)
         }
-    })
+    }
 }
 
 /// Writes the message and its entry to the queue; once this returns, the message is safe.
@@ -302,7 +303,7 @@ fn spool(config: &Config, entry: &QueueEntry, prepared: &Prepared) -> Result<()>
 
 /// Delivers what waits for the same account over the connection just used, if anything
 /// is due and within a bounded time; a slow queue must not hold up the caller.
-fn flush_behind(config: &Config, account: &Account, session: Session, verbose: bool) {
+fn flush_behind(config: &Config, account: &Account, session: Transport, verbose: bool) {
     let Some(queue) = Queue::existing(&config.queue.dir) else {
         return session.close();
     };
@@ -367,6 +368,9 @@ fn print_dry_run(account: Option<&Account>, prepared: &Prepared) -> Result<()> {
         .map(|r| format!("<{r}>"))
         .collect();
     let via = match account {
+        Some(a) if a.transport != crate::config::Transport::Smtp => {
+            format!("{} ({}, {})", a.name, a.api_uri, a.transport.name())
+        }
         Some(a) => format!("{} ({}:{})", a.name, a.host, a.port),
         None => "none (no account configured; nothing would be sent)".into(),
     };

@@ -8,7 +8,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{CertificateError, ClientConfig, ClientConnection, StreamOwned};
 
 use super::reply::{Parser, Redactor, Reply};
@@ -560,7 +560,7 @@ pub fn tls_config(account: &Account) -> Result<Arc<ClientConfig>> {
     };
     let pem = std::fs::read(path).map_err(|e| bad(&e))?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile_certs(&pem).map_err(|e| bad(&e))? {
+    for cert in crate::sys::trust::pem_certs(&pem).map_err(|e| bad(&e))? {
         roots.add(cert).map_err(|e| bad(&e))?;
     }
     let verifier =
@@ -571,14 +571,6 @@ pub fn tls_config(account: &Account) -> Result<Arc<ClientConfig>> {
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// The certificates of a PEM file.
-fn rustls_pemfile_certs(pem: &[u8]) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem)
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())
 }
 
 /// The `-v` dialogue on stderr: `-> ` what we sent (secrets shown as "(redacted)"),

@@ -114,6 +114,38 @@ fn pem_certificates(pem: &[u8]) -> Vec<CertificateDer<'static>> {
     certs
 }
 
+/// The certificates of a PEM file (an account's `ca_file`).
+pub fn pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
+}
+
+/// ureq's TLS settings (rustls with ring) trusting the system's anchors and `extra` (an
+/// account's `ca_file`): ureq takes a set of roots, not a verifier, so here the trust is
+/// the union from the start. `Err` says why there is no anchor at all.
+pub fn ureq_tls(extra: &[CertificateDer<'static>]) -> Result<ureq::tls::TlsConfig, String> {
+    let system = system();
+    let roots: Vec<ureq::tls::Certificate<'static>> = system
+        .certs
+        .iter()
+        .chain(extra)
+        .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
+        .collect();
+    if roots.is_empty() {
+        return Err(system
+            .problem
+            .clone()
+            .unwrap_or_else(|| "none found".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
+        .unversioned_rustls_crypto_provider(provider)
+        .build())
+}
+
 /// Verifies a server's certificate against an account's `ca_file` and, only when that
 /// fails, against the system's and the `ca_file`'s together (the
 /// trust is the union either way: a path ends at one anchor).

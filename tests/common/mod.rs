@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod harness;
+pub mod mail_api;
 #[cfg(unix)]
 pub mod mailbox;
 pub mod oauth_server;

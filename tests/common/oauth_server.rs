@@ -624,8 +624,14 @@ fn verify_jwt(jwt: &str, audience: &str) -> Result<Value, String> {
         (
             claims["scope"]
                 .as_str()
-                .is_some_and(|s| s.split(' ').any(|s| s == "https://mail.google.com/")),
-            "scope lacks https://mail.google.com/",
+                // SMTP's scope, or the Gmail API's send-only one.
+                .is_some_and(|s| {
+                    s.split(' ').any(|s| {
+                        s == "https://mail.google.com/"
+                            || s == "https://www.googleapis.com/auth/gmail.send"
+                    })
+                }),
+            "scope lacks https://mail.google.com/ (or gmail.send)",
         ),
         (
             claims["sub"].as_str().is_some_and(|s| s.contains('@')),
