@@ -34,6 +34,9 @@ _oauth_sendmail() {
             oauth_sendmail,send)
                 cmd="oauth_sendmail__subcmd__send"
                 ;;
+            oauth_sendmail,setup)
+                cmd="oauth_sendmail__subcmd__setup"
+                ;;
             oauth_sendmail,status)
                 cmd="oauth_sendmail__subcmd__status"
                 ;;
@@ -54,6 +57,9 @@ _oauth_sendmail() {
                 ;;
             oauth_sendmail__subcmd__help,send)
                 cmd="oauth_sendmail__subcmd__help__subcmd__send"
+                ;;
+            oauth_sendmail__subcmd__help,setup)
+                cmd="oauth_sendmail__subcmd__help__subcmd__setup"
                 ;;
             oauth_sendmail__subcmd__help,status)
                 cmd="oauth_sendmail__subcmd__help__subcmd__status"
@@ -116,7 +122,7 @@ _oauth_sendmail() {
 
     case "${cmd}" in
         oauth_sendmail)
-            opts="-C -h -V --config --help --version send queue log login logout status help"
+            opts="-C -h -V --config --help --version send queue log login logout status setup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -138,7 +144,7 @@ _oauth_sendmail() {
             return 0
             ;;
         oauth_sendmail__subcmd__help)
-            opts="send queue log login logout status help"
+            opts="send queue log login logout status setup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -292,6 +298,20 @@ _oauth_sendmail() {
             return 0
             ;;
         oauth_sendmail__subcmd__help__subcmd__send)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__help__subcmd__setup)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -715,6 +735,88 @@ _oauth_sendmail() {
                     return 0
                     ;;
                 -A)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__setup)
+            opts="-C -h --config --non-interactive --provider --address --account --client-id --client-secret-stdin --service-account --tenant --store --domain --root-alias --test-to --no-login --force --host --port --ca-file --auth-uri --token-uri --device --no-browser --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --provider)
+                    COMPREPLY=($(compgen -W "gmail outlook custom" -- "${cur}"))
+                    return 0
+                    ;;
+                --address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service-account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tenant)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -W "keyring file" -- "${cur}"))
+                    return 0
+                    ;;
+                --domain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root-alias)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --test-to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-uri)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-uri)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
