@@ -158,6 +158,22 @@ pub fn run(args: &Options) -> Result<()> {
         }
     ));
 
+    // A running service reads its configuration again (ExecReload: SIGHUP); a stopped
+    // one reads it when it starts.
+    if system && Path::new("/run/systemd/system").exists() {
+        let mut reload = Command::new("systemctl");
+        reload.args(["try-reload-or-restart", "oauth-sendmail.service"]);
+        if run_step(
+            reload,
+            Some(b""),
+            "the service did not take the new configuration",
+        )
+        .is_ok()
+        {
+            done.push("had the system service (if running) read it again".to_string());
+        }
+    }
+
     // The same command line a person would type, so that the login and the test go where
     // every caller's mail goes (the system service, once installed) and not around it.
     let config_args: Vec<&std::ffi::OsStr> = match &args.config {
