@@ -746,7 +746,7 @@ _oauth_sendmail() {
             return 0
             ;;
         oauth_sendmail__subcmd__setup)
-            opts="-C -h --config --non-interactive --provider --address --account --client-id --client-secret-stdin --service-account --tenant --store --domain --root-alias --test-to --no-login --force --host --port --ca-file --auth-uri --token-uri --device --no-browser --help"
+            opts="-C -h --config --non-interactive --provider --address --account --client-id --client-secret-stdin --service-account --tenant --store --domain --root-alias --test-to --no-login --force --host --port --ca-file --auth-uri --token-uri --scopes --device --no-browser --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -817,6 +817,10 @@ _oauth_sendmail() {
                     return 0
                     ;;
                 --token-uri)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scopes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

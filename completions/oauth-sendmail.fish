@@ -140,6 +140,7 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l 
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l ca-file -d 'An extra CA certificate (PEM) to trust for the SMTP server' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l auth-uri -d 'The provider\'s authorization endpoint (default: the provider\'s)' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l token-uri -d 'The provider\'s token endpoint (default: the provider\'s)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l scopes -d 'The OAuth scopes to ask for, separated by spaces (default: the provider\'s)' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l non-interactive -d 'Ask nothing: every answer comes from the flags (the default when stdin is not a terminal)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l client-secret-stdin -d 'Read the OAuth client secret from the first line of stdin (never from the command line, where others could see it); kept in a file of mode 0600 beside the configuration'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l no-login -d 'Write the configuration only: no login, no test message'

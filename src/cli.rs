@@ -179,6 +179,10 @@ pub struct Setup {
     #[arg(long, value_name = "URL")]
     pub token_uri: Option<String>,
 
+    /// The OAuth scopes to ask for, separated by spaces (default: the provider's)
+    #[arg(long, value_name = "SCOPES")]
+    pub scopes: Option<String>,
+
     /// Log in with a code entered on any other device (Microsoft)
     #[arg(long)]
     pub device: bool,
@@ -219,6 +223,7 @@ impl From<Setup> for crate::commands::setup::Options {
             ca_file: s.ca_file,
             auth_uri: s.auth_uri,
             token_uri: s.token_uri,
+            scopes: s.scopes,
             device: s.device,
             no_browser: s.no_browser,
         }

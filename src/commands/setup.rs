@@ -44,6 +44,8 @@ pub struct Options {
     pub ca_file: Option<PathBuf>,
     pub auth_uri: Option<String>,
     pub token_uri: Option<String>,
+    /// The OAuth scopes, separated by spaces (a custom provider has no preset).
+    pub scopes: Option<String>,
     /// Passed on to `login`.
     pub device: bool,
     pub no_browser: bool,
@@ -79,6 +81,7 @@ struct Answers {
     ca_file: Option<PathBuf>,
     auth_uri: Option<String>,
     token_uri: Option<String>,
+    scopes: Vec<String>,
     /// Where the client secret goes, when there is one.
     client_secret_file: Option<PathBuf>,
 }
@@ -216,7 +219,9 @@ pub fn run(args: &Options) -> Result<()> {
             Some(message.as_bytes()),
             "the test message was not sent",
         )?;
-        done.push(format!("sent a test message to {to}"));
+        done.push(format!(
+            "sent a test message to {to} (sendmail took it; `oauth-sendmail log` shows its delivery)"
+        ));
     }
 
     let mut out = std::io::stdout().lock();
@@ -305,12 +310,17 @@ fn gather(
         ca_file: args.ca_file.clone(),
         auth_uri: args.auth_uri.clone(),
         token_uri: args.token_uri.clone(),
+        scopes: args.scopes.as_deref().map(words).unwrap_or_default(),
         ..Answers::default()
     };
     if provider == Provider::Custom {
         answers.host = Some(ask.required(answers.host.take(), "SMTP server")?);
         answers.auth_uri = Some(ask.required(answers.auth_uri.take(), "Authorization URL")?);
         answers.token_uri = Some(ask.required(answers.token_uri.take(), "Token URL")?);
+        if answers.scopes.is_empty() {
+            let scopes = ask.required(None, "OAuth scopes (separated by spaces)")?;
+            answers.scopes = words(&scopes);
+        }
     }
     answers.service_account = match (&args.service_account, provider) {
         (Some(key), _) => Some(key.clone()),
@@ -382,6 +392,10 @@ fn gather(
     Ok((answers, client_secret))
 }
 
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_string).collect()
+}
+
 /// The configuration's text: commented, every value quoted as TOML wants it.
 fn render(a: &Answers) -> String {
     let mut t = String::from(
@@ -433,8 +447,9 @@ fn render(a: &Answers) -> String {
             let _ = writeln!(t, "{key} = {}", quote(value));
         }
     }
-    if a.provider == Some(Provider::Custom) {
-        let _ = writeln!(t, "scopes = [\"offline_access\"]");
+    if !a.scopes.is_empty() {
+        let scopes: Vec<String> = a.scopes.iter().map(|scope| quote(scope)).collect();
+        let _ = writeln!(t, "scopes = [{}]", scopes.join(", "));
     }
     match a.store {
         Some(Store::File) => t.push_str("store = \"file\"\n"),
@@ -652,6 +667,7 @@ fn question_flag(question: &str) -> &'static str {
         "SMTP server" => "--host",
         "Authorization URL" => "--auth-uri",
         "Token URL" => "--token-uri",
+        "OAuth scopes (separated by spaces)" => "--scopes",
         "OAuth client id" => "--client-id (or --service-account)",
         _ => "--address",
     }
@@ -711,6 +727,27 @@ mod tests {
         });
         Config::parse(&text, Path::new("/c.toml")).unwrap();
         assert!(!text.contains("client_id"), "{text}");
+    }
+
+    #[test]
+    fn a_custom_provider_gets_its_endpoints_and_scopes() {
+        let text = render(&Answers {
+            provider: Some(Provider::Custom),
+            account: "custom".into(),
+            tenant: None,
+            host: Some("smtp.example.net".into()),
+            auth_uri: Some("https://login.example.net/authorize".into()),
+            token_uri: Some("https://login.example.net/token".into()),
+            scopes: words("smtp.send offline_access"),
+            ..answers()
+        });
+        let config = Config::parse(&text, Path::new("/c.toml")).unwrap();
+        let account = config.choose_account(None, None).unwrap();
+        assert_eq!(account.host, "smtp.example.net");
+        assert!(
+            text.contains("scopes = [\"smtp.send\", \"offline_access\"]"),
+            "{text}"
+        );
     }
 
     #[test]
