@@ -55,7 +55,7 @@ pub enum Action {
     /// `oauth-sendmail status`: each account's credentials, never a secret.
     Status(StatusArgs),
     /// `oauth-sendmail setup`: write a configuration, log in, send a test message.
-    Setup(crate::commands::setup::Options),
+    Setup(Box<crate::commands::setup::Options>),
 }
 
 /// `oauth-sendmail login`.
@@ -743,7 +743,7 @@ pub fn parse(argv: &[OsString]) -> std::result::Result<Action, Rejected> {
                 Command::Login(login) => Action::Login(login),
                 Command::Logout(logout) => Action::Logout(logout),
                 Command::Status(status) => Action::Status(status),
-                Command::Setup(setup) => Action::Setup((*setup).into()),
+                Command::Setup(setup) => Action::Setup(Box::new((*setup).into())),
                 Command::Log(log) => Action::Log {
                     config,
                     since: log.since,
