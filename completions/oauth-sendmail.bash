@@ -37,6 +37,9 @@ _oauth_sendmail() {
             oauth_sendmail,send)
                 cmd="oauth_sendmail__subcmd__send"
                 ;;
+            oauth_sendmail,setup)
+                cmd="oauth_sendmail__subcmd__setup"
+                ;;
             oauth_sendmail,status)
                 cmd="oauth_sendmail__subcmd__status"
                 ;;
@@ -60,6 +63,9 @@ _oauth_sendmail() {
                 ;;
             oauth_sendmail__subcmd__help,send)
                 cmd="oauth_sendmail__subcmd__help__subcmd__send"
+                ;;
+            oauth_sendmail__subcmd__help,setup)
+                cmd="oauth_sendmail__subcmd__help__subcmd__setup"
                 ;;
             oauth_sendmail__subcmd__help,status)
                 cmd="oauth_sendmail__subcmd__help__subcmd__status"
@@ -122,7 +128,7 @@ _oauth_sendmail() {
 
     case "${cmd}" in
         oauth_sendmail)
-            opts="-C -h -V --config --help --version send queue log login logout status daemon help"
+            opts="-C -h -V --config --help --version send queue log login logout status daemon setup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -166,7 +172,7 @@ _oauth_sendmail() {
             return 0
             ;;
         oauth_sendmail__subcmd__help)
-            opts="send queue log login logout status daemon help"
+            opts="send queue log login logout status daemon setup help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -334,6 +340,20 @@ _oauth_sendmail() {
             return 0
             ;;
         oauth_sendmail__subcmd__help__subcmd__send)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__help__subcmd__setup)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -757,6 +777,92 @@ _oauth_sendmail() {
                     return 0
                     ;;
                 -A)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__setup)
+            opts="-C -h --config --non-interactive --provider --address --account --client-id --client-secret-stdin --service-account --tenant --store --domain --root-alias --test-to --no-login --force --host --port --ca-file --auth-uri --token-uri --scopes --device --no-browser --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --provider)
+                    COMPREPLY=($(compgen -W "gmail outlook custom" -- "${cur}"))
+                    return 0
+                    ;;
+                --address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service-account)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tenant)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --store)
+                    COMPREPLY=($(compgen -W "keyring file" -- "${cur}"))
+                    return 0
+                    ;;
+                --domain)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --root-alias)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --test-to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-uri)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token-uri)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scopes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

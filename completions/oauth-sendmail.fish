@@ -34,6 +34,7 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "login
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "logout" -d 'Forget an account\'s tokens (the refresh token in its store and the cached access token)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "status" -d 'Show each account\'s provider, store, tokens and last error (never a secret)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "daemon" -d 'Run the machine-wide mail service (what systemd starts)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "setup" -d 'Write a configuration, log in and send a test message: interactive on a terminal'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s f -d 'Envelope sender address; "<>" or "" for a null sender (bounces); -r is the same' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand send" -s F -d 'Full name of the sender, used when the message has no From header' -r
@@ -123,14 +124,42 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s h -l help -d 'Print help'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand daemon" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand daemon" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon help" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon help" -f -a "queue" -d 'Show and manage the messages waiting in the queue'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon help" -f -a "log" -d 'Show the delivery log: what was sent, queued, deferred, bounced or failed'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon help" -f -a "login" -d 'Log in to an account\'s OAuth2 provider and keep its refresh token'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon help" -f -a "logout" -d 'Forget an account\'s tokens (the refresh token in its store and the cached access token)'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon help" -f -a "status" -d 'Show each account\'s provider, store, tokens and last error (never a secret)'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon help" -f -a "daemon" -d 'Run the machine-wide mail service (what systemd starts)'
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -s C -l config -d 'Write the configuration to FILE (default: /etc/oauth-sendmail/config.toml as root, the one read by every caller; else ~/.config/oauth-sendmail/config.toml)' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l provider -d 'The mail provider' -r -f -a "gmail\t'Gmail or Google Workspace (smtp.gmail.com)'
+outlook\t'Microsoft 365 or Outlook.com (smtp.office365.com)'
+custom\t'Any other SMTP server with OAuth2 (give --host, --auth-uri and --token-uri)'"
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l address -d 'The account\'s address: its login and the envelope sender of every message' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l account -d 'The account\'s name in the configuration (default: the provider\'s name)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l client-id -d 'The OAuth client id (from Google Cloud or the Entra admin center; see the README)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l service-account -d 'A Google service account\'s JSON key file (domain-wide delegation: no client, no login)' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l tenant -d 'Microsoft: the directory (tenant) id or domain (default: common)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l store -d 'Where the refresh token is kept (default: a file for the system, else the keyring)' -r -f -a "keyring\t'The desktop keyring (Secret Service)'
+file\t'A file of mode 0600 in the state directory'"
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l domain -d 'Domain for unqualified recipients such as cron\'s "root" (default: the address\'s)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l root-alias -d 'Where mail to root goes (default: the account\'s address)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l test-to -d 'Send a test message to ADDRESS once logged in' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l host -d 'The SMTP server (default: the provider\'s)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l port -d 'The SMTP server\'s port (default: the provider\'s, or 587)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l ca-file -d 'An extra CA certificate (PEM) to trust for the SMTP server' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l auth-uri -d 'The provider\'s authorization endpoint (default: the provider\'s)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l token-uri -d 'The provider\'s token endpoint (default: the provider\'s)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l scopes -d 'The OAuth scopes to ask for, separated by spaces (default: the provider\'s)' -r
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l non-interactive -d 'Ask nothing: every answer comes from the flags (the default when stdin is not a terminal)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l client-secret-stdin -d 'Read the OAuth client secret from the first line of stdin (never from the command line, where others could see it); kept in a file of mode 0600 beside the configuration'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l no-login -d 'Write the configuration only: no login, no test message'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l force -d 'Replace a configuration that already has accounts'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l device -d 'Log in with a code entered on any other device (Microsoft)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -l no-browser -d 'Open no browser at login: print the address and take the redirect pasted on stdin'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand setup" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon setup help" -f -a "send" -d 'Send a message read from stdin, with sendmail\'s options (what `sendmail` runs)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon setup help" -f -a "queue" -d 'Show and manage the messages waiting in the queue'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon setup help" -f -a "log" -d 'Show the delivery log: what was sent, queued, deferred, bounced or failed'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon setup help" -f -a "login" -d 'Log in to an account\'s OAuth2 provider and keep its refresh token'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon setup help" -f -a "logout" -d 'Forget an account\'s tokens (the refresh token in its store and the cached access token)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon setup help" -f -a "status" -d 'Show each account\'s provider, store, tokens and last error (never a secret)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon setup help" -f -a "daemon" -d 'Run the machine-wide mail service (what systemd starts)'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon setup help" -f -a "setup" -d 'Write a configuration, log in and send a test message: interactive on a terminal'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and not __fish_seen_subcommand_from send queue log login logout status daemon setup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "list" -d 'List the queued messages (what mailq shows)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "show" -d 'Show one queued message: its state, then its text'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand help; and __fish_seen_subcommand_from queue" -f -a "retry" -d 'Try messages again now, whatever their retry time'

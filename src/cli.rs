@@ -56,6 +56,8 @@ pub enum Action {
     Status(StatusArgs),
     /// `oauth-sendmail daemon`: the machine-wide mail service (system mode).
     Daemon,
+    /// `oauth-sendmail setup`: write a configuration, log in, send a test message.
+    Setup(Box<crate::commands::setup::Options>),
 }
 
 impl Action {
@@ -73,6 +75,7 @@ impl Action {
             Action::Logout(logout) => logout.config.as_deref(),
             Action::Status(status) => status.config.as_deref(),
             Action::Daemon => None,
+            Action::Setup(setup) => setup.config.as_deref(),
         }
     }
 }
@@ -110,6 +113,163 @@ pub struct Login {
     /// account's store, instead of in the configuration file
     #[arg(long)]
     pub client_secret_stdin: bool,
+}
+
+/// `oauth-sendmail setup`: what the wizard asks, as flags for scripts.
+#[derive(Args, Debug, Default, PartialEq)]
+pub struct Setup {
+    /// Write the configuration to FILE (default: /etc/oauth-sendmail/config.toml as root,
+    /// the one read by every caller; else ~/.config/oauth-sendmail/config.toml)
+    #[arg(short = 'C', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Ask nothing: every answer comes from the flags (the default when stdin is not a
+    /// terminal)
+    #[arg(long)]
+    pub non_interactive: bool,
+
+    /// The mail provider
+    #[arg(long, value_enum)]
+    pub provider: Option<SetupProvider>,
+
+    /// The account's address: its login and the envelope sender of every message
+    #[arg(long, value_name = "ADDRESS")]
+    pub address: Option<String>,
+
+    /// The account's name in the configuration (default: the provider's name)
+    #[arg(long, value_name = "NAME")]
+    pub account: Option<String>,
+
+    /// The OAuth client id (from Google Cloud or the Entra admin center; see the README)
+    #[arg(long, value_name = "ID")]
+    pub client_id: Option<String>,
+
+    /// Read the OAuth client secret from the first line of stdin (never from the command
+    /// line, where others could see it); kept in a file of mode 0600 beside the configuration
+    #[arg(long)]
+    pub client_secret_stdin: bool,
+
+    /// A Google service account's JSON key file (domain-wide delegation: no client, no login)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["client_id", "client_secret_stdin"])]
+    pub service_account: Option<PathBuf>,
+
+    /// Microsoft: the directory (tenant) id or domain (default: common)
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+
+    /// Where the refresh token is kept (default: a file for the system, else the keyring)
+    #[arg(long, value_enum)]
+    pub store: Option<SetupStore>,
+
+    /// Domain for unqualified recipients such as cron's "root" (default: the address's)
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+
+    /// Where mail to root goes (default: the account's address)
+    #[arg(long, value_name = "ADDRESS")]
+    pub root_alias: Option<String>,
+
+    /// Send a test message to ADDRESS once logged in
+    #[arg(long, value_name = "ADDRESS")]
+    pub test_to: Option<String>,
+
+    /// Write the configuration only: no login, no test message
+    #[arg(long, conflicts_with = "test_to")]
+    pub no_login: bool,
+
+    /// Replace a configuration that already has accounts
+    #[arg(long)]
+    pub force: bool,
+
+    /// The SMTP server (default: the provider's)
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+
+    /// The SMTP server's port (default: the provider's, or 587)
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// An extra CA certificate (PEM) to trust for the SMTP server
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// The provider's authorization endpoint (default: the provider's)
+    #[arg(long, value_name = "URL")]
+    pub auth_uri: Option<String>,
+
+    /// The provider's token endpoint (default: the provider's)
+    #[arg(long, value_name = "URL")]
+    pub token_uri: Option<String>,
+
+    /// The OAuth scopes to ask for, separated by spaces (default: the provider's)
+    #[arg(long, value_name = "SCOPES")]
+    pub scopes: Option<String>,
+
+    /// Log in with a code entered on any other device (Microsoft)
+    #[arg(long)]
+    pub device: bool,
+
+    /// Open no browser at login: print the address and take the redirect pasted on stdin
+    #[arg(long, conflicts_with = "device")]
+    pub no_browser: bool,
+}
+
+impl From<Setup> for crate::commands::setup::Options {
+    fn from(s: Setup) -> Self {
+        use crate::commands::setup::{Provider, Store};
+        crate::commands::setup::Options {
+            config: s.config,
+            non_interactive: s.non_interactive,
+            provider: s.provider.map(|p| match p {
+                SetupProvider::Gmail => Provider::Gmail,
+                SetupProvider::Outlook => Provider::Outlook,
+                SetupProvider::Custom => Provider::Custom,
+            }),
+            address: s.address,
+            account: s.account,
+            client_id: s.client_id,
+            client_secret_stdin: s.client_secret_stdin,
+            service_account: s.service_account,
+            tenant: s.tenant,
+            store: s.store.map(|store| match store {
+                SetupStore::Keyring => Store::Keyring,
+                SetupStore::File => Store::File,
+            }),
+            domain: s.domain,
+            root_alias: s.root_alias,
+            test_to: s.test_to,
+            no_login: s.no_login,
+            force: s.force,
+            host: s.host,
+            port: s.port,
+            ca_file: s.ca_file,
+            auth_uri: s.auth_uri,
+            token_uri: s.token_uri,
+            scopes: s.scopes,
+            device: s.device,
+            no_browser: s.no_browser,
+        }
+    }
+}
+
+/// The providers `setup` knows.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+pub enum SetupProvider {
+    /// Gmail or Google Workspace (smtp.gmail.com)
+    Gmail,
+    /// Microsoft 365 or Outlook.com (smtp.office365.com)
+    Outlook,
+    /// Any other SMTP server with OAuth2 (give --host, --auth-uri and --token-uri)
+    Custom,
+}
+
+/// The refresh-token stores `setup` offers.
+#[derive(Clone, Copy, Debug, PartialEq, ValueEnum)]
+pub enum SetupStore {
+    /// The desktop keyring (Secret Service)
+    Keyring,
+    /// A file of mode 0600 in the state directory
+    File,
 }
 
 /// `oauth-sendmail logout`.
@@ -377,8 +537,9 @@ fn newaliases_command() -> clap::Command {
     about = "A drop-in /usr/sbin/sendmail that submits mail over SMTP with OAuth2",
     long_about = "A drop-in /usr/sbin/sendmail that submits mail over SMTP with OAuth2 \
                   (XOAUTH2), app passwords or IP-authenticated relays.\n\n\
-                  Install it as sendmail with a symlink:\n  \
-                  ln -s \"$(command -v oauth-sendmail)\" /usr/sbin/sendmail\n\
+                  On Debian, the package (scripts/build-deb) makes it the machine's MTA: \
+                  /usr/sbin/sendmail, mailq and newaliases are links to it. Elsewhere, install \
+                  it in /usr/local/sbin and link those names to it, never to a copy in a home.\n\
                   Started as `sendmail` it takes sendmail's options; as `mailq` it lists the \
                   queue; as `newaliases` it checks the aliases."
 )]
@@ -430,6 +591,15 @@ enum Command {
     /// /etc/oauth-sendmail/config.toml and the state in /var/lib/oauth-sendmail. Started
     /// as root it runs as the [service] user. SIGHUP re-reads the configuration.
     Daemon,
+
+    /// Write a configuration, log in and send a test message: interactive on a terminal
+    ///
+    /// Asks for the provider, the address, the OAuth client (or a Google service account
+    /// key), the token store, the domain and root's alias; writes the configuration with
+    /// the right modes (as root: /etc/oauth-sendmail/config.toml, root:oauth-sendmail 0640,
+    /// read by every caller on the machine); runs `login`; sends a test message; prints
+    /// what it did. Secrets are read without echo, or with --client-secret-stdin.
+    Setup(Box<Setup>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -586,6 +756,7 @@ pub fn parse(argv: &[OsString]) -> std::result::Result<Action, Rejected> {
                 Command::Logout(logout) => Action::Logout(logout),
                 Command::Status(status) => Action::Status(status),
                 Command::Daemon => Action::Daemon,
+                Command::Setup(setup) => Action::Setup(Box::new((*setup).into())),
                 Command::Log(log) => Action::Log {
                     config,
                     since: log.since,
@@ -776,6 +947,57 @@ mod tests {
             Ok(Action::Login(login)) => login,
             other => panic!("{args:?} gave {other:?}"),
         }
+    }
+
+    #[test]
+    fn setup_flags_for_scripts() {
+        let setup = match own(&[
+            "setup",
+            "--non-interactive",
+            "--provider",
+            "outlook",
+            "--address",
+            "me@contoso.com",
+            "--client-id",
+            "abc",
+            "--client-secret-stdin",
+            "--tenant",
+            "contoso.com",
+            "--store",
+            "file",
+            "--test-to",
+            "ops@contoso.com",
+            "-C",
+            "/tmp/c.toml",
+        ]) {
+            Ok(Action::Setup(setup)) => setup,
+            other => panic!("{other:?}"),
+        };
+        use crate::commands::setup::{Provider, Store};
+        assert_eq!(setup.provider, Some(Provider::Outlook));
+        assert_eq!(setup.address.as_deref(), Some("me@contoso.com"));
+        assert_eq!(setup.store, Some(Store::File));
+        assert!(setup.client_secret_stdin && setup.non_interactive);
+        assert_eq!(setup.config, Some(PathBuf::from("/tmp/c.toml")));
+        // No secret on the command line, and a service account has no client.
+        assert_eq!(
+            own(&["setup", "--client-secret", "x"])
+                .unwrap_err()
+                .exit_code(),
+            64
+        );
+        assert_eq!(
+            own(&["setup", "--service-account", "/k.json", "--client-id", "x"])
+                .unwrap_err()
+                .exit_code(),
+            64
+        );
+        assert_eq!(
+            own(&["setup", "--no-login", "--test-to", "a@b.c"])
+                .unwrap_err()
+                .exit_code(),
+            64
+        );
     }
 
     #[test]
@@ -1254,6 +1476,7 @@ mod tests {
             Action::Logout(logout) => logout.config,
             Action::Status(status) => status.config,
             Action::Daemon => None,
+            Action::Setup(setup) => setup.config,
         }
     }
 
@@ -1265,7 +1488,7 @@ mod tests {
 
     #[test]
     fn every_command_takes_c_and_config_before_or_after_its_name() {
-        let commands: [&[&str]; 11] = [
+        let commands: [&[&str]; 12] = [
             &["send", "x@y.z"],
             &["queue", "list"],
             &["queue", "flush"],
@@ -1277,6 +1500,7 @@ mod tests {
             &["login"],
             &["logout"],
             &["status"],
+            &["setup"],
         ];
         let want = Some(PathBuf::from("/c.toml"));
         for command in commands {

@@ -102,6 +102,7 @@ fn run(action: Action) -> Result<()> {
         Action::Login(options) => login(&options),
         Action::Logout(options) => logout(&options),
         Action::Status(options) => status(&options),
+        Action::Setup(options) => commands::setup::run(&options),
     }
 }
 

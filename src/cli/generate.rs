@@ -129,6 +129,17 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             ],
         },
         Page {
+            file: "oauth-sendmail-setup",
+            cmd: sub("setup"),
+            configuration: true,
+            examples: &[EXAMPLES_SETUP],
+            see_also: &[
+                "oauth-sendmail(8)",
+                "oauth-sendmail-login(8)",
+                "oauth-sendmail.toml(5)",
+            ],
+        },
+        Page {
             file: "sendmail",
             cmd: built(SendmailCli::command()),
             configuration: true,
@@ -591,6 +602,26 @@ const EXAMPLES_LOG: &str = r#".RS
 oauth\-sendmail log \-\-since 1d
 oauth\-sendmail log \-\-status failed \-\-format csv > failures.csv
 oauth\-sendmail log \-\-format json | jq .
+.fi
+.RE
+"#;
+
+const EXAMPLES_SETUP: &str = r#"As root after installing the package, the questions on the terminal:
+.PP
+.RS
+.nf
+oauth\-sendmail setup
+.fi
+.RE
+.PP
+From a script (the client secret on stdin, never on the command line):
+.PP
+.RS
+.nf
+printf '%s\\n' "$SECRET" | oauth\-sendmail setup \-\-provider gmail \\
+    \-\-address server@example.com \-\-client\-id 1234\-abc.apps.googleusercontent.com \\
+    \-\-client\-secret\-stdin \-\-root\-alias admin@example.com \\
+    \-\-test\-to admin@example.com
 .fi
 .RE
 "#;

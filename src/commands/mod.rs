@@ -1,10 +1,11 @@
 //! The commands other than sending and what they print: the queue, the delivery log,
-//! `status` and `newaliases`, rendered from what the domain modules report, so that
+//! `status`, `newaliases` and `setup`, rendered from what the domain modules report, so that
 //! `main` keeps one short function per command.
 
 pub mod aliases;
 pub mod log;
 pub mod queue;
+pub mod setup;
 pub mod status;
 
 use std::io;

@@ -1,5 +1,6 @@
 //! What the operating system gives us: private state files and directories, the clock, the
-//! host name and our user id, stop signals, and the trust anchors TLS checks against.
+//! host name and our user id, stop signals, the trust anchors TLS checks against, and the
+//! terminal (echo off for secrets).
 
 pub mod clock;
 pub mod files;
@@ -7,5 +8,6 @@ pub mod host;
 pub mod peer;
 pub mod reload;
 pub mod signals;
+pub mod terminal;
 pub mod trust;
 pub mod users;
