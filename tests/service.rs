@@ -490,7 +490,7 @@ fn the_shipped_units_verify_and_their_layout_runs() {
     for name in ["oauth-sendmail.service", "oauth-sendmail.socket"] {
         let text = std::fs::read_to_string(contrib.join(name))
             .unwrap()
-            .replace("/usr/bin/oauth-sendmail", common::harness::BIN);
+            .replace("/usr/sbin/oauth-sendmail", common::harness::BIN);
         std::fs::write(units.path().join(name), text).unwrap();
     }
     let out = std::process::Command::new("systemd-analyze")
