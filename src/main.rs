@@ -14,6 +14,7 @@ mod config;
 mod delivery;
 mod error;
 mod message;
+mod relay;
 mod service;
 mod smtp;
 mod sys;

@@ -11,6 +11,7 @@ use crate::auth::credential::{Secret, SecretSource};
 use crate::auth::store::StoreKind;
 use crate::error::{Error, Kind, Result};
 
+pub mod relay;
 pub mod service;
 
 /// The configuration as the rest of the program uses it.
@@ -27,6 +28,8 @@ pub struct Config {
     pub queue: QueueSettings,
     /// `[service]`: used by the machine-wide service only.
     pub service: service::ServiceSettings,
+    /// `[relay]`: the service's SMTP listeners for devices on the LAN.
+    pub relay: relay::RelaySettings,
 }
 
 /// When messages are spooled, where, and how long they are retried.
@@ -200,6 +203,8 @@ struct ConfigFile {
     max_age: Option<String>,
     #[serde(default)]
     service: service::ServiceSettings,
+    #[serde(default)]
+    relay: relay::RelaySettings,
 }
 
 #[derive(Deserialize)]
@@ -361,6 +366,7 @@ impl Config {
             default_account: file.default_account,
             queue,
             service: file.service,
+            relay: file.relay,
         })
     }
 

@@ -415,13 +415,14 @@ impl<'a> Flusher<'a> {
         failures: &[Failure],
         original: &[u8],
     ) -> String {
-        let sent = match (entry.sender.is_empty(), account) {
+        let told = entry.notify.as_deref().unwrap_or(&entry.sender);
+        let sent = match (told.is_empty(), account) {
             (false, Some(account)) => {
                 let data = bounce::build(entry, failures, account.address(), original);
                 let notice = crate::message::intake::Prepared {
                     envelope: crate::message::intake::Envelope {
                         sender: String::new(),
-                        recipients: vec![entry.sender.clone()],
+                        recipients: vec![told.to_string()],
                     },
                     eight_bit: !data.is_ascii(),
                     head: data,
@@ -442,7 +443,7 @@ impl<'a> Flusher<'a> {
             );
             return format!("the sender could not be told ({why}): the message was {kept}");
         }
-        format!("the sender <{}> was sent a bounce", entry.sender)
+        format!("the sender <{told}> was sent a bounce")
     }
 }
 

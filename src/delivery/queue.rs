@@ -53,6 +53,10 @@ pub struct Entry {
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Where bounces go instead of the envelope sender (a LAN device's notification
+    /// address: the sender is the account's, which the device does not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
 }
 
 /// The sendmail options a held message was given, for intake at flush time.
@@ -111,6 +115,7 @@ impl Entry {
             intake: None,
             uid: None,
             user: None,
+            notify: None,
         }
     }
 

@@ -130,6 +130,8 @@ pub fn run() -> Result<()> {
         Some(listener) => (listener, false),
         None => (bind(&paths, user.as_ref())?, true),
     };
+    // Relay hook (issue 13): privileged ports are bound before the drop to the user.
+    let relay = crate::relay::bind(&config)?;
     if let Some(user) = &user {
         users::become_user(user)?;
     }
@@ -152,6 +154,17 @@ pub fn run() -> Result<()> {
         .set_nonblocking(true)
         .map_err(|e| Error::new(Kind::Io, "cannot use the socket", e))?;
     pick_up(&shared);
+    let (waker, paths) = (shared.clone(), &shared.paths);
+    crate::relay::start(
+        relay,
+        crate::relay::Hooks {
+            config_file: paths.config(),
+            queue_dir: paths.queue(),
+            state_dir: paths.state(),
+            wake: Box::new(move || waker.wake(false)),
+            enforce_from: |head, allowed, by| policy::enforce_from(head, allowed, by),
+        },
+    )?;
     let delivery = {
         let shared = shared.clone();
         thread::Builder::new()

@@ -1,0 +1,336 @@
+//! The devices that may relay: their password verifiers, the networks they may send
+//! from, the one address each may send as, and their rate limits.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use ring::hmac;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::config::relay::{Device, RelaySettings};
+use crate::config::service::RateLimit;
+use crate::error::{Error, Kind, Result};
+
+/// The scheme of the verifiers `device add` writes. A generated password has 128 bits of
+/// entropy, so a salted HMAC is as strong as a slow KDF against guessing, and a check
+/// costs microseconds instead of the 70-340 ms a KDF takes on every AUTH.
+const SCHEME: &str = "hmac-sha256";
+
+/// A new password (128 random bits, 32 hex digits: any device's form takes them) and
+/// the verifier to store for it.
+pub fn generate() -> Result<(String, String)> {
+    let rng = SystemRandom::new();
+    let mut secret = [0u8; 16];
+    let mut salt = [0u8; 16];
+    rng.fill(&mut secret)
+        .and_then(|()| rng.fill(&mut salt))
+        .map_err(|_| Error::new(Kind::Internal, "cannot make a password", "no randomness"))?;
+    let password: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    Ok((password.clone(), verifier(&salt, &password)))
+}
+
+fn verifier(salt: &[u8], password: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, salt);
+    let tag = hmac::sign(&key, password.as_bytes());
+    format!(
+        "{SCHEME}${}${}",
+        STANDARD_NO_PAD.encode(salt),
+        STANDARD_NO_PAD.encode(tag.as_ref())
+    )
+}
+
+/// Whether `password` matches `stored`, in constant time; a verifier of an unknown
+/// scheme matches nothing.
+pub fn verify(stored: &str, password: &str) -> bool {
+    let mut parts = stored.split('$');
+    let (Some(SCHEME), Some(salt), Some(tag), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let (Ok(salt), Ok(tag)) = (STANDARD_NO_PAD.decode(salt), STANDARD_NO_PAD.decode(tag)) else {
+        return false;
+    };
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &salt);
+    hmac::verify(&key, password.as_bytes(), &tag).is_ok()
+}
+
+/// An address block, `192.168.1.0/24` or `fd00::/8`; a bare address is a block of one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Network {
+    base: IpAddr,
+    bits: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> Option<Network> {
+        let (address, bits) = match text.trim().split_once('/') {
+            Some((address, bits)) => (address, Some(bits.parse::<u8>().ok()?)),
+            None => (text.trim(), None),
+        };
+        let base: IpAddr = address.parse().ok()?;
+        let max = if base.is_ipv4() { 32 } else { 128 };
+        let bits = bits.unwrap_or(max);
+        (bits <= max).then_some(Network { base, bits })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let (base, ip, width) = match (self.base, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return false,
+        };
+        if self.bits == 0 {
+            return true;
+        }
+        let shift = width - u32::from(self.bits);
+        base >> shift == ip >> shift
+    }
+}
+
+/// One device as the listener uses it.
+#[derive(Clone, Debug)]
+pub struct Known {
+    pub name: String,
+    pub device: Device,
+    pub networks: Vec<Network>,
+}
+
+/// Every configured device, checked.
+#[derive(Clone, Debug, Default)]
+pub struct Devices {
+    known: Vec<Known>,
+}
+
+impl Devices {
+    /// Refuses a device whose network does not parse or that has neither a password nor
+    /// a network (it could never be used, or worse, be taken for "anyone").
+    pub fn from_settings(settings: &RelaySettings) -> Result<Devices> {
+        let mut known = Vec::new();
+        for (name, device) in &settings.devices {
+            let bad = |why: String| {
+                Error::new(
+                    Kind::Config,
+                    format!("device `{name}` in [relay.devices]"),
+                    why,
+                )
+            };
+            let mut networks = Vec::new();
+            for text in &device.network {
+                networks.push(
+                    Network::parse(text)
+                        .ok_or_else(|| bad(format!("network = \"{text}\" is not a CIDR block")))?,
+                );
+            }
+            if device.password_hash.is_none() && networks.is_empty() {
+                return Err(bad("it has neither a password_hash nor a network".into()));
+            }
+            known.push(Known {
+                name: name.clone(),
+                device: device.clone(),
+                networks,
+            });
+        }
+        Ok(Devices { known })
+    }
+
+    /// The device let in by its address alone: one without a password whose network
+    /// holds `ip`.
+    pub fn by_address(&self, ip: IpAddr) -> Option<&Known> {
+        self.known
+            .iter()
+            .find(|k| k.device.password_hash.is_none() && k.networks.iter().any(|n| n.contains(ip)))
+    }
+
+    /// The device `user` whose password is `password`, when `ip` is in its networks (if
+    /// it has any). Every stored verifier is checked the same way, so the time taken does
+    /// not tell which names exist.
+    pub fn authenticate(&self, user: &str, password: &str, ip: IpAddr) -> Option<&Known> {
+        let mut found = None;
+        for known in &self.known {
+            let Some(stored) = &known.device.password_hash else {
+                continue;
+            };
+            let matches = verify(stored, password);
+            if matches && known.name == user && found.is_none() {
+                found = Some(known);
+            }
+        }
+        found.filter(|k| k.networks.is_empty() || k.networks.iter().any(|n| n.contains(ip)))
+    }
+}
+
+/// The address a device's mail goes out as: its own `sender`, else the account's. The
+/// device's own claim (MAIL FROM, From:) never decides it.
+pub fn sender_for(device: &Device, account_address: &str) -> String {
+    device
+        .sender
+        .clone()
+        .unwrap_or_else(|| account_address.to_string())
+}
+
+/// What the rate limit says about one more message from a device.
+#[derive(Default)]
+pub struct RateLimiter {
+    accepted: HashMap<String, VecDeque<u64>>,
+}
+
+impl RateLimiter {
+    /// `Ok` and counted, or `Err(reset)`: the Unix time the window has room again.
+    pub fn admit(
+        &mut self,
+        device: &str,
+        now: u64,
+        limit: Option<RateLimit>,
+    ) -> std::result::Result<(), u64> {
+        let Some(limit) = limit else {
+            return Ok(());
+        };
+        let window = limit.window.as_secs();
+        let times = self.accepted.entry(device.to_string()).or_default();
+        while times.front().is_some_and(|t| t + window <= now) {
+            times.pop_front();
+        }
+        if times.len() >= limit.count as usize {
+            return Err(times.front().map_or(now, |t| t + window));
+        }
+        times.push_back(now);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_generated_password_verifies_and_nothing_else_does() {
+        let (password, stored) = generate().unwrap();
+        assert_eq!(password.len(), 32);
+        assert!(stored.starts_with("hmac-sha256$"));
+        assert!(!stored.contains(&password));
+        assert!(verify(&stored, &password));
+        assert!(!verify(&stored, &password[..31]));
+        assert!(!verify(&stored, ""));
+        let (other, _) = generate().unwrap();
+        assert_ne!(password, other);
+        for bad in [
+            "",
+            "hmac-sha256",
+            "md5$x$y",
+            &format!("{stored}$more"),
+            "hmac-sha256$!!$!!",
+        ] {
+            assert!(!verify(bad, &password), "{bad}");
+        }
+    }
+
+    #[test]
+    fn networks_hold_what_they_should() {
+        let lan = Network::parse("192.168.1.0/24").unwrap();
+        assert!(lan.contains("192.168.1.77".parse().unwrap()));
+        assert!(lan.contains("::ffff:192.168.1.77".parse().unwrap()));
+        assert!(!lan.contains("192.168.2.1".parse().unwrap()));
+        assert!(!lan.contains("fd00::1".parse().unwrap()));
+        let one = Network::parse("10.0.0.5").unwrap();
+        assert!(one.contains("10.0.0.5".parse().unwrap()));
+        assert!(!one.contains("10.0.0.6".parse().unwrap()));
+        assert!(Network::parse("fd00::/8")
+            .unwrap()
+            .contains("fd12::1".parse().unwrap()));
+        assert!(Network::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        for bad in ["", "192.168.1.0/33", "printer", "10.0.0.0/x", "::/129"] {
+            assert_eq!(Network::parse(bad), None, "{bad}");
+        }
+    }
+
+    fn settings(toml_text: &str) -> RelaySettings {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn devices_are_found_by_address_or_password_never_by_a_name_alone() {
+        let (password, stored) = generate().unwrap();
+        let devices = Devices::from_settings(&settings(&format!(
+            "[devices.scanner]\nnetwork = \"10.1.0.0/16\"\n\
+             [devices.printer]\npassword_hash = \"{stored}\"\nnetwork = [\"192.168.1.0/24\"]\n\
+             [devices.nas]\npassword_hash = \"{stored}\"\n"
+        )))
+        .unwrap();
+        let lan = "192.168.1.9".parse().unwrap();
+        let away = "172.16.0.1".parse().unwrap();
+        assert_eq!(
+            devices
+                .by_address("10.1.2.3".parse().unwrap())
+                .unwrap()
+                .name,
+            "scanner"
+        );
+        assert!(
+            devices.by_address(lan).is_none(),
+            "a password device needs its password"
+        );
+        assert_eq!(
+            devices
+                .authenticate("printer", &password, lan)
+                .unwrap()
+                .name,
+            "printer"
+        );
+        assert!(devices.authenticate("printer", &password, away).is_none());
+        assert!(devices.authenticate("printer", "wrong", lan).is_none());
+        assert!(devices
+            .authenticate("scanner", "", "10.1.2.3".parse().unwrap())
+            .is_none());
+        assert_eq!(
+            devices.authenticate("nas", &password, away).unwrap().name,
+            "nas"
+        );
+        assert!(devices.authenticate("nobody", &password, lan).is_none());
+    }
+
+    #[test]
+    fn a_device_that_anyone_could_be_is_refused() {
+        assert!(Devices::from_settings(&settings("[devices.x]\nsender = \"a@b.c\"\n")).is_err());
+        assert!(Devices::from_settings(&settings("[devices.x]\nnetwork = \"lan\"\n")).is_err());
+    }
+
+    #[test]
+    fn the_sender_is_the_devices_or_the_accounts_never_its_claim() {
+        let mut device = Device::default();
+        assert_eq!(
+            sender_for(&device, "office@example.com"),
+            "office@example.com"
+        );
+        device.sender = Some("scans@example.com".into());
+        assert_eq!(
+            sender_for(&device, "office@example.com"),
+            "scans@example.com"
+        );
+    }
+
+    #[test]
+    fn the_rate_limit_counts_per_device_and_window() {
+        let limit = Some(RateLimit {
+            count: 2,
+            window: Duration::from_secs(60),
+        });
+        let mut limiter = RateLimiter::default();
+        assert_eq!(limiter.admit("a", 100, limit), Ok(()));
+        assert_eq!(limiter.admit("a", 110, limit), Ok(()));
+        assert_eq!(limiter.admit("a", 120, limit), Err(160));
+        assert_eq!(limiter.admit("b", 120, limit), Ok(()));
+        assert_eq!(limiter.admit("a", 161, limit), Ok(()));
+        assert_eq!(limiter.admit("a", 0, None), Ok(()));
+    }
+}

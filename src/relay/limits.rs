@@ -1,0 +1,214 @@
+//! What bounds the relay under load and abuse: connections in total and per client
+//! address, deadlines per command and per session, the bytes of messages held in
+//! memory, and the delay and per-address limit on failed logins.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Connections served at once; more are told 421 and closed.
+pub const MAX_CONNECTIONS: usize = 200;
+/// From one client address at once (a busy office behind one NAT stays well under).
+pub const MAX_PER_ADDRESS: usize = 32;
+/// A command line must arrive whole within this (a slowloris client is dropped).
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
+/// A whole session, however it trickles.
+pub const SESSION_DEADLINE: Duration = Duration::from_secs(30 * 60);
+/// A message gets this long plus a second per [`BYTES_PER_SECOND`].
+pub const DATA_DEADLINE: Duration = Duration::from_secs(60);
+pub const BYTES_PER_SECOND: u64 = 64 * 1024;
+/// Messages held in memory by all connections at once; a DATA that would go over waits.
+pub const MESSAGE_BYTES: u64 = 256 * 1024 * 1024;
+/// Each failed login is answered this much later (successes are not delayed).
+pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
+/// Failed logins from one address within [`FAILURE_WINDOW`] before AUTH is refused to
+/// it. Counted per client address, not per device: a guesser elsewhere cannot lock the
+/// real device out.
+pub const MAX_FAILURES: usize = 5;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shared counters.
+#[derive(Default)]
+pub struct Limits {
+    connections: Mutex<HashMap<IpAddr, usize>>,
+    failures: Mutex<HashMap<IpAddr, Vec<Instant>>>,
+    in_memory: (Mutex<u64>, Condvar),
+}
+
+/// A connection's place, given back when dropped.
+pub struct Slot<'a> {
+    limits: &'a Limits,
+    ip: IpAddr,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut held = lock(&self.limits.connections);
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Memory for one message, given back when dropped.
+pub struct Reserved<'a> {
+    limits: &'a Limits,
+    size: u64,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let (bytes, freed) = &self.limits.in_memory;
+        *lock(bytes) -= self.size;
+        freed.notify_all();
+    }
+}
+
+impl Limits {
+    /// A place for a connection from `ip`, or why not.
+    pub fn connect(&self, ip: IpAddr) -> std::result::Result<Slot<'_>, &'static str> {
+        let mut held = lock(&self.connections);
+        if held.values().sum::<usize>() >= MAX_CONNECTIONS {
+            return Err("too many connections");
+        }
+        let mine = held.entry(ip).or_default();
+        if *mine >= MAX_PER_ADDRESS {
+            return Err("too many connections from your address");
+        }
+        *mine += 1;
+        Ok(Slot { limits: self, ip })
+    }
+
+    /// Whether `ip` has used up its failed logins.
+    pub fn blocked(&self, ip: IpAddr) -> bool {
+        let mut failures = lock(&self.failures);
+        let Some(times) = failures.get_mut(&ip) else {
+            return false;
+        };
+        times.retain(|t| t.elapsed() < FAILURE_WINDOW);
+        times.len() >= MAX_FAILURES
+    }
+
+    pub fn failed(&self, ip: IpAddr) {
+        let mut failures = lock(&self.failures);
+        // Bounded: a flood of addresses keeps at most this many records.
+        if failures.len() > 100_000 {
+            failures.retain(|_, times| times.iter().any(|t| t.elapsed() < FAILURE_WINDOW));
+        }
+        failures.entry(ip).or_default().push(Instant::now());
+    }
+
+    /// Waits (until `until`) for room for `size` more bytes of messages in memory.
+    pub fn reserve(&self, size: u64, until: Instant) -> Option<Reserved<'_>> {
+        let (bytes, freed) = &self.in_memory;
+        let mut held = lock(bytes);
+        while *held + size > MESSAGE_BYTES && *held > 0 {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            held = freed
+                .wait_timeout(held, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *held += size;
+        Some(Reserved { limits: self, size })
+    }
+}
+
+/// A TCP stream whose every read must finish before the current deadline (the command's
+/// or the message's) and the session's.
+pub struct Timed {
+    pub stream: TcpStream,
+    session_until: Instant,
+    pub until: Instant,
+}
+
+impl Timed {
+    pub fn new(stream: TcpStream) -> Timed {
+        let now = Instant::now();
+        let _ = stream.set_write_timeout(Some(COMMAND_DEADLINE));
+        Timed {
+            stream,
+            session_until: now + SESSION_DEADLINE,
+            until: now + COMMAND_DEADLINE,
+        }
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self
+            .until
+            .min(self.session_until)
+            .saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "too slow"));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_per_address_and_given_back() {
+        let limits = Limits::default();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let slots: Vec<_> = (0..MAX_PER_ADDRESS)
+            .map(|_| limits.connect(ip).unwrap())
+            .collect();
+        assert!(limits.connect(ip).is_err());
+        assert!(limits.connect("10.0.0.2".parse().unwrap()).is_ok());
+        drop(slots);
+        assert!(limits.connect(ip).is_ok());
+    }
+
+    #[test]
+    fn failures_block_one_address_only() {
+        let limits = Limits::default();
+        let guesser: IpAddr = "10.0.0.66".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert!(!limits.blocked(guesser));
+            limits.failed(guesser);
+        }
+        assert!(limits.blocked(guesser));
+        assert!(!limits.blocked("10.0.0.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn memory_is_reserved_within_the_cap() {
+        let limits = Limits::default();
+        let big = limits.reserve(MESSAGE_BYTES, Instant::now()).unwrap();
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(
+            limits.reserve(1, soon).is_none(),
+            "over the cap it waits, then gives up"
+        );
+        drop(big);
+        assert!(limits.reserve(1, Instant::now()).is_some());
+    }
+}
