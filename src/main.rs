@@ -58,6 +58,10 @@ fn run(action: Action) -> Result<()> {
     }
     match action {
         Action::Daemon => service::daemon::run(),
+        Action::Device { config, command } => {
+            let path = config.unwrap_or_else(|| service::Paths::system().config());
+            relay::devices::command(&path, command, &mut std::io::stdout().lock())
+        }
         Action::Send(invocation) if invocation.verify_only => verify(&invocation),
         Action::Send(invocation) => delivery::send::send(&invocation),
         Action::ListQueue { config } => list_queue(config.as_deref()),

@@ -2,15 +2,19 @@
 //! from, the one address each may send as, and their rate limits.
 
 use std::collections::{HashMap, VecDeque};
+use std::io::Write;
 use std::net::IpAddr;
+use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
+use crate::cli::DeviceCommand;
 use crate::config::relay::{Device, RelaySettings};
 use crate::config::service::RateLimit;
+use crate::config::Config;
 use crate::error::{Error, Kind, Result};
 
 /// The scheme of the verifiers `device add` writes. A generated password has 128 bits of
@@ -205,6 +209,208 @@ impl RateLimiter {
     }
 }
 
+/// `device add|list|remove` on the service's configuration file (`path`): what each
+/// prints on stdout.
+pub fn command(path: &Path, command: DeviceCommand, out: &mut impl Write) -> Result<()> {
+    let written = |e: std::io::Error| Error::new(Kind::Io, "cannot write the output", e);
+    match command {
+        DeviceCommand::Add {
+            name,
+            network,
+            sender,
+        } => {
+            let password = add(path, &name, network.as_deref(), sender.as_deref())?;
+            writeln!(
+                out,
+                "Device `{name}` added. In its SMTP settings: user name {name}, password\n\n    {password}\n\n\
+                 The password is shown only this once; `device remove {name}` and add it again for a new one."
+            )
+            .map_err(written)
+        }
+        DeviceCommand::Remove(name) => {
+            remove(path, &name)?;
+            writeln!(out, "Device `{name}` removed: it can no longer send.").map_err(written)
+        }
+        DeviceCommand::List => {
+            let config = Config::load(Some(path))?;
+            let devices = &config.relay.devices;
+            if devices.is_empty() {
+                return writeln!(
+                    out,
+                    "No devices (add one with `oauth-sendmail device add NAME`)."
+                )
+                .map_err(written);
+            }
+            for (name, device) in devices {
+                let login = match (&device.password_hash, device.network.is_empty()) {
+                    (Some(_), true) => "password".to_string(),
+                    (Some(_), false) => format!("password, from {}", device.network.join(", ")),
+                    (None, _) => format!("address only, from {}", device.network.join(", ")),
+                };
+                let or_default = |value: &Option<String>, default: &str| {
+                    value.clone().unwrap_or_else(|| default.to_string())
+                };
+                writeln!(
+                    out,
+                    "{name}: {login}; sends as {}; account {}; bounces to {}",
+                    or_default(&device.sender, "the account's address"),
+                    or_default(&device.account, "the listener's"),
+                    or_default(&device.notify, "nobody (the log only)"),
+                )
+                .map_err(written)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// A device name: its AUTH user name and the key of its table.
+fn check_name(name: &str) -> Result<()> {
+    let fine = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    match fine {
+        true => Ok(()),
+        false => Err(Error::new(
+            Kind::Usage,
+            format!("`{name}` cannot be a device name"),
+            "use letters, digits, '.', '_' and '-' (at most 64)",
+        )),
+    }
+}
+
+fn header(name: &str) -> String {
+    format!("[relay.devices.{name}]")
+}
+
+/// Adds `[relay.devices.NAME]` with a new password's verifier; returns the password.
+pub fn add(path: &Path, name: &str, network: Option<&str>, sender: Option<&str>) -> Result<String> {
+    check_name(name)?;
+    if let Some(network) = network {
+        if Network::parse(network).is_none() {
+            return Err(Error::new(
+                Kind::Usage,
+                format!("--network {network}"),
+                "it is not an address block like 192.168.1.0/24",
+            ));
+        }
+    }
+    if let Some(sender) = sender {
+        crate::message::address::check_syntax(sender)?;
+    }
+    let config = Config::load(Some(path))?;
+    if config.relay.devices.contains_key(name) {
+        return Err(Error::new(
+            Kind::Usage,
+            format!("there is a device `{name}` already"),
+            "a name is used once",
+        )
+        .hint(format!(
+            "oauth-sendmail device remove {name}, then add it again"
+        )));
+    }
+    let (password, verifier) = generate()?;
+    let mut text = read(path)?;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "\n{}\npassword_hash = \"{verifier}\"\n",
+        header(name)
+    ));
+    if let Some(network) = network {
+        text.push_str(&format!("network = \"{network}\"\n"));
+    }
+    if let Some(sender) = sender {
+        text.push_str(&format!("sender = \"{sender}\"\n"));
+    }
+    replace(path, &text)?;
+    Ok(password)
+}
+
+/// Removes the device's table (its lines up to the next table).
+pub fn remove(path: &Path, name: &str) -> Result<()> {
+    check_name(name)?;
+    let text = read(path)?;
+    let wanted = [header(name), format!("[relay.devices.\"{name}\"]")];
+    let mut kept = Vec::new();
+    let mut skipping = false;
+    let mut found = false;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            skipping = wanted.iter().any(|w| w == trimmed);
+            found |= skipping;
+            if skipping && kept.last().is_some_and(|l: &&str| l.trim().is_empty()) {
+                kept.pop();
+            }
+        }
+        if !skipping {
+            kept.push(line);
+        }
+    }
+    if !found {
+        return Err(Error::new(
+            Kind::Usage,
+            format!("there is no device `{name}`"),
+            format!("{} has no {}", path.display(), header(name)),
+        )
+        .hint("oauth-sendmail device list"));
+    }
+    let mut text = kept.join("\n");
+    text.push('\n');
+    replace(path, &text)
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        Error::new(Kind::Config, format!("cannot read {}", path.display()), e)
+            .hint("the devices are kept in the service's configuration; give another with -C FILE")
+    })
+}
+
+/// Writes the new text beside the file with its owner and mode, checks that it still
+/// loads, then renames it over the old one: the service never reads half a file.
+fn replace(path: &Path, text: &str) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let cannot = |e: std::io::Error| {
+        Error::new(
+            Kind::CannotCreate,
+            format!("cannot update {}", path.display()),
+            e,
+        )
+    };
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = path.with_file_name(format!(".{name}.device-{}", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(meta.mode() & 0o7777)
+            .open(&temporary)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))
+    })();
+    let checked = written
+        .map_err(cannot)
+        .and_then(|()| Config::load(Some(&temporary)).map(drop));
+    if let Err(err) = checked.and_then(|()| std::fs::rename(&temporary, path).map_err(cannot)) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(err);
+    }
+    if let Some(dir) = path.parent() {
+        let _ = crate::sys::files::sync_dir(dir);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -332,5 +538,119 @@ mod tests {
         assert_eq!(limiter.admit("b", 120, limit), Ok(()));
         assert_eq!(limiter.admit("a", 161, limit), Ok(()));
         assert_eq!(limiter.admit("a", 0, None), Ok(()));
+    }
+
+    fn config_file(dir: &Path, text: &str) -> std::path::PathBuf {
+        let path = dir.join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        path
+    }
+
+    #[test]
+    fn device_add_stores_only_a_verifier_and_remove_takes_the_table_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = "domain = \"example.com\"\n# a comment kept\n[relay]\n";
+        let path = config_file(dir.path(), start);
+        let mut out = Vec::new();
+        let add = DeviceCommand::Add {
+            name: "printer".into(),
+            network: Some("192.168.1.0/24".into()),
+            sender: Some("scans@example.com".into()),
+        };
+        command(&path, add, &mut out).unwrap();
+        let shown = String::from_utf8(out).unwrap();
+        let password = shown.lines().nth(2).unwrap().trim().to_string();
+        assert_eq!(password.len(), 32, "{shown}");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            !text.contains(&password),
+            "the password itself is never stored"
+        );
+        assert!(
+            text.starts_with(start),
+            "the rest of the file is kept: {text}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        let config = Config::load(Some(&path)).unwrap();
+        let devices = Devices::from_settings(&config.relay).unwrap();
+        let lan = "192.168.1.20".parse().unwrap();
+        assert_eq!(
+            devices
+                .authenticate("printer", &password, lan)
+                .unwrap()
+                .name,
+            "printer"
+        );
+        assert_eq!(
+            config.relay.devices["printer"].sender.as_deref(),
+            Some("scans@example.com")
+        );
+        let again = DeviceCommand::Add {
+            name: "printer".into(),
+            network: None,
+            sender: None,
+        };
+        assert!(
+            command(&path, again, &mut Vec::new()).is_err(),
+            "one name once"
+        );
+        let other = DeviceCommand::Add {
+            name: "nas".into(),
+            network: None,
+            sender: None,
+        };
+        command(&path, other, &mut Vec::new()).unwrap();
+        let mut listed = Vec::new();
+        command(&path, DeviceCommand::List, &mut listed).unwrap();
+        let listed = String::from_utf8(listed).unwrap();
+        assert!(
+            listed.contains("printer: password, from 192.168.1.0/24; sends as scans@example.com"),
+            "{listed}"
+        );
+        assert!(listed.contains("nas: password;"), "{listed}");
+        assert!(!listed.contains("hmac"), "{listed}");
+        command(
+            &path,
+            DeviceCommand::Remove("printer".into()),
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let config = Config::load(Some(&path)).unwrap();
+        assert!(!config.relay.devices.contains_key("printer"));
+        assert!(config.relay.devices.contains_key("nas"));
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("# a comment kept"));
+        assert!(command(
+            &path,
+            DeviceCommand::Remove("printer".into()),
+            &mut Vec::new()
+        )
+        .is_err());
+        for bad in ["", "a b", "x]\n[y", "über"] {
+            let add = DeviceCommand::Add {
+                name: bad.into(),
+                network: None,
+                sender: None,
+            };
+            assert!(command(&path, add, &mut Vec::new()).is_err(), "{bad:?}");
+        }
+        let add = DeviceCommand::Add {
+            name: "p".into(),
+            network: Some("lan".into()),
+            sender: None,
+        };
+        assert!(command(&path, add, &mut Vec::new()).is_err());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
     }
 }

@@ -35,6 +35,7 @@ fn explicit_config(action: &Action) -> Option<&Path> {
         Action::Logout(logout) => logout.config.as_deref(),
         Action::Status(status) => status.config.as_deref(),
         Action::Daemon => None,
+        Action::Device { config, .. } => config.as_deref(),
     }
 }
 
