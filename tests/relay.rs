@@ -125,10 +125,20 @@ fn swaks_with_starttls_implicit_tls_plain_and_login_each_delivered_once_as_the_d
     let Some((system, ports, password)) = started(ServerOptions::default()) else {
         return;
     };
+    let log = system.log();
+    let print = log
+        .lines()
+        .find_map(|l| {
+            l.split_once("certificate SHA-256 ")
+                .map(|(_, p)| p.to_string())
+        })
+        .unwrap_or_else(|| panic!("the fingerprint is logged: {log}"));
+    let out = system.run(None, &["status"], b"");
     assert!(
-        system.log().contains("certificate SHA-256 "),
-        "the fingerprint is shown: {}",
-        system.log()
+        stdout(&out).contains(&format!("SHA-256 {print}")),
+        "status shows it: {}{}",
+        stdout(&out),
+        stderr(&out)
     );
     let runs: [(&str, u16, &[&str]); 3] = [
         ("plain", ports.starttls, &["--tls", "--auth", "PLAIN"]),
@@ -536,6 +546,33 @@ fn what_devices_really_send_bare_lf_8bit_headers_login_then_quit_and_a_drop_mid_
         assert_eq!(code_, 250, "{said}");
     }
     assert_eq!(device.command("QUIT").0, 221);
+    // A device added while the service runs can log in at once; removed, it cannot.
+    let out = system.run(None, &["device", "add", "late"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let late = stdout(&out)
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 32)
+        .unwrap()
+        .to_string();
+    let mut added = Raw::connect(ports.plain);
+    added.command("EHLO late");
+    assert_eq!(
+        added
+            .command(&format!("AUTH PLAIN {}", plain("late", &late)))
+            .0,
+        235
+    );
+    let out = system.run(None, &["device", "remove", "late"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let mut removed = Raw::connect(ports.plain);
+    removed.command("EHLO late");
+    assert_eq!(
+        removed
+            .command(&format!("AUTH PLAIN {}", plain("late", &late)))
+            .0,
+        535
+    );
     let received = system.wait_received(2, Duration::from_secs(30));
     assert_eq!(received.len(), 2, "{}", system.log());
     std::thread::sleep(Duration::from_millis(500));

@@ -25,6 +25,12 @@ pub fn fingerprint(der: &[u8]) -> String {
     hex.join(":")
 }
 
+/// The fingerprint of the first certificate of a PEM file, if it reads.
+pub fn fingerprint_of(path: &Path) -> Option<String> {
+    let first = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    Some(fingerprint(&first))
+}
+
 /// The server side of TLS for `listener`, and its certificate's fingerprint. Generates
 /// and keeps a self-signed certificate for `host` when the listener names none.
 pub fn server_config(

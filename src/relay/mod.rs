@@ -141,6 +141,37 @@ impl Relay {
     }
 }
 
+/// What `status` shows of the relay: each listener, and the certificate's fingerprint a
+/// person compares with what a device shows when asked to trust it. Empty without one.
+pub fn status(config: &Config, state_dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for listener in &config.relay.listener {
+        let tls = match listener.tls {
+            ListenerTls::Starttls => "STARTTLS",
+            ListenerTls::Implicit => "implicit TLS",
+            ListenerTls::None => "no TLS (passwords in the clear)",
+        };
+        text.push_str(&format!(
+            "{:<18}{}:{} ({tls}), {} device(s)\n",
+            "relay:",
+            listener.address,
+            listener.port,
+            config.relay.devices.len()
+        ));
+        if listener.tls == ListenerTls::None {
+            continue;
+        }
+        let cert = listener
+            .cert_file
+            .clone()
+            .unwrap_or_else(|| certificate::generated_paths(state_dir).0);
+        let print = certificate::fingerprint_of(&cert)
+            .unwrap_or_else(|| format!("none yet ({} is made at start)", cert.display()));
+        text.push_str(&format!("  {:<16}SHA-256 {print}\n", "certificate:"));
+    }
+    text
+}
+
 /// Starts a thread per listener; they stop accepting when the service is asked to stop.
 pub fn start(bound: Bound, hooks: Hooks) -> Result<()> {
     if bound.listeners.is_empty() {

@@ -881,6 +881,7 @@ fn status(
         "queue:",
         entries.len(),
     );
+    text.push_str(&crate::relay::status(config, &shared.paths.state()));
     let mut problems = Vec::new();
     for account in config.accounts.values() {
         text.push_str(&format!("account {}\n", account.name));
