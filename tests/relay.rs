@@ -76,19 +76,28 @@ fn install(opts: ServerOptions, top: &str) -> Option<(System, Ports, String)> {
     }
     let out = system.run(None, &["device", "add", "printer", "--sender", SENDER], b"");
     assert_eq!(code(&out), 0, "device add: {}", stderr(&out));
-    let password = stdout(&out)
-        .lines()
-        .map(str::trim)
-        .find(|l| l.len() == 32 && l.bytes().all(|b| b.is_ascii_hexdigit()))
-        .expect("the password is printed")
-        .to_string();
+    let password = password_of(&out);
     let config = std::fs::read_to_string(system.config_path()).unwrap();
     assert!(!config.contains(&password), "only its verifier is stored");
     Some((system, ports, password))
 }
 
-fn started(opts: ServerOptions) -> Option<(System, Ports, String)> {
-    let (mut system, ports, password) = install(opts, "")?;
+/// The password `device add` printed.
+fn password_of(out: &Output) -> String {
+    stdout(out)
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 32 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+        .expect("the password is printed")
+        .to_string()
+}
+
+/// The tools there, the service installed and started with the default server.
+fn ready(tools: &[&str]) -> Option<(System, Ports, String)> {
+    if !tools.iter().all(|tool| have(tool)) {
+        return None;
+    }
+    let (mut system, ports, password) = install(ServerOptions::default(), "")?;
     system.start();
     Some((system, ports, password))
 }
@@ -119,10 +128,7 @@ fn text(data: &[u8]) -> String {
 
 #[test]
 fn swaks_with_starttls_implicit_tls_plain_and_login_each_delivered_once_as_the_devices_address() {
-    if !have("swaks") {
-        return;
-    }
-    let Some((system, ports, password)) = started(ServerOptions::default()) else {
+    let Some((system, ports, password)) = ready(&["swaks"]) else {
         return;
     };
     let log = system.log();
@@ -211,10 +217,7 @@ fn swaks_with_starttls_implicit_tls_plain_and_login_each_delivered_once_as_the_d
 
 #[test]
 fn msmtp_curl_and_smtplib_are_devices_too_and_helo_from_a_device_network_needs_no_password() {
-    if !(have("msmtp") && have("curl") && have("python3")) {
-        return;
-    }
-    let Some((system, ports, password)) = started(ServerOptions::default()) else {
+    let Some((system, ports, password)) = ready(&["msmtp", "curl", "python3"]) else {
         return;
     };
     let message = b"Subject: by msmtp\r\n\r\nscan attached\r\n";
@@ -389,10 +392,7 @@ fn plain(user: &str, password: &str) -> String {
 
 #[test]
 fn no_auth_and_no_device_network_is_refused_at_mail_and_auth_waits_for_starttls() {
-    if !(have("swaks") && have("python3")) {
-        return;
-    }
-    let Some((mut system, ports, password)) = started(ServerOptions::default()) else {
+    let Some((mut system, ports, password)) = ready(&["swaks", "python3"]) else {
         return;
     };
     for port in [ports.starttls, ports.implicit, ports.plain] {
@@ -451,10 +451,7 @@ fn no_auth_and_no_device_network_is_refused_at_mail_and_auth_waits_for_starttls(
 
 #[test]
 fn wrong_passwords_are_delayed_and_limited_per_address_not_per_device() {
-    if !have("python3") {
-        return;
-    }
-    let Some((system, ports, password)) = started(ServerOptions::default()) else {
+    let Some((system, ports, password)) = ready(&["python3"]) else {
         return;
     };
     let mut raw = Raw::connect(ports.plain);
@@ -506,7 +503,7 @@ s.quit()
 
 #[test]
 fn what_devices_really_send_bare_lf_8bit_headers_login_then_quit_and_a_drop_mid_data() {
-    let Some((system, ports, password)) = started(ServerOptions::default()) else {
+    let Some((system, ports, password)) = ready(&[]) else {
         return;
     };
     // Some Xerox models: AUTH LOGIN, then QUIT instead of the user name.
@@ -549,12 +546,7 @@ fn what_devices_really_send_bare_lf_8bit_headers_login_then_quit_and_a_drop_mid_
     // A device added while the service runs can log in at once; removed, it cannot.
     let out = system.run(None, &["device", "add", "late"], b"");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let late = stdout(&out)
-        .lines()
-        .map(str::trim)
-        .find(|l| l.len() == 32)
-        .unwrap()
-        .to_string();
+    let late = password_of(&out);
     let mut added = Raw::connect(ports.plain);
     added.command("EHLO late");
     assert_eq!(
@@ -598,10 +590,7 @@ fn what_devices_really_send_bare_lf_8bit_headers_login_then_quit_and_a_drop_mid_
 
 #[test]
 fn fifty_devices_at_once_are_all_delivered() {
-    if !have("swaks") {
-        return;
-    }
-    let Some((system, ports, password)) = started(ServerOptions::default()) else {
+    let Some((system, ports, password)) = ready(&["swaks"]) else {
         return;
     };
     let children: Vec<_> = (0..50)

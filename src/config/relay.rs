@@ -71,7 +71,10 @@ pub struct Device {
     /// Where its bounces go (default: nowhere but the log).
     pub notify: Option<String>,
     /// Messages per window; absent: "100/h".
-    #[serde(default = "default_rate_limit", deserialize_with = "rate_limit")]
+    #[serde(
+        default = "default_rate_limit",
+        deserialize_with = "super::service::rate_limit"
+    )]
     pub rate_limit: Option<RateLimit>,
 }
 
@@ -89,18 +92,6 @@ fn default_max_message_size() -> u64 {
 
 fn default_rate_limit() -> Option<RateLimit> {
     parse_rate_limit("100/h")
-}
-
-fn rate_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
-    let text = String::deserialize(d)?;
-    if text.trim() == "none" {
-        return Ok(None);
-    }
-    parse_rate_limit(&text).map(Some).ok_or_else(|| {
-        serde::de::Error::custom(format!(
-            "rate_limit = \"{text}\" is not a limit like \"100/h\", \"20/m\" or \"none\""
-        ))
-    })
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

@@ -45,9 +45,19 @@ fn verifier(salt: &[u8], password: &str) -> String {
     )
 }
 
-/// Whether `password` matches `stored`, in constant time; a verifier of an unknown
-/// scheme matches nothing.
+/// Whether `password` matches `stored`, in constant time: our HMAC verifier, or an
+/// Argon2id PHC string (`$argon2id$v=19$m=...`) for a password a person chose, where a
+/// slow KDF is what stands between a stolen file and the password. A verifier of any
+/// other scheme matches nothing.
 pub fn verify(stored: &str, password: &str) -> bool {
+    if stored.starts_with("$argon2id$") {
+        use argon2::password_hash::{PasswordHash, PasswordVerifier};
+        return PasswordHash::new(stored).is_ok_and(|hash| {
+            argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .is_ok()
+        });
+    }
     let mut parts = stored.split('$');
     let (Some(SCHEME), Some(salt), Some(tag), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -153,20 +163,16 @@ impl Devices {
     }
 
     /// The device `user` whose password is `password`, when `ip` is in its networks (if
-    /// it has any). Every stored verifier is checked the same way, so the time taken does
-    /// not tell which names exist.
+    /// it has any). An unknown name costs a check too, so the time taken tells little.
     pub fn authenticate(&self, user: &str, password: &str, ip: IpAddr) -> Option<&Known> {
-        let mut found = None;
-        for known in &self.known {
-            let Some(stored) = &known.device.password_hash else {
-                continue;
-            };
-            let matches = verify(stored, password);
-            if matches && known.name == user && found.is_none() {
-                found = Some(known);
-            }
-        }
-        found.filter(|k| k.networks.is_empty() || k.networks.iter().any(|n| n.contains(ip)))
+        const NOBODY: &str =
+            "hmac-sha256$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+        let known = self.known.iter().find(|k| k.name == user);
+        let stored = known.and_then(|k| k.device.password_hash.as_deref());
+        let matches = verify(stored.unwrap_or(NOBODY), password);
+        known
+            .filter(|_| matches && stored.is_some())
+            .filter(|k| k.networks.is_empty() || k.networks.iter().any(|n| n.contains(ip)))
     }
 }
 
@@ -437,6 +443,22 @@ mod tests {
         ] {
             assert!(!verify(bad, &password), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_chosen_password_verifies_against_its_argon2id_hash() {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0c2FsdA").unwrap();
+        let hash = argon2::Argon2::default()
+            .hash_password(b"Printer-2026!", &salt)
+            .unwrap()
+            .to_string();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify(&hash, "Printer-2026!"));
+        assert!(!verify(&hash, "printer-2026!"));
+        let argon2i = hash.replace("$argon2id$", "$argon2i$");
+        assert!(!verify(&argon2i, "Printer-2026!"), "only argon2id");
+        assert!(!verify("$argon2id$garbage", "Printer-2026!"));
     }
 
     #[test]

@@ -18,8 +18,8 @@ use crate::config::relay::ListenerTls;
 use crate::config::Config;
 use crate::message::address::{self, Resolver};
 use crate::smtp::server::{
-    failure_reply, mail_parameters, parse_path, read_data, read_line, reply_lines, strip_line_end,
-    write_reply, Read as Line, Stage, MAX_COMMAND_LINE, MAX_RECIPIENTS,
+    failure_reply, mail_parameters, parse_path, read_data, read_line, reply_lines, split_command,
+    strip_line_end, write_reply, Read as Line, Stage, MAX_COMMAND_LINE, MAX_RECIPIENTS,
 };
 
 use super::devices::{Devices, Known};
@@ -222,16 +222,12 @@ impl Session<'_> {
     }
 
     fn command(&mut self) -> io::Result<Flow> {
-        let raw = strip_line_end(&self.line);
-        let text = match std::str::from_utf8(raw) {
-            Ok(text) if !text.chars().any(|c| c.is_control() && c != '\t') => text.to_string(),
-            _ => {
-                self.reply(500, "5.5.2", "Command contains bad characters")?;
-                return Ok(Flow::Continue);
-            }
+        let Some((verb, arg)) = split_command(&self.line) else {
+            self.reply(500, "5.5.2", "Command contains bad characters")?;
+            return Ok(Flow::Continue);
         };
-        let (verb, arg) = text.split_once(' ').unwrap_or((&text, ""));
-        match verb.to_ascii_uppercase().as_str() {
+        let arg = arg.as_str();
+        match verb.as_str() {
             "EHLO" => self.hello(arg, true)?,
             "HELO" => self.hello(arg, false)?,
             "STARTTLS" => return self.starttls(arg),

@@ -172,16 +172,12 @@ where
 
     /// Answers the command in `self.line`.
     fn command(&mut self) -> Result<Flow> {
-        let raw = strip_line_end(&self.line);
-        let text = match std::str::from_utf8(raw) {
-            Ok(text) if !text.chars().any(|c| c.is_control() && c != '\t') => text.to_string(),
-            _ => {
-                self.reply(500, "5.5.2", "Command contains bad characters")?;
-                return Ok(Flow::Continue);
-            }
+        let Some((verb, arg)) = split_command(&self.line) else {
+            self.reply(500, "5.5.2", "Command contains bad characters")?;
+            return Ok(Flow::Continue);
         };
-        let (verb, arg) = text.split_once(' ').unwrap_or((&text, ""));
-        match verb.to_ascii_uppercase().as_str() {
+        let arg = arg.as_str();
+        match verb.as_str() {
             "EHLO" => self.hello(arg, true)?,
             "HELO" => self.hello(arg, false)?,
             "MAIL" => self.mail(arg)?,
@@ -560,6 +556,17 @@ pub fn read_data(
         }
         data.extend_from_slice(text);
     }
+}
+
+/// A command line as its verb in upper case and its argument; `None` when it is not
+/// UTF-8 or holds control characters (a tab aside).
+pub fn split_command(line: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(strip_line_end(line)).ok()?;
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return None;
+    }
+    let (verb, arg) = text.split_once(' ').unwrap_or((text, ""));
+    Some((verb.to_ascii_uppercase(), arg.to_string()))
 }
 
 /// The line without its LF or CRLF.
