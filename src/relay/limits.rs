@@ -200,6 +200,39 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_trickles_a_command_is_cut_off_at_its_deadline() {
+        use std::io::BufRead;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let trickler = std::thread::spawn(move || {
+            let mut client = TcpStream::connect(address).unwrap();
+            // A byte every 20 ms: each read is quick, the line never ends.
+            for _ in 0..100 {
+                if client.write_all(b"H").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let (stream, _) = listener.accept().unwrap();
+        let mut timed = Timed::new(stream);
+        let started = Instant::now();
+        timed.until = started + Duration::from_millis(200);
+        let mut line = String::new();
+        let err = io::BufReader::new(timed).read_line(&mut line).unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{err}"
+        );
+        // Cut off long before the trickle's 100 bytes (2 s) were in.
+        assert!(line.len() < 50, "not the whole trickle: {line}");
+        trickler.join().unwrap();
+    }
+
+    #[test]
     fn memory_is_reserved_within_the_cap() {
         let limits = Limits::default();
         let big = limits.reserve(MESSAGE_BYTES, Instant::now()).unwrap();
