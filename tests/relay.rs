@@ -361,6 +361,45 @@ impl Raw {
         raw
     }
 
+    /// From the loopback address `127.0.N.M` given as `[N, M]`, as another device would.
+    fn connect_from(port: u16, from: [u8; 2]) -> Raw {
+        use std::os::fd::FromRawFd;
+        let address = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(ip),
+            },
+            sin_zero: [0; 8],
+        };
+        let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: a fresh socket, bound and connected with addresses that outlive the calls.
+        let stream = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket");
+            let local = address([127, 0, from[0], from[1]], 0);
+            let remote = address([127, 0, 0, 1], port);
+            assert_eq!(
+                libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), size),
+                0
+            );
+            assert_eq!(
+                libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), size),
+                0
+            );
+            TcpStream::from_raw_fd(fd)
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut raw = Raw {
+            reader: BufReader::new(stream.try_clone().unwrap()),
+            writer: stream,
+        };
+        assert_eq!(raw.reply().0, 220);
+        raw
+    }
+
     fn send(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).unwrap();
     }
@@ -708,4 +747,124 @@ fn a_full_disk_gets_452_not_250() {
     assert_eq!(system.wait_received(1, Duration::from_secs(30)).len(), 1);
     system.stop();
     drop(tmpfs);
+}
+
+/// One device's whole visit, as a printer makes it: connect, EHLO, STARTTLS, EHLO, AUTH
+/// PLAIN, one message, QUIT. The relay's generated certificate is the one trusted.
+fn device_visit(port: u16, password: &str, tls: &std::sync::Arc<rustls::ClientConfig>, n: usize) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut raw = Raw {
+        reader: BufReader::new(stream.try_clone().unwrap()),
+        writer: stream.try_clone().unwrap(),
+    };
+    assert_eq!(raw.reply().0, 220);
+    assert_eq!(raw.command("EHLO bench").0, 250);
+    assert_eq!(raw.command("STARTTLS").0, 220);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let connection = rustls::ClientConnection::new(tls.clone(), name).unwrap();
+    let mut tls = BufReader::new(rustls::StreamOwned::new(connection, stream));
+    let mut say = |line: &str| -> u16 {
+        tls.get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+        loop {
+            let mut reply = String::new();
+            tls.read_line(&mut reply).unwrap();
+            if reply.as_bytes().get(3) != Some(&b'-') {
+                return reply[..3].parse().unwrap_or(0);
+            }
+        }
+    };
+    assert_eq!(say("EHLO bench"), 250);
+    assert_eq!(
+        say(&format!("AUTH PLAIN {}", plain("printer", password))),
+        235
+    );
+    assert_eq!(say("MAIL FROM:<bench@local>"), 250);
+    assert_eq!(say("RCPT TO:<dest@example.net>"), 250);
+    assert_eq!(say("DATA"), 354);
+    assert_eq!(say(&format!("Subject: bench {n}\r\n\r\na scan\r\n.")), 250);
+    assert_eq!(say("QUIT"), 221);
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The figures of issue 13 (printed, not asserted): `cargo test --test relay -- --ignored
+/// --nocapture relay_figures`. A debug build is slower than the release one.
+#[test]
+#[ignore]
+fn relay_figures() {
+    let Some((mut system, ports, password)) = install(ServerOptions::default(), "") else {
+        return;
+    };
+    // `device add` wrote the printer's table last: no rate limit for the benchmark.
+    let path = system.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}rate_limit = \"none\"\n")).unwrap();
+    system.start();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(system.path("var/lib/oauth-sendmail/relay-cert.pem")).unwrap();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    use rustls::pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let mut times: Vec<Duration> = (0..100)
+        .map(|n| {
+            let started = Instant::now();
+            device_visit(ports.starttls, &password, &tls, n);
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!("per device message (connect, EHLO, STARTTLS, AUTH, one message, QUIT): median {:.1} ms, p90 {:.1} ms",
+        times[50].as_secs_f64() * 1000.0, times[90].as_secs_f64() * 1000.0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for device in 0..20 {
+            let (tls, password) = (&tls, &password);
+            scope.spawn(move || {
+                for n in 0..50 {
+                    device_visit(ports.starttls, password, tls, 1000 + device * 50 + n);
+                }
+            });
+        }
+    });
+    let took = started.elapsed().as_secs_f64();
+    println!(
+        "20 devices x 50 messages into the queue: {took:.1} s, {:.0} messages/s",
+        1000.0 / took
+    );
+    let idle: Vec<Raw> = (0..50)
+        .map(|n| {
+            let mut raw = Raw::connect_from(ports.starttls, [2, n + 1]);
+            raw.command("EHLO idle");
+            raw
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    println!(
+        "service RSS with {} idle device connections: {:.1} MiB",
+        idle.len(),
+        rss_kib(system.pid()) as f64 / 1024.0
+    );
+    let received = system.wait_received(1100, Duration::from_secs(120));
+    println!("delivered upstream: {} of 1100", received.len());
 }
