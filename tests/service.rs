@@ -272,7 +272,7 @@ fn a_forged_sender_is_refused_and_an_allowed_one_honoured() {
         "{}",
         stderr(&out)
     );
-    assert!(system.log().contains("refused"), "{}", system.log());
+    assert!(system.log_shows("refused"), "{}", system.log());
     assert!(
         system.delivery_log().contains("refused: submitted by uid"),
         "{}",
@@ -359,7 +359,7 @@ fn over_the_rate_limit_mail_is_held_and_each_user_sees_only_their_own() {
     assert_eq!(held.len(), 1, "the third is held, not refused");
     let id = &held[0];
     assert!(
-        system.log().contains("held by the rate limit"),
+        system.log_shows("held by the rate limit"),
         "logged: {}",
         system.log()
     );
@@ -549,8 +549,7 @@ fn the_shipped_units_verify_and_their_layout_runs() {
         .arg(system.path("run/oauth-sendmail/submit.sock"))
         .arg("-E")
         .arg(format!("OAUTH_SENDMAIL_ROOT={}", system.root.display()))
-        .args(["setpriv", "--reuid", &users.service.uid.to_string()])
-        .args(["--regid", &users.service.gid.to_string(), "--init-groups"])
+        .args(users.service.setpriv())
         .arg(&system.bin)
         .arg("daemon");
     system.start_command(cmd);
@@ -584,14 +583,10 @@ fn one_user_cannot_take_every_connection() {
                   \x20   held.append(s)\n\
                   print('holding', flush=True)\n\
                   time.sleep(60)\n";
-    let mut idle = std::process::Command::new("setpriv")
-        .args([
-            "--reuid",
-            &users.www.uid.to_string(),
-            "--regid",
-            &users.www.gid.to_string(),
-        ])
-        .args(["--init-groups", "/usr/bin/python3", "-c", holder])
+    let mut idle = users
+        .www
+        .command("/usr/bin/python3")
+        .args(["-c", holder])
         .arg(&socket)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -686,6 +681,14 @@ fn login_in_system_mode_fills_the_service_store() {
         "{}",
         system.log()
     );
+    // logout too is root's, on the service's store.
+    let out = system.run(Some(&users.person), &["logout", "--account", "test"], b"");
+    assert_eq!(code(&out), 77, "{}", stderr(&out));
+    assert!(stored.exists());
+    let out = system.run(None, &["logout", "--account", "test"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
+    assert!(!stored.exists(), "the service's refresh token is gone");
 }
 
 /// Hostile input: a submission cut short is refused whole (nothing spooled), garbage
@@ -766,15 +769,19 @@ fn hostile_input_is_refused_whole_or_quarantined() {
     std::fs::hard_link(&private, drop.join("linked")).unwrap();
     let quarantine = system.path("var/spool/oauth-sendmail/quarantine");
     let until = std::time::Instant::now() + Duration::from_secs(15);
-    while !(quarantine.join("feedbeef").exists() && quarantine.join("linked").exists()) {
+    // Moved, then logged: both, for each.
+    let done = |name: &str| {
+        quarantine.join(name).exists()
+            && system
+                .log()
+                .contains(&format!("drop file {name} quarantined"))
+    };
+    while !(done("feedbeef") && done("linked")) {
         assert!(std::time::Instant::now() < until, "{}", system.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        system.log().contains("drop file feedbeef quarantined"),
-        "{}",
-        system.log()
-    );
+    let why = std::fs::read_to_string(quarantine.join("linked.why")).unwrap();
+    assert!(why.contains("2 links"), "{why}");
     assert!(system.server.received().is_empty());
     // Still serving.
     let out = system.run(
@@ -784,4 +791,60 @@ fn hostile_input_is_refused_whole_or_quarantined() {
     );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(system.wait_received(1, Duration::from_secs(20)).len(), 1);
+}
+
+/// The mode rule, end to end: with the service installed, a user without a configuration
+/// of its own is in system mode; the same user with one (XDG_CONFIG_HOME) is in user
+/// mode, and sends with its own configuration, not through the service.
+#[test]
+fn a_configuration_of_its_own_puts_a_call_in_user_mode() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.start();
+    let person = &users.person;
+    let out = system.run(Some(person), &["status"], b"");
+    assert!(
+        stdout(&out).contains("mode:             system"),
+        "{}",
+        stdout(&out)
+    );
+
+    let own = system.path("person-config");
+    std::fs::create_dir_all(own.join("oauth-sendmail")).unwrap();
+    let config = own.join("oauth-sendmail/config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[accounts.mine]\nprovider = \"custom\"\nhost = \"127.0.0.1\"\nport = {}\n\
+             tls = \"none\"\nauth = \"none\"\nfrom = \"mine@example.org\"\n",
+            system.server.port
+        ),
+    )
+    .unwrap();
+    for path in [own.clone(), own.join("oauth-sendmail"), config.clone()] {
+        std::os::unix::fs::chown(&path, Some(person.uid), Some(person.gid)).unwrap();
+    }
+    let mut cmd = system.command(Some(person), &["status"]);
+    cmd.env("XDG_CONFIG_HOME", &own);
+    let out = common::harness::run_with_limit(cmd, b"", Duration::from_secs(30));
+    assert!(
+        stdout(&out).contains("mode:             user"),
+        "{}",
+        stdout(&out)
+    );
+    // Its dry run shows its own account: the service is not asked.
+    let mut cmd = system.command(
+        Some(person),
+        &["send", "--dry-run", "-i", "dest@example.net"],
+    );
+    cmd.env("XDG_CONFIG_HOME", &own);
+    let out = common::harness::run_with_limit(cmd, &message("own"), Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("Account: mine"), "{}", stdout(&out));
+    assert!(
+        !system.log().contains(&format!("uid {}", person.uid)),
+        "{}",
+        system.log()
+    );
+    system.server.expect_unused();
 }

@@ -49,6 +49,7 @@ pub fn dispatch(action: &Action) -> Option<Result<()>> {
         Action::Send(invocation) if invocation.verify_only || invocation.dry_run => return None,
         Action::Send(invocation) => return Some(submit(invocation)),
         Action::Login(options) => return Some(login(options)),
+        Action::Logout(options) => return Some(logout(options)),
         Action::ListQueue { .. } => Request::List,
         Action::FlushQueue { all, .. } => Request::Flush {
             all: *all,
@@ -212,24 +213,25 @@ pub fn hand_over(invocation: &Invocation, raw: &[u8]) -> Result<Option<String>> 
     }
 }
 
-/// `login` in system mode: root logs the service's account in with the service's
-/// configuration, the refresh token goes to the service's state directory (a file
-/// store: a keyring is per login session), and the files are given to the service user.
-fn login(options: &crate::cli::Login) -> Result<()> {
+/// The service's configuration and state, for root only: `login` and `logout` in system
+/// mode act on the service's tokens. A keyring is per login session, so the file store.
+fn as_the_service(
+    what: &str,
+    command: &str,
+) -> Result<(Paths, crate::config::Config, users::User)> {
     if users::effective_uid() != 0 {
         return Err(Error::new(
             Kind::AuthRefused,
-            "cannot log the mail service in",
-            "its tokens are the service's: only root may replace them",
+            format!("cannot {what}"),
+            "its tokens are the service's: only root may change them",
         )
-        .hint("run it as root: sudo oauth-sendmail login"));
+        .hint(format!("run it as root: sudo oauth-sendmail {command}")));
     }
     let paths = Paths::system();
     std::env::set_var("XDG_STATE_HOME", paths.state_home());
     std::env::remove_var("DBUS_SESSION_BUS_ADDRESS");
     std::env::remove_var("XDG_RUNTIME_DIR");
     let config = crate::config::Config::load(Some(&paths.config()))?;
-    let account = config.choose_account(options.account.as_deref(), None)?;
     let user = users::by_name(&config.service.user).ok_or_else(|| {
         Error::new(
             Kind::Config,
@@ -237,6 +239,15 @@ fn login(options: &crate::cli::Login) -> Result<()> {
             "the service runs as that user",
         )
     })?;
+    Ok((paths, config, user))
+}
+
+/// `login` in system mode: root logs the service's account in with the service's
+/// configuration; the refresh token goes to the service's state directory, and the
+/// files are given to the service's user.
+fn login(options: &crate::cli::Login) -> Result<()> {
+    let (paths, config, user) = as_the_service("log the mail service in", "login")?;
+    let account = config.choose_account(options.account.as_deref(), None)?;
     let logged_in = crate::auth::login::login(account, options);
     give_away(&paths.state(), &user)?;
     logged_in?;
@@ -250,6 +261,22 @@ fn login(options: &crate::cli::Login) -> Result<()> {
             },
             b"",
         );
+    }
+    Ok(())
+}
+
+/// `logout` in system mode: forgets the service's tokens of an account.
+fn logout(options: &crate::cli::Logout) -> Result<()> {
+    let (_, config, _) = as_the_service("log the mail service out", "logout")?;
+    let account = config.choose_account(options.account.as_deref(), None)?;
+    let removed = crate::auth::token::forget(account)?;
+    match removed.is_empty() {
+        true => println!("Account `{}` had no tokens to forget.", account.name),
+        false => println!(
+            "Account `{}`: removed {}.",
+            account.name,
+            removed.join(" and ")
+        ),
     }
     Ok(())
 }

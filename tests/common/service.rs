@@ -23,6 +23,28 @@ pub struct User {
     pub home: PathBuf,
 }
 
+impl User {
+    /// `setpriv` arguments that run a program as this user, its groups included.
+    pub fn setpriv(&self) -> Vec<String> {
+        vec![
+            "setpriv".into(),
+            "--reuid".into(),
+            self.uid.to_string(),
+            "--regid".into(),
+            self.gid.to_string(),
+            "--init-groups".into(),
+        ]
+    }
+
+    /// `program` as this user.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let setpriv = self.setpriv();
+        let mut cmd = Command::new(&setpriv[0]);
+        cmd.args(&setpriv[1..]).arg(program);
+        cmd
+    }
+}
+
 /// The service's own user, a www-data-like user with no home, an ordinary user; and the
 /// binary where they may all run it.
 pub struct Users {
@@ -383,6 +405,19 @@ impl System {
         }
     }
 
+    /// Waits (at most 10 s) until the daemon's stderr holds `needle`: it is read by
+    /// another thread, so what the daemon wrote before answering may still be on its way.
+    pub fn log_shows(&self, needle: &str) -> bool {
+        let until = Instant::now() + Duration::from_secs(10);
+        while !self.log().contains(needle) {
+            if Instant::now() > until {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     /// What the daemon wrote on stderr (the journal).
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&self.daemon_log.lock().unwrap()).into_owned()
@@ -393,18 +428,7 @@ impl System {
     pub fn command(&self, user: Option<&User>, args: &[&str]) -> Command {
         let mut cmd = match user {
             None => Command::new(&self.bin),
-            Some(user) => {
-                let mut cmd = Command::new("setpriv");
-                cmd.args([
-                    "--reuid",
-                    &user.uid.to_string(),
-                    "--regid",
-                    &user.gid.to_string(),
-                    "--init-groups",
-                ])
-                .arg(&self.bin);
-                cmd
-            }
+            Some(user) => user.command(&self.bin),
         };
         let home = user.map_or(PathBuf::from("/root"), |u| u.home.clone());
         cmd.args(args)
@@ -423,15 +447,8 @@ impl System {
 
     /// Runs any program as `user` (for what a user can or cannot read).
     pub fn run_as(&self, user: &User, program: &[&str]) -> Output {
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                &user.uid.to_string(),
-                "--regid",
-                &user.gid.to_string(),
-                "--init-groups",
-            ])
-            .args(program)
+        user.command(program[0])
+            .args(&program[1..])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .current_dir("/")
