@@ -868,3 +868,66 @@ fn relay_figures() {
     let received = system.wait_received(1100, Duration::from_secs(120));
     println!("delivered upstream: {} of 1100", received.len());
 }
+
+#[test]
+fn bounces_go_to_the_devices_notify_address_and_its_rate_limit_holds() {
+    if !have("swaks") {
+        return;
+    }
+    let opts = ServerOptions {
+        fault: Fault::Rcpt550("nobody@example.net".into()),
+        ..ServerOptions::default()
+    };
+    let Some((mut system, ports, password)) = install(opts, "") else {
+        return;
+    };
+    // `device add` wrote the printer's table last.
+    let path = system.config_path();
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!("{config}notify = \"office@example.com\"\nrate_limit = \"2/h\"\n"),
+    )
+    .unwrap();
+    system.start();
+    let auth = [
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "printer",
+        "--auth-password",
+        &password,
+    ];
+    let mut cmd = Command::new("swaks");
+    cmd.args([
+        "--server",
+        "127.0.0.1",
+        "--port",
+        &ports.starttls.to_string(),
+    ])
+    .args(["--to", "nobody@example.net", "--from", "mfp@local"])
+    .args(auth);
+    let out = run_with_limit(cmd, b"", Duration::from_secs(60));
+    assert_eq!(code(&out), 0, "accepted: {}", all_output(&out));
+    let received = system.wait_received(1, Duration::from_secs(30));
+    assert_eq!(received.len(), 1, "{}", system.log());
+    let bounce = &received[0];
+    assert_eq!(
+        bounce.rcpt_to,
+        ["office@example.com"],
+        "to the device's notify address"
+    );
+    assert_eq!(bounce.mail_from, "", "a bounce has the null sender");
+    assert!(text(&bounce.data).contains("nobody@example.net"));
+    // Its second message is taken; the third is over "2/h".
+    let out = swaks(ports.starttls, &auth);
+    assert_eq!(code(&out), 0, "{}", all_output(&out));
+    let out = swaks(ports.starttls, &auth);
+    let said = all_output(&out);
+    assert!(
+        said.contains("* 451 4.7.1 Rate limit of device printer"),
+        "{said}"
+    );
+    assert!(!said.contains("250 2.0.0 Ok: queued"), "{said}");
+}
