@@ -13,6 +13,7 @@ use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, 
 use crate::config::parse_duration;
 use crate::delivery::log::{Format, Status};
 use crate::error::{Error, Kind, Result};
+use crate::relay::devices::DeviceCommand;
 
 /// What the process was asked to do.
 #[derive(Debug, PartialEq)]
@@ -58,18 +59,6 @@ pub enum Action {
         config: Option<PathBuf>,
         command: DeviceCommand,
     },
-}
-
-/// `device add|list|remove`.
-#[derive(Debug, PartialEq)]
-pub enum DeviceCommand {
-    Add {
-        name: String,
-        network: Option<String>,
-        sender: Option<String>,
-    },
-    List,
-    Remove(String),
 }
 
 /// `oauth-sendmail login`.

@@ -11,7 +11,6 @@ use base64::Engine;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::cli::DeviceCommand;
 use crate::config::relay::{Device, RelaySettings};
 use crate::config::service::RateLimit;
 use crate::config::Config;
@@ -213,6 +212,18 @@ impl RateLimiter {
         times.push_back(now);
         Ok(())
     }
+}
+
+/// `device add|list|remove`.
+#[derive(Debug, PartialEq)]
+pub enum DeviceCommand {
+    Add {
+        name: String,
+        network: Option<String>,
+        sender: Option<String>,
+    },
+    List,
+    Remove(String),
 }
 
 /// `device add|list|remove` on the service's configuration file (`path`): what each
