@@ -574,8 +574,9 @@ fn what_devices_really_send_bare_lf_8bit_headers_login_then_quit_and_a_drop_mid_
         assert_eq!(device.command("MAIL FROM:<mfp@local>").0, 250);
         assert_eq!(device.command("RCPT TO:<dest@example.net>").0, 250);
         assert_eq!(device.command("DATA").0, 354);
+        let long = "x".repeat(5000);
         let body = format!(
-            "Subject: Scan {n} vom Drucker \u{e4}\u{f6}\u{fc}\n\n..line with a dot\nscan\n.\n"
+            "Subject: Scan {n} vom Drucker \u{e4}\u{f6}\u{fc}\n\n..line with a dot\n{long}\nscan\n.\n"
         );
         device.send(body.replace("\n.\n", "\r\n.\r\n").as_bytes());
         let (code_, said) = device.reply();
@@ -624,6 +625,10 @@ fn what_devices_really_send_bare_lf_8bit_headers_login_then_quit_and_a_drop_mid_
         );
         assert!(data.contains("\r\n.line with a dot\r\n"), "{data}");
         assert!(!data.contains("cut off"));
+        // A 5000-octet line (some scanners write base64 without line breaks) arrives
+        // whole or folded by intake, never refused.
+        let xs: usize = data.lines().map(|l| l.matches('x').count()).sum();
+        assert!(xs >= 5000, "{}", data.len());
     }
 }
 
@@ -930,4 +935,57 @@ fn bounces_go_to_the_devices_notify_address_and_its_rate_limit_holds() {
         "{said}"
     );
     assert!(!said.contains("250 2.0.0 Ok: queued"), "{said}");
+}
+
+#[test]
+fn a_scan_of_tens_of_mib_goes_through_whole() {
+    let Some((system, ports, password)) = ready(&["swaks"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let scan = dir.path().join("scan.pdf");
+    // 20 MiB that do not compress: 27 MiB once swaks has base64-encoded them.
+    let mut bytes = Vec::with_capacity(20 << 20);
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    while bytes.len() < 20 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&scan, &bytes).unwrap();
+    let scan = scan.to_string_lossy().into_owned();
+    let out = swaks(
+        ports.starttls,
+        &[
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "printer",
+            "--auth-password",
+            &password,
+            "--attach-type",
+            "application/pdf",
+            "--attach",
+            &scan,
+            "--suppress-data",
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", all_output(&out), system.log());
+    let received = system.wait_received(1, Duration::from_secs(120));
+    assert_eq!(received.len(), 1, "{}", system.log());
+    let data = text(&received[0].data);
+    // The attachment: after its part's headers, up to the closing boundary.
+    let part = &data[data.find("application/pdf").expect("the attachment part")..];
+    let body = &part[part.find("\r\n\r\n").unwrap() + 4..];
+    let body = &body[..body.find("\r\n--").unwrap()];
+    let encoded: String = body.split_whitespace().collect();
+    let decoded = B64.decode(encoded).unwrap();
+    assert!(
+        decoded == bytes,
+        "the scan arrived whole ({} of {} bytes)",
+        decoded.len(),
+        bytes.len()
+    );
 }
