@@ -323,9 +323,12 @@ impl Session<'_> {
         };
         self.io = BufReader::new(tls(&config, timed)?);
         self.encrypted = true;
-        // RFC 3207 4.2: the client starts over with EHLO.
+        // RFC 3207 4.2: the client starts over with EHLO, and nothing learnt in the
+        // clear is kept.
         self.helo = None;
         self.envelope = None;
+        self.device = None;
+        self.authenticated = false;
         Ok(Flow::Continue)
     }
 
