@@ -431,7 +431,7 @@ fn plain(user: &str, password: &str) -> String {
 
 #[test]
 fn no_auth_and_no_device_network_is_refused_at_mail_and_auth_waits_for_starttls() {
-    let Some((mut system, ports, password)) = ready(&["swaks", "python3"]) else {
+    let Some((mut system, ports, password)) = ready(&["swaks", "python3", "openssl"]) else {
         return;
     };
     for port in [ports.starttls, ports.implicit, ports.plain] {
@@ -479,6 +479,19 @@ fn no_auth_and_no_device_network_is_refused_at_mail_and_auth_waits_for_starttls(
         .1
         .contains("AUTH PLAIN LOGIN"));
     assert!(system.log().contains("tls = \"none\""), "{}", system.log());
+    // A device that speaks only TLS 1.0 is refused, never let through in the clear.
+    let mut old = Command::new("openssl");
+    old.args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{}", ports.implicit),
+    ])
+    .args(["-tls1", "-cipher", "DEFAULT@SECLEVEL=0"]);
+    let out = run_with_limit(old, b"", Duration::from_secs(30));
+    assert_ne!(code(&out), 0, "{}", all_output(&out));
+    wait_for("the refused handshake logged", &system, || {
+        system.log().contains("TLS with 127.0.0.1 failed")
+    });
     // Nothing got through any of that.
     std::thread::sleep(Duration::from_millis(300));
     assert!(system.server.received().is_empty());

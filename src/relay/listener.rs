@@ -194,7 +194,9 @@ fn serve(relay: &Relay, port: &Port, stream: TcpStream, ip: IpAddr) {
             eprintln!("oauth-sendmail: relay: {ip} too slow, dropped");
         } else if err.kind() == io::ErrorKind::InvalidData {
             // rustls: a TLS version or cipher it does not speak (TLS 1.0/1.1), or garbage.
-            eprintln!("oauth-sendmail: relay: TLS with {ip} failed: {err}");
+            eprintln!(
+                "oauth-sendmail: relay: TLS with {ip} failed: {err} (TLS 1.2 and 1.3 only; a device that has nothing older needs a listener with tls = \"none\" on the LAN)"
+            );
         }
     }
 }
