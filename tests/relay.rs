@@ -82,6 +82,19 @@ fn install(opts: ServerOptions, top: &str) -> Option<(System, Ports, String)> {
     Some((system, ports, password))
 }
 
+/// swaks' options for the printer: STARTTLS, then AUTH PLAIN with its password.
+fn printer(password: &str) -> [&str; 7] {
+    [
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        "printer",
+        "--auth-password",
+        password,
+    ]
+}
+
 /// The password `device add` printed.
 fn password_of(out: &Output) -> String {
     stdout(out)
@@ -707,18 +720,7 @@ fn upstream_down_the_device_gets_250_and_its_mail_follows_when_it_is_back() {
         return;
     };
     system.start();
-    let out = swaks(
-        ports.starttls,
-        &[
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "printer",
-            "--auth-password",
-            &password,
-        ],
-    );
+    let out = swaks(ports.starttls, &printer(&password));
     assert_eq!(code(&out), 0, "{}", all_output(&out));
     wait_for("a failed attempt", &system, || {
         system.delivery_log().contains("\"deferred\"")
@@ -746,15 +748,7 @@ fn a_full_disk_gets_452_not_250() {
     };
     system.start();
     let filler = tmpfs.fill();
-    let auth = [
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "printer",
-        "--auth-password",
-        &password,
-    ];
+    let auth = printer(&password);
     let out = swaks(ports.starttls, &auth);
     let said = all_output(&out);
     assert!(said.contains("* 452 4.3.1 "), "{said}\n{}", system.log());
@@ -908,15 +902,7 @@ fn bounces_go_to_the_devices_notify_address_and_its_rate_limit_holds() {
     )
     .unwrap();
     system.start();
-    let auth = [
-        "--tls",
-        "--auth",
-        "PLAIN",
-        "--auth-user",
-        "printer",
-        "--auth-password",
-        &password,
-    ];
+    let auth = printer(&password);
     let mut cmd = Command::new("swaks");
     cmd.args([
         "--server",
@@ -971,19 +957,16 @@ fn a_scan_of_tens_of_mib_goes_through_whole() {
     let out = swaks(
         ports.starttls,
         &[
-            "--tls",
-            "--auth",
-            "PLAIN",
-            "--auth-user",
-            "printer",
-            "--auth-password",
-            &password,
-            "--attach-type",
-            "application/pdf",
-            "--attach",
-            &scan,
-            "--suppress-data",
-        ],
+            &printer(&password)[..],
+            &[
+                "--attach-type",
+                "application/pdf",
+                "--attach",
+                &scan,
+                "--suppress-data",
+            ],
+        ]
+        .concat(),
     );
     assert_eq!(code(&out), 0, "{}\n{}", all_output(&out), system.log());
     let received = system.wait_received(1, Duration::from_secs(120));
