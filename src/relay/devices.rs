@@ -134,6 +134,13 @@ impl Devices {
                     why,
                 )
             };
+            // They go into header fields (From, Received): nothing a header could be
+            // broken with.
+            check_name(name).map_err(|err| bad(err.to_string()))?;
+            for address in device.sender.iter().chain(&device.notify) {
+                crate::message::address::check_syntax(address)
+                    .map_err(|err| bad(format!("`{address}`: {err}")))?;
+            }
             let mut networks = Vec::new();
             for text in &device.network {
                 networks.push(
@@ -541,6 +548,13 @@ mod tests {
     #[test]
     fn a_device_that_anyone_could_be_is_refused() {
         assert!(Devices::from_settings(&settings("[devices.x]\nsender = \"a@b.c\"\n")).is_err());
+        for bad in [
+            "[devices.\"a\\r\\nBcc: x@y.z\"]\nnetwork = \"10.0.0.1\"\n",
+            "[devices.x]\nnetwork = \"10.0.0.1\"\nsender = \"a@b.c\\r\\nBcc: x@y.z\"\n",
+            "[devices.x]\nnetwork = \"10.0.0.1\"\nnotify = \"not an address\"\n",
+        ] {
+            assert!(Devices::from_settings(&settings(bad)).is_err(), "{bad}");
+        }
         assert!(Devices::from_settings(&settings("[devices.x]\nnetwork = \"lan\"\n")).is_err());
     }
 
