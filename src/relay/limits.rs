@@ -19,8 +19,12 @@ pub const SESSION_DEADLINE: Duration = Duration::from_secs(30 * 60);
 /// A message gets this long plus a second per [`BYTES_PER_SECOND`].
 pub const DATA_DEADLINE: Duration = Duration::from_secs(60);
 pub const BYTES_PER_SECOND: u64 = 64 * 1024;
-/// Messages held in memory by all connections at once; a DATA that would go over waits.
+/// Message bytes held in memory by all connections at once, counted as they arrive (a
+/// slow client holds only what it sent); a message that would go over waits for room,
+/// then gets 452.
 pub const MESSAGE_BYTES: u64 = 256 * 1024 * 1024;
+/// Room is taken from [`MESSAGE_BYTES`] this much at a time.
+const CHUNK: u64 = 64 * 1024;
 /// Each failed login is answered this much later (successes are not delayed).
 pub const FAILURE_DELAY: Duration = Duration::from_secs(1);
 /// Failed logins from one address within [`FAILURE_WINDOW`] before AUTH is refused to
@@ -59,17 +63,97 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// Memory for one message, given back when dropped.
-pub struct Reserved<'a> {
+/// The memory one message holds, grown as it arrives, given back when dropped.
+pub struct Budget<'a> {
     limits: &'a Limits,
-    size: u64,
+    held: u64,
 }
 
-impl Drop for Reserved<'_> {
+impl Drop for Budget<'_> {
     fn drop(&mut self) {
         let (bytes, freed) = &self.limits.in_memory;
-        *lock(bytes) -= self.size;
+        *lock(bytes) -= self.held;
         freed.notify_all();
+    }
+}
+
+impl Budget<'_> {
+    /// Room for `size` more bytes, waiting (until `until`) while others hold it all.
+    pub fn grow(&mut self, size: u64, until: Instant) -> bool {
+        let (bytes, freed) = &self.limits.in_memory;
+        let mut held = lock(bytes);
+        while *held + size > MESSAGE_BYTES && *held > self.held {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            held = freed
+                .wait_timeout(held, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *held += size;
+        self.held += size;
+        true
+    }
+}
+
+/// A reader that takes room from a [`Budget`] for every byte it hands on: what reads a
+/// message through it holds no more than the budget allows.
+pub struct Metered<'a, 'b, R> {
+    pub inner: &'a mut R,
+    pub budget: Budget<'b>,
+    pub until: Instant,
+    used: u64,
+    /// The budget had no room: the message is refused, not cut off.
+    pub exhausted: bool,
+}
+
+impl<'a, 'b, R: io::BufRead> Metered<'a, 'b, R> {
+    pub fn new(inner: &'a mut R, budget: Budget<'b>, until: Instant) -> Self {
+        Metered {
+            inner,
+            budget,
+            until,
+            used: 0,
+            exhausted: false,
+        }
+    }
+}
+
+impl<R: io::BufRead> Read for Metered<'_, '_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = {
+            let available = io::BufRead::fill_buf(self)?;
+            let n = available.len().min(buf.len());
+            buf[..n].copy_from_slice(&available[..n]);
+            n
+        };
+        io::BufRead::consume(self, n);
+        Ok(n)
+    }
+}
+
+impl<R: io::BufRead> io::BufRead for Metered<'_, '_, R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        let buffer = self.inner.fill_buf()?;
+        let need = self.used + buffer.len() as u64;
+        if need > self.budget.held {
+            let more = (need - self.budget.held).max(CHUNK);
+            if !self.budget.grow(more, self.until) {
+                self.exhausted = true;
+                return Err(io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    "no room for the message",
+                ));
+            }
+        }
+        Ok(buffer)
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.used += amount as u64;
+        self.inner.consume(amount);
     }
 }
 
@@ -107,22 +191,18 @@ impl Limits {
         failures.entry(ip).or_default().push(Instant::now());
     }
 
-    /// Waits (until `until`) for room for `size` more bytes of messages in memory.
-    pub fn reserve(&self, size: u64, until: Instant) -> Option<Reserved<'_>> {
-        let (bytes, freed) = &self.in_memory;
-        let mut held = lock(bytes);
-        while *held + size > MESSAGE_BYTES && *held > 0 {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            held = freed
-                .wait_timeout(held, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+    /// An empty budget for one message.
+    pub fn budget(&self) -> Budget<'_> {
+        Budget {
+            limits: self,
+            held: 0,
         }
-        *held += size;
-        Some(Reserved { limits: self, size })
+    }
+
+    /// Bytes of messages held now.
+    #[cfg(test)]
+    fn in_memory(&self) -> u64 {
+        *lock(&self.in_memory.0)
     }
 }
 
@@ -233,15 +313,29 @@ mod tests {
     }
 
     #[test]
-    fn memory_is_reserved_within_the_cap() {
+    fn memory_is_taken_as_bytes_arrive_and_given_back() {
+        use std::io::BufRead;
         let limits = Limits::default();
-        let big = limits.reserve(MESSAGE_BYTES, Instant::now()).unwrap();
+        let mut big = limits.budget();
+        assert!(big.grow(MESSAGE_BYTES - CHUNK, Instant::now()));
+        let mut input = io::BufReader::with_capacity(16, &b"line one\r\nline two\r\n"[..]);
+        let mut metered = Metered::new(&mut input, limits.budget(), Instant::now());
+        let mut line = String::new();
+        metered.read_line(&mut line).unwrap();
+        assert_eq!(line, "line one\r\n");
+        assert_eq!(limits.in_memory(), MESSAGE_BYTES, "one chunk taken for it");
+        drop(metered);
+        assert_eq!(limits.in_memory(), MESSAGE_BYTES - CHUNK);
+        // Full: the next message waits until its deadline, then is refused.
+        assert!(big.grow(CHUNK, Instant::now()));
+        let mut input = io::BufReader::new(&b"more\r\n"[..]);
         let soon = Instant::now() + Duration::from_millis(50);
-        assert!(
-            limits.reserve(1, soon).is_none(),
-            "over the cap it waits, then gives up"
-        );
+        let mut metered = Metered::new(&mut input, limits.budget(), soon);
+        let err = metered.read_line(&mut String::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        assert!(metered.exhausted);
+        drop(metered);
         drop(big);
-        assert!(limits.reserve(1, Instant::now()).is_some());
+        assert_eq!(limits.in_memory(), 0, "all given back");
     }
 }

@@ -23,7 +23,7 @@ use crate::smtp::server::{
 };
 
 use super::devices::{Devices, Known};
-use super::limits::{self, Timed};
+use super::limits::{self, Metered, Timed};
 use super::{Handed, Port, Relay};
 
 /// Accepts until the service stops; each connection gets a thread within the caps.
@@ -576,13 +576,13 @@ impl Session<'_> {
         let until = Instant::now()
             + limits::DATA_DEADLINE
             + Duration::from_secs(limit / limits::BYTES_PER_SECOND);
-        let Some(_memory) = self.relay.limits.reserve(limit, until) else {
-            return self.reply(452, "4.3.1", "Too busy: try again later");
-        };
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>")?;
         self.io.get_mut().deadline(until);
-        // A client that goes away before the final dot: nothing is queued.
-        let data = match read_data(&mut self.io, &mut self.line, limit as usize) {
+        // Held until the message is spooled; what it holds grows as the bytes arrive.
+        let mut metered = Metered::new(&mut self.io, self.relay.limits.budget(), until);
+        let read = read_data(&mut metered, &mut self.line, limit as usize);
+        let (exhausted, _memory) = (metered.exhausted, metered.budget);
+        let data = match read {
             Ok(Some(data)) => data,
             Ok(None) => {
                 return self.reply(
@@ -591,6 +591,12 @@ impl Session<'_> {
                     "Message size exceeds fixed maximum message size",
                 )
             }
+            Err(_) if exhausted => {
+                // The rest of the message is still coming: the dialogue cannot go on.
+                self.reply(452, "4.3.1", "Too busy: try again later")?;
+                return Err(io::Error::new(io::ErrorKind::OutOfMemory, "no room"));
+            }
+            // A client that goes away before the final dot: nothing is queued.
             Err(_) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cut off")),
         };
         let Some(device) = self.device.clone() else {
