@@ -19,6 +19,9 @@ _oauth_sendmail() {
             oauth_sendmail,daemon)
                 cmd="oauth_sendmail__subcmd__daemon"
                 ;;
+            oauth_sendmail,device)
+                cmd="oauth_sendmail__subcmd__device"
+                ;;
             oauth_sendmail,help)
                 cmd="oauth_sendmail__subcmd__help"
                 ;;
@@ -43,8 +46,35 @@ _oauth_sendmail() {
             oauth_sendmail,status)
                 cmd="oauth_sendmail__subcmd__status"
                 ;;
+            oauth_sendmail__subcmd__device,add)
+                cmd="oauth_sendmail__subcmd__device__subcmd__add"
+                ;;
+            oauth_sendmail__subcmd__device,help)
+                cmd="oauth_sendmail__subcmd__device__subcmd__help"
+                ;;
+            oauth_sendmail__subcmd__device,list)
+                cmd="oauth_sendmail__subcmd__device__subcmd__list"
+                ;;
+            oauth_sendmail__subcmd__device,remove)
+                cmd="oauth_sendmail__subcmd__device__subcmd__remove"
+                ;;
+            oauth_sendmail__subcmd__device__subcmd__help,add)
+                cmd="oauth_sendmail__subcmd__device__subcmd__help__subcmd__add"
+                ;;
+            oauth_sendmail__subcmd__device__subcmd__help,help)
+                cmd="oauth_sendmail__subcmd__device__subcmd__help__subcmd__help"
+                ;;
+            oauth_sendmail__subcmd__device__subcmd__help,list)
+                cmd="oauth_sendmail__subcmd__device__subcmd__help__subcmd__list"
+                ;;
+            oauth_sendmail__subcmd__device__subcmd__help,remove)
+                cmd="oauth_sendmail__subcmd__device__subcmd__help__subcmd__remove"
+                ;;
             oauth_sendmail__subcmd__help,daemon)
                 cmd="oauth_sendmail__subcmd__help__subcmd__daemon"
+                ;;
+            oauth_sendmail__subcmd__help,device)
+                cmd="oauth_sendmail__subcmd__help__subcmd__device"
                 ;;
             oauth_sendmail__subcmd__help,help)
                 cmd="oauth_sendmail__subcmd__help__subcmd__help"
@@ -69,6 +99,15 @@ _oauth_sendmail() {
                 ;;
             oauth_sendmail__subcmd__help,status)
                 cmd="oauth_sendmail__subcmd__help__subcmd__status"
+                ;;
+            oauth_sendmail__subcmd__help__subcmd__device,add)
+                cmd="oauth_sendmail__subcmd__help__subcmd__device__subcmd__add"
+                ;;
+            oauth_sendmail__subcmd__help__subcmd__device,list)
+                cmd="oauth_sendmail__subcmd__help__subcmd__device__subcmd__list"
+                ;;
+            oauth_sendmail__subcmd__help__subcmd__device,remove)
+                cmd="oauth_sendmail__subcmd__help__subcmd__device__subcmd__remove"
                 ;;
             oauth_sendmail__subcmd__help__subcmd__queue,flush)
                 cmd="oauth_sendmail__subcmd__help__subcmd__queue__subcmd__flush"
@@ -128,7 +167,7 @@ _oauth_sendmail() {
 
     case "${cmd}" in
         oauth_sendmail)
-            opts="-C -h -V --config --help --version send queue log login logout status daemon setup help"
+            opts="-C -h -V --config --help --version send queue log login logout status daemon setup device help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -171,8 +210,174 @@ _oauth_sendmail() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        oauth_sendmail__subcmd__device)
+            opts="-C -h --config --help add list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__device__subcmd__add)
+            opts="-C -h --network --sender --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --network)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sender)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__device__subcmd__help)
+            opts="add list remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__device__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__device__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__device__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__device__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__device__subcmd__list)
+            opts="-C -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__device__subcmd__remove)
+            opts="-C -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -C)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         oauth_sendmail__subcmd__help)
-            opts="send queue log login logout status daemon setup help"
+            opts="send queue log login logout status daemon setup device help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -188,6 +393,62 @@ _oauth_sendmail() {
         oauth_sendmail__subcmd__help__subcmd__daemon)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__help__subcmd__device)
+            opts="add list remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__help__subcmd__device__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__help__subcmd__device__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        oauth_sendmail__subcmd__help__subcmd__device__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

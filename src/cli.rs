@@ -16,6 +16,7 @@ use crate::config::parse_duration;
 use crate::delivery::log::Status;
 pub use crate::delivery::request::{Invocation, SessionOptions};
 use crate::error::{Error, Kind, Result};
+use crate::relay::devices::DeviceCommand;
 
 /// What the process was asked to do.
 #[derive(Debug, PartialEq)]
@@ -58,6 +59,11 @@ pub enum Action {
     Daemon,
     /// `oauth-sendmail setup`: write a configuration, log in, send a test message.
     Setup(Box<crate::commands::setup::Options>),
+    /// `oauth-sendmail device add|list|remove`: the LAN relay's devices.
+    Device {
+        config: Option<PathBuf>,
+        command: DeviceCommand,
+    },
 }
 
 impl Action {
@@ -76,6 +82,7 @@ impl Action {
             Action::Status(status) => status.config.as_deref(),
             Action::Daemon => None,
             Action::Setup(setup) => setup.config.as_deref(),
+            Action::Device { config, .. } => config.as_deref(),
         }
     }
 }
@@ -600,6 +607,35 @@ enum Command {
     /// read by every caller on the machine); runs `login`; sends a test message; prints
     /// what it did. Secrets are read without echo, or with --client-secret-stdin.
     Setup(Box<Setup>),
+    /// Manage the devices (printers, scanners) that may send through the service's relay
+    ///
+    /// The devices are kept in the service's configuration
+    /// (/etc/oauth-sendmail/config.toml, or -C FILE) as [relay.devices.NAME]; the relay
+    /// takes a change with the next connection. Only a password's verifier is stored.
+    #[command(subcommand)]
+    Device(DeviceArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceArgs {
+    /// Add a device and print its generated password, once (only its verifier is kept)
+    Add {
+        /// The device's name: its login user name in AUTH, and in the log
+        name: String,
+        /// Also (or, without a password, only) the addresses it may send from, as CIDR
+        #[arg(long, value_name = "CIDR")]
+        network: Option<String>,
+        /// The one address its mail goes out as (default: the account's)
+        #[arg(long, value_name = "ADDRESS")]
+        sender: Option<String>,
+    },
+    /// List the devices, their networks, senders and accounts (never a password)
+    List,
+    /// Remove a device: it can no longer send
+    Remove {
+        /// The device's name
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -757,6 +793,22 @@ pub fn parse(argv: &[OsString]) -> std::result::Result<Action, Rejected> {
                 Command::Status(status) => Action::Status(status),
                 Command::Daemon => Action::Daemon,
                 Command::Setup(setup) => Action::Setup(Box::new((*setup).into())),
+                Command::Device(device) => Action::Device {
+                    config,
+                    command: match device {
+                        DeviceArgs::Add {
+                            name,
+                            network,
+                            sender,
+                        } => DeviceCommand::Add {
+                            name,
+                            network,
+                            sender,
+                        },
+                        DeviceArgs::List => DeviceCommand::List,
+                        DeviceArgs::Remove { name } => DeviceCommand::Remove(name),
+                    },
+                },
                 Command::Log(log) => Action::Log {
                     config,
                     since: log.since,
@@ -1477,7 +1529,52 @@ mod tests {
             Action::Status(status) => status.config,
             Action::Daemon => None,
             Action::Setup(setup) => setup.config,
+            Action::Device { config, .. } => config,
         }
+    }
+
+    #[test]
+    fn device_commands_parse_and_take_their_options() {
+        assert_eq!(
+            own(&[
+                "device",
+                "add",
+                "printer",
+                "--network",
+                "192.168.1.0/24",
+                "--sender",
+                "scan@x.org"
+            ])
+            .unwrap(),
+            Action::Device {
+                config: None,
+                command: DeviceCommand::Add {
+                    name: "printer".into(),
+                    network: Some("192.168.1.0/24".into()),
+                    sender: Some("scan@x.org".into()),
+                },
+            }
+        );
+        assert_eq!(
+            own(&["device", "list"]).unwrap(),
+            Action::Device {
+                config: None,
+                command: DeviceCommand::List
+            }
+        );
+        assert_eq!(
+            own(&["-C", "/c.toml", "device", "remove", "nas"]).unwrap(),
+            Action::Device {
+                config: Some(PathBuf::from("/c.toml")),
+                command: DeviceCommand::Remove("nas".into())
+            }
+        );
+        assert!(own(&["device", "add"]).is_err(), "a name is needed");
+        assert!(own(&["device", "remove"]).is_err());
+        assert!(
+            own(&["device", "add", "p", "--password", "x"]).is_err(),
+            "passwords are generated, never given"
+        );
     }
 
     #[test]
@@ -1488,7 +1585,8 @@ mod tests {
 
     #[test]
     fn every_command_takes_c_and_config_before_or_after_its_name() {
-        let commands: [&[&str]; 12] = [
+        let commands: [&[&str]; 13] = [
+            &["device", "list"],
             &["send", "x@y.z"],
             &["queue", "list"],
             &["queue", "flush"],

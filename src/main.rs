@@ -20,6 +20,7 @@ mod http;
 #[cfg(test)]
 mod layering;
 mod message;
+mod relay;
 mod secret;
 mod service;
 mod smtp;
@@ -64,6 +65,10 @@ fn run(action: Action) -> Result<()> {
     }
     match action {
         Action::Daemon => service::daemon::run(),
+        Action::Device { config, command } => {
+            let path = config.unwrap_or_else(|| service::Paths::system().config());
+            relay::devices::command(&path, command, &mut std::io::stdout().lock())
+        }
         Action::Send(invocation) if invocation.verify_only => verify(&invocation),
         Action::Send(invocation) => delivery::send::send(&invocation),
         Action::ListQueue { config } => list_queue(config.as_deref()),

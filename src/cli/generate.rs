@@ -140,6 +140,13 @@ fn man_pages(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
             ],
         },
         Page {
+            file: "oauth-sendmail-device",
+            cmd: sub("device"),
+            configuration: true,
+            examples: &[EXAMPLES_DEVICE],
+            see_also: &["oauth-sendmail-daemon(8)", "oauth-sendmail.toml(5)"],
+        },
+        Page {
             file: "sendmail",
             cmd: built(SendmailCli::command()),
             configuration: true,
@@ -658,6 +665,15 @@ systemctl reload oauth\-sendmail
 .RE
 "#;
 
+const EXAMPLES_DEVICE: &str = r#".RS
+.nf
+oauth\-sendmail device add printer \-\-network 192.168.1.0/24 \-\-sender scans@example.com
+oauth\-sendmail device list
+oauth\-sendmail device remove printer
+.fi
+.RE
+"#;
+
 const EXAMPLES_STATUS: &str = r#".RS
 .nf
 oauth\-sendmail status
@@ -882,6 +898,7 @@ fn config_keys() -> Vec<String> {
     let source = [
         include_str!("../config/schema.rs"),
         include_str!("../config/service.rs"),
+        include_str!("../config/relay.rs"),
     ]
     .concat();
     let mut keys = Vec::new();
@@ -890,6 +907,9 @@ fn config_keys() -> Vec<String> {
         "struct AccountFile {",
         "struct OAuthFile {",
         "pub struct ServiceSettings {",
+        "pub struct RelaySettings {",
+        "pub struct Listener {",
+        "pub struct Device {",
     ] {
         let body = source
             .split(table)

@@ -20,6 +20,7 @@ use std::time::Duration;
 use crate::error::{Error, Kind, Result};
 use schema::ConfigFile;
 
+pub mod relay;
 pub mod service;
 
 /// The configuration as the rest of the program uses it.
@@ -36,6 +37,8 @@ pub struct Config {
     pub queue: QueueSettings,
     /// `[service]`: used by the machine-wide service only.
     pub service: service::ServiceSettings,
+    /// `[relay]`: the service's SMTP listeners for devices on the LAN.
+    pub relay: relay::RelaySettings,
 }
 
 /// When messages are spooled, where, and how long they are retried.
@@ -201,6 +204,7 @@ impl Config {
             default_account: file.default_account,
             queue,
             service: file.service,
+            relay: file.relay,
         })
     }
 

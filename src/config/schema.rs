@@ -107,6 +107,8 @@ pub(super) struct ConfigFile {
     pub(super) max_age: Option<String>,
     #[serde(default)]
     pub(super) service: super::service::ServiceSettings,
+    #[serde(default)]
+    pub(super) relay: super::relay::RelaySettings,
 }
 
 #[derive(Deserialize)]

@@ -79,7 +79,7 @@ pub fn parse_rate_limit(text: &str) -> Option<RateLimit> {
     (!window.is_zero()).then_some(RateLimit { count, window })
 }
 
-fn rate_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
+pub fn rate_limit<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RateLimit>, D::Error> {
     let text = String::deserialize(d)?;
     if text.trim() == "none" {
         return Ok(None);

@@ -41,6 +41,8 @@ pub fn build(
     from: &str,
     original: &[u8],
 ) -> Prepared<'static> {
+    // A relayed device's bounces go to its `notify` address, not to its sender.
+    let told = entry.notify.as_deref().unwrap_or(&entry.sender);
     let hostname = hostname();
     let mut explanation = format!(
         "This is the mail system at host {hostname} (oauth-sendmail).\r\n\r\n\
@@ -84,7 +86,7 @@ pub fn build(
     );
     let data = MessageBuilder::new()
         .from(Address::new_address(Some("Mail Delivery System"), from))
-        .to(Address::new_address(None::<&str>, entry.sender.as_str()))
+        .to(Address::new_address(None::<&str>, told))
         .subject("Undelivered Mail Returned to Sender")
         .header("Auto-Submitted", Raw::new("auto-replied"))
         .body(report)
@@ -94,7 +96,7 @@ pub fn build(
         // The null sender: a bounce is never bounced (RFC 5321 4.5.5).
         envelope: Envelope {
             sender: String::new(),
-            recipients: vec![entry.sender.clone()],
+            recipients: vec![told.to_string()],
         },
         eight_bit: !data.is_ascii(),
         head: data,

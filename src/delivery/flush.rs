@@ -362,7 +362,8 @@ impl<'a> Flusher<'a> {
         failures: &[FailedRecipient],
         original: &[u8],
     ) -> String {
-        let sent = match (entry.sender.is_empty(), account) {
+        let told = entry.notify.as_deref().unwrap_or(&entry.sender);
+        let sent = match (told.is_empty(), account) {
             (false, Some(account)) => {
                 let notice = bounce::build(entry, failures, account.address(), original);
                 self.send(account, &notice)
@@ -379,7 +380,7 @@ impl<'a> Flusher<'a> {
             );
             return format!("the sender could not be told ({why}): the message was {kept}");
         }
-        format!("the sender <{}> was sent a bounce", entry.sender)
+        format!("the sender <{told}> was sent a bounce")
     }
 }
 

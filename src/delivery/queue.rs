@@ -52,6 +52,10 @@ pub struct QueueEntry {
     pub uid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Where bounces go instead of the envelope sender (a LAN device's notification
+    /// address: the sender is the account's, which the device does not read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
 }
 
 /// The sendmail options a held message was given, for intake at flush time.
@@ -110,6 +114,7 @@ impl QueueEntry {
             intake: None,
             uid: None,
             user: None,
+            notify: None,
         }
     }
 

@@ -131,6 +131,8 @@ pub fn run() -> Result<()> {
         Some(listener) => (listener, false),
         None => (bind(&paths, user.as_ref())?, true),
     };
+    // Relay hook (issue 13): privileged ports are bound before the drop to the user.
+    let relay = crate::relay::bind(&config)?;
     if let Some(user) = &user {
         users::become_user(user)?;
     }
@@ -153,6 +155,17 @@ pub fn run() -> Result<()> {
         .set_nonblocking(true)
         .map_err(|e| Error::new(Kind::Io, "cannot use the socket", e))?;
     pick_up(&shared);
+    let (waker, paths) = (shared.clone(), &shared.paths);
+    crate::relay::start(
+        relay,
+        crate::relay::Hooks {
+            config_file: paths.config(),
+            queue_dir: paths.queue(),
+            state_dir: paths.state(),
+            wake: Box::new(move || waker.wake(false)),
+            enforce_from: |head, allowed, by| policy::enforce_from(head, allowed, by),
+        },
+    )?;
     let delivery = {
         let shared = shared.clone();
         thread::Builder::new()
@@ -858,7 +871,7 @@ fn status(
 ) -> Result<()> {
     let (entries, _) = shared.queue.scan()?;
     let yours = entries.iter().filter(|e| e.uid == Some(who.uid)).count();
-    let text = format!(
+    let mut text = format!(
         "{:<18}running as uid {} (pid {}), {}\n{:<18}{} message(s) waiting, {yours} of them yours\n",
         "service:",
         users::effective_uid(),
@@ -867,6 +880,7 @@ fn status(
         "queue:",
         entries.len(),
     );
+    text.push_str(&crate::relay::status(config, &shared.paths.state()));
     out.extend_from_slice(text.as_bytes());
     let options = crate::commands::status::Options {
         mode: Mode::System.describe(),

@@ -18,11 +18,11 @@ pub const MAX_MESSAGE: usize = 35 * 1024 * 1024;
 
 /// RFC 5321 4.5.3.1.4: a command line is at most 512 octets, CRLF included. An address is
 /// at most 254, so no honest command comes near it.
-const MAX_COMMAND_LINE: usize = 512;
+pub const MAX_COMMAND_LINE: usize = 512;
 
 /// RFC 5321 4.5.3.1.8 asks for at least 100 recipients a message; far more is a runaway
 /// client, and each one costs memory until the message is sent.
-const MAX_RECIPIENTS: usize = 1000;
+pub const MAX_RECIPIENTS: usize = 1000;
 
 /// A reply line is at most 512 octets (RFC 5321 4.5.3.1.5); the code, status and CRLF
 /// take up to 14 of them.
@@ -112,13 +112,13 @@ enum Flow {
 
 /// Where a failure happened: RFC 5321 allows different codes after RCPT and after DATA.
 #[derive(Clone, Copy)]
-enum Stage {
+pub enum Stage {
     Recipient,
     Message,
 }
 
 /// What reading a line found.
-enum Read {
+pub enum Read {
     /// The input ended; a last line without its LF is dropped with it, as it was never a
     /// complete command (and in a message, the message is cut off anyway).
     Eof,
@@ -172,16 +172,12 @@ where
 
     /// Answers the command in `self.line`.
     fn command(&mut self) -> Result<Flow> {
-        let raw = strip_line_end(&self.line);
-        let text = match std::str::from_utf8(raw) {
-            Ok(text) if !text.chars().any(|c| c.is_control() && c != '\t') => text.to_string(),
-            _ => {
-                self.reply(500, "5.5.2", "Command contains bad characters")?;
-                return Ok(Flow::Continue);
-            }
+        let Some((verb, arg)) = split_command(&self.line) else {
+            self.reply(500, "5.5.2", "Command contains bad characters")?;
+            return Ok(Flow::Continue);
         };
-        let (verb, arg) = text.split_once(' ').unwrap_or((&text, ""));
-        match verb.to_ascii_uppercase().as_str() {
+        let arg = arg.as_str();
+        match verb.as_str() {
             "EHLO" => self.hello(arg, true)?,
             "HELO" => self.hello(arg, false)?,
             "MAIL" => self.mail(arg)?,
@@ -255,34 +251,10 @@ where
         let Some((sender, parameters)) = self.path(arg, "MAIL", "FROM:")? else {
             return Ok(());
         };
-        for parameter in parameters {
-            let (keyword, value) = parameter.split_once('=').unwrap_or((parameter, ""));
-            let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
-            match keyword.to_ascii_uppercase().as_str() {
-                // 8-bit content is detected in the message itself, so BODY only has to be
-                // one of the values we advertise.
-                "BODY"
-                    if value.eq_ignore_ascii_case("7BIT")
-                        || value.eq_ignore_ascii_case("8BITMIME") => {}
-                // RFC 1870: refuse at once what cannot fit, before it is sent.
-                "SIZE" if digits => {
-                    let fits = value
-                        .parse::<u64>()
-                        .is_ok_and(|size| size <= self.settings.max_message as u64);
-                    if !fits {
-                        return self.reply(
-                            552,
-                            "5.3.4",
-                            "Message size exceeds fixed maximum message size",
-                        );
-                    }
-                }
-                "SIZE" => return self.reply(501, "5.5.4", "Bad SIZE value"),
-                _ => {
-                    let text = format!("Unsupported MAIL parameter {parameter}");
-                    return self.reply(555, "5.5.4", &text);
-                }
-            }
+        if let Err((code, status, text)) =
+            mail_parameters(&parameters, self.settings.max_message as u64)
+        {
+            return self.reply(code, status, &text);
         }
         // An unqualified sender (www-data) is fine: delivery qualifies it, as for -f.
         if address::is_qualified(&sender) {
@@ -381,47 +353,8 @@ where
         }
     }
 
-    /// Reads the message up to the final "." line and undoes dot-stuffing. `None` when it
-    /// is over the size limit: the rest is read and dropped, so the dialogue stays in step.
     fn read_data(&mut self) -> Result<Option<Vec<u8>>> {
-        let limit = self.settings.max_message;
-        let mut data = Vec::new();
-        let mut oversize = false;
-        // The end is CRLF "." CRLF exactly: a "." line after a bare LF is text. Taking it
-        // as the end would let a message smuggle in commands of its own ("SMTP smuggling").
-        let mut after_crlf = true;
-        loop {
-            // A line longer than the limit is over it whatever came before.
-            let read = read_line(&mut self.input, &mut self.line, limit.saturating_add(3))
-                .map_err(read_failed)?;
-            let Read::Line { too_long, crlf } = read else {
-                return Err(Error::new(
-                    Kind::Io,
-                    "the SMTP client went away in the middle of a message",
-                    "the input ended before the final \".\" line; the message was discarded",
-                ));
-            };
-            if after_crlf && self.line == b".\r\n" {
-                return Ok((!oversize).then_some(data));
-            }
-            after_crlf = crlf;
-            if oversize {
-                continue;
-            }
-            // RFC 5321 4.5.2: the client doubled a leading dot; a "." alone is not stuffed.
-            let stuffed = self.line.starts_with(b".") && strip_line_end(&self.line).len() > 1;
-            let line = if stuffed {
-                &self.line[1..]
-            } else {
-                &self.line[..]
-            };
-            if too_long || data.len() + line.len() > limit {
-                oversize = true;
-                data = Vec::new();
-                continue;
-            }
-            data.extend_from_slice(line);
-        }
+        read_data(&mut self.input, &mut self.line, self.settings.max_message)
     }
 
     /// A failure reply with the error's words, one reply line per line of them.
@@ -435,9 +368,47 @@ where
     }
 }
 
+/// Checks the parameters of MAIL FROM against what EHLO offered (BODY, SIZE): the reply
+/// for the first one that is wrong, or the SIZE the client declared.
+pub fn mail_parameters(
+    parameters: &[&str],
+    max_message: u64,
+) -> std::result::Result<Option<u64>, (u16, &'static str, String)> {
+    let mut declared = None;
+    for parameter in parameters {
+        let (keyword, value) = parameter.split_once('=').unwrap_or((parameter, ""));
+        let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+        match keyword.to_ascii_uppercase().as_str() {
+            // 8-bit content is detected in the message itself, so BODY only has to be
+            // one of the values we advertise.
+            "BODY"
+                if value.eq_ignore_ascii_case("7BIT") || value.eq_ignore_ascii_case("8BITMIME") => {
+            }
+            // RFC 1870: refuse at once what cannot fit, before it is sent.
+            "SIZE" if digits => {
+                let size = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|size| *size <= max_message);
+                let Some(size) = size else {
+                    let text = "Message size exceeds fixed maximum message size";
+                    return Err((552, "5.3.4", text.to_string()));
+                };
+                declared = Some(size);
+            }
+            "SIZE" => return Err((501, "5.5.4", "Bad SIZE value".to_string())),
+            _ => {
+                let text = format!("Unsupported MAIL parameter {parameter}");
+                return Err((555, "5.5.4", text));
+            }
+        }
+    }
+    Ok(declared)
+}
+
 /// The code and enhanced status (RFC 3463) for a failure, chosen by its kind and never by
 /// its words: 4xx for what may work later, 5xx for what will not.
-fn failure_reply(err: &Error, stage: Stage) -> (u16, &'static str) {
+pub fn failure_reply(err: &Error, stage: Stage) -> (u16, &'static str) {
     if err.is_transient() {
         return (451, "4.3.0");
     }
@@ -457,7 +428,7 @@ fn failure_reply(err: &Error, stage: Stage) -> (u16, &'static str) {
 
 /// Writes a reply, `code-status line` for all lines but the last, then flushes: a client
 /// waits for each reply (RFC 2920 lets us hold them back, but never past a read).
-fn write_reply(
+pub fn write_reply(
     output: &mut impl Write,
     code: u16,
     status: &str,
@@ -480,7 +451,7 @@ fn write_reply(
 }
 
 /// Error words as reply lines: ASCII without control characters, each short enough.
-fn reply_lines(text: &str) -> Vec<String> {
+pub fn reply_lines(text: &str) -> Vec<String> {
     let lines: Vec<String> = text
         .lines()
         .map(|line| {
@@ -508,7 +479,7 @@ fn reply_lines(text: &str) -> Vec<String> {
 
 /// Reads one line, LF included, into `line`, keeping at most `max` octets of it: the rest
 /// of a longer line is read and dropped, so no input can make us hold more.
-fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Read> {
+pub fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Result<Read> {
     line.clear();
     let mut too_long = false;
     // The last octet of the previous chunk, to see a CR just before an LF across reads.
@@ -546,8 +517,60 @@ fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io::Re
     }
 }
 
+/// Reads the message up to the final "." line and undoes dot-stuffing. `None` when it
+/// is over the size limit: the rest is read and dropped, so the dialogue stays in step.
+pub fn read_data(
+    input: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    limit: usize,
+) -> Result<Option<Vec<u8>>> {
+    let mut data = Vec::new();
+    let mut oversize = false;
+    // The end is CRLF "." CRLF exactly: a "." line after a bare LF is text. Taking it
+    // as the end would let a message smuggle in commands of its own ("SMTP smuggling").
+    let mut after_crlf = true;
+    loop {
+        // A line longer than the limit is over it whatever came before.
+        let read = read_line(input, line, limit.saturating_add(3)).map_err(read_failed)?;
+        let Read::Line { too_long, crlf } = read else {
+            return Err(Error::new(
+                Kind::Io,
+                "the SMTP client went away in the middle of a message",
+                "the input ended before the final \".\" line; the message was discarded",
+            ));
+        };
+        if after_crlf && line.as_slice() == b".\r\n" {
+            return Ok((!oversize).then_some(data));
+        }
+        after_crlf = crlf;
+        if oversize {
+            continue;
+        }
+        // RFC 5321 4.5.2: the client doubled a leading dot; a "." alone is not stuffed.
+        let stuffed = line.starts_with(b".") && strip_line_end(line).len() > 1;
+        let text = if stuffed { &line[1..] } else { &line[..] };
+        if too_long || data.len() + text.len() > limit {
+            oversize = true;
+            data = Vec::new();
+            continue;
+        }
+        data.extend_from_slice(text);
+    }
+}
+
+/// A command line as its verb in upper case and its argument; `None` when it is not
+/// UTF-8 or holds control characters (a tab aside).
+pub fn split_command(line: &[u8]) -> Option<(String, String)> {
+    let text = std::str::from_utf8(strip_line_end(line)).ok()?;
+    if text.chars().any(|c| c.is_control() && c != '\t') {
+        return None;
+    }
+    let (verb, arg) = text.split_once(' ').unwrap_or((text, ""));
+    Some((verb.to_ascii_uppercase(), arg.to_string()))
+}
+
 /// The line without its LF or CRLF.
-fn strip_line_end(line: &[u8]) -> &[u8] {
+pub fn strip_line_end(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
 }
@@ -555,7 +578,7 @@ fn strip_line_end(line: &[u8]) -> &[u8] {
 /// Parses `FROM:<path> PARAM...` or `TO:<path> PARAM...` (keyword in any case, a space
 /// after the colon tolerated as most servers do) into the address and the parameters.
 /// `None` for anything else, brackets being required (RFC 5321 4.1.2).
-fn parse_path<'a>(arg: &'a str, keyword: &str) -> Option<(String, Vec<&'a str>)> {
+pub fn parse_path<'a>(arg: &'a str, keyword: &str) -> Option<(String, Vec<&'a str>)> {
     let head = arg.get(..keyword.len())?;
     if !head.eq_ignore_ascii_case(keyword) {
         return None;
@@ -592,11 +615,11 @@ fn parse_path<'a>(arg: &'a str, keyword: &str) -> Option<(String, Vec<&'a str>)>
     Some((path.to_string(), after.split_whitespace().collect()))
 }
 
-fn read_failed(err: io::Error) -> Error {
+pub fn read_failed(err: io::Error) -> Error {
     Error::new(Kind::Io, "cannot read from the SMTP client", err)
 }
 
-fn write_failed(err: io::Error) -> Error {
+pub fn write_failed(err: io::Error) -> Error {
     Error::new(Kind::Io, "cannot write to the SMTP client", err)
 }
 
