@@ -61,6 +61,25 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Kind {
+    /// Every kind, for whoever must go from an exit status back to a kind (`setup` runs
+    /// its steps as commands and exits as the one that failed did).
+    pub const ALL: [Kind; 12] = [
+        Kind::Usage,
+        Kind::BadInput,
+        Kind::RecipientRefused,
+        Kind::Unavailable,
+        Kind::Internal,
+        Kind::CannotCreate,
+        Kind::Io,
+        Kind::Temporary,
+        Kind::Protocol,
+        Kind::AuthRefused,
+        Kind::Config,
+        Kind::Certificate,
+    ];
+}
+
 impl Error {
     pub fn new(kind: Kind, what: impl Into<String>, why: impl fmt::Display) -> Error {
         Error {
@@ -254,6 +273,28 @@ impl std::error::Error for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kind_all_lists_every_kind_once() {
+        for kind in Kind::ALL {
+            // A kind added to the enum and not to ALL fails to compile this match.
+            match kind {
+                Kind::Usage
+                | Kind::BadInput
+                | Kind::RecipientRefused
+                | Kind::Unavailable
+                | Kind::Internal
+                | Kind::CannotCreate
+                | Kind::Io
+                | Kind::Temporary
+                | Kind::Protocol
+                | Kind::AuthRefused
+                | Kind::Config
+                | Kind::Certificate => {}
+            }
+            assert_eq!(Kind::ALL.iter().filter(|k| **k == kind).count(), 1);
+        }
+    }
 
     #[test]
     fn exit_codes_follow_sysexits() {

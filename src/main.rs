@@ -246,16 +246,7 @@ fn login_options(options: &cli::Login) -> auth::login::LoginOptions {
 fn logout(options: &cli::Logout) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let account = config.choose_account(options.account.as_deref(), None)?;
-    let removed = auth::token::forget(account)?;
-    match removed.is_empty() {
-        true => println!("Account `{}` had no tokens to forget.", account.name),
-        false => println!(
-            "Account `{}`: removed {}.",
-            account.name,
-            removed.join(" and ")
-        ),
-    }
-    Ok(())
+    commands::logout(account)
 }
 
 /// `oauth-sendmail status`: each account's state and the checks a send makes.

@@ -101,14 +101,7 @@ pub fn remove_all_queued(config_path: Option<&Path>) -> Result<()> {
             busy.push(id.as_str());
         }
     }
-    match busy.is_empty() {
-        true => Ok(()),
-        false => Err(Error::new(
-            Kind::Temporary,
-            format!("cannot remove {}", busy.join(", ")),
-            "being delivered right now",
-        )),
-    }
+    super::busy(&busy)
 }
 
 /// Removes `id` unless a flusher holds it; false when it does.

@@ -570,23 +570,10 @@ fn run_step(mut command: Command, input: Option<&[u8]>, what: &str) -> Result<()
 /// The kind whose exit status the command exited with (error.rs alone maps kinds to
 /// statuses), so that setup exits as the step that failed did.
 fn kind_of_exit(code: i32) -> Kind {
-    use Kind::*;
-    [
-        Usage,
-        BadInput,
-        RecipientRefused,
-        Unavailable,
-        Internal,
-        CannotCreate,
-        Io,
-        Temporary,
-        Protocol,
-        AuthRefused,
-        Config,
-    ]
-    .into_iter()
-    .find(|&kind| i32::from(Error::new(kind, "", "").exit_code()) == code)
-    .unwrap_or(Internal)
+    Kind::ALL
+        .into_iter()
+        .find(|&kind| i32::from(Error::new(kind, "", "").exit_code()) == code)
+        .unwrap_or(Kind::Internal)
 }
 
 fn test_message(to: &str, from: &str) -> String {

@@ -321,6 +321,23 @@ fn describe_toml_error(err: &toml::de::Error, text: &str) -> String {
     }
 }
 
+/// For the tests of each part of the schema: every key is in the shipped example
+/// configuration (commented or not) and in the manual page.
+#[cfg(test)]
+pub(crate) fn assert_documented(keys: &[&str]) {
+    let example = include_str!("../../contrib/config.example.toml");
+    let manual = include_str!("../../man/oauth-sendmail.toml.5");
+    for key in keys {
+        assert!(
+            example
+                .lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(key)),
+            "the example lacks {key}"
+        );
+        assert!(manual.contains(key), "the manual lacks {key}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::presets::{GOOGLE_AUTH_URI, GOOGLE_TOKEN_URI};

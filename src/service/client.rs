@@ -212,16 +212,7 @@ pub fn login(account: Option<&str>, how: &LoginOptions) -> Result<()> {
 pub fn logout(account: Option<&str>) -> Result<()> {
     let (_, config, _) = as_the_service("log the mail service out", "logout")?;
     let account = config.choose_account(account, None)?;
-    let removed = crate::auth::token::forget(account)?;
-    match removed.is_empty() {
-        true => println!("Account `{}` had no tokens to forget.", account.name),
-        false => println!(
-            "Account `{}`: removed {}.",
-            account.name,
-            removed.join(" and ")
-        ),
-    }
-    Ok(())
+    crate::commands::logout(account)
 }
 
 /// chown -R of the service's state directory (what root just wrote in it).

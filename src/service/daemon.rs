@@ -818,14 +818,7 @@ fn remove(
             None => busy.push(id.as_str()),
         }
     }
-    match busy.is_empty() {
-        true => Ok(()),
-        false => Err(Error::new(
-            Kind::Temporary,
-            format!("cannot remove {}", busy.join(", ")),
-            "being delivered right now",
-        )),
-    }
+    crate::commands::busy(&busy)
 }
 
 #[allow(clippy::too_many_arguments)]
