@@ -53,6 +53,8 @@ pub struct Error {
     cause: Option<Cause>,
     hint: Option<String>,
     message_kept: bool,
+    /// How long the account's whole queue should wait (a provider's sending quota).
+    hold: Option<std::time::Duration>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -66,6 +68,7 @@ impl Error {
             cause: None,
             hint: None,
             message_kept: false,
+            hold: None,
         }
     }
 
@@ -167,6 +170,18 @@ impl Error {
 
     pub fn is_message_kept(&self) -> bool {
         self.message_kept
+    }
+
+    /// Marks a failure that is the account's, not the message's (a provider's sending
+    /// quota used up): every message of the account waits `hold`, not this one alone.
+    pub fn holds_account(mut self, hold: std::time::Duration) -> Error {
+        self.hold = Some(hold);
+        self
+    }
+
+    /// How long the account's queue waits after this failure, when it is the account's.
+    pub fn account_hold(&self) -> Option<std::time::Duration> {
+        self.hold
     }
 
     /// What happened and why, without the hints: one line for notices and logs.

@@ -222,7 +222,10 @@ fn check_aliases(config_path: Option<&Path>) -> Result<()> {
 fn login(options: &cli::Login) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let account = config.choose_account(options.account.as_deref(), None)?;
-    auth::login::login(account, &login_options(options))
+    auth::login::login(account, &login_options(options))?;
+    // Mail held for the login goes with the next flush.
+    delivery::hold::Holds::of_queue(&config.queue.dir).clear(&account.name);
+    Ok(())
 }
 
 fn login_options(options: &cli::Login) -> auth::login::LoginOptions {

@@ -8,6 +8,7 @@ use crate::config::{Account, Config};
 use crate::delivery::attempt::{self, Route};
 use crate::delivery::bounce::{self, FailedRecipient};
 use crate::delivery::dead_letter;
+use crate::delivery::hold::{Hold, Holds};
 use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Intake, Queue, QueueEntry};
 use crate::error::{Error, Kind, Result};
@@ -51,6 +52,9 @@ pub struct Flusher<'a> {
     /// Accounts that could not be reached in this flush, with why: not tried again for
     /// each of their messages.
     unreachable: Vec<(String, Error)>,
+    /// Accounts whose whole queue waits (see `hold`), as recorded when the flush began.
+    holds: Holds,
+    held: Vec<Hold>,
 }
 
 impl<'a> Flusher<'a> {
@@ -68,6 +72,8 @@ impl<'a> Flusher<'a> {
             verbose,
             session,
             unreachable: Vec::new(),
+            holds: Holds::of_queue(&config.queue.dir),
+            held: Vec::new(),
         }
     }
 
@@ -87,9 +93,15 @@ impl<'a> Flusher<'a> {
         for bad in unreadable.iter().filter(|bad| !bad.quarantined) {
             self.quarantine(&bad.id, &bad.why);
         }
+        self.held = self.holds.all();
+        // A held account's messages wait, unless a person forces them (`sendmail -q`,
+        // `queue retry`): the first one then probes the account.
+        let held = |account: &str| self.held.iter().any(|h| h.account == account && h.is_active(now));
         entries.retain(|entry| match &selection {
-            Selection::Due => entry.is_due(now),
-            Selection::DueFor(account) => entry.is_due(now) && &entry.account == account,
+            Selection::Due => entry.is_due(now) && !held(&entry.account),
+            Selection::DueFor(account) => {
+                entry.is_due(now) && &entry.account == account && !held(account)
+            }
             Selection::Ids(ids) => ids.contains(&entry.id),
             Selection::All => true,
         });
@@ -192,6 +204,7 @@ impl<'a> Flusher<'a> {
         };
         let mut failures = attempt::record(&mut entry, &result);
         attempt::schedule(&mut entry, &self.config.queue, &mut failures);
+        self.update_hold(&result, &mut entry);
         // What the server accepted is on disk (fsync'd) before anything else happens:
         // before the bounce, the log, the next message. A crash or kill from here on
         // cannot send the message again to recipients that have it.
@@ -313,6 +326,46 @@ impl<'a> Flusher<'a> {
             Status::Failed => Status::Bounced,
             other => other,
         }))
+    }
+
+    /// Holds the account after a failure that is the account's (the rest of its messages
+    /// wait with it, and this one until the hold is over), or ends its hold after a
+    /// delivery.
+    fn update_hold(&mut self, result: &Result<Delivery>, entry: &mut QueueEntry) {
+        let account = entry.account.clone();
+        let account = account.as_str();
+        match result {
+            Ok(_) => {
+                if let Some(at) = self.held.iter().position(|h| h.account == account) {
+                    self.holds.clear(account);
+                    self.held.remove(at);
+                }
+            }
+            Err(err) => {
+                let known = self.held.iter().position(|h| {
+                    h.account == account && h.is_active(crate::sys::clock::now())
+                });
+                let hold = match known {
+                    // Already held in this flush: the rest of the account's messages.
+                    Some(at) if self.unreachable.iter().any(|(n, _)| n == account) => {
+                        Some(self.held[at].clone())
+                    }
+                    _ => self
+                        .holds
+                        .after_failure(account, err, self.config.queue.quota_hold),
+                };
+                if let Some(hold) = hold {
+                    if entry.pending().next().is_some() {
+                        entry.next_try = entry.next_try.max(hold.until);
+                    }
+                    if !self.unreachable.iter().any(|(n, _)| n == account) {
+                        self.unreachable.push((account.to_string(), hold.as_error()));
+                    }
+                    self.held.retain(|h| h.account != account);
+                    self.held.push(hold);
+                }
+            }
+        }
     }
 
     /// Sends through the open session for `account`, opening one when needed.

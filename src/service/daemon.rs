@@ -24,6 +24,7 @@ use mail_builder::headers::date::Date;
 use crate::commands::queue::{render_entry, render_listing};
 use crate::config::Config;
 use crate::delivery::flush::{Flusher, Selection};
+use crate::delivery::hold::Holds;
 use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Queue, QueueEntry as Entry};
 use crate::delivery::request::Invocation;
@@ -673,11 +674,17 @@ fn deliver(shared: &Shared) {
             ),
         }
         let now = sys::clock::now();
+        // A held account's messages are due when its hold ends.
+        let holds = Holds::of_queue(&config.queue.dir).all();
+        let due = |e: &Entry| {
+            let held = holds.iter().find(|h| h.account == e.account && h.is_active(now));
+            held.map_or(e.next_try, |h| e.next_try.max(h.until))
+        };
         let next = shared
             .queue
             .scan()
             .ok()
-            .and_then(|(entries, _)| entries.iter().map(|e| e.next_try).min());
+            .and_then(|(entries, _)| entries.iter().map(due).min());
         let wait = next.map_or(IDLE_WAKE, |at| {
             Duration::from_secs(at.saturating_sub(now)).clamp(Duration::from_secs(1), IDLE_WAKE)
         });
