@@ -135,9 +135,14 @@ pub struct StatusArgs {
     #[arg(short = 'C', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Also connect to each account's server, authenticate and quit, sending nothing
+    /// For monitoring: a one-line verdict first, an SMTP login to each account (sending
+    /// nothing), and exit 0 OK, 1 WARNING, 2 CRITICAL as a Nagios plugin
     #[arg(long)]
     pub check: bool,
+
+    /// Print the state as one JSON object (mode, accounts, queue, last error)
+    #[arg(long)]
+    pub json: bool,
 
     /// With --check: print the SMTP dialogue on stderr (secrets are redacted)
     #[arg(short = 'v')]
@@ -864,6 +869,7 @@ mod tests {
             own(&[
                 "status",
                 "--check",
+                "--json",
                 "-v",
                 "--account",
                 "a",
@@ -875,6 +881,7 @@ mod tests {
                 account: Some("a".into()),
                 config: Some(PathBuf::from("/c")),
                 check: true,
+                json: true,
                 verbose: true,
             })
         );

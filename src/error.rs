@@ -38,6 +38,13 @@ pub enum Kind {
     /// queued message waits and the exit status says so (EX_CONFIG: the fix is usually
     /// `ca_file` or `host`).
     Certificate,
+    /// `status --check` found something to look at soon: mail deferred, an account held
+    /// by its quota. Exit 1, as a Nagios plugin's WARNING: the one exception to
+    /// sysexits, because monitoring defines these codes.
+    CheckWarning,
+    /// `status --check` found something to fix now: an account that needs a login, a
+    /// send that would fail. Exit 2, a Nagios plugin's CRITICAL.
+    CheckCritical,
 }
 
 /// A cause kept as it came (an `Arc`, so that `Error` stays `Clone`).
@@ -53,8 +60,9 @@ pub struct Error {
     cause: Option<Cause>,
     hint: Option<String>,
     message_kept: bool,
-    /// How long the account's whole queue should wait (a provider's sending quota).
-    hold: Option<std::time::Duration>,
+    /// How long the account's whole queue should wait (a provider's sending quota), in
+    /// seconds (small: an `Error` travels in every `Result`).
+    hold: Option<std::num::NonZeroU32>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -175,13 +183,15 @@ impl Error {
     /// Marks a failure that is the account's, not the message's (a provider's sending
     /// quota used up): every message of the account waits `hold`, not this one alone.
     pub fn holds_account(mut self, hold: std::time::Duration) -> Error {
-        self.hold = Some(hold);
+        let seconds = u32::try_from(hold.as_secs()).unwrap_or(u32::MAX);
+        self.hold = std::num::NonZeroU32::new(seconds.max(1));
         self
     }
 
     /// How long the account's queue waits after this failure, when it is the account's.
     pub fn account_hold(&self) -> Option<std::time::Duration> {
         self.hold
+            .map(|seconds| std::time::Duration::from_secs(seconds.get().into()))
     }
 
     /// What happened and why, without the hints: one line for notices and logs.
@@ -214,6 +224,8 @@ impl Error {
             Kind::Protocol => 76,
             Kind::AuthRefused => 77,
             Kind::Config | Kind::Certificate => 78,
+            Kind::CheckWarning => 1,
+            Kind::CheckCritical => 2,
         }
     }
 }

@@ -153,6 +153,7 @@ fn through_the_service(action: &Action) -> Option<Result<()>> {
         },
         Action::Status(options) => Request::Status {
             check: options.check,
+            json: options.json,
         },
         _ => return None,
     };
@@ -263,6 +264,8 @@ fn status(options: &cli::StatusArgs) -> Result<()> {
         check_refused: None,
         check: options.check,
         verbose: options.verbose,
+        json: options.json,
+        preamble: None,
     };
     commands::status::show(&config, &how)
 }

@@ -386,7 +386,7 @@ fn exit_status() -> String {
         by_code.entry(code).or_default().push(meaning(kind));
     }
     let mut out = String::from(
-        ".SH EXIT STATUS\nThe codes of sysexits.h:\n.TP\n.B 0\n\
+        ".SH EXIT STATUS\nThe codes of sysexits.h, but for status \\-\\-check (1 and 2, as Nagios plugins):\n.TP\n.B 0\n\
          Done: sent, or queued after a temporary failure (it goes out with the next flush).\n",
     );
     for (code, meanings) in by_code {
@@ -398,7 +398,7 @@ fn exit_status() -> String {
     out
 }
 
-const KINDS: [Kind; 12] = [
+const KINDS: [Kind; 14] = [
     Kind::Usage,
     Kind::BadInput,
     Kind::RecipientRefused,
@@ -411,6 +411,8 @@ const KINDS: [Kind; 12] = [
     Kind::AuthRefused,
     Kind::Config,
     Kind::Certificate,
+    Kind::CheckWarning,
+    Kind::CheckCritical,
 ];
 
 /// Exhaustive, so that a new kind cannot go undocumented (lower case: they are joined).
@@ -438,6 +440,14 @@ fn meaning(kind: Kind) -> &'static str {
         Kind::Certificate => {
             "the server's TLS certificate cannot be trusted (set ca_file or host); \
              a queued message waits"
+        }
+        Kind::CheckWarning => {
+            "for status --check only, as a Nagios plugin: WARNING (mail deferred, an account \
+             held by its provider's quota)"
+        }
+        Kind::CheckCritical => {
+            "for status --check only, as a Nagios plugin: CRITICAL (an account needs a login, \
+             a send would fail)"
         }
     }
 }

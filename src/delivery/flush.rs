@@ -96,7 +96,11 @@ impl<'a> Flusher<'a> {
         self.held = self.holds.all();
         // A held account's messages wait, unless a person forces them (`sendmail -q`,
         // `queue retry`): the first one then probes the account.
-        let held = |account: &str| self.held.iter().any(|h| h.account == account && h.is_active(now));
+        let held = |account: &str| {
+            self.held
+                .iter()
+                .any(|h| h.account == account && h.is_active(now))
+        };
         entries.retain(|entry| match &selection {
             Selection::Due => entry.is_due(now) && !held(&entry.account),
             Selection::DueFor(account) => {
@@ -342,9 +346,10 @@ impl<'a> Flusher<'a> {
                 }
             }
             Err(err) => {
-                let known = self.held.iter().position(|h| {
-                    h.account == account && h.is_active(crate::sys::clock::now())
-                });
+                let known = self
+                    .held
+                    .iter()
+                    .position(|h| h.account == account && h.is_active(crate::sys::clock::now()));
                 let hold = match known {
                     // Already held in this flush: the rest of the account's messages.
                     Some(at) if self.unreachable.iter().any(|(n, _)| n == account) => {
@@ -355,11 +360,14 @@ impl<'a> Flusher<'a> {
                         .after_failure(account, err, self.config.queue.quota_hold),
                 };
                 if let Some(hold) = hold {
+                    // The account's wait, not the message's backoff: it goes when the
+                    // account may send again.
                     if entry.pending().next().is_some() {
-                        entry.next_try = entry.next_try.max(hold.until);
+                        entry.next_try = hold.until;
                     }
                     if !self.unreachable.iter().any(|(n, _)| n == account) {
-                        self.unreachable.push((account.to_string(), hold.as_error()));
+                        self.unreachable
+                            .push((account.to_string(), hold.as_error()));
                     }
                     self.held.retain(|h| h.account != account);
                     self.held.push(hold);

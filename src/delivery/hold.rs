@@ -54,7 +54,11 @@ impl Hold {
         };
         let err = Error::new(
             kind,
-            format!("account `{}` is held until {}", self.account, when(self.until, now)),
+            format!(
+                "account `{}` is held until {}",
+                self.account,
+                when(self.until, now)
+            ),
             format!("{why}: {}", self.reason),
         );
         match self.cause {
@@ -197,9 +201,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let holds = Holds::of_queue(dir.path());
         let wait = Duration::from_secs(60);
-        let (hold, new) = holds.set("a/b", Cause::Quota, wait, "550 5.4.5", 100).unwrap();
+        let (hold, new) = holds
+            .set("a/b", Cause::Quota, wait, "550 5.4.5", 100)
+            .unwrap();
         assert!(new && hold.is_active(159) && !hold.is_active(160));
-        let (hold, new) = holds.set("a/b", Cause::Quota, wait, "550 5.4.5", 150).unwrap();
+        let (hold, new) = holds
+            .set("a/b", Cause::Quota, wait, "550 5.4.5", 150)
+            .unwrap();
         assert_eq!((new, hold.since, hold.until), (false, 100, 210));
         assert!(holds.active("a/b", 200).is_some() && holds.active("other", 0).is_none());
         assert_eq!(holds.all().len(), 1);
@@ -214,7 +222,13 @@ mod tests {
         let cap = Duration::from_secs(2);
         assert_eq!(for_failure(&quota, cap), Some((Cause::Quota, cap)));
         let refused = Error::new(Kind::AuthRefused, "x", "invalid_grant");
-        assert_eq!(for_failure(&refused, cap), Some((Cause::NeedsLogin, LOGIN_PROBE)));
-        assert_eq!(for_failure(&Error::new(Kind::Temporary, "x", "y"), cap), None);
+        assert_eq!(
+            for_failure(&refused, cap),
+            Some((Cause::NeedsLogin, LOGIN_PROBE))
+        );
+        assert_eq!(
+            for_failure(&Error::new(Kind::Temporary, "x", "y"), cap),
+            None
+        );
     }
 }

@@ -200,7 +200,7 @@ fn send_now(
                 .retain(|r| r.state == RecipientState::Pending);
             attempt::retry_later(&mut waiting, &config.queue, crate::sys::clock::now());
             if let Some(hold) = &hold {
-                waiting.next_try = waiting.next_try.max(hold.until);
+                waiting.next_try = hold.until;
             }
             spool(config, &waiting, prepared)?;
             Some(waiting)

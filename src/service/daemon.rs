@@ -677,7 +677,9 @@ fn deliver(shared: &Shared) {
         // A held account's messages are due when its hold ends.
         let holds = Holds::of_queue(&config.queue.dir).all();
         let due = |e: &Entry| {
-            let held = holds.iter().find(|h| h.account == e.account && h.is_active(now));
+            let held = holds
+                .iter()
+                .find(|h| h.account == e.account && h.is_active(now));
             held.map_or(e.next_try, |h| e.next_try.max(h.until))
         };
         let next = shared
@@ -728,7 +730,9 @@ fn control(shared: &Shared, config: &Config, who: &Submitter, request: Request) 
         } => show_log(
             config, who, admin, since, status, &format, &mut out, &mut err,
         ),
-        Request::Status { check } => status(shared, config, who, admin, check, &mut out),
+        Request::Status { check, json } => {
+            status(shared, config, who, admin, (check, json), &mut out)
+        }
     };
     Response::Output {
         stdout: String::from_utf8_lossy(&out).into_owned(),
@@ -860,7 +864,7 @@ fn status(
     config: &Config,
     who: &Submitter,
     admin: bool,
-    check: bool,
+    (check, json): (bool, bool),
     out: &mut Vec<u8>,
 ) -> Result<()> {
     let (entries, _) = shared.queue.scan()?;
@@ -874,13 +878,14 @@ fn status(
         "queue:",
         entries.len(),
     );
-    out.extend_from_slice(text.as_bytes());
     let options = crate::commands::status::Options {
         mode: Mode::System.describe(),
         account: None,
         check,
         check_refused: (!admin).then_some("only root and the admin group may log in to the server"),
         verbose: false,
+        json,
+        preamble: Some(text),
     };
     crate::commands::status::render(config, &options, out)
 }

@@ -85,6 +85,8 @@ const TRANSACTION_BOUND: u32 = 2;
 /// The transfer of the message text is allowed `timeout` plus its size at this rate: a
 /// slow uplink is not a stalled server.
 const MIN_RATE: usize = 32 << 10;
+/// "Service not available, closing transmission channel".
+const CLOSING: u16 = 421;
 /// RFC 4954 section 4: a longer AUTH line with its initial response is not sent as one.
 const MAX_AUTH_LINE: usize = 512;
 
@@ -395,10 +397,18 @@ impl Session {
         lines.push("DATA".to_string());
         self.wire.send_all(&lines, Step::Command("MAIL FROM"))?;
         let mail_reply = self.wire.reply(Step::Command("MAIL FROM"))?;
+        // 421: the server closes the connection (RFC 5321 3.8); no more replies come,
+        // and this one is the reason (Gmail's rate limit answers MAIL so).
+        if mail_reply.code == CLOSING {
+            return Err(refusal(&self.wire, Step::Command("MAIL FROM"), &mail_reply));
+        }
         let mut delivery = Delivery::default();
         for recipient in recipients {
             let step = Step::Command("RCPT TO");
             let reply = self.wire.reply(step)?;
+            if reply.code == CLOSING {
+                return Err(refusal(&self.wire, step, &reply));
+            }
             if mail_reply.is_success() {
                 self.record(&mut delivery, recipient, step, &reply)?;
             }
