@@ -648,6 +648,7 @@ fn submitted_by(record: &Record) -> Option<u32> {
 /// The delivery thread: the due part of the queue (all of it after `sendmail -q`), then
 /// sleep until the next message is due or a submission comes.
 fn deliver(shared: &Shared) {
+    let mut kept_alive: HashMap<String, Instant> = HashMap::new();
     loop {
         let all = {
             let mut wake = lock(&shared.wake.0);
@@ -673,6 +674,7 @@ fn deliver(shared: &Shared) {
                 err.summary()
             ),
         }
+        keep_alive(&config, &mut kept_alive);
         let now = sys::clock::now();
         // A held account's messages are due when its hold ends.
         let holds = Holds::of_queue(&config.queue.dir).all();
@@ -687,8 +689,9 @@ fn deliver(shared: &Shared) {
             .scan()
             .ok()
             .and_then(|(entries, _)| entries.iter().map(due).min());
-        let wait = next.map_or(IDLE_WAKE, |at| {
-            Duration::from_secs(at.saturating_sub(now)).clamp(Duration::from_secs(1), IDLE_WAKE)
+        let idle = IDLE_WAKE.min(config.service.keep_alive);
+        let wait = next.map_or(idle, |at| {
+            Duration::from_secs(at.saturating_sub(now)).clamp(Duration::from_secs(1), idle)
         });
         let until = Instant::now() + wait;
         let (state, signal) = &shared.wake;
@@ -702,6 +705,41 @@ fn deliver(shared: &Shared) {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+}
+
+/// Uses each Microsoft login's refresh token once it has been idle for `keep_alive`, so
+/// that it does not expire unused (90 days); an account held is left alone, and each is
+/// tried at most once an hour (or `keep_alive`) whatever the outcome.
+fn keep_alive(config: &Config, tried: &mut HashMap<String, Instant>) {
+    let every = config.service.keep_alive;
+    let holds = Holds::of_queue(&config.queue.dir);
+    let now = sys::clock::now();
+    for account in config.accounts.values() {
+        let recent = tried
+            .get(&account.name)
+            .is_some_and(|at| at.elapsed() < every.min(Duration::from_secs(3600)));
+        if recent || holds.active(&account.name, now).is_some() {
+            continue;
+        }
+        match crate::auth::token::keep_alive(account, every) {
+            Ok(false) => continue,
+            Ok(true) => eprintln!(
+                "oauth-sendmail: account `{}`: refresh token used to keep the login alive",
+                account.name
+            ),
+            Err(err) => {
+                let quota = config.queue.quota_hold;
+                if holds.after_failure(&account.name, &err, quota).is_none() {
+                    eprintln!(
+                        "oauth-sendmail: warning: keeping account `{}` logged in: {}",
+                        account.name,
+                        err.summary()
+                    );
+                }
+            }
+        }
+        tried.insert(account.name.clone(), Instant::now());
     }
 }
 
