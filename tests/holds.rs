@@ -138,3 +138,27 @@ fn status_json_and_check_report_deferred_mail() {
         "{first}"
     );
 }
+
+/// Retry early: once a fresh message goes through, the account's mail waiting for a
+/// later retry time follows at once (if it rested `retry_initial` since its last try).
+#[test]
+fn a_fresh_message_that_goes_through_takes_waiting_mail_along_early() {
+    let h = harness(Fault::Greeting421, &[("retry_initial", "1s")]);
+    ok(&h, &h.send(&["-i", "old@example.com"], MESSAGE));
+    // Two more failures: the next try is 4 s after the last.
+    for _ in 0..2 {
+        ok(&h, &h.own(&["queue", "retry", "--all"]));
+    }
+    thread::sleep(Duration::from_millis(1100));
+    h.server.set_fault(Fault::None);
+    ok(&h, &h.send(&["-i", "new@example.com"], MESSAGE));
+    let mut to: Vec<String> = h
+        .server
+        .received()
+        .iter()
+        .flat_map(|m| m.rcpt_to.clone())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["new@example.com", "old@example.com"]);
+    assert!(h.queue_listing().0.is_empty());
+}

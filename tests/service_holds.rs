@@ -196,3 +196,36 @@ fn an_idle_microsoft_login_is_kept_alive() {
     // No mail was needed for it: the SMTP server stays unused.
     system.server.expect_unused();
 }
+
+/// A message queued while the server is down goes out within seconds of its return (the
+/// service probes the server), not at its retry time a minute later; and once a message
+/// goes through, the account's other waiting mail follows.
+#[test]
+fn mail_queued_while_the_server_is_down_goes_out_soon_after_it_returns() {
+    use common::smtp_server::TestServer;
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    let port = common::harness::free_port();
+    system.edit_config(
+        &format!("port = {}\n", system.server.port),
+        &format!("port = {port}\n"),
+    );
+    system.server.expect_unused();
+    system.start();
+    let out = system.run(
+        Some(&users.www),
+        &["send", "-i", "a@example.net"],
+        &message("down"),
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(system.log_shows("deferred 1"), "{}", system.log());
+    std::thread::sleep(Duration::from_secs(3));
+    let server = TestServer::start_on(ServerOptions::default(), port);
+    let back = Instant::now();
+    let until = back + Duration::from_secs(15);
+    while server.received().is_empty() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.received().len(), 1, "{}", system.log());
+    assert!(back.elapsed() < Duration::from_secs(15));
+}

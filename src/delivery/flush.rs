@@ -55,6 +55,8 @@ pub struct Flusher<'a> {
     /// Accounts whose whole queue waits (see `hold`), as recorded when the flush began.
     holds: Holds,
     held: Vec<Hold>,
+    /// Accounts a message went out through in this flush: reachable now.
+    reached: Vec<String>,
 }
 
 impl<'a> Flusher<'a> {
@@ -70,10 +72,12 @@ impl<'a> Flusher<'a> {
             queue,
             log: DeliveryLog::new(&config.queue.log_file),
             verbose,
-            session,
             unreachable: Vec::new(),
             holds: Holds::of_queue(&config.queue.dir),
             held: Vec::new(),
+            // A session handed over has just delivered a message.
+            reached: session.iter().map(|(name, _)| name.clone()).collect(),
+            session,
         }
     }
 
@@ -93,6 +97,7 @@ impl<'a> Flusher<'a> {
         for bad in unreadable.iter().filter(|bad| !bad.quarantined) {
             self.quarantine(&bad.id, &bad.why);
         }
+        let waiting = entries.clone();
         self.held = self.holds.all();
         // A held account's messages wait, unless a person forces them (`sendmail -q`,
         // `queue retry`): the first one then probes the account.
@@ -119,15 +124,54 @@ impl<'a> Flusher<'a> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            match self.attempt(&entry.id, &mut report)? {
-                Some(Status::Sent) => report.delivered += 1,
-                Some(Status::Bounced) => report.bounced += 1,
-                Some(_) => report.deferred += 1,
-                None => {}
+            self.count(&entry.id, &mut report)?;
+        }
+        // Retry early: an account a message just went out through is reachable again,
+        // so its mail waiting for a retry time goes now, not minutes later; a message
+        // tried at most once per `retry_initial` so (a recipient the server keeps
+        // deferring is not hammered by every new submission).
+        if matches!(selection, Selection::Due | Selection::DueFor(_)) {
+            let now = crate::sys::clock::now();
+            let settings = &self.config.queue;
+            let rested = |e: &QueueEntry| {
+                let tried = e
+                    .next_try
+                    .saturating_sub(attempt::backoff(settings, e.attempts).as_secs());
+                now >= tried + settings.retry_initial.as_secs()
+            };
+            let early: Vec<String> = waiting
+                .into_iter()
+                .filter(|e| !e.is_due(now) && rested(e) && self.reached.contains(&e.account))
+                .filter(|e| {
+                    !self
+                        .held
+                        .iter()
+                        .any(|h| h.account == e.account && h.is_active(now))
+                })
+                .map(|e| e.id)
+                .collect();
+            for id in early {
+                if signals::stop_requested().is_some()
+                    || deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    break;
+                }
+                self.count(&id, &mut report)?;
             }
         }
         self.close();
         Ok(report)
+    }
+
+    /// One attempt, counted in the report.
+    fn count(&mut self, id: &str, report: &mut Report) -> Result<()> {
+        match self.attempt(id, report)? {
+            Some(Status::Sent) => report.delivered += 1,
+            Some(Status::Bounced) => report.bounced += 1,
+            Some(_) => report.deferred += 1,
+            None => {}
+        }
+        Ok(())
     }
 
     fn close(&mut self) {
@@ -340,6 +384,9 @@ impl<'a> Flusher<'a> {
         let account = account.as_str();
         match result {
             Ok(_) => {
+                if !self.reached.iter().any(|n| n == account) {
+                    self.reached.push(account.to_string());
+                }
                 if let Some(at) = self.held.iter().position(|h| h.account == account) {
                     self.holds.clear(account);
                     self.held.remove(at);

@@ -47,6 +47,9 @@ const BYTES_PER_SECOND: u64 = 256 * 1024;
 const PICKUP_EVERY: Duration = Duration::from_secs(3);
 /// How long a stop waits for connections and the delivery in flight.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// A server found down is probed this often while mail waits for it.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The delivery thread looks at the queue at least this often.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
@@ -649,6 +652,7 @@ fn submitted_by(record: &Record) -> Option<u32> {
 /// sleep until the next message is due or a submission comes.
 fn deliver(shared: &Shared) {
     let mut kept_alive: HashMap<String, Instant> = HashMap::new();
+    let mut probes = Probes::default();
     loop {
         let all = {
             let mut wake = lock(&shared.wake.0);
@@ -663,33 +667,29 @@ fn deliver(shared: &Shared) {
             true => Selection::All,
             false => Selection::Due,
         };
-        match Flusher::new(&config, &shared.queue, false, None).run(selection, None) {
-            Ok(report) if report.delivered + report.deferred + report.bounced > 0 => eprintln!(
-                "oauth-sendmail: delivered {}, deferred {}, bounced {}",
-                report.delivered, report.deferred, report.bounced
-            ),
-            Ok(_) => {}
-            Err(err) => eprintln!(
-                "oauth-sendmail: warning: delivering the queue: {}",
-                err.summary()
-            ),
-        }
+        flush(shared, &config, selection);
         keep_alive(&config, &mut kept_alive);
         let now = sys::clock::now();
         // A held account's messages are due when its hold ends.
         let holds = Holds::of_queue(&config.queue.dir).all();
-        let due = |e: &Entry| {
-            let held = holds
+        let held = |e: &Entry| {
+            holds
                 .iter()
-                .find(|h| h.account == e.account && h.is_active(now));
-            held.map_or(e.next_try, |h| e.next_try.max(h.until))
+                .find(|h| h.account == e.account && h.is_active(now))
         };
-        let next = shared
-            .queue
-            .scan()
-            .ok()
-            .and_then(|(entries, _)| entries.iter().map(due).min());
-        let idle = IDLE_WAKE.min(config.service.keep_alive);
+        let due = |e: &Entry| held(e).map_or(e.next_try, |h| e.next_try.max(h.until));
+        let entries = shared.queue.scan().map(|(e, _)| e).unwrap_or_default();
+        let waiting: Vec<&Entry> = entries.iter().filter(|e| held(e).is_none()).collect();
+        let back = probes.run(&config, &waiting, now);
+        if !back.is_empty() {
+            flush(shared, &config, Selection::Ids(back));
+            continue;
+        }
+        let next = entries.iter().map(due).min();
+        let mut idle = IDLE_WAKE.min(config.service.keep_alive);
+        if !probes.down.is_empty() {
+            idle = idle.min(PROBE_EVERY);
+        }
         let wait = next.map_or(idle, |at| {
             Duration::from_secs(at.saturating_sub(now)).clamp(Duration::from_secs(1), idle)
         });
@@ -705,6 +705,74 @@ fn deliver(shared: &Shared) {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+}
+
+/// One run of the flush machinery, its outcome in the journal.
+fn flush(shared: &Shared, config: &Config, selection: Selection) {
+    match Flusher::new(config, &shared.queue, false, None).run(selection, None) {
+        Ok(report) if report.delivered + report.deferred + report.bounced > 0 => eprintln!(
+            "oauth-sendmail: delivered {}, deferred {}, bounced {}",
+            report.delivered, report.deferred, report.bounced
+        ),
+        Ok(_) => {}
+        Err(err) => eprintln!(
+            "oauth-sendmail: warning: delivering the queue: {}",
+            err.summary()
+        ),
+    }
+}
+
+/// Mail waiting for its retry time is not left waiting once its server is back: the
+/// server of each account with such mail is probed (a TCP connection, nothing said) every
+/// [`PROBE_EVERY`]; one found unreachable and then reachable again gets its mail tried at
+/// once. Only that change of state retries, so a server that answers but defers is not
+/// hammered.
+#[derive(Default)]
+struct Probes {
+    /// Accounts whose server did not answer the last probe.
+    down: HashSet<String>,
+    last: Option<Instant>,
+}
+
+impl Probes {
+    /// The messages to try now: those of accounts whose server is back.
+    fn run(&mut self, config: &Config, waiting: &[&Entry], now: u64) -> Vec<String> {
+        let accounts: HashSet<&str> = waiting
+            .iter()
+            .filter(|e| !e.is_due(now))
+            .map(|e| e.account.as_str())
+            .collect();
+        self.down.retain(|name| accounts.contains(name.as_str()));
+        if accounts.is_empty() || self.last.is_some_and(|at| at.elapsed() < PROBE_EVERY) {
+            return Vec::new();
+        }
+        self.last = Some(Instant::now());
+        let mut back = Vec::new();
+        for name in accounts {
+            let Some(account) = config.accounts.get(name) else {
+                continue;
+            };
+            let answers =
+                std::net::ToSocketAddrs::to_socket_addrs(&(account.host.as_str(), account.port))
+                    .ok()
+                    .and_then(|mut addresses| addresses.next())
+                    .is_some_and(|address| {
+                        std::net::TcpStream::connect_timeout(&address, PROBE_TIMEOUT).is_ok()
+                    });
+            match answers {
+                false => {
+                    self.down.insert(name.to_string());
+                }
+                true if self.down.remove(name) => back.push(name.to_string()),
+                true => {}
+            }
+        }
+        waiting
+            .iter()
+            .filter(|e| back.contains(&e.account))
+            .map(|e| e.id.clone())
+            .collect()
     }
 }
 
