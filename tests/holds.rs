@@ -22,6 +22,18 @@ fn harness(fault: Fault, settings: &[(&str, &str)]) -> Harness {
     Harness::with_config(opts, |config| config.settings(settings))
 }
 
+/// Every recipient the server got a message for, sorted.
+fn recipients(h: &Harness) -> Vec<String> {
+    let mut to: Vec<String> = h
+        .server
+        .received()
+        .iter()
+        .flat_map(|m| m.rcpt_to.clone())
+        .collect();
+    to.sort();
+    to
+}
+
 fn ok(h: &Harness, o: &Output) {
     assert_eq!(code(o), 0, "{}", explain(h, o));
 }
@@ -75,13 +87,7 @@ fn each_providers_quota_reply_holds_the_account_then_its_mail_goes_once() {
 
         thread::sleep(Duration::from_millis(2100));
         ok(&h, &h.own(&["queue", "flush"]));
-        let mut to: Vec<String> = h
-            .server
-            .received()
-            .iter()
-            .flat_map(|m| m.rcpt_to.clone())
-            .collect();
-        to.sort();
+        let to = recipients(&h);
         assert_eq!(to, ["other@example.com", "rcpt@example.com"], "{quota:?}");
         assert!(h.queue_listing().0.is_empty(), "{quota:?}");
         // No bounce went anywhere: the server got the two messages, nothing more.
@@ -152,13 +158,7 @@ fn a_fresh_message_that_goes_through_takes_waiting_mail_along_early() {
     thread::sleep(Duration::from_millis(1100));
     h.server.set_fault(Fault::None);
     ok(&h, &h.send(&["-i", "new@example.com"], MESSAGE));
-    let mut to: Vec<String> = h
-        .server
-        .received()
-        .iter()
-        .flat_map(|m| m.rcpt_to.clone())
-        .collect();
-    to.sort();
+    let to = recipients(&h);
     assert_eq!(to, ["new@example.com", "old@example.com"]);
     assert!(h.queue_listing().0.is_empty());
 }

@@ -17,6 +17,15 @@ fn message(subject: &str) -> Vec<u8> {
     format!("Subject: {subject}\n\nhello from {subject}\n").into_bytes()
 }
 
+/// `login` as root, its browser a script that follows the redirect.
+fn login(system: &System, oauth: &OAuthServer) {
+    let browser = write_browser(&system.path("bin"));
+    let mut cmd = system.command(None, &["login", "--account", "test", "--timeout", "20"]);
+    cmd.env("BROWSER", &browser);
+    let out = common::harness::run_with_limit(cmd, b"", Duration::from_secs(30));
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), oauth.log());
+}
+
 fn occurrences(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
 }
@@ -81,14 +90,7 @@ fn a_revoked_login_holds_the_account_until_root_logs_in_again() {
     let mut system = System::install(users, ServerOptions::default(), "");
     system.use_oauth(&oauth, "");
     system.start();
-    let browser = write_browser(&system.path("bin"));
-    let login = |system: &System| {
-        let mut cmd = system.command(None, &["login", "--account", "test", "--timeout", "20"]);
-        cmd.env("BROWSER", &browser);
-        let out = common::harness::run_with_limit(cmd, b"", Duration::from_secs(30));
-        assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), oauth.log());
-    };
-    login(&system);
+    login(&system, &oauth);
     let out = system.run(
         Some(&users.www),
         &["send", "-i", "a@example.net"],
@@ -152,7 +154,7 @@ fn a_revoked_login_holds_the_account_until_root_logs_in_again() {
     assert_eq!(json["accounts"][0]["state"], "needs_login", "{json}");
     assert_eq!(json["queue"]["messages"], 3, "{json}");
 
-    login(&system);
+    login(&system, &oauth);
     let received = system.wait_received(4, Duration::from_secs(20));
     assert_eq!(received.len(), 4, "{}", system.log());
     let until = Instant::now() + Duration::from_secs(10);
@@ -177,11 +179,7 @@ fn an_idle_microsoft_login_is_kept_alive() {
     system.use_oauth(&oauth, "");
     system.edit_config("provider = \"gmail\"", "provider = \"outlook\"");
     system.start();
-    let browser = write_browser(&system.path("bin"));
-    let mut cmd = system.command(None, &["login", "--account", "test", "--timeout", "20"]);
-    cmd.env("BROWSER", &browser);
-    let out = common::harness::run_with_limit(cmd, b"", Duration::from_secs(30));
-    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), oauth.log());
+    login(&system, &oauth);
     let after_login = oauth.calls("refresh_token");
     assert!(
         system.log_shows("refresh token used to keep the login alive"),
