@@ -134,8 +134,7 @@ impl Holds {
     }
 
     /// Holds `account` for `wait` from `now` because of `cause`; a hold of the same cause
-    /// already there keeps its `since`. Returns the hold and whether it is new (not a
-    /// renewal), for a caller that logs only news.
+    /// already there keeps its `since` (a renewal).
     pub fn set(
         &self,
         account: &str,
@@ -143,7 +142,7 @@ impl Holds {
         wait: Duration,
         reason: &str,
         now: u64,
-    ) -> Result<(Hold, bool)> {
+    ) -> Result<Hold> {
         let earlier = self.get(account).filter(|h| h.cause == cause);
         let hold = Hold {
             account: account.to_string(),
@@ -155,7 +154,7 @@ impl Holds {
         let bytes = serde_json::to_vec_pretty(&hold).expect("a hold always serializes");
         files::write_private(&self.file(account), &bytes)
             .map_err(|e| e.within(format!("cannot hold account `{account}`")))?;
-        Ok((hold, earlier.is_none()))
+        Ok(hold)
     }
 
     /// Ends the account's hold (a delivery went through, a login was made).
@@ -170,7 +169,7 @@ impl Holds {
         let (cause, wait) = for_failure(err, quota_hold)?;
         let now = crate::sys::clock::now();
         match self.set(account, cause, wait, &err.summary(), now) {
-            Ok((hold, _)) => {
+            Ok(hold) => {
                 eprintln!("oauth-sendmail: {}", hold.describe());
                 Some(hold)
             }
@@ -201,14 +200,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let holds = Holds::of_queue(dir.path());
         let wait = Duration::from_secs(60);
-        let (hold, new) = holds
-            .set("a/b", Cause::Quota, wait, "550 5.4.5", 100)
-            .unwrap();
-        assert!(new && hold.is_active(159) && !hold.is_active(160));
-        let (hold, new) = holds
-            .set("a/b", Cause::Quota, wait, "550 5.4.5", 150)
-            .unwrap();
-        assert_eq!((new, hold.since, hold.until), (false, 100, 210));
+        let quota = |now| {
+            holds
+                .set("a/b", Cause::Quota, wait, "550 5.4.5", now)
+                .unwrap()
+        };
+        let hold = quota(100);
+        assert!(hold.is_active(159) && !hold.is_active(160));
+        let hold = quota(150);
+        assert_eq!((hold.since, hold.until), (100, 210));
         assert!(holds.active("a/b", 200).is_some() && holds.active("other", 0).is_none());
         assert_eq!(holds.all().len(), 1);
         holds.clear("a/b");
