@@ -641,6 +641,18 @@ const EXAMPLES_STATUS: &str = r#".RS
 .nf
 oauth\-sendmail status
 oauth\-sendmail status \-\-check \-v
+oauth\-sendmail status \-\-json
+.fi
+.RE
+.PP
+As a Nagios (or Icinga, Zabbix) check, whose first line is the verdict
+(\fBOK: 2 accounts ready, queue 0\fR, \fBWARNING: 3 messages deferred,
+oldest 2 hours\fR, \fBCRITICAL: account gmail needs login since ...\fR)
+and whose exit status is 0, 1 or 2:
+.PP
+.RS
+.nf
+command_line  /usr/bin/oauth\-sendmail status \-\-check
 .fi
 .RE
 "#;
