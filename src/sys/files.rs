@@ -135,63 +135,9 @@ pub fn write_private_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
     Ok(())
 }
 
-/// Makes a rename or a removal in `dir` durable. Threads that ask at the same time share
-/// one fsync (group commit: the service's connections spool in parallel): each waits for
-/// an fsync of the directory that began after it asked, and the first to find none under
-/// way runs it for everyone waiting.
+/// Makes a rename or a removal in `dir` durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let group = DirSync::of(dir);
-    let (state, done) = &*group;
-    let mut sync = state.lock().unwrap_or_else(|e| e.into_inner());
-    // What ran before this call may have missed our rename: the next one to begin will not.
-    let wanted = sync.begun + 1;
-    while sync.finished < wanted {
-        if sync.running {
-            sync = done.wait(sync).unwrap_or_else(|e| e.into_inner());
-            continue;
-        }
-        sync.running = true;
-        sync.begun += 1;
-        let this = sync.begun;
-        drop(sync);
-        let result = File::open(dir).and_then(|d| d.sync_all());
-        sync = state.lock().unwrap_or_else(|e| e.into_inner());
-        sync.running = false;
-        sync.finished = this;
-        if let Err(e) = &result {
-            sync.failed = Some((this, e.kind(), e.to_string()));
-        }
-        done.notify_all();
-    }
-    match &sync.failed {
-        Some((at, kind, why)) if *at >= wanted => Err(std::io::Error::new(*kind, why.clone())),
-        _ => Ok(()),
-    }
-}
-
-/// The fsyncs of one directory, for [`sync_dir`].
-#[derive(Default)]
-struct DirSync {
-    begun: u64,
-    finished: u64,
-    running: bool,
-    /// The last that failed, and why: every caller it was for hears of it.
-    failed: Option<(u64, std::io::ErrorKind, String)>,
-}
-
-type Group = std::sync::Arc<(std::sync::Mutex<DirSync>, std::sync::Condvar)>;
-
-impl DirSync {
-    fn of(dir: &Path) -> Group {
-        static GROUPS: std::sync::OnceLock<
-            std::sync::Mutex<std::collections::HashMap<PathBuf, Group>>,
-        > = std::sync::OnceLock::new();
-        let mut groups = GROUPS
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        groups.entry(dir.to_path_buf()).or_default().clone()
-    }
+    File::open(dir)?.sync_all()
 }
 
 /// Takes the exclusive lock on `file` (flock(2) on Unix, held until the file is closed,
@@ -208,30 +154,6 @@ pub fn try_lock(file: &File) -> std::io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn directory_syncs_are_shared_and_failures_reach_their_callers() {
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("later");
-        assert!(sync_dir(&missing).is_err(), "a directory that is not there");
-        std::fs::create_dir(&missing).unwrap();
-        assert!(sync_dir(&missing).is_ok(), "an earlier failure is not ours");
-        std::thread::scope(|scope| {
-            let calls: Vec<_> = (0..16)
-                .map(|i| {
-                    let path = missing.join(format!("f{i}"));
-                    let dir = &missing;
-                    scope.spawn(move || std::fs::write(&path, b"x").and_then(|()| sync_dir(dir)))
-                })
-                .collect();
-            for call in calls {
-                assert!(call.join().unwrap().is_ok());
-            }
-        });
-        let group = DirSync::of(&missing);
-        let sync = group.0.lock().unwrap();
-        assert!(!sync.running && sync.finished == sync.begun && sync.begun <= 18);
-    }
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
