@@ -1135,7 +1135,7 @@ _oauth_sendmail() {
             return 0
             ;;
         oauth_sendmail__subcmd__status)
-            opts="-C -v -h --account --config --check --help"
+            opts="-C -v -h --account --config --check --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -120,7 +120,8 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand logout" -s
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -l account -d 'Show only this account' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s C -l config -d 'Read the configuration from FILE instead of the default locations' -r -F
-complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -l check -d 'Also connect to each account\'s server or API, authenticate and quit, sending nothing'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -l check -d 'For monitoring: a one-line verdict first, a login to each account\'s server or API (sending nothing), and exit 0 OK, 1 WARNING, 2 CRITICAL as a Nagios plugin'
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -l json -d 'Print the state as one JSON object (mode, accounts, queue, last error)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s v -d 'With --check: print the SMTP dialogue or HTTP exchange on stderr (secrets redacted)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand status" -s h -l help -d 'Print help'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand daemon" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F

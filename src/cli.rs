@@ -302,9 +302,14 @@ pub struct StatusArgs {
     #[arg(short = 'C', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Also connect to each account's server or API, authenticate and quit, sending nothing
+    /// For monitoring: a one-line verdict first, a login to each account's server or API
+    /// (sending nothing), and exit 0 OK, 1 WARNING, 2 CRITICAL as a Nagios plugin
     #[arg(long)]
     pub check: bool,
+
+    /// Print the state as one JSON object (mode, accounts, queue, last error)
+    #[arg(long)]
+    pub json: bool,
 
     /// With --check: print the SMTP dialogue or HTTP exchange on stderr (secrets redacted)
     #[arg(short = 'v')]
@@ -1138,6 +1143,7 @@ mod tests {
             own(&[
                 "status",
                 "--check",
+                "--json",
                 "-v",
                 "--account",
                 "a",
@@ -1149,6 +1155,7 @@ mod tests {
                 account: Some("a".into()),
                 config: Some(PathBuf::from("/c")),
                 check: true,
+                json: true,
                 verbose: true,
             })
         );

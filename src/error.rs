@@ -38,6 +38,13 @@ pub enum Kind {
     /// queued message waits and the exit status says so (EX_CONFIG: the fix is usually
     /// `ca_file` or `host`).
     Certificate,
+    /// `status --check` found something to look at soon: mail deferred, an account held
+    /// by its quota. Exit 1, as a Nagios plugin's WARNING: the one exception to
+    /// sysexits, because monitoring defines these codes.
+    CheckWarning,
+    /// `status --check` found something to fix now: an account that needs a login, a
+    /// send that would fail. Exit 2, a Nagios plugin's CRITICAL.
+    CheckCritical,
 }
 
 /// A cause kept as it came (an `Arc`, so that `Error` stays `Clone`).
@@ -53,10 +60,12 @@ pub struct Error {
     cause: Option<Cause>,
     hint: Option<String>,
     message_kept: bool,
-    /// The server asked not to be tried again before this many seconds (HTTP
-    /// `Retry-After`), 0 when it did not: a plain u32 fits where the padding was, so
-    /// results of `Error` grow no larger.
-    retry_after: u32,
+    /// A wait the failure asks for, in seconds, 0 for none: the server's `Retry-After` for
+    /// this message, or, with `wait_is_the_accounts`, a hold on the account's whole queue
+    /// (a provider's sending quota). A u32 and a bool fit where the padding was, so the
+    /// `Result`s every function returns grow no larger.
+    wait: u32,
+    wait_is_the_accounts: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,7 +73,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Kind {
     /// Every kind, for whoever must go from an exit status back to a kind (`setup` runs
     /// its steps as commands and exits as the one that failed did).
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Usage,
         Kind::BadInput,
         Kind::RecipientRefused,
@@ -77,6 +86,8 @@ impl Kind {
         Kind::AuthRefused,
         Kind::Config,
         Kind::Certificate,
+        Kind::CheckWarning,
+        Kind::CheckCritical,
     ];
 }
 
@@ -89,7 +100,8 @@ impl Error {
             cause: None,
             hint: None,
             message_kept: false,
-            retry_after: 0,
+            wait: 0,
+            wait_is_the_accounts: false,
         }
     }
 
@@ -195,13 +207,29 @@ impl Error {
 
     /// The server asked to be tried again no earlier than `wait` from now.
     pub fn retry_after(mut self, wait: std::time::Duration) -> Error {
-        self.retry_after = wait.as_secs().min(u32::MAX.into()) as u32;
+        self.wait = wait.as_secs().min(u32::MAX.into()) as u32;
+        self.wait_is_the_accounts = false;
         self
     }
 
     /// What `retry_after` recorded: the next try of a queued message waits at least this.
     pub fn wait_asked(&self) -> Option<std::time::Duration> {
-        (self.retry_after > 0).then(|| std::time::Duration::from_secs(self.retry_after.into()))
+        (self.wait > 0 && !self.wait_is_the_accounts)
+            .then(|| std::time::Duration::from_secs(self.wait.into()))
+    }
+
+    /// Marks a failure that is the account's, not the message's (a provider's sending
+    /// quota used up): every message of the account waits `hold`, not this one alone.
+    pub fn holds_account(mut self, hold: std::time::Duration) -> Error {
+        self.wait = hold.as_secs().clamp(1, u32::MAX.into()) as u32;
+        self.wait_is_the_accounts = true;
+        self
+    }
+
+    /// How long the account's queue waits after this failure, when it is the account's.
+    pub fn account_hold(&self) -> Option<std::time::Duration> {
+        self.wait_is_the_accounts
+            .then(|| std::time::Duration::from_secs(self.wait.into()))
     }
 
     /// What happened and why, without the hints: one line for notices and logs.
@@ -234,6 +262,8 @@ impl Error {
             Kind::Protocol => 76,
             Kind::AuthRefused => 77,
             Kind::Config | Kind::Certificate => 78,
+            Kind::CheckWarning => 1,
+            Kind::CheckCritical => 2,
         }
     }
 }
@@ -290,7 +320,9 @@ mod tests {
                 | Kind::Protocol
                 | Kind::AuthRefused
                 | Kind::Config
-                | Kind::Certificate => {}
+                | Kind::Certificate
+                | Kind::CheckWarning
+                | Kind::CheckCritical => {}
             }
             assert_eq!(Kind::ALL.iter().filter(|k| **k == kind).count(), 1);
         }

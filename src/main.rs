@@ -160,6 +160,7 @@ fn through_the_service(action: &Action) -> Option<Result<()>> {
         },
         Action::Status(options) => Request::Status {
             check: options.check,
+            json: options.json,
         },
         _ => return None,
     };
@@ -229,7 +230,10 @@ fn check_aliases(config_path: Option<&Path>) -> Result<()> {
 fn login(options: &cli::Login) -> Result<()> {
     let config = Config::load(options.config.as_deref())?;
     let account = config.choose_account(options.account.as_deref(), None)?;
-    auth::login::login(account, &login_options(options))
+    auth::login::login(account, &login_options(options))?;
+    // Mail held for the login goes with the next flush.
+    delivery::hold::Holds::of_queue(&config.queue.dir).clear(&account.name);
+    Ok(())
 }
 
 fn login_options(options: &cli::Login) -> auth::login::LoginOptions {
@@ -258,6 +262,8 @@ fn status(options: &cli::StatusArgs) -> Result<()> {
         check_refused: None,
         check: options.check,
         verbose: options.verbose,
+        json: options.json,
+        preamble: None,
     };
     commands::status::show(&config, &how)
 }

@@ -327,14 +327,21 @@ fn status_shows_state_and_check_authenticates_without_sending() {
     assert!(!out.contains(CLIENT_SECRET));
 }
 
+/// A refused login is CRITICAL: `status --check` exits as a Nagios plugin (2), its
+/// verdict first.
 #[test]
-fn status_check_failure_is_the_exit_code() {
+fn status_check_failure_is_critical() {
     let (oauth, h) = logged_in(OAuthOptions {
         access_tokens: vec![REFUSED.to_string()],
         ..OAuthOptions::default()
     });
     let o = status(&h, &["--check"]);
-    assert_eq!(code(&o), 77, "{}", explain(&h, &oauth, &o));
+    assert_eq!(code(&o), 2, "{}", explain(&h, &oauth, &o));
+    assert!(
+        stdout(&o).starts_with("CRITICAL: account test: check failed: "),
+        "{}",
+        stdout(&o)
+    );
     assert!(
         stdout(&o).contains("check:          FAILED"),
         "{}",

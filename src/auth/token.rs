@@ -135,7 +135,7 @@ pub fn secret_for(
     let _lock = Lock::take(&account.name)?;
     // Read again under the lock: another sender may have refreshed while we waited.
     // And with the time read again: the wait for the lock can be long.
-    let mut cache = Cache::load(&account.name)?;
+    let cache = Cache::load(&account.name)?;
     if let Some(token) = cache.valid_token(crate::sys::clock::now()) {
         if Some(token) != rejected {
             note(
@@ -145,6 +145,12 @@ pub fn secret_for(
             return Ok(Some(token.clone()));
         }
     }
+    refresh(account, oauth, cache, verbose).map(Some)
+}
+
+/// Fetches a new access token (under the account's lock) and records the outcome in the
+/// cache: the token, or the failure for `status`.
+fn refresh(account: &Account, oauth: &OAuth, mut cache: Cache, verbose: bool) -> Result<Secret> {
     cache.access_token = None;
     cache.expires_at = None;
     note(verbose, "fetching a new access token");
@@ -158,7 +164,7 @@ pub fn secret_for(
                     err.summary()
                 );
             }
-            Ok(Some(response.access_token))
+            Ok(response.access_token)
         }
         Err(err) => {
             cache.last_error = Some(err.summary());
@@ -168,6 +174,37 @@ pub fn secret_for(
             Err(err)
         }
     }
+}
+
+/// Uses a Microsoft account's refresh token when it was last used `max_idle` ago or more:
+/// Entra ID voids one unused for 90 days (AADSTS700082), so the machine's service keeps
+/// it alive though no mail goes. `Ok(true)` when it refreshed; nothing for an account not
+/// logged in (there is nothing to keep) or of another provider or grant.
+pub fn keep_alive(account: &Account, max_idle: Duration) -> Result<bool> {
+    let Some(oauth) = &account.oauth else {
+        return Ok(false);
+    };
+    if account.provider != Provider::Outlook || !matches!(oauth.grant, Grant::User) {
+        return Ok(false);
+    }
+    let fresh = |cache: &Cache| {
+        let now = crate::sys::clock::now();
+        cache
+            .refreshed_at
+            .is_some_and(|at| now.saturating_sub(at) < max_idle.as_secs())
+    };
+    let cache = Cache::load(&account.name)?;
+    let logged_in = recorded_store(account, oauth, &cache)
+        .is_some_and(|store| matches!(store.get(Item::RefreshToken), Ok(Some(_))));
+    if fresh(&cache) || !logged_in {
+        return Ok(false);
+    }
+    let _lock = Lock::take(&account.name)?;
+    let cache = Cache::load(&account.name)?;
+    if fresh(&cache) {
+        return Ok(false);
+    }
+    refresh(account, oauth, cache, false).map(|_| true)
 }
 
 /// A new access token by the account's grant (storing a rotated refresh token).

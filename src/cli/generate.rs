@@ -404,7 +404,7 @@ fn exit_status() -> String {
         by_code.entry(code).or_default().push(meaning(kind));
     }
     let mut out = String::from(
-        ".SH EXIT STATUS\nThe codes of sysexits.h:\n.TP\n.B 0\n\
+        ".SH EXIT STATUS\nThe codes of sysexits.h, but for status \\-\\-check (1 and 2, as Nagios plugins):\n.TP\n.B 0\n\
          Done: sent, or queued after a temporary failure (it goes out with the next flush).\n",
     );
     for (code, meanings) in by_code {
@@ -416,7 +416,7 @@ fn exit_status() -> String {
     out
 }
 
-const KINDS: [Kind; 12] = [
+const KINDS: [Kind; 14] = [
     Kind::Usage,
     Kind::BadInput,
     Kind::RecipientRefused,
@@ -429,6 +429,8 @@ const KINDS: [Kind; 12] = [
     Kind::AuthRefused,
     Kind::Config,
     Kind::Certificate,
+    Kind::CheckWarning,
+    Kind::CheckCritical,
 ];
 
 /// Exhaustive, so that a new kind cannot go undocumented (lower case: they are joined).
@@ -456,6 +458,14 @@ fn meaning(kind: Kind) -> &'static str {
         Kind::Certificate => {
             "the server's TLS certificate cannot be trusted (set ca_file or host); \
              a queued message waits"
+        }
+        Kind::CheckWarning => {
+            "for status --check only, as a Nagios plugin: WARNING (mail deferred, an account \
+             held by its provider's quota)"
+        }
+        Kind::CheckCritical => {
+            "for status --check only, as a Nagios plugin: CRITICAL (an account needs a login, \
+             a send would fail)"
         }
     }
 }
@@ -678,6 +688,18 @@ const EXAMPLES_STATUS: &str = r#".RS
 .nf
 oauth\-sendmail status
 oauth\-sendmail status \-\-check \-v
+oauth\-sendmail status \-\-json
+.fi
+.RE
+.PP
+As a Nagios (or Icinga, Zabbix) check, whose first line is the verdict
+(\fBOK: 2 accounts ready, queue 0\fR, \fBWARNING: 3 messages deferred,
+oldest 2 hours\fR, \fBCRITICAL: account gmail needs login since ...\fR)
+and whose exit status is 0, 1 or 2:
+.PP
+.RS
+.nf
+command_line  /usr/bin/oauth\-sendmail status \-\-check
 .fi
 .RE
 "#;

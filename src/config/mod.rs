@@ -54,6 +54,9 @@ pub struct QueueSettings {
     pub retry_max: Duration,
     /// A message still undelivered after this long is bounced.
     pub max_age: Duration,
+    /// The longest an account's queue waits after its provider says the sending quota is
+    /// used up (a rate-limit reply holds it for less: see `smtp::client::QUOTAS`).
+    pub quota_hold: Duration,
 }
 
 impl Default for QueueSettings {
@@ -68,6 +71,7 @@ impl Default for QueueSettings {
             retry_initial: Duration::from_secs(60),
             retry_max: Duration::from_secs(4 * 3600),
             max_age: Duration::from_secs(5 * 86400),
+            quota_hold: Duration::from_secs(3600),
         }
     }
 }
@@ -195,6 +199,7 @@ impl Config {
             retry_initial: duration("retry_initial", file.retry_initial, defaults.retry_initial)?,
             retry_max: duration("retry_max", file.retry_max, defaults.retry_max)?,
             max_age: duration("max_age", file.max_age, defaults.max_age)?,
+            quota_hold: duration("quota_hold", file.quota_hold, defaults.quota_hold)?,
         };
         Ok(Config {
             path: Some(path.to_path_buf()),
@@ -655,6 +660,7 @@ mod tests {
             "retry_initial",
             "retry_max",
             "max_age",
+            "quota_hold",
             "provider",
             "transport",
             "api_uri",

@@ -105,6 +105,7 @@ pub(super) struct ConfigFile {
     pub(super) retry_initial: Option<String>,
     pub(super) retry_max: Option<String>,
     pub(super) max_age: Option<String>,
+    pub(super) quota_hold: Option<String>,
     #[serde(default)]
     pub(super) service: super::service::ServiceSettings,
     #[serde(default)]

@@ -29,6 +29,10 @@ pub struct ServiceSettings {
     /// user may use every account. The default account is always allowed.
     #[serde(default)]
     pub accounts: BTreeMap<String, Vec<String>>,
+    /// A Microsoft account's refresh token unused this long is used (a refresh): Entra ID
+    /// voids one after 90 days without use.
+    #[serde(default = "default_keep_alive", deserialize_with = "duration")]
+    pub keep_alive: Duration,
 }
 
 /// `N/h`: at most `count` messages in any `window`.
@@ -47,6 +51,7 @@ impl Default for ServiceSettings {
             max_message_size: default_max_message_size(),
             senders: BTreeMap::new(),
             accounts: BTreeMap::new(),
+            keep_alive: default_keep_alive(),
         }
     }
 }
@@ -61,6 +66,21 @@ fn default_admin_group() -> String {
 
 fn default_rate_limit() -> Option<RateLimit> {
     parse_rate_limit("100/h")
+}
+
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    super::parse_duration(&text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "keep_alive = \"{text}\" is not a duration like \"12h\" or \"1d\""
+            ))
+        })
 }
 
 fn default_max_message_size() -> u64 {
@@ -137,6 +157,7 @@ mod tests {
             "admin_group",
             "rate_limit",
             "max_message_size",
+            "keep_alive",
             "[service.senders]",
             "[service.accounts]",
         ]);

@@ -8,6 +8,7 @@ use crate::config::{Account, Config};
 use crate::delivery::attempt::{self, Route};
 use crate::delivery::bounce::{self, FailedRecipient};
 use crate::delivery::dead_letter;
+use crate::delivery::hold::{Hold, Holds};
 use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Intake, Queue, QueueEntry};
 use crate::delivery::transport::Transport;
@@ -52,6 +53,11 @@ pub struct Flusher<'a> {
     /// Accounts that could not be reached in this flush, with why: not tried again for
     /// each of their messages.
     unreachable: Vec<(String, Error)>,
+    /// Accounts whose whole queue waits (see `hold`), as recorded when the flush began.
+    holds: Holds,
+    held: Vec<Hold>,
+    /// Accounts a message went out through in this flush: reachable now.
+    reached: Vec<String>,
 }
 
 impl<'a> Flusher<'a> {
@@ -67,8 +73,12 @@ impl<'a> Flusher<'a> {
             queue,
             log: DeliveryLog::new(&config.queue.log_file),
             verbose,
-            session,
             unreachable: Vec::new(),
+            holds: Holds::of_queue(&config.queue.dir),
+            held: Vec::new(),
+            // A session handed over has just delivered a message.
+            reached: session.iter().map(|(name, _)| name.clone()).collect(),
+            session,
         }
     }
 
@@ -88,9 +98,20 @@ impl<'a> Flusher<'a> {
         for bad in unreadable.iter().filter(|bad| !bad.quarantined) {
             self.quarantine(&bad.id, &bad.why);
         }
+        let waiting = entries.clone();
+        self.held = self.holds.all();
+        // A held account's messages wait, unless a person forces them (`sendmail -q`,
+        // `queue retry`): the first one then probes the account.
+        let held = |account: &str| {
+            self.held
+                .iter()
+                .any(|h| h.account == account && h.is_active(now))
+        };
         entries.retain(|entry| match &selection {
-            Selection::Due => entry.is_due(now),
-            Selection::DueFor(account) => entry.is_due(now) && &entry.account == account,
+            Selection::Due => entry.is_due(now) && !held(&entry.account),
+            Selection::DueFor(account) => {
+                entry.is_due(now) && &entry.account == account && !held(account)
+            }
             Selection::Ids(ids) => ids.contains(&entry.id),
             Selection::All => true,
         });
@@ -104,15 +125,54 @@ impl<'a> Flusher<'a> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
-            match self.attempt(&entry.id, &mut report)? {
-                Some(Status::Sent) => report.delivered += 1,
-                Some(Status::Bounced) => report.bounced += 1,
-                Some(_) => report.deferred += 1,
-                None => {}
+            self.count(&entry.id, &mut report)?;
+        }
+        // Retry early: an account a message just went out through is reachable again,
+        // so its mail waiting for a retry time goes now, not minutes later; a message
+        // tried at most once per `retry_initial` so (a recipient the server keeps
+        // deferring is not hammered by every new submission).
+        if matches!(selection, Selection::Due | Selection::DueFor(_)) {
+            let now = crate::sys::clock::now();
+            let settings = &self.config.queue;
+            let rested = |e: &QueueEntry| {
+                let tried = e
+                    .next_try
+                    .saturating_sub(attempt::backoff(settings, e.attempts).as_secs());
+                now >= tried + settings.retry_initial.as_secs()
+            };
+            let early: Vec<String> = waiting
+                .into_iter()
+                .filter(|e| !e.is_due(now) && rested(e) && self.reached.contains(&e.account))
+                .filter(|e| {
+                    !self
+                        .held
+                        .iter()
+                        .any(|h| h.account == e.account && h.is_active(now))
+                })
+                .map(|e| e.id)
+                .collect();
+            for id in early {
+                if signals::stop_requested().is_some()
+                    || deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    break;
+                }
+                self.count(&id, &mut report)?;
             }
         }
         self.close();
         Ok(report)
+    }
+
+    /// One attempt, counted in the report.
+    fn count(&mut self, id: &str, report: &mut Report) -> Result<()> {
+        match self.attempt(id, report)? {
+            Some(Status::Sent) => report.delivered += 1,
+            Some(Status::Bounced) => report.bounced += 1,
+            Some(_) => report.deferred += 1,
+            None => {}
+        }
+        Ok(())
     }
 
     fn close(&mut self) {
@@ -193,6 +253,8 @@ impl<'a> Flusher<'a> {
         };
         let mut failures = attempt::record(&mut entry, &result);
         attempt::schedule(&mut entry, &self.config.queue, &mut failures);
+        // An account's hold sets the next try; a server's Retry-After may push it later.
+        self.update_hold(&result, &mut entry);
         attempt::not_before(&mut entry, &result, crate::sys::clock::now());
         // What the server accepted is on disk (fsync'd) before anything else happens:
         // before the bounce, the log, the next message. A crash or kill from here on
@@ -315,6 +377,53 @@ impl<'a> Flusher<'a> {
             Status::Failed => Status::Bounced,
             other => other,
         }))
+    }
+
+    /// Holds the account after a failure that is the account's (the rest of its messages
+    /// wait with it, and this one until the hold is over), or ends its hold after a
+    /// delivery.
+    fn update_hold(&mut self, result: &Result<Delivery>, entry: &mut QueueEntry) {
+        let account = entry.account.clone();
+        let account = account.as_str();
+        match result {
+            Ok(_) => {
+                if !self.reached.iter().any(|n| n == account) {
+                    self.reached.push(account.to_string());
+                }
+                if let Some(at) = self.held.iter().position(|h| h.account == account) {
+                    self.holds.clear(account);
+                    self.held.remove(at);
+                }
+            }
+            Err(err) => {
+                let known = self
+                    .held
+                    .iter()
+                    .position(|h| h.account == account && h.is_active(crate::sys::clock::now()));
+                let hold = match known {
+                    // Already held in this flush: the rest of the account's messages.
+                    Some(at) if self.unreachable.iter().any(|(n, _)| n == account) => {
+                        Some(self.held[at].clone())
+                    }
+                    _ => self
+                        .holds
+                        .after_failure(account, err, self.config.queue.quota_hold),
+                };
+                if let Some(hold) = hold {
+                    // The account's wait, not the message's backoff: it goes when the
+                    // account may send again.
+                    if entry.pending().next().is_some() {
+                        entry.next_try = hold.until;
+                    }
+                    if !self.unreachable.iter().any(|(n, _)| n == account) {
+                        self.unreachable
+                            .push((account.to_string(), hold.as_error()));
+                    }
+                    self.held.retain(|h| h.account != account);
+                    self.held.push(hold);
+                }
+            }
+        }
     }
 
     /// Sends through the open session for `account`, opening one when needed.

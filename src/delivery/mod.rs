@@ -4,6 +4,7 @@ pub mod attempt;
 pub mod bounce;
 pub mod dead_letter;
 pub mod flush;
+pub mod hold;
 pub mod log;
 pub mod queue;
 pub mod request;

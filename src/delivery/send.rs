@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Account, Config, QueueMode};
 use crate::delivery::attempt::{self, Route};
 use crate::delivery::flush::{Flusher, Selection};
+use crate::delivery::hold::Holds;
 use crate::delivery::log::DeliveryLog;
 use crate::delivery::queue::{Queue, QueueEntry, RecipientState};
 use crate::delivery::request::Invocation;
@@ -168,9 +169,20 @@ fn send_now(
     invocation: &Invocation,
 ) -> Result<Accepted> {
     let started = Instant::now();
-    let (result, session) = match connect_and_send(account, prepared, invocation.verbose) {
-        Ok((delivery, session)) => (Ok(delivery), Some(session)),
-        Err(err) => (Err(err), None),
+    let holds = Holds::of_queue(&config.queue.dir);
+    // A held account's mail waits with the rest of its queue, without a connection.
+    let held = holds.active(&account.name, crate::sys::clock::now());
+    let (result, session) = match &held {
+        Some(hold) => (Err(hold.as_error()), None),
+        None => match connect_and_send(account, prepared, invocation.verbose) {
+            Ok((delivery, session)) => (Ok(delivery), Some(session)),
+            Err(err) => (Err(err), None),
+        },
+    };
+    let hold = match (&result, held) {
+        (_, Some(hold)) => Some(hold),
+        (Err(err), None) => holds.after_failure(&account.name, err, config.queue.quota_hold),
+        (Ok(_), None) => None,
     };
     let queue_it = config.queue.mode != QueueMode::Never
         && match &result {
@@ -189,6 +201,11 @@ fn send_now(
                 .retain(|r| r.state == RecipientState::Pending);
             let now = crate::sys::clock::now();
             attempt::retry_later(&mut waiting, &config.queue, now);
+            // An account's hold decides the next try, not the message's own backoff...
+            if let Some(hold) = &hold {
+                waiting.next_try = hold.until;
+            }
+            // ...but never before a server's Retry-After.
             attempt::not_before(&mut waiting, &result, now);
             spool(config, &waiting, prepared)?;
             Some(waiting)

@@ -194,6 +194,7 @@ pub fn login(account: Option<&str>, how: &LoginOptions) -> Result<()> {
     let logged_in = crate::auth::login::login(account, how);
     give_away(&paths.state(), &user)?;
     logged_in?;
+    crate::delivery::hold::Holds::of_queue(&paths.queue()).clear(&account.name);
     // Mail that waited for the login goes now, if the service runs.
     if let Ok(stream) = UnixStream::connect(paths.socket()) {
         let _ = exchange(

@@ -24,6 +24,7 @@ use mail_builder::headers::date::Date;
 use crate::commands::queue::{render_entry, render_listing};
 use crate::config::Config;
 use crate::delivery::flush::{Flusher, Selection};
+use crate::delivery::hold::Holds;
 use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Queue, QueueEntry as Entry};
 use crate::delivery::request::Invocation;
@@ -46,6 +47,9 @@ const BYTES_PER_SECOND: u64 = 256 * 1024;
 const PICKUP_EVERY: Duration = Duration::from_secs(3);
 /// How long a stop waits for connections and the delivery in flight.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// A server found down is probed this often while mail waits for it.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The delivery thread looks at the queue at least this often.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
@@ -660,6 +664,8 @@ fn submitted_by(record: &Record) -> Option<u32> {
 /// The delivery thread: the due part of the queue (all of it after `sendmail -q`), then
 /// sleep until the next message is due or a submission comes.
 fn deliver(shared: &Shared) {
+    let mut kept_alive: HashMap<String, Instant> = HashMap::new();
+    let mut probes = Probes::default();
     loop {
         let all = {
             let mut wake = lock(&shared.wake.0);
@@ -674,25 +680,31 @@ fn deliver(shared: &Shared) {
             true => Selection::All,
             false => Selection::Due,
         };
-        match Flusher::new(&config, &shared.queue, false, None).run(selection, None) {
-            Ok(report) if report.delivered + report.deferred + report.bounced > 0 => eprintln!(
-                "oauth-sendmail: delivered {}, deferred {}, bounced {}",
-                report.delivered, report.deferred, report.bounced
-            ),
-            Ok(_) => {}
-            Err(err) => eprintln!(
-                "oauth-sendmail: warning: delivering the queue: {}",
-                err.summary()
-            ),
-        }
+        flush(shared, &config, selection);
+        keep_alive(&config, &mut kept_alive);
         let now = sys::clock::now();
-        let next = shared
-            .queue
-            .scan()
-            .ok()
-            .and_then(|(entries, _)| entries.iter().map(|e| e.next_try).min());
-        let wait = next.map_or(IDLE_WAKE, |at| {
-            Duration::from_secs(at.saturating_sub(now)).clamp(Duration::from_secs(1), IDLE_WAKE)
+        // A held account's messages are due when its hold ends.
+        let holds = Holds::of_queue(&config.queue.dir).all();
+        let held = |e: &Entry| {
+            holds
+                .iter()
+                .find(|h| h.account == e.account && h.is_active(now))
+        };
+        let due = |e: &Entry| held(e).map_or(e.next_try, |h| e.next_try.max(h.until));
+        let entries = shared.queue.scan().map(|(e, _)| e).unwrap_or_default();
+        let waiting: Vec<&Entry> = entries.iter().filter(|e| held(e).is_none()).collect();
+        let back = probes.run(&config, &waiting, now);
+        if !back.is_empty() {
+            flush(shared, &config, Selection::Ids(back));
+            continue;
+        }
+        let next = entries.iter().map(due).min();
+        let mut idle = IDLE_WAKE.min(config.service.keep_alive);
+        if !probes.down.is_empty() {
+            idle = idle.min(PROBE_EVERY);
+        }
+        let wait = next.map_or(idle, |at| {
+            Duration::from_secs(at.saturating_sub(now)).clamp(Duration::from_secs(1), idle)
         });
         let until = Instant::now() + wait;
         let (state, signal) = &shared.wake;
@@ -706,6 +718,109 @@ fn deliver(shared: &Shared) {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+}
+
+/// One run of the flush machinery, its outcome in the journal.
+fn flush(shared: &Shared, config: &Config, selection: Selection) {
+    match Flusher::new(config, &shared.queue, false, None).run(selection, None) {
+        Ok(report) if report.delivered + report.deferred + report.bounced > 0 => eprintln!(
+            "oauth-sendmail: delivered {}, deferred {}, bounced {}",
+            report.delivered, report.deferred, report.bounced
+        ),
+        Ok(_) => {}
+        Err(err) => eprintln!(
+            "oauth-sendmail: warning: delivering the queue: {}",
+            err.summary()
+        ),
+    }
+}
+
+/// Mail waiting for its retry time is not left waiting once its server is back: the
+/// server of each account with such mail is probed (a TCP connection, nothing said) every
+/// [`PROBE_EVERY`]; one found unreachable and then reachable again gets its mail tried at
+/// once. Only that change of state retries, so a server that answers but defers is not
+/// hammered.
+#[derive(Default)]
+struct Probes {
+    /// Accounts whose server did not answer the last probe.
+    down: HashSet<String>,
+    last: Option<Instant>,
+}
+
+impl Probes {
+    /// The messages to try now: those of accounts whose server is back.
+    fn run(&mut self, config: &Config, waiting: &[&Entry], now: u64) -> Vec<String> {
+        let accounts: HashSet<&str> = waiting
+            .iter()
+            .filter(|e| !e.is_due(now))
+            .map(|e| e.account.as_str())
+            .collect();
+        self.down.retain(|name| accounts.contains(name.as_str()));
+        if accounts.is_empty() || self.last.is_some_and(|at| at.elapsed() < PROBE_EVERY) {
+            return Vec::new();
+        }
+        self.last = Some(Instant::now());
+        let mut back = Vec::new();
+        for name in accounts {
+            let Some(account) = config.accounts.get(name) else {
+                continue;
+            };
+            let answers =
+                std::net::ToSocketAddrs::to_socket_addrs(&(account.host.as_str(), account.port))
+                    .ok()
+                    .and_then(|mut addresses| addresses.next())
+                    .is_some_and(|address| {
+                        std::net::TcpStream::connect_timeout(&address, PROBE_TIMEOUT).is_ok()
+                    });
+            match answers {
+                false => {
+                    self.down.insert(name.to_string());
+                }
+                true if self.down.remove(name) => back.push(name.to_string()),
+                true => {}
+            }
+        }
+        waiting
+            .iter()
+            .filter(|e| back.contains(&e.account))
+            .map(|e| e.id.clone())
+            .collect()
+    }
+}
+
+/// Uses each Microsoft login's refresh token once it has been idle for `keep_alive`, so
+/// that it does not expire unused (90 days); an account held is left alone, and each is
+/// tried at most once an hour (or `keep_alive`) whatever the outcome.
+fn keep_alive(config: &Config, tried: &mut HashMap<String, Instant>) {
+    let every = config.service.keep_alive;
+    let holds = Holds::of_queue(&config.queue.dir);
+    let now = sys::clock::now();
+    for account in config.accounts.values() {
+        let recent = tried
+            .get(&account.name)
+            .is_some_and(|at| at.elapsed() < every.min(Duration::from_secs(3600)));
+        if recent || holds.active(&account.name, now).is_some() {
+            continue;
+        }
+        match crate::auth::token::keep_alive(account, every) {
+            Ok(false) => continue,
+            Ok(true) => eprintln!(
+                "oauth-sendmail: account `{}`: refresh token used to keep the login alive",
+                account.name
+            ),
+            Err(err) => {
+                let quota = config.queue.quota_hold;
+                if holds.after_failure(&account.name, &err, quota).is_none() {
+                    eprintln!(
+                        "oauth-sendmail: warning: keeping account `{}` logged in: {}",
+                        account.name,
+                        err.summary()
+                    );
+                }
+            }
+        }
+        tried.insert(account.name.clone(), Instant::now());
     }
 }
 
@@ -734,7 +849,9 @@ fn control(shared: &Shared, config: &Config, who: &Submitter, request: Request) 
         } => show_log(
             config, who, admin, since, status, &format, &mut out, &mut err,
         ),
-        Request::Status { check } => status(shared, config, who, admin, check, &mut out),
+        Request::Status { check, json } => {
+            status(shared, config, who, admin, (check, json), &mut out)
+        }
     };
     Response::Output {
         stdout: String::from_utf8_lossy(&out).into_owned(),
@@ -859,7 +976,7 @@ fn status(
     config: &Config,
     who: &Submitter,
     admin: bool,
-    check: bool,
+    (check, json): (bool, bool),
     out: &mut Vec<u8>,
 ) -> Result<()> {
     let (entries, _) = shared.queue.scan()?;
@@ -874,13 +991,14 @@ fn status(
         entries.len(),
     );
     text.push_str(&crate::relay::status(config, &shared.paths.state()));
-    out.extend_from_slice(text.as_bytes());
     let options = crate::commands::status::Options {
         mode: Mode::System.describe(),
         account: None,
         check,
         check_refused: (!admin).then_some("only root and the admin group may log in to the server"),
         verbose: false,
+        json,
+        preamble: Some(text),
     };
     crate::commands::status::render(config, &options, out)
 }

@@ -65,6 +65,9 @@ pub enum Request {
     /// `oauth-sendmail status`.
     Status {
         check: bool,
+        /// `--json`: the state as one JSON object (an older client sends none).
+        #[serde(default)]
+        json: bool,
     },
 }
 
@@ -95,7 +98,7 @@ pub enum Response {
     Failed(Failure),
 }
 
-const KINDS: [(Kind, &str); 12] = [
+const KINDS: [(Kind, &str); 14] = [
     (Kind::Usage, "usage"),
     (Kind::BadInput, "bad_input"),
     (Kind::RecipientRefused, "recipient_refused"),
@@ -108,6 +111,8 @@ const KINDS: [(Kind, &str); 12] = [
     (Kind::AuthRefused, "auth_refused"),
     (Kind::Config, "config"),
     (Kind::Certificate, "certificate"),
+    (Kind::CheckWarning, "check_warning"),
+    (Kind::CheckCritical, "check_critical"),
 ];
 
 impl Failure {
@@ -283,7 +288,10 @@ mod tests {
                 status: Some(Status::Sent),
                 format: "json".into(),
             },
-            Request::Status { check: true },
+            Request::Status {
+                check: true,
+                json: false,
+            },
         ] {
             let mut wire = Vec::new();
             write_request(&mut wire, &request, b"").unwrap();

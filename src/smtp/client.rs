@@ -85,6 +85,8 @@ const TRANSACTION_BOUND: u32 = 2;
 /// The transfer of the message text is allowed `timeout` plus its size at this rate: a
 /// slow uplink is not a stalled server.
 const MIN_RATE: usize = 32 << 10;
+/// "Service not available, closing transmission channel".
+const CLOSING: u16 = 421;
 /// RFC 4954 section 4: a longer AUTH line with its initial response is not sent as one.
 const MAX_AUTH_LINE: usize = 512;
 
@@ -395,10 +397,18 @@ impl Session {
         lines.push("DATA".to_string());
         self.wire.send_all(&lines, Step::Command("MAIL FROM"))?;
         let mail_reply = self.wire.reply(Step::Command("MAIL FROM"))?;
+        // 421: the server closes the connection (RFC 5321 3.8); no more replies come,
+        // and this one is the reason (Gmail's rate limit answers MAIL so).
+        if mail_reply.code == CLOSING {
+            return Err(refusal(&self.wire, Step::Command("MAIL FROM"), &mail_reply));
+        }
         let mut delivery = Delivery::default();
         for recipient in recipients {
             let step = Step::Command("RCPT TO");
             let reply = self.wire.reply(step)?;
+            if reply.code == CLOSING {
+                return Err(refusal(&self.wire, step, &reply));
+            }
             if mail_reply.is_success() {
                 self.record(&mut delivery, recipient, step, &reply)?;
             }
@@ -428,6 +438,10 @@ impl Session {
         reply: &Reply,
     ) -> Result<()> {
         let answer = (recipient.to_string(), reply.to_string());
+        if quota_hold(reply).is_some() {
+            // The account's quota, not this recipient's: the whole message waits.
+            return Err(refusal(&self.wire, step, reply));
+        }
         match reply.code {
             200..=299 => delivery.accepted.push(recipient.to_string()),
             400..=499 => delivery.deferred.push(answer),
@@ -483,8 +497,17 @@ pub fn default_hello_name() -> String {
 }
 
 /// A reply that refuses `step`, as our error: the kind from the reply code, the server's
-/// words kept.
+/// words kept. A provider's quota reply is temporary, whatever its code, and holds the
+/// account (see [`QUOTAS`]).
 fn refusal(wire: &Wire, step: Step, reply: &Reply) -> Error {
+    if let Some(hold) = quota_hold(reply) {
+        return Error::new(Kind::Temporary, step.failed(&wire.server), reply)
+            .holds_account(hold)
+            .hint(format!(
+                "the provider's sending quota for this account is used up: its mail waits {} before the next try",
+                crate::sys::clock::exactly(hold)
+            ));
+    }
     let kind = match reply.code {
         530 | 534 | 535 | 538 if matches!(step, Step::Auth) => Kind::AuthRefused,
         400..=499 => Kind::Temporary,
@@ -493,6 +516,39 @@ fn refusal(wire: &Wire, step: Step, reply: &Reply) -> Error {
         _ => Kind::Protocol,
     };
     Error::new(kind, step.failed(&wire.server), reply)
+}
+
+/// A daily quota: the window is likely over in about an hour's steps (Gmail's and
+/// Microsoft's are rolling 24-hour windows; a try each hour finds the end).
+const DAILY_HOLD: Duration = Duration::from_secs(3600);
+/// A rate limit: minutes.
+const RATE_HOLD: Duration = Duration::from_secs(300);
+
+/// The providers' documented replies for a sending quota used up: reply code, enhanced
+/// status code, a token of the text (lower case; empty: any text), and how long the
+/// account waits. They are the account's state, not the message's: a 5xx here is no
+/// reason to bounce.
+const QUOTAS: [(u16, &str, &str, Duration); 4] = [
+    // Gmail: "550-5.4.5 Daily user sending limit exceeded" (also "...quota exceeded").
+    (550, "5.4.5", "daily", DAILY_HOLD),
+    // Gmail: "421-4.7.0 Try again later, closing connection" and its rate replies.
+    (421, "4.7.0", "", RATE_HOLD),
+    // Microsoft 365: "554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException".
+    (554, "5.2.0", "submissionquotaexceeded", DAILY_HOLD),
+    // Microsoft 365: "451 4.7.500 Server busy. Please try again later".
+    (451, "4.7.500", "", RATE_HOLD),
+];
+
+/// How long the account waits when `reply` says its sending quota is used up.
+pub fn quota_hold(reply: &Reply) -> Option<Duration> {
+    let text = reply.lines.join(" ").to_ascii_lowercase();
+    let status = text.split_whitespace().next().unwrap_or_default();
+    QUOTAS
+        .iter()
+        .find(|(code, enhanced, token, _)| {
+            reply.code == *code && status == *enhanced && text.contains(token)
+        })
+        .map(|(.., hold)| *hold)
 }
 
 /// An envelope address must be `local@domain` and fit in angle brackets on one line.

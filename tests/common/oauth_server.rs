@@ -172,6 +172,14 @@ impl OAuthServer {
         self.shared.revoked.store(true, Ordering::SeqCst);
     }
 
+    /// The refresh tokens issued so far are refused with invalid_grant from now on (the
+    /// user revoked the app, or they expired); a new login gets a good one.
+    pub fn revoke_issued(&self) {
+        for live in self.state().refresh_tokens.values_mut() {
+            *live = false;
+        }
+    }
+
     /// Every secret this server handed out (codes, access and refresh tokens).
     pub fn issued(&self) -> Vec<String> {
         self.state().issued.clone()

@@ -277,6 +277,21 @@ impl System {
         chmod(&path, 0o640);
     }
 
+    /// Adds a top-level key (`quota_hold = "2s"`) to the configuration as it is now.
+    pub fn set_top(&self, line: &str) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{line}\n{text}")).unwrap();
+    }
+
+    /// Replaces `from` by `to` in the configuration as it is now.
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let path = self.config_path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "no {from} in {text}");
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+    }
+
     pub fn path(&self, relative: &str) -> PathBuf {
         self.root.join(relative)
     }

@@ -101,6 +101,21 @@ pub enum Fault {
     /// Wait this long before every reply: each step is slow but within a client's
     /// per-step timeout, the whole is not.
     SlowReplies(Duration),
+    /// A provider's reply for a sending quota used up, in its words, at the step it comes.
+    Quota(QuotaReply),
+}
+
+/// The providers' quota replies (their documented texts) for `Fault::Quota`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum QuotaReply {
+    /// Gmail, after the final dot: 550 5.4.5 Daily user sending limit exceeded.
+    GmailDaily,
+    /// Gmail, to MAIL FROM: 421 4.7.0 Try again later, closing connection.
+    GmailRate,
+    /// Microsoft 365, after the final dot: 554 5.2.0 ...SubmissionQuotaExceededException.
+    MicrosoftQuota,
+    /// Microsoft 365, to RCPT: 451 4.7.500 Server busy.
+    MicrosoftBusy,
 }
 
 /// Which reply `Fault::Drip` drips.
@@ -904,6 +919,13 @@ impl Session {
             self.note("fault: dropping the connection after MAIL FROM");
             return Ok(Flow::Drop);
         }
+        if matches!(self.fault(), Fault::Quota(QuotaReply::GmailRate)) {
+            self.reply(
+                421,
+                &["4.7.0 Try again later, closing connection. (MAIL) 5-20020a05 - gsmtp"],
+            )?;
+            return Ok(Flow::Drop);
+        }
         let Some((from, params)) = parse_path(arg, "FROM:") else {
             self.reply(501, &["5.5.4 Syntax: MAIL FROM:<address>"])?;
             return Ok(Flow::Continue);
@@ -964,6 +986,13 @@ impl Session {
                 self.reply(
                     550,
                     &["5.1.1 The email account that you tried to reach does not exist"],
+                )?;
+                return Ok(Flow::Continue);
+            }
+            Fault::Quota(QuotaReply::MicrosoftBusy) => {
+                self.reply(
+                    451,
+                    &["4.7.500 Server busy. Please try again later from [127.0.0.1]. (S77719)"],
                 )?;
                 return Ok(Flow::Continue);
             }
@@ -1050,6 +1079,25 @@ impl Session {
             self.note(&format!("message refused: {problem}"));
             let text = format!("5.6.0 Message refused: {problem}");
             self.reply(554, &[text.as_str()])?;
+            return Ok(Flow::Continue);
+        }
+        let quota: Option<(u16, &[&str])> = match self.fault() {
+            Fault::Quota(QuotaReply::GmailDaily) => Some((
+                550,
+                &[
+                    "5.4.5 Daily user sending limit exceeded. For more information on Gmail",
+                    "5.4.5 sending limits go to",
+                    "5.4.5  https://support.google.com/a/answer/166852 - gsmtp",
+                ],
+            )),
+            Fault::Quota(QuotaReply::MicrosoftQuota) => Some((
+                554,
+                &["5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to a permanent exception with message [BeginDiagnosticData]Cannot submit message.[EndDiagnosticData]"],
+            )),
+            _ => None,
+        };
+        if let Some((code, lines)) = quota {
+            self.reply(code, lines)?;
             return Ok(Flow::Continue);
         }
         if matches!(self.fault(), Fault::Data451) {
