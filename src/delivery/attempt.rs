@@ -208,7 +208,7 @@ mod tests {
                 recipients: vec![],
             },
             head: vec![],
-            body: &[],
+            body: crate::message::envelope::Body::Bytes(&[]),
             eight_bit: false,
             message_id: None,
         };

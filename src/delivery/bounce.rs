@@ -100,7 +100,7 @@ pub fn build(
         },
         eight_bit: !data.is_ascii(),
         head: data,
-        body: &[],
+        body: crate::message::envelope::Body::Bytes(&[]),
         message_id: None,
     }
 }
@@ -156,7 +156,7 @@ mod tests {
                 recipients: vec!["bad@y.org".into()],
             },
             head: b"Subject: nightly backup\r\nFrom: cron@x.org\r\n\r\nsecret body\r\n".to_vec(),
-            body: &[],
+            body: crate::message::envelope::Body::Bytes(&[]),
             eight_bit: false,
             message_id: None,
         };

@@ -13,6 +13,7 @@ use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Intake, Queue, QueueEntry};
 use crate::delivery::transport::Transport;
 use crate::error::{Error, Kind, Result};
+use crate::message::envelope::Body;
 use crate::smtp::client::Delivery;
 use crate::sys::signals;
 
@@ -218,20 +219,29 @@ impl<'a> Flusher<'a> {
         let loaded = self
             .queue
             .load(id)
-            .and_then(|entry| Ok((entry, self.queue.message(id)?)));
-        let (mut entry, data) = match loaded {
-            Ok((Some(entry), data)) => (entry, data),
+            .and_then(|entry| Ok((entry, self.queue.message_file(id)?)));
+        let (mut entry, (file, len)) = match loaded {
+            Ok((Some(entry), file)) => (entry, file),
             Ok((None, _)) => return Ok(None),
             Err(err) => {
                 self.quarantine(id, &err.summary());
                 return Ok(None);
             }
         };
+        // Sent from the file a chunk at a time: a large message is never held whole.
+        let data = Body::File { file: &file, len };
         if let Some(intake) = entry.intake.take() {
-            return self.prepare_held(entry, intake, &data, report);
+            // Intake needs the text whole, as it did when it came (a held message).
+            return match data.whole() {
+                Ok(text) => self.prepare_held(entry, intake, &text, report),
+                Err(e) => {
+                    self.quarantine(id, &e.to_string());
+                    Ok(None)
+                }
+            };
         }
         let started = Instant::now();
-        let message = entry.prepared(&data);
+        let message = entry.prepared(data);
         let attempted: Vec<String> = message.envelope.recipients.clone();
         let account = self.config.accounts.get(&entry.account).cloned();
         let result = match &account {
@@ -264,7 +274,7 @@ impl<'a> Flusher<'a> {
             Some(_) => self.queue.save(&entry)?,
         }
         if !failures.is_empty() {
-            let told = self.bounce(&entry, account.as_ref(), &failures, &data);
+            let told = self.bounce(&entry, account.as_ref(), &failures, data);
             if let Some(err) = refusal {
                 report.refused.push((entry.id.clone(), err.hint(told)));
             }
@@ -469,8 +479,22 @@ impl<'a> Flusher<'a> {
         entry: &QueueEntry,
         account: Option<&Account>,
         failures: &[FailedRecipient],
-        original: &[u8],
+        original: Body,
     ) -> String {
+        // Read whole only here, for a refusal: the notice quotes its header, and
+        // dead.letter keeps all of it.
+        let original = match original.whole() {
+            Ok(original) => original,
+            Err(e) => {
+                let why = crate::message::envelope::unreadable(e).summary();
+                eprintln!(
+                    "oauth-sendmail: cannot bounce queued message {}: {why}",
+                    entry.id
+                );
+                return format!("the sender could not be told ({why})");
+            }
+        };
+        let original = &original[..];
         let told = entry.notify.as_deref().unwrap_or(&entry.sender);
         let sent = match (told.is_empty(), account) {
             (false, Some(account)) => {

@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Kind, Result};
-use crate::message::envelope::{Envelope, Prepared};
+use crate::message::envelope::{Body, Envelope, Prepared};
 use crate::{sys::clock, sys::files};
 
 /// One queued message's envelope and delivery state.
@@ -132,9 +132,9 @@ impl QueueEntry {
             .filter(|r| r.state == RecipientState::Pending)
     }
 
-    /// The message to send now, `data` as read from the queue: only to the recipients
-    /// still pending.
-    pub fn prepared<'a>(&self, data: &'a [u8]) -> Prepared<'a> {
+    /// The message to send now, `data` its queue file (or its bytes): only to the
+    /// recipients still pending.
+    pub fn prepared<'a>(&self, data: Body<'a>) -> Prepared<'a> {
         Prepared {
             envelope: Envelope {
                 sender: self.sender.clone(),
@@ -199,9 +199,14 @@ impl Queue {
     /// Writes a message and its entry durably; once this returns, the message is safe.
     pub fn add(&self, entry: &QueueEntry, message: &Prepared) -> Result<()> {
         // The message first: an entry never points at a missing or half-written message.
+        // Only intake's messages are added (a body in memory): borrowed, not copied.
+        let body = message
+            .body
+            .whole()
+            .map_err(crate::message::envelope::unreadable)?;
         files::write_private_parts(
             &self.dir.join(format!("{}.msg", entry.id)),
-            &message.pieces(),
+            &[&message.head, &body],
         )
         .and_then(|()| {
             files::write_private(
@@ -348,6 +353,14 @@ impl Queue {
         fs::read(self.dir.join(format!("{id}.msg"))).map_err(|e| self.io_error(e))
     }
 
+    /// The message's file, open, and its length: what a delivery sends from, a chunk at a
+    /// time, so a large message is never read whole into memory.
+    pub fn message_file(&self, id: &str) -> Result<(File, u64)> {
+        let file = File::open(self.dir.join(format!("{id}.msg"))).map_err(|e| self.io_error(e))?;
+        let len = file.metadata().map_err(|e| self.io_error(e))?.len();
+        Ok((file, len))
+    }
+
     /// Takes a message out of the queue: the entry first, so no flusher picks it up again.
     pub fn remove(&self, id: &str) -> Result<()> {
         for suffix in ["json", "msg"] {
@@ -457,7 +470,7 @@ mod tests {
                 recipients: vec!["a@x.org".into(), "b@x.org".into()],
             },
             head: b"Subject: s\r\n\r\n".to_vec(),
-            body: b"body\r\n",
+            body: crate::message::envelope::Body::Bytes(b"body\r\n"),
             eight_bit: false,
             message_id: Some("<1@x.org>".into()),
         }
@@ -480,7 +493,10 @@ mod tests {
         entry.recipients[0].state = RecipientState::Delivered;
         queue.save(&entry).unwrap();
         let loaded = queue.load(&entry.id).unwrap().unwrap();
-        assert_eq!(loaded.prepared(&[]).envelope.recipients, ["b@x.org"]);
+        assert_eq!(
+            loaded.prepared(Body::Bytes(&[])).envelope.recipients,
+            ["b@x.org"]
+        );
         queue.remove(&entry.id).unwrap();
         assert!(queue.ids().unwrap().is_empty());
         assert_eq!(queue.load(&entry.id).unwrap(), None);

@@ -94,7 +94,7 @@ fn hold(
             recipients: Vec::new(),
         },
         head: Vec::new(),
-        body: raw,
+        body: crate::message::envelope::Body::Bytes(raw),
         eight_bit: !raw.is_ascii(),
         message_id: None,
     };
@@ -405,7 +405,7 @@ fn print_dry_run(account: Option<&Account>, prepared: &Prepared) -> Result<()> {
         prepared.len()
     )
     .and_then(|()| out.write_all(&prepared.head))
-    .and_then(|()| out.write_all(prepared.body))
+    .and_then(|()| prepared.body.each_chunk(&mut |chunk| out.write_all(chunk)))
     .and_then(|()| out.flush());
     written.map_err(|e| Error::new(Kind::Io, "cannot write to stdout", e))
 }

@@ -108,7 +108,7 @@ impl Session {
 
     /// Sends one message with the access token `token`.
     pub fn send(&mut self, message: &Prepared, token: &Secret) -> Result<Sent> {
-        let copy = upload_copy(message);
+        let copy = upload_copy(message)?;
         let call = match self.transport {
             Transport::Graph => graph::send_call(&self.mailbox, copy)?,
             _ => gmail::send_call(&self.mailbox, copy)?,
@@ -394,11 +394,10 @@ fn is_loopback(uri: &str) -> bool {
 /// `-bs` RCPT, Bcc) go in a `Bcc:` field; a To or Cc field naming someone who is not a
 /// recipient of this message (`To: root` when root is an alias, a partial retry) is kept
 /// as `X-Original-To`/`X-Original-Cc`, so nobody outside the envelope gets the message.
-fn upload_copy(message: &Prepared) -> Vec<u8> {
-    let mut whole = Vec::with_capacity(message.len() + 256);
-    for piece in message.pieces() {
-        whole.extend_from_slice(piece);
-    }
+fn upload_copy(message: &Prepared) -> Result<Vec<u8>> {
+    let whole = message
+        .to_vec()
+        .map_err(crate::message::envelope::unreadable)?;
     let end = whole
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -454,7 +453,7 @@ fn upload_copy(message: &Prepared) -> Vec<u8> {
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(&whole[end..]);
-    head
+    Ok(head)
 }
 
 /// The fields of a header block, each with its continuation lines and CRLF.
@@ -496,14 +495,14 @@ mod tests {
                 recipients: recipients.iter().map(|r| r.to_string()).collect(),
             },
             head: head.as_bytes().to_vec(),
-            body,
+            body: crate::message::envelope::Body::Bytes(body),
             eight_bit: false,
             message_id: None,
         }
     }
 
     fn text(message: &Prepared) -> String {
-        String::from_utf8(upload_copy(message)).unwrap()
+        String::from_utf8(upload_copy(message).unwrap()).unwrap()
     }
 
     #[test]

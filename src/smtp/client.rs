@@ -8,6 +8,7 @@
 //! a byte at a time held a sender for ever), it cannot show the greeting or give the
 //! certificate error apart from other TLS failures, and it cannot pipeline.
 
+use std::io;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -356,11 +357,22 @@ impl Session {
         let step = Step::Command("the message");
         // One deadline for the whole text, however it is cut into writes.
         let deadline = Instant::now() + self.transfer_allowance(message.len());
-        let [head, body] = message.pieces();
         let mut stuffer = DotStuffer::new(message.len());
-        for piece in [head, body] {
-            stuffer.push(piece, &mut |chunk| self.wire.write(chunk, deadline, step))?;
+        let mut write = |chunk: &[u8]| self.wire.write(chunk, deadline, step);
+        stuffer.push(&message.head, &mut write)?;
+        // A queue file is read a chunk at a time: what the write refused is kept apart
+        // from the file's own read errors, which are not the server's doing.
+        let mut refused = None;
+        let read = message.body.each_chunk(&mut |piece| {
+            stuffer.push(piece, &mut write).map_err(|err| {
+                refused = Some(err);
+                io::Error::other("write failed")
+            })
+        });
+        if let Some(err) = refused {
+            return Err(err);
         }
+        read.map_err(crate::message::envelope::unreadable)?;
         self.wire.write(&stuffer.finish(), deadline, step)?;
         let reply = self.wire.reply(step)?;
         if !reply.is_success() {
@@ -681,7 +693,7 @@ mod tests {
                 recipients: vec!["b@example.com".into()],
             },
             head: b"Subject: x\r\n\r\n".to_vec(),
-            body,
+            body: crate::message::envelope::Body::Bytes(body),
             eight_bit: false,
             message_id: None,
         }

@@ -103,6 +103,9 @@ pub enum Fault {
     SlowReplies(Duration),
     /// A provider's reply for a sending quota used up, in its words, at the step it comes.
     Quota(QuotaReply),
+    /// Close the socket once this many bytes of message text have come: a connection
+    /// lost in the middle of DATA.
+    DropMidData(usize),
 }
 
 /// The providers' quota replies (their documented texts) for `Fault::Quota`.
@@ -1065,6 +1068,10 @@ impl Session {
                 problem.get_or_insert_with(|| "message exceeds SIZE".to_string());
             } else {
                 data.extend_from_slice(unstuffed);
+            }
+            if matches!(self.fault(), Fault::DropMidData(n) if data.len() >= n) {
+                self.note("fault: dropping the connection in the middle of DATA");
+                return Ok(Flow::Drop);
             }
         }
         let envelope = self.envelope.take().expect("checked above");

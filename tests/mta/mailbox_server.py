@@ -193,6 +193,11 @@ def main():
         help="wait this long after storing a message before replying to its final dot",
     )
     parser.add_argument(
+        "--no-size-limit",
+        action="store_true",
+        help="accept a message of any size (aiosmtpd's default limit is 32 MiB)",
+    )
+    parser.add_argument(
         "--stop-on-stdin-eof",
         action="store_true",
         help="exit when stdin closes (the parent test died or is done)",
@@ -222,6 +227,7 @@ def main():
             auth_require_tls=True,
             auth_exclude_mechanism=["PLAIN", "LOGIN"],
             loop=loop,
+            **({"data_size_limit": None} if args.no_size_limit else {}),
         )
 
     server = loop.run_until_complete(loop.create_server(new_session, args.host, args.port))

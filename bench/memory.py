@@ -1,0 +1,63 @@
+"""Peak RSS of one large message (issue 15, target 1): 1, 27 and 100 MiB, sent directly
+(`sendmail -i -f FROM TO`) and through the queue (queued while nothing listens, then
+`sendmail -q`), against the test suite's aiosmtpd server with no size limit.
+
+    cargo build --release && cc -O2 -o target/bench/measure bench/measure.c
+    python3 bench/memory.py target/release/oauth-sendmail target/bench/measure
+
+Prints one line a size: the medians of 3 runs (bench.py's set-up, server and message)."""
+import os
+import shutil
+import sys
+import tempfile
+
+import bench
+
+RUNS = 3
+
+
+class Unlimited(bench.Aiosmtpd):
+    """The bench's aiosmtpd server, taking messages over its default 32 MiB."""
+
+    def start(self):
+        b = self.b
+        script = os.path.join(bench.REPO, "tests", "mta", "mailbox_server.py")
+        self.server = bench.subprocess.Popen(
+            [sys.executable, script, "--port", str(b.port), "--count-only", b.accepted,
+             "--cert", b.path("pki", "server.pem"), "--key", b.path("pki", "server.key"),
+             "--user", bench.USER, "--token", bench.TOKEN, "--no-size-limit",
+             "--stop-on-stdin-eof"],
+            stdin=bench.subprocess.PIPE, stdout=bench.subprocess.PIPE,
+            stderr=open(b.path("server.log"), "a"))
+        if self.server.stdout.readline().strip() != str(b.port).encode():
+            sys.exit("memory: the SMTP server did not start; see " + b.path("server.log"))
+
+
+def main():
+    binary, measure = (os.path.abspath(a) for a in sys.argv[1:3])
+    root = tempfile.mkdtemp(prefix="oauth-sendmail-memory.")
+    b = bench.Bench(root, binary, measure)
+    b.target = Unlimited(b)
+    b.target.start()
+    try:
+        for mib in (1, 27, 100):
+            message = b.path(f"{mib}mib.eml")
+            bench.big_message(message, mib << 20)
+            argv = [b.sendmail, "-i", "-f", bench.USER, bench.RECIPIENT]
+            direct = b.measure(RUNS, message, argv)
+            down = dict(b.env, OAUTH_SENDMAIL_CONFIG=b.down_config)
+            flushes = []
+            for _ in range(RUNS):
+                b.measure(1, message, argv, env=down, expect_delivered=False)
+                flushes += b.measure(1, None, [b.sendmail, "-q"]).runs
+            queue = bench.Samples(flushes)
+            print(f"{mib} MiB: peak RSS direct {direct.rss_mib:.1f} MiB, "
+                  f"sendmail -q {queue.rss_mib:.1f} MiB "
+                  f"(wall {direct.wall_ms:.0f} / {queue.wall_ms:.0f} ms)", flush=True)
+    finally:
+        b.target.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
