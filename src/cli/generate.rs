@@ -399,7 +399,7 @@ fn synopsis(name: &str, cmd: &clap::Command) -> String {
 /// EXIT STATUS, from the one mapping (`Error::exit_code`).
 fn exit_status() -> String {
     let mut by_code: std::collections::BTreeMap<u8, Vec<&str>> = Default::default();
-    for kind in KINDS {
+    for kind in Kind::ALL {
         let code = Error::new(kind, "", "").exit_code();
         by_code.entry(code).or_default().push(meaning(kind));
     }
@@ -415,23 +415,6 @@ fn exit_status() -> String {
     }
     out
 }
-
-const KINDS: [Kind; 14] = [
-    Kind::Usage,
-    Kind::BadInput,
-    Kind::RecipientRefused,
-    Kind::Unavailable,
-    Kind::Internal,
-    Kind::CannotCreate,
-    Kind::Io,
-    Kind::Temporary,
-    Kind::Protocol,
-    Kind::AuthRefused,
-    Kind::Config,
-    Kind::Certificate,
-    Kind::CheckWarning,
-    Kind::CheckCritical,
-];
 
 /// Exhaustive, so that a new kind cannot go undocumented (lower case: they are joined).
 fn meaning(kind: Kind) -> &'static str {
