@@ -18,8 +18,9 @@ use crate::config::relay::ListenerTls;
 use crate::config::Config;
 use crate::message::address::{self, Resolver};
 use crate::smtp::server::{
-    failure_reply, mail_parameters, parse_path, read_data, read_line, reply_lines, split_command,
-    strip_line_end, write_reply, Read as Line, Stage, MAX_COMMAND_LINE, MAX_RECIPIENTS,
+    failure_reply, mail_parameters, parse_path, read_data, read_line, ready_for_data, reply_lines,
+    split_command, strip_line_end, write_reply, Read as Line, Stage, MAX_COMMAND_LINE,
+    MAX_RECIPIENTS,
 };
 
 use super::devices::{Devices, Known};
@@ -560,16 +561,9 @@ impl Session<'_> {
     }
 
     fn data(&mut self, arg: &str) -> io::Result<()> {
-        if !arg.is_empty() {
-            return self.reply(501, "5.5.4", "Syntax: DATA");
-        }
-        let envelope = match self.envelope.take() {
-            None => return self.reply(503, "5.5.1", "Need MAIL command"),
-            Some(envelope) if envelope.recipients.is_empty() => {
-                self.envelope = Some(envelope);
-                return self.reply(503, "5.5.1", "Need RCPT command");
-            }
-            Some(envelope) => envelope,
+        let envelope = match ready_for_data(arg, &mut self.envelope, |e| e.recipients.len()) {
+            Ok(envelope) => envelope,
+            Err((code, status, text)) => return self.reply(code, status, text),
         };
         let max = self.port.settings.max_message_size;
         let limit = envelope.declared.unwrap_or(max).min(max);

@@ -97,6 +97,27 @@ pub fn refuse(mut output: impl Write, settings: &Settings, err: Error) -> Error 
     err
 }
 
+/// RFC 5321's order for DATA, for every server side we speak: no argument, a MAIL FROM
+/// given and at least one recipient (`recipients` counts them). The envelope to take, or
+/// the reply that refuses DATA (the envelope stays for a RCPT still to come).
+pub fn ready_for_data<E>(
+    arg: &str,
+    envelope: &mut Option<E>,
+    recipients: impl Fn(&E) -> usize,
+) -> std::result::Result<E, (u16, &'static str, &'static str)> {
+    if !arg.is_empty() {
+        return Err((501, "5.5.4", "Syntax: DATA"));
+    }
+    match envelope.take() {
+        None => Err((503, "5.5.1", "Need MAIL command")),
+        Some(taken) if recipients(&taken) == 0 => {
+            *envelope = Some(taken);
+            Err((503, "5.5.1", "Need RCPT command"))
+        }
+        Some(taken) => Ok(taken),
+    }
+}
+
 /// The transaction being built: MAIL FROM given, RCPT TOs so far.
 struct Envelope {
     sender: String,
@@ -319,16 +340,9 @@ where
     }
 
     fn data(&mut self, arg: &str) -> Result<()> {
-        if !arg.is_empty() {
-            return self.reply(501, "5.5.4", "Syntax: DATA");
-        }
-        let envelope = match self.envelope.take() {
-            None => return self.reply(503, "5.5.1", "Need MAIL command"),
-            Some(envelope) if envelope.recipients.is_empty() => {
-                self.envelope = Some(envelope);
-                return self.reply(503, "5.5.1", "Need RCPT command");
-            }
-            Some(envelope) => envelope,
+        let envelope = match ready_for_data(arg, &mut self.envelope, |e| e.recipients.len()) {
+            Ok(envelope) => envelope,
+            Err((code, status, text)) => return self.reply(code, status, text),
         };
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>")?;
         let Some(data) = self.read_data()? else {
@@ -630,6 +644,23 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
+
+    #[test]
+    fn data_needs_mail_then_a_recipient_and_no_argument() {
+        let count = |e: &Vec<&str>| e.len();
+        let mut none: Option<Vec<&str>> = None;
+        assert_eq!(ready_for_data("", &mut none, count).unwrap_err().0, 503);
+        let mut empty = Some(Vec::new());
+        assert_eq!(
+            ready_for_data("", &mut empty, count).unwrap_err().2,
+            "Need RCPT command"
+        );
+        assert!(empty.is_some(), "the envelope waits for its RCPT");
+        let mut one = Some(vec!["a@b.c"]);
+        assert_eq!(ready_for_data("x", &mut one, count).unwrap_err().0, 501);
+        assert_eq!(ready_for_data("", &mut one, count).unwrap(), ["a@b.c"]);
+        assert!(one.is_none());
+    }
 
     /// What a session did: its replies, the messages it handed over, how it ended.
     struct Outcome {
