@@ -848,3 +848,71 @@ fn a_configuration_of_its_own_puts_a_call_in_user_mode() {
     );
     system.server.expect_unused();
 }
+
+/// PHP's `mail()` on a web server, as the web user with no home of its own: it runs
+/// `sendmail -t -i` (php.ini's sendmail_path), which hands the message to the service.
+/// Real PHP, not a stand-in for it (php-cli from scripts/install-test-deps).
+#[test]
+fn php_mail_as_the_web_user_goes_through_the_service() {
+    let Some(users) = require() else { return };
+    let php_runs = std::process::Command::new("php")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !php_runs {
+        return common::skip::skip(
+            "php_mail_as_the_web_user_goes_through_the_service",
+            "php is not installed (scripts/install-test-deps installs php-cli)",
+        );
+    }
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.start();
+    // The name `sendmail`, in a directory the web user may traverse.
+    let dir = tempfile::Builder::new()
+        .prefix("php-sendmail")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let sendmail = dir.path().join("sendmail");
+    std::os::unix::fs::symlink(&users.bin, &sendmail).unwrap();
+    let script = "exit(mail('dest@example.net', 'from php', \"a web shop's order\\n\", \
+                  'From: shop') ? 0 : 1);";
+    let out = users
+        .www
+        .command("php")
+        .arg("-d")
+        .arg(format!("sendmail_path={} -t -i", sendmail.display()))
+        .args(["-r", script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("OAUTH_SENDMAIL_ROOT", system.path(""))
+        .current_dir("/")
+        .output()
+        .expect("php");
+    assert!(
+        out.status.success(),
+        "php mail(): {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        system.log()
+    );
+    let received = system.wait_received(1, Duration::from_secs(20));
+    let got = received
+        .iter()
+        .find(|r| text(&r.data).contains("Subject: from php"))
+        .unwrap_or_else(|| panic!("PHP's message not delivered: {}", system.log()));
+    let data = text(&got.data);
+    assert!(
+        data.starts_with(&format!(
+            "Received: from uid {} ({}) by ",
+            users.www.uid, users.www.name
+        )),
+        "{data}"
+    );
+    assert_eq!(got.rcpt_to, ["dest@example.net"]);
+    assert_eq!(got.mail_from, TEST_USER, "the account's own address");
+}
