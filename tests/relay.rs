@@ -986,3 +986,51 @@ fn a_scan_of_tens_of_mib_goes_through_whole() {
         bytes.len()
     );
 }
+
+/// SIGTERM while a device is half-way through its message: the service does not end under
+/// it. The rest of the message still gets its 250 (spooled first), the next command a
+/// 421, and the mail goes out once the service runs again.
+#[test]
+fn sigterm_mid_data_answers_the_device_then_stops() {
+    let Some((mut system, ports, password)) = ready(&[]) else {
+        return;
+    };
+    let mut device = Raw::connect(ports.plain);
+    device.command("EHLO mfp");
+    assert_eq!(
+        device
+            .command(&format!("AUTH PLAIN {}", plain("printer", &password)))
+            .0,
+        235
+    );
+    // Upstream refuses for now, so that the message must be in the queue to go out later.
+    system.server.set_fault(Fault::Greeting421);
+    assert_eq!(device.command("MAIL FROM:<p@local>").0, 250);
+    assert_eq!(device.command("RCPT TO:<dest@example.net>").0, 250);
+    assert_eq!(device.command("DATA").0, 354);
+    device.send(b"Subject: scan during a stop\r\n\r\nfirst half, ");
+    let stopping = Instant::now();
+    system.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    device.send(b"second half\r\n.\r\n");
+    let (code, said) = device.reply();
+    assert_eq!(
+        code,
+        250,
+        "the message in flight is answered: {said}\n{}",
+        system.log()
+    );
+    assert_eq!(device.command("NOOP").0, 421, "then the service closes");
+    let (status, _) = system.wait_exit(stopping);
+    assert!(status.success(), "{status}: {}", system.log());
+    system.server.set_fault(Fault::None);
+    system.start();
+    system.run(None, &["queue", "retry"], b"");
+    wait_for("the scan after the restart", &system, || {
+        system
+            .server
+            .received()
+            .iter()
+            .any(|r| text(&r.data).contains("Subject: scan during a stop"))
+    });
+}

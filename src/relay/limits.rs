@@ -158,6 +158,11 @@ impl<R: io::BufRead> io::BufRead for Metered<'_, '_, R> {
 }
 
 impl Limits {
+    /// Connections held now, from every address.
+    pub fn open_connections(&self) -> usize {
+        lock(&self.connections).values().sum()
+    }
+
     /// A place for a connection from `ip`, or why not.
     pub fn connect(&self, ip: IpAddr) -> std::result::Result<Slot<'_>, &'static str> {
         let mut held = lock(&self.connections);

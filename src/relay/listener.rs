@@ -207,6 +207,12 @@ impl Session<'_> {
         let greeting = format!("{} ESMTP oauth-sendmail relay", self.relay.host);
         self.reply(220, "", &greeting)?;
         loop {
+            // A stopping service answers the command in flight, then closes (RFC 5321
+            // 3.8): the device keeps what it has not had a 250 for, and sends it later.
+            if crate::sys::signals::stop_requested().is_some() {
+                self.reply(421, "4.3.2", "Service shutting down: try again later")?;
+                return Ok(());
+            }
             self.io
                 .get_mut()
                 .deadline(Instant::now() + limits::COMMAND_DEADLINE);

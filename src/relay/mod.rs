@@ -172,10 +172,23 @@ pub fn status(config: &Config, state_dir: &std::path::Path) -> String {
     text
 }
 
+/// The relay once started: what the service's stop waits for.
+pub struct Running(Option<Arc<Relay>>);
+
+impl Running {
+    /// Device connections still open (a stop lets the message in flight be spooled and
+    /// answered before the process ends).
+    pub fn in_flight(&self) -> usize {
+        self.0
+            .as_ref()
+            .map_or(0, |relay| relay.limits.open_connections())
+    }
+}
+
 /// Starts a thread per listener; they stop accepting when the service is asked to stop.
-pub fn start(bound: Bound, hooks: Hooks) -> Result<()> {
+pub fn start(bound: Bound, hooks: Hooks) -> Result<Running> {
     if bound.listeners.is_empty() {
-        return Ok(());
+        return Ok(Running(None));
     }
     let current = Relay::load(&hooks)?;
     let host = crate::smtp::client::default_hello_name();
@@ -221,7 +234,7 @@ pub fn start(bound: Bound, hooks: Hooks) -> Result<()> {
             .spawn(move || listener::accept_loop(&relay, &port, socket))
             .map_err(|e| Error::new(Kind::Internal, "cannot start the relay", e))?;
     }
-    Ok(())
+    Ok(Running(Some(relay)))
 }
 
 /// A message a device handed over, as the session read it.

@@ -160,7 +160,7 @@ pub fn run() -> Result<()> {
         .map_err(|e| Error::new(Kind::Io, "cannot use the socket", e))?;
     pick_up(&shared);
     let (waker, paths) = (shared.clone(), &shared.paths);
-    crate::relay::start(
+    let relay = crate::relay::start(
         relay,
         crate::relay::Hooks {
             config_file: paths.config(),
@@ -220,7 +220,10 @@ pub fn run() -> Result<()> {
     }
     drop(listener);
     let until = Instant::now() + STOP_GRACE;
-    while shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+    // Local submissions and devices' sessions alike: what was accepted gets its answer.
+    while (shared.active.load(Ordering::SeqCst) > 0 || relay.in_flight() > 0)
+        && Instant::now() < until
+    {
         thread::sleep(Duration::from_millis(20));
     }
     shared.wake(false);

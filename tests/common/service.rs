@@ -406,7 +406,8 @@ impl System {
         self.wait_exit(started);
     }
 
-    fn wait_exit(&mut self, started: Instant) -> (std::process::ExitStatus, Duration) {
+    /// Waits for the daemon to end (after a signal this test sent), at most a while.
+    pub fn wait_exit(&mut self, started: Instant) -> (std::process::ExitStatus, Duration) {
         let mut child = self.daemon.take().unwrap();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
