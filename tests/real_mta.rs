@@ -359,3 +359,56 @@ fn oauth_login_then_cron_mail_through_the_real_server() {
         oauth.log()
     );
 }
+
+/// Issue 15: one process that connects to the same server twice resumes the TLS session
+/// the second time (a ticket from the first), skipping the certificate checks that are
+/// most of a handshake's cost. Here `sendmail -q` delivers one queued message for each of
+/// two accounts of the same server, a connection each: the first verifies the
+/// certificate, the second resumes (Python's ssl, OpenSSL, issues the tickets).
+#[test]
+fn a_second_connection_of_one_process_resumes_the_tls_session() {
+    if !aiosmtpd_available("a_second_connection_of_one_process_resumes_the_tls_session") {
+        return;
+    }
+    let mut mailbox = Mailbox::start();
+    let two_accounts = |port: u16| mailbox.config().port(port).copy_account("test", "second");
+    // Queued while nothing listens, so that one flush sends both.
+    two_accounts(common::harness::free_port()).write(&mailbox.config_path());
+    for account in ["test", "second"] {
+        let out = mailbox.sendmail(
+            &[
+                "--account",
+                account,
+                "-i",
+                "-f",
+                TEST_USER,
+                "admin@example.com",
+            ],
+            format!("Subject: through {account}\n\nbody\n").as_bytes(),
+        );
+        assert!(
+            code(&out) == 0 && stderr(&out).contains("queued as"),
+            "not queued: {}",
+            stderr(&out)
+        );
+    }
+    two_accounts(mailbox.port).write(&mailbox.config_path());
+
+    let out = mailbox.sendmail(&["-q", "-v"], b"");
+
+    let transcript = stderr(&out);
+    assert_eq!(code(&out), 0, "sendmail -q failed:\n{transcript}");
+    assert_eq!(
+        mailbox.take_new().len(),
+        2,
+        "not both delivered:\n{transcript}"
+    );
+    let verified = transcript
+        .matches("certificate of 127.0.0.1 verified")
+        .count();
+    let resumed = transcript.matches("session with 127.0.0.1 resumed").count();
+    assert!(
+        verified == 1 && resumed == 1,
+        "expected one full handshake and one resumed, got {verified} and {resumed}:\n{transcript}"
+    );
+}

@@ -290,10 +290,13 @@ impl Wire {
             Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
             _ => "TLS",
         };
-        self.transcript.note(&format!(
-            "{version} established, certificate of {} verified",
-            self.host
-        ));
+        // A resumed session was verified when it was made, by this process.
+        let how = match tls.conn.handshake_kind() {
+            Some(rustls::HandshakeKind::Resumed) => format!("session with {} resumed", self.host),
+            _ => format!("certificate of {} verified", self.host),
+        };
+        self.transcript
+            .note(&format!("{version} established, {how}"));
         self.stream = Some(Stream::Tls(Box::new(tls)));
         Ok(())
     }
@@ -531,12 +534,51 @@ fn presented_name(name: &str) -> &str {
 /// The rustls client config for an account: the system's CA certificates (read once per
 /// process, see `trust`) and the account's `ca_file`, which is tried first (the system's
 /// are read only if the server's chain does not lead to it).
+///
+/// One config per trust setting for the life of the process, since its session cache is
+/// what lets a later connection to the same server resume (a TLS 1.3 ticket): no
+/// certificate chain or handshake signature to verify, which is most of a handshake's
+/// cost. That is every connection after the first in the service, in a drain's parallel
+/// connections and in a `sendmail -q` that reconnects. The `ca_file` is read each time,
+/// so a changed one (the service reloads on SIGHUP) gets a config of its own.
+/// Across processes there is no resumption: rustls gives a client no way to store a
+/// session outside memory (rustls/rustls#2287).
 pub fn tls_config(account: &Account) -> Result<Arc<ClientConfig>> {
+    type Configs = Vec<(Option<(std::path::PathBuf, Vec<u8>)>, Arc<ClientConfig>)>;
+    static CONFIGS: std::sync::Mutex<Configs> = std::sync::Mutex::new(Vec::new());
+    let trust = match &account.ca_file {
+        None => None,
+        Some(path) => Some((path.clone(), read_ca_file(path)?)),
+    };
+    let mut configs = CONFIGS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, config)) = configs.iter().find(|(key, _)| *key == trust) {
+        return Ok(Arc::clone(config));
+    }
+    let config = new_tls_config(trust.as_ref().map(|(path, pem)| (path.as_path(), &pem[..])))?;
+    configs.push((trust, Arc::clone(&config)));
+    Ok(config)
+}
+
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| bad_ca_file(path, &e))
+}
+
+fn bad_ca_file(path: &std::path::Path, why: &dyn fmt::Display) -> Error {
+    Error::new(
+        Kind::Config,
+        format!("cannot use ca_file {}", path.display()),
+        why.to_string(),
+    )
+}
+
+fn new_tls_config(ca_file: Option<(&std::path::Path, &[u8])>) -> Result<Arc<ClientConfig>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(Kind::Internal, "cannot set up TLS", e))?;
-    let Some(path) = &account.ca_file else {
+    let Some((path, pem)) = ca_file else {
         let system = crate::sys::trust::system();
         if system.store.is_empty() {
             return Err(Error::new(
@@ -551,16 +593,9 @@ pub fn tls_config(account: &Account) -> Result<Arc<ClientConfig>> {
             .with_no_client_auth();
         return Ok(Arc::new(config));
     };
-    let bad = |why: &dyn fmt::Display| {
-        Error::new(
-            Kind::Config,
-            format!("cannot use ca_file {}", path.display()),
-            why.to_string(),
-        )
-    };
-    let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+    let bad = |why: &dyn fmt::Display| bad_ca_file(path, why);
     let mut roots = rustls::RootCertStore::empty();
-    for cert in crate::sys::trust::pem_certs(&pem).map_err(|e| bad(&e))? {
+    for cert in crate::sys::trust::pem_certs(pem).map_err(|e| bad(&e))? {
         roots.add(cert).map_err(|e| bad(&e))?;
     }
     let verifier =
