@@ -441,3 +441,39 @@ fn a_403_for_a_missing_permission_keeps_the_message_for_the_fix() {
         assert!(s.h.dead_letter().is_none());
     }
 }
+
+/// Issue 15: a queued message goes to Gmail from its queue file, read as the upload goes
+/// (a Content-Length upload, not the message held whole): a 6 MiB message queued by a
+/// 503 arrives whole on the flush, its body byte for byte as it was given.
+#[test]
+fn a_large_queued_message_is_uploaded_from_its_file_whole() {
+    let s = setup(
+        Api::Gmail,
+        OAuthOptions::default(),
+        &[("retry_initial", "0s")],
+    );
+    let message = large_message(6 * 1024 * 1024);
+    s.api
+        .script([Scripted::error(Api::Gmail, 503, "Backend Error")]);
+    let o = s.sendmail(&["-t", "-i"], &message);
+    assert_eq!(code(&o), 0, "{}", s.explain(&o));
+    assert_eq!(s.queued().len(), 1, "{}", s.explain(&o));
+    assert!(s.api.delivered().is_empty());
+
+    let o = s.own(&["queue", "flush"]);
+
+    assert_eq!(code(&o), 0, "{}", s.explain(&o));
+    assert!(s.queued().is_empty(), "{}", s.explain(&o));
+    let delivered = s.api.delivered();
+    assert_eq!(delivered.len(), 1);
+    let given = String::from_utf8(message).unwrap();
+    let body = given.split_once("\n\n").unwrap().1.replace('\n', "\r\n");
+    let got = &delivered[0].message;
+    assert!(got.contains("Subject: big\r\n"), "{}", &got[..200]);
+    assert!(
+        got.split_once("\r\n\r\n").map(|(_, b)| b) == Some(&body[..]),
+        "the body arrived changed: {} bytes for {}",
+        got.len(),
+        body.len()
+    );
+}

@@ -3,22 +3,23 @@
 
 use serde_json::{Map, Value};
 
-use super::Call;
+use super::{Call, Payload, Upload};
 use crate::error::{Error, Kind, Result};
 
 /// The largest message `users.messages.send` takes by media upload: 35 MB.
 pub const LIMIT: usize = 35 * 1024 * 1024;
 
-/// The upload of `copy` (see `upload_copy`) as the message `mailbox` (`/users/me`) sends.
-pub(super) fn send_call(mailbox: &str, copy: Vec<u8>) -> Result<Call> {
-    if copy.len() > LIMIT {
-        return Err(too_large(copy.len(), LIMIT, "the Gmail API"));
+/// The upload of `upload` as the message `mailbox` (`/users/me`) sends.
+pub(super) fn send_call<'m>(mailbox: &str, upload: Upload<'m>) -> Result<Call<'m>> {
+    let size = upload.len() as usize;
+    if size > LIMIT {
+        return Err(too_large(size, LIMIT, "the Gmail API"));
     }
     Ok(Call {
         method: "POST",
         path: format!("/upload/gmail/v1{mailbox}/messages/send?uploadType=media"),
         content_type: Some("message/rfc822"),
-        body: copy,
+        body: Payload::Message(upload),
     })
 }
 

@@ -4,7 +4,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-use super::Call;
+use super::{Call, Payload, Upload};
 use crate::config::{Account, Grant};
 use crate::error::Result;
 
@@ -27,12 +27,12 @@ pub(super) fn mailbox(account: &Account) -> String {
     }
 }
 
-/// `sendMail` with `copy` (see `upload_copy`).
-pub(super) fn send_call(mailbox: &str, copy: Vec<u8>) -> Result<Call> {
-    let body = B64.encode(&copy).into_bytes();
-    if body.len() > LIMIT {
+/// `sendMail` with `upload`, refused before it is read when base64 would make it too large.
+pub(super) fn send_call<'m>(mailbox: &str, upload: Upload<'m>) -> Result<Call<'m>> {
+    let size = upload.len() as usize;
+    if size.div_ceil(3) * 4 > LIMIT {
         return Err(super::gmail::too_large(
-            copy.len(),
+            size,
             LIMIT / 4 * 3,
             "Microsoft Graph",
         ));
@@ -41,7 +41,7 @@ pub(super) fn send_call(mailbox: &str, copy: Vec<u8>) -> Result<Call> {
         method: "POST",
         path: format!("{mailbox}/sendMail"),
         content_type: Some("text/plain"),
-        body,
+        body: Payload::Bytes(B64.encode(upload.to_vec()?).into_bytes()),
     })
 }
 

@@ -8,13 +8,14 @@
 pub mod gmail;
 pub mod graph;
 
+use std::io::{self, Read};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::config::{Account, Transport};
 use crate::error::{Error, Kind, Result};
-use crate::message::envelope::Prepared;
+use crate::message::envelope::{Body, Prepared};
 use crate::secret::Secret;
 
 /// An answer larger than this is not one of these APIs' answers.
@@ -31,12 +32,28 @@ pub struct Sent {
 }
 
 /// One request, as an API module describes it.
-struct Call {
+struct Call<'m> {
     method: &'static str,
     /// From the API's base address on, query included.
     path: String,
     content_type: Option<&'static str>,
-    body: Vec<u8>,
+    body: Payload<'m>,
+}
+
+/// What a request carries.
+enum Payload<'m> {
+    Bytes(Vec<u8>),
+    /// A message as it is uploaded, read as it goes out.
+    Message(Upload<'m>),
+}
+
+impl Payload<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Bytes(bytes) => bytes.len() as u64,
+            Payload::Message(upload) => upload.len(),
+        }
+    }
 }
 
 /// A status and the JSON object of the answer (empty when there was none).
@@ -108,10 +125,10 @@ impl Session {
 
     /// Sends one message with the access token `token`.
     pub fn send(&mut self, message: &Prepared, token: &Secret) -> Result<Sent> {
-        let copy = upload_copy(message)?;
+        let upload = Upload::of(message)?;
         let call = match self.transport {
-            Transport::Graph => graph::send_call(&self.mailbox, copy)?,
-            _ => gmail::send_call(&self.mailbox, copy)?,
+            Transport::Graph => graph::send_call(&self.mailbox, upload)?,
+            _ => gmail::send_call(&self.mailbox, upload)?,
         };
         let answer = self.exchange(&call, token)?;
         match answer.status {
@@ -135,7 +152,7 @@ impl Session {
                 _ => format!("/gmail/v1{}/profile", self.mailbox),
             },
             content_type: None,
-            body: Vec::new(),
+            body: Payload::Bytes(Vec::new()),
         };
         let answer = self.exchange(&call, token)?;
         let name = match self.transport {
@@ -181,18 +198,25 @@ impl Session {
             _ => {
                 let content_type = call.content_type.unwrap_or("application/octet-stream");
                 note("->", &format!("Content-Type: {content_type}"));
-                note("->", &format!("Content-Length: {}", call.body.len()));
-                let allowance =
-                    self.timeout + Duration::from_secs(call.body.len() as u64 / MIN_RATE);
-                self.agent
+                let length = call.body.len();
+                note("->", &format!("Content-Length: {length}"));
+                let allowance = self.timeout + Duration::from_secs(length / MIN_RATE);
+                let request = self
+                    .agent
                     .post(&url)
                     .config()
                     .timeout_send_body(Some(allowance))
                     .build()
                     .header("Authorization", &bearer)
                     .header("Accept", "application/json")
-                    .header("Content-Type", content_type)
-                    .send(&call.body[..])
+                    .header("Content-Type", content_type);
+                match &call.body {
+                    Payload::Bytes(bytes) => request.send(&bytes[..]),
+                    // The length given, so that ureq sends it as is rather than chunked.
+                    Payload::Message(upload) => request
+                        .header("Content-Length", length.to_string())
+                        .send(ureq::SendBody::from_reader(&mut upload.reader())),
+                }
             }
         };
         let mut response = result.map_err(|e| self.unreachable(e))?;
@@ -394,23 +418,123 @@ fn is_loopback(uri: &str) -> bool {
 /// `-bs` RCPT, Bcc) go in a `Bcc:` field; a To or Cc field naming someone who is not a
 /// recipient of this message (`To: root` when root is an alias, a partial retry) is kept
 /// as `X-Original-To`/`X-Original-Cc`, so nobody outside the envelope gets the message.
-fn upload_copy(message: &Prepared) -> Result<Vec<u8>> {
-    let whole = message
-        .to_vec()
-        .map_err(crate::message::envelope::unreadable)?;
-    let end = whole
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(whole.len(), |at| at + 2);
+///
+/// Only the header block is rewritten and held: the rest is read from the message as
+/// the upload goes (a queued message's file a chunk at a time), so a large message is
+/// never held whole, and one over an API's limit is refused before it is read.
+struct Upload<'m> {
+    head: Vec<u8>,
+    message: &'m Prepared<'m>,
+    /// Where in the message the rest (the blank line and the body) begins.
+    rest: u64,
+}
+
+impl<'m> Upload<'m> {
+    fn of(message: &'m Prepared<'m>) -> Result<Upload<'m>> {
+        let (header, rest) = header_block(message).map_err(crate::message::envelope::unreadable)?;
+        Ok(Upload {
+            head: rewrite_header(message, &header),
+            message,
+            rest,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.head.len() as u64 + (self.message.len() as u64 - self.rest)
+    }
+
+    fn reader(&self) -> impl Read + '_ {
+        io::Cursor::new(&self.head[..]).chain(MessageReader {
+            message: self.message,
+            at: self.rest,
+        })
+    }
+
+    /// The whole upload in memory (Graph's needs base64 of it, and is at most 4 MB).
+    fn to_vec(&self) -> Result<Vec<u8>> {
+        let mut copy = Vec::with_capacity(self.len() as usize);
+        self.reader()
+            .read_to_end(&mut copy)
+            .map_err(crate::message::envelope::unreadable)?;
+        Ok(copy)
+    }
+}
+
+/// A prepared message (head, then body) read from a position on.
+struct MessageReader<'m> {
+    message: &'m Prepared<'m>,
+    at: u64,
+}
+
+impl Read for MessageReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let head = &self.message.head;
+        let n = match usize::try_from(self.at).ok().and_then(|at| head.get(at..)) {
+            Some(rest) if !rest.is_empty() => copy_into(buf, rest),
+            _ => {
+                let at = self.at - head.len() as u64;
+                match self.message.body {
+                    Body::Bytes(bytes) => copy_into(buf, bytes.get(at as usize..).unwrap_or(&[])),
+                    Body::File { file, len } if at < len => {
+                        let want = buf.len().min((len - at).min(usize::MAX as u64) as usize);
+                        let n = std::os::unix::fs::FileExt::read_at(file, &mut buf[..want], at)?;
+                        if n == 0 && want > 0 {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the queue file is shorter than it was",
+                            ));
+                        }
+                        n
+                    }
+                    Body::File { .. } => 0,
+                }
+            }
+        };
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+fn copy_into(buf: &mut [u8], from: &[u8]) -> usize {
+    let n = buf.len().min(from.len());
+    buf[..n].copy_from_slice(&from[..n]);
+    n
+}
+
+/// The message's header block up to and with the CRLF of its last field, and where the
+/// rest begins; the whole message when it has no blank line.
+fn header_block(message: &Prepared) -> io::Result<(Vec<u8>, u64)> {
+    let mut reader = MessageReader { message, at: 0 };
+    let mut header = Vec::new();
+    let mut chunk = vec![0; crate::message::envelope::CHUNK];
+    loop {
+        // From a little before the new bytes: the blank line may straddle two reads.
+        let from = header.len().saturating_sub(3);
+        let n = reader.read(&mut chunk)?;
+        header.extend_from_slice(&chunk[..n]);
+        if let Some(at) = memchr::memmem::find(&header[from..], b"\r\n\r\n") {
+            let end = from + at + 2;
+            header.truncate(end);
+            return Ok((header, end as u64));
+        }
+        if n == 0 {
+            let end = header.len() as u64;
+            return Ok((header, end));
+        }
+    }
+}
+
+/// The header block as the APIs get it (see [`Upload`]).
+fn rewrite_header(message: &Prepared, header: &[u8]) -> Vec<u8> {
     let envelope: Vec<String> = message
         .envelope
         .recipients
         .iter()
         .map(|r| r.to_ascii_lowercase())
         .collect();
-    let mut head = Vec::with_capacity(end + 256);
+    let mut head = Vec::with_capacity(header.len() + 256);
     let mut named: Vec<String> = Vec::new();
-    for field in fields(&whole[..end]) {
+    for field in fields(header) {
         let name = field_name(field);
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is("Bcc") {
@@ -452,8 +576,7 @@ fn upload_copy(message: &Prepared) -> Result<Vec<u8>> {
         }
         head.extend_from_slice(b"\r\n");
     }
-    head.extend_from_slice(&whole[end..]);
-    Ok(head)
+    head
 }
 
 /// The fields of a header block, each with its continuation lines and CRLF.
@@ -502,7 +625,7 @@ mod tests {
     }
 
     fn text(message: &Prepared) -> String {
-        String::from_utf8(upload_copy(message).unwrap()).unwrap()
+        String::from_utf8(Upload::of(message).unwrap().to_vec().unwrap()).unwrap()
     }
 
     #[test]
@@ -516,6 +639,70 @@ mod tests {
             text(&message),
             "From: s@x.org\r\nTo: A <a@x.org>,\r\n b@x.org\r\nSubject: s\r\nBcc: hidden@x.org\r\n\r\nbody\r\n"
         );
+    }
+
+    /// A message in a file (as the queue hands it over: no head in memory) is uploaded as
+    /// the same message in memory is, its header found across reads (this one is longer
+    /// than a read) and the rest read from the file.
+    #[test]
+    fn a_message_in_a_file_is_uploaded_as_the_one_in_memory() {
+        use std::io::Write;
+        let long = format!(
+            "X-Long: {}\r\n",
+            "a ".repeat(40_000).replace("a a", "a\r\n a")
+        );
+        let header = format!("To: a@x.org\r\n{long}Bcc: b@x.org\r\nSubject: s\r\n\r\n");
+        let body: Vec<u8> = (0..200_000).map(|i| b"ab\r\n"[i % 4]).collect();
+        let whole = [header.as_bytes(), &body].concat();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&whole).unwrap();
+        let recipients = ["a@x.org", "b@x.org"];
+        let in_memory = text(&prepared(&header, &body, &recipients));
+        let mut from_file = prepared("", b"", &recipients);
+        from_file.body = Body::File {
+            file: &file,
+            len: whole.len() as u64,
+        };
+        assert!(text(&from_file) == in_memory);
+        assert!(in_memory.contains("Bcc: b@x.org\r\n\r\nab\r\n"));
+        assert_eq!(
+            Upload::of(&from_file).unwrap().len(),
+            in_memory.len() as u64
+        );
+
+        // A file that became shorter than its length fails the upload: never one cut short.
+        file.set_len(whole.len() as u64 - 10).unwrap();
+        let upload = Upload::of(&from_file).unwrap();
+        let err = upload.reader().read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    /// Over an API's limit, a message is refused by its length alone: its body is not
+    /// read (here a file far shorter than it claims, which a read would find out).
+    #[test]
+    fn a_message_over_the_limit_is_refused_before_it_is_read() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"To: a@x.org\r\n\r\nbody\r\n").unwrap();
+        let mut message = prepared("", b"", &["a@x.org"]);
+        for limit in [gmail::LIMIT, graph::LIMIT] {
+            message.body = Body::File {
+                file: &file,
+                len: limit as u64 + 1,
+            };
+            let upload = Upload::of(&message).unwrap();
+            let refused = match limit == gmail::LIMIT {
+                true => gmail::send_call("/users/me", upload).err(),
+                false => graph::send_call("/me", upload).err(),
+            };
+            let refused = refused.expect("sent a message over the limit");
+            assert_eq!(refused.kind(), Kind::Unavailable, "{}", refused.summary());
+            assert!(
+                refused.summary().contains("too large"),
+                "{}",
+                refused.summary()
+            );
+        }
     }
 
     #[test]

@@ -99,7 +99,9 @@ pub struct Prepared<'a> {
 }
 
 impl Prepared<'_> {
-    /// The whole message, head and body, in one buffer.
+    /// The whole message, head and body, in one buffer (for tests: the paths that send
+    /// read it as it goes).
+    #[cfg(test)]
     pub fn to_vec(&self) -> io::Result<Vec<u8>> {
         let mut whole = Vec::with_capacity(self.len());
         whole.extend_from_slice(&self.head);
