@@ -557,6 +557,10 @@ pub fn tls_config(account: &Account) -> Result<Arc<ClientConfig>> {
         return Ok(Arc::clone(config));
     }
     let config = new_tls_config(trust.as_ref().map(|(path, pem)| (path.as_path(), &pem[..])))?;
+    // A service reloaded many times with a ca_file changed each time keeps a few.
+    if configs.len() == 8 {
+        configs.remove(0);
+    }
     configs.push((trust, Arc::clone(&config)));
     Ok(config)
 }
