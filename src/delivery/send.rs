@@ -44,12 +44,10 @@ pub fn send(invocation: &Invocation) -> Result<()> {
         Ok(config) => config.queue.dir.clone(),
         Err(_) => QueueSettings::default().dir,
     };
-    let input = input::read(
-        io::stdin().lock(),
+    let input = input::read_stdin(
         invocation.ignore_dots,
         &mut input::spill_in_queue(&spill_dir),
-    )
-    .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
+    )?;
     let raw = input.raw();
     // The message is ours now: a stop signal waits until it is sent or queued.
     signals::defer_stop();

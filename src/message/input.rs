@@ -191,6 +191,20 @@ pub fn read(
     read_with(input, ignore_dots, limits, new_file)
 }
 
+/// [`read`] of stdin, with the error a caller reports.
+pub fn read_stdin(
+    ignore_dots: bool,
+    new_file: &mut dyn FnMut() -> io::Result<File>,
+) -> crate::error::Result<Input> {
+    read(io::stdin().lock(), ignore_dots, new_file).map_err(|e| {
+        crate::error::Error::new(
+            crate::error::Kind::Io,
+            "cannot read the message from stdin",
+            e,
+        )
+    })
+}
+
 /// The reader of old, for what needs the message in memory whatever its size: no spill.
 #[cfg(test)]
 pub fn read_message(input: impl BufRead, ignore_dots: bool) -> io::Result<Vec<u8>> {
@@ -667,6 +681,46 @@ mod tests {
         let input = read_small(&body_only, true, 100, 16);
         assert!(!input.spill.as_ref().unwrap().header_over);
         assert_eq!(whole(&input), old_reader(&body_only, true));
+    }
+
+    /// Intake makes the same message of a spilled input as of the same bytes in memory:
+    /// the body sent from the file as it is, or (a long line) re-encoded from it.
+    #[test]
+    fn intake_makes_the_same_message_of_a_spilled_input() {
+        use crate::message::intake::{prepare, Options};
+        let aliases = Default::default();
+        let resolver = crate::message::address::Resolver::new(&aliases, Some("x.org"));
+        let options = Options {
+            extract_recipients: true,
+            sender: None,
+            full_name: None,
+            recipients: &[],
+            resolver: &resolver,
+            default_sender: "me@x.org",
+        };
+        let header = b"From: a@x.org\nTo: b@x.org\nBcc: c@x.org\n\
+                       Date: Tue, 1 Dec 2026 22:09:23 +0000\nMessage-ID: <1@x.org>\n\n";
+        let lines = b"caf\xc3\xa9 line\r\n.dot\n".repeat(20);
+        for (last, from_file) in [(&b"end\n"[..], true), (&[b'z'; 1200][..], false)] {
+            let text = [&header[..], &lines, last].concat();
+            let spilled = read_limited(&text, true, 16, 1 << 20, 7);
+            assert!(spilled.spill.is_some());
+            let memory = whole(&spilled);
+            let (a, b) = (
+                prepare(&spilled, &options).unwrap(),
+                prepare(&memory, &options).unwrap(),
+            );
+            assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap());
+            assert_eq!((a.eight_bit, &a.envelope), (b.eight_bit, &b.envelope));
+            // Re-encoded as quoted-printable, the 8-bit text is 7-bit.
+            assert_eq!(a.eight_bit, from_file);
+            assert_eq!(matches!(a.body, Body::File { .. }), from_file);
+        }
+        // A header over the limit is refused (65), not sent cut.
+        let long = [&b"To: b@x.org\nX: "[..], &[b'y'; 100], b"\n\nbody\n"].concat();
+        let over = read_limited(&long, true, 16, 32, 7);
+        let err = prepare(&over, &options).unwrap_err();
+        assert_eq!(err.kind(), crate::error::Kind::BadInput);
     }
 
     /// Any mix of the pieces that matter, read with every kind of cut, is what the old

@@ -96,12 +96,7 @@ pub fn write_submission(out: &mut impl Write, request: &Request, message: Raw) -
 /// A large body is spilled beside the drop directory (its file system, not a tmpfs).
 pub fn submit(invocation: &Invocation) -> Result<()> {
     let maildrop = Paths::system().maildrop();
-    let input = input::read(
-        io::stdin().lock(),
-        invocation.ignore_dots,
-        &mut input::spill_beside(&maildrop),
-    )
-    .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
+    let input = input::read_stdin(invocation.ignore_dots, &mut input::spill_beside(&maildrop))?;
     let raw = input.raw();
     sys::signals::defer_stop();
     match hand_over(invocation, raw) {
