@@ -24,13 +24,14 @@ use crate::message::envelope::{Body, CHUNK};
 use crate::message::intake::{push_crlf_line, trim_line_end, HeaderLines, MAX_LINE};
 use crate::sys::files;
 
-/// Past this many bytes of body in memory, the body goes to a file.
+/// Past this many bytes of body read (as the caller wrote them), the body goes to a file.
 pub const SPILL_AFTER: usize = 1 << 20;
 /// The longest header block held in memory; a longer one is refused by intake.
 pub const MAX_HEADER: usize = 1 << 20;
 /// The most a message read here holds in memory, about: the header block, the body up to
-/// the spill, and a read's worth more (what a service reserves for one submission).
-pub const HELD_AT_MOST: u64 = (MAX_HEADER + SPILL_AFTER + 2 * CHUNK) as u64;
+/// the spill (its line ends made CRLF: twice as long at worst, every byte a CR), and a
+/// read's worth more (what a service reserves for one submission).
+pub const HELD_AT_MOST: u64 = (MAX_HEADER + 2 * SPILL_AFTER + 2 * CHUNK) as u64;
 
 /// A message as read: all of it in memory, or its start in memory and its body in a file.
 #[derive(Debug, Default)]
@@ -295,7 +296,6 @@ fn read_with(
         head_len: memory.len(),
         memory,
         file: None,
-        spill_after: limits.spill_after,
     };
     if header_over {
         out.spill(new_file)?;
@@ -306,9 +306,18 @@ fn read_with(
         dot: false,
         crs: 0,
     };
+    // Counted as read, so that a message of 1 MiB as written stays in memory whatever
+    // its line ends become.
+    let mut body_read = partial.len();
     let mut ended = lines.feed(&partial, &mut out)?;
     drop(partial);
-    while !ended {
+    loop {
+        if out.file.is_none() && body_read > limits.spill_after {
+            out.spill(new_file)?;
+        }
+        if ended {
+            break;
+        }
         let buf = input.fill_buf()?;
         if buf.is_empty() {
             lines.finish(&mut out)?;
@@ -317,9 +326,7 @@ fn read_with(
         let n = buf.len();
         ended = lines.feed(buf, &mut out)?;
         input.consume(n);
-        if out.over() {
-            out.spill(new_file)?;
-        }
+        body_read += n;
     }
     out.finish(header_over)
 }
@@ -329,7 +336,6 @@ struct Out {
     memory: Vec<u8>,
     head_len: usize,
     file: Option<Writer>,
-    spill_after: usize,
 }
 
 struct Writer {
@@ -351,10 +357,6 @@ impl Out {
                 Ok(())
             }
         }
-    }
-
-    fn over(&self) -> bool {
-        self.file.is_none() && self.memory.len() - self.head_len > self.spill_after
     }
 
     /// From now on into a file, the body in memory first.
@@ -581,7 +583,8 @@ mod tests {
         let text = b"Subject: x\r\n\r\n0123456789\r\nabcdefghi\r\r\r\nend\n";
         let expected = old_reader(text, false);
         let head = b"Subject: x\r\n\r\n".len();
-        let body = expected.len() - head;
+        // The threshold counts the body as written.
+        let body = text.len() - head;
         for spill_after in 0..body {
             for chunk in [1, 2, 3, 7, 64] {
                 let input = read_small(text, false, spill_after, chunk);
