@@ -288,6 +288,41 @@ fn a_large_message_held_for_the_setup_is_queued_whole() {
     assert!(split(&received[0].data).1 == sent.as_slice());
 }
 
+/// A disk too full for the spill (the queue directory and TMPDIR on a 512 KiB tmpfs):
+/// the body goes back into memory, a warning says so, and the message goes out whole,
+/// as it did before there was a spill. (Needs root to mount; under CI=true it must.)
+#[test]
+fn a_spill_on_a_full_disk_falls_back_to_memory_and_the_message_goes_out() {
+    let h = harness(Fault::None, &[]);
+    let tmpfs = match common::tmpfs::Tmpfs::mount(&queue_dir(&h), "512k") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            common::skip::skip("a_spill_on_a_full_disk", why);
+            let mut h = h;
+            h.server.expect_unused();
+            return;
+        }
+    };
+    let (raw, sent) = body(40_000);
+    let input = [HEADER.as_bytes(), &raw].concat();
+    let mut cmd = std::process::Command::new(h.home.path().join("bin/sendmail"));
+    cmd.args(["-i", "-t"]).env("TMPDIR", queue_dir(&h));
+    let o = h.run(cmd, &input);
+    assert_eq!(code(&o), 0, "{}", explain(&h, &o));
+    assert!(
+        stderr(&o).contains("held in memory instead"),
+        "{}",
+        stderr(&o)
+    );
+    let received = h.server.received();
+    assert_eq!(received.len(), 1);
+    assert!(
+        split(&received[0].data).1 == sent.as_slice(),
+        "the whole body"
+    );
+    drop(tmpfs);
+}
+
 /// A header block over 1 MiB: exit 65 naming the limit, and the message in dead.letter.
 #[test]
 fn a_header_block_over_the_limit_is_refused_and_kept() {

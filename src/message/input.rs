@@ -5,10 +5,13 @@
 //! old-Mac CR text), and keeps the header block in memory, whole lines as today. Past
 //! [`SPILL_AFTER`] bytes of body in memory, the body read so far goes into a file that
 //! has no name (O_TMPFILE in the queue directory: nothing is left by a crash) and the rest
-//! streams after it, buffered, never synced: the file is only ever a copy of stdin for
-//! the time of the send. While it writes the file it notes what intake otherwise scans
+//! streams after it, a chunk at a time, never synced: the file is only ever a copy of
+//! stdin for the time of the send. While it writes the file it notes what intake otherwise scans
 //! the body for (a byte above 127, a NUL, a line over 998 octets). Below the threshold the
 //! message is one buffer, exactly as it always was.
+//!
+//! Where the file cannot be made or written (a full disk), the body stays in memory as
+//! it did before there was a spill, with a warning: the message is not lost for it.
 //!
 //! A header block over [`MAX_HEADER`] is still read (into the file) so that it can be
 //! kept in dead.letter, and intake refuses it (65). One consequence: old-Mac text (CR
@@ -17,7 +20,7 @@
 //! block that long; below it, it is read as before.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::Path;
 
 use crate::message::envelope::{Body, CHUNK};
@@ -296,6 +299,7 @@ fn read_with(
         head_len: memory.len(),
         memory,
         file: None,
+        memory_only: false,
     };
     if header_over {
         out.spill(new_file)?;
@@ -312,7 +316,7 @@ fn read_with(
     let mut ended = lines.feed(&partial, &mut out)?;
     drop(partial);
     loop {
-        if out.file.is_none() && body_read > limits.spill_after {
+        if out.may_spill() && body_read > limits.spill_after {
             out.spill(new_file)?;
         }
         if ended {
@@ -336,35 +340,64 @@ struct Out {
     memory: Vec<u8>,
     head_len: usize,
     file: Option<Writer>,
+    /// The spill failed (no file, a full disk): the body stays in memory, as it did
+    /// before there was a spill, rather than the message being lost for it.
+    memory_only: bool,
 }
 
+/// The spill file and what is not written to it yet (written a chunk at a time, so that
+/// what the file holds is known if a write fails).
 struct Writer {
-    file: BufWriter<File>,
-    len: u64,
+    file: File,
+    pending: Vec<u8>,
+    written: u64,
     scan: Scan,
+}
+
+impl Writer {
+    fn write_pending(&mut self) -> io::Result<()> {
+        self.file.write_all(&self.pending)?;
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
 }
 
 impl Out {
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
-        match &mut self.file {
-            Some(writer) => {
-                writer.scan.feed(bytes);
-                writer.len += bytes.len() as u64;
-                writer.file.write_all(bytes).map_err(spilling)
-            }
-            None => {
-                self.memory.extend_from_slice(bytes);
-                Ok(())
-            }
+        let Some(writer) = &mut self.file else {
+            self.memory.extend_from_slice(bytes);
+            return Ok(());
+        };
+        writer.scan.feed(bytes);
+        writer.pending.extend_from_slice(bytes);
+        if writer.pending.len() < CHUNK {
+            return Ok(());
         }
+        match writer.write_pending() {
+            Ok(()) => Ok(()),
+            Err(e) => self.back_to_memory(e),
+        }
+    }
+
+    fn may_spill(&self) -> bool {
+        self.file.is_none() && !self.memory_only
     }
 
     /// From now on into a file, the body in memory first.
     fn spill(&mut self, new_file: &mut dyn FnMut() -> io::Result<File>) -> io::Result<()> {
-        let file = new_file().map_err(spilling)?;
+        let file = match new_file() {
+            Ok(file) => file,
+            Err(e) => {
+                self.memory_only = true;
+                warn_in_memory(&e);
+                return Ok(());
+            }
+        };
         self.file = Some(Writer {
-            file: BufWriter::with_capacity(CHUNK, file),
-            len: 0,
+            file,
+            pending: Vec::with_capacity(CHUNK + CHUNK / 2),
+            written: 0,
             scan: Scan::default(),
         });
         let body = self.memory.split_off(self.head_len);
@@ -372,25 +405,55 @@ impl Out {
         self.put(&body)
     }
 
-    fn finish(self, header_over: bool) -> io::Result<Input> {
-        let spill = match self.file {
-            None => None,
-            Some(writer) => Some(Spill {
-                file: writer
-                    .file
-                    .into_inner()
-                    .map_err(|e| spilling(e.into_error()))?,
-                len: writer.len,
-                eight_bit: writer.scan.eight_bit,
-                unsendable: writer.scan.nul || writer.scan.long,
-                header_over,
-            }),
+    /// The file could not be written: what it holds comes back into memory, and the rest
+    /// of the body stays there. Only a failure to read it back loses the message.
+    fn back_to_memory(&mut self, why: io::Error) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(writer) = self.file.take() else {
+            return Ok(());
         };
+        self.memory_only = true;
+        warn_in_memory(&why);
+        let start = self.memory.len();
+        self.memory.resize(start + writer.written as usize, 0);
+        writer
+            .file
+            .read_exact_at(&mut self.memory[start..], 0)
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("{} (reading its spill file back: {e})", spilling(why)),
+                )
+            })?;
+        self.memory.extend_from_slice(&writer.pending);
+        Ok(())
+    }
+
+    fn finish(mut self, header_over: bool) -> io::Result<Input> {
+        if let Some(writer) = &mut self.file {
+            if let Err(e) = writer.write_pending() {
+                self.back_to_memory(e)?;
+            }
+        }
+        let spill = self.file.map(|writer| Spill {
+            file: writer.file,
+            len: writer.written,
+            eight_bit: writer.scan.eight_bit,
+            unsendable: writer.scan.nul || writer.scan.long,
+            header_over,
+        });
         Ok(Input {
             memory: self.memory,
             spill,
         })
     }
+}
+
+fn warn_in_memory(why: &io::Error) {
+    eprintln!(
+        "oauth-sendmail: warning: cannot write the message to a temporary file ({why}): it is \
+         held in memory instead"
+    );
 }
 
 fn spilling(e: io::Error) -> io::Error {
@@ -684,6 +747,27 @@ mod tests {
         let input = read_small(&body_only, true, 100, 16);
         assert!(!input.spill.as_ref().unwrap().header_over);
         assert_eq!(whole(&input), old_reader(&body_only, true));
+    }
+
+    /// A spill that cannot be written (a full disk: /dev/full) leaves the body in memory,
+    /// whole, rather than losing the message.
+    #[test]
+    fn a_spill_that_cannot_be_written_leaves_the_message_in_memory() {
+        let text = [&b"To: a\n\n"[..], &b"a line of the body\n".repeat(20_000)].concat();
+        let limits = Limits {
+            spill_after: 1000,
+            max_header: 1 << 20,
+        };
+        let mut full = || File::options().read(true).write(true).open("/dev/full");
+        let input = read_with(&text[..], true, limits, &mut full).unwrap();
+        assert!(input.spill.is_none());
+        assert_eq!(input.memory, old_reader(&text, true));
+        let mut none = || Err(io::Error::other("no file today"));
+        let input = read_with(&text[..], true, limits, &mut none).unwrap();
+        assert_eq!(
+            (input.spill.is_none(), input.memory),
+            (true, old_reader(&text, true))
+        );
     }
 
     /// Intake makes the same message of a spilled input as of the same bytes in memory:
