@@ -402,7 +402,12 @@ impl Out {
         });
         let body = self.memory.split_off(self.head_len);
         self.memory.shrink_to_fit();
-        self.put(&body)
+        self.put(&body)?;
+        // Written: the megabyte it took is not kept for the rest of the read.
+        if let Some(writer) = &mut self.file {
+            writer.pending.shrink_to(CHUNK + CHUNK / 2);
+        }
+        Ok(())
     }
 
     /// The file could not be written: what it holds comes back into memory, and the rest
