@@ -1,6 +1,9 @@
 """Peak RSS of one large message (issue 15, target 1): 1, 27 and 100 MiB, sent directly
 (`sendmail -i -f FROM TO`) and through the queue (queued while nothing listens, then
-`sendmail -q`), against the test suite's aiosmtpd server with no size limit.
+`sendmail -q`), against the test suite's aiosmtpd server with no size limit; and in
+system mode (bench/service.py's set-up: the daemon under a root of its own), the
+client's peak RSS and the service's (VmHWM of a daemon started for that size, after it
+took and delivered the 3 messages).
 
     cargo build --release && cc -O2 -o target/bench/measure bench/measure.c
     python3 bench/memory.py target/release/oauth-sendmail target/bench/measure
@@ -12,6 +15,7 @@ import sys
 import tempfile
 
 import bench
+import service
 
 RUNS = 3
 
@@ -33,6 +37,28 @@ class Unlimited(bench.Aiosmtpd):
             sys.exit("memory: the SMTP server did not start; see " + b.path("server.log"))
 
 
+def system_mode(b, binary, message, mib):
+    """RUNS submissions of `message` through a daemon of its own: the client's samples,
+    and the daemon's peak RSS (MiB) once they are delivered."""
+    system = service.Service(b, binary)
+    # One root per size (Service makes its directories), a limit the 100 MiB message fits.
+    config = os.path.join(system.root, "etc", "oauth-sendmail", "config.toml")
+    with open(config, "a") as f:
+        f.write(f"max_message_size = {(mib + 8) << 20}\n")
+    system.start()
+    try:
+        before = b.target.delivered()
+        argv = [b.sendmail, "-i", "-f", bench.USER, bench.RECIPIENT]
+        client = b.measure(RUNS, message, argv, env=system.env, expect_delivered=False)
+        service.wait_delivered(b.target, before + RUNS, limit=600)
+        peak = system.rss_kib("VmHWM") / 1024
+    finally:
+        system.stop()
+        shutil.rmtree(system.root, ignore_errors=True)
+        shutil.rmtree(system.home, ignore_errors=True)
+    return client, peak
+
+
 def main():
     binary, measure = (os.path.abspath(a) for a in sys.argv[1:3])
     root = tempfile.mkdtemp(prefix="oauth-sendmail-memory.")
@@ -51,9 +77,12 @@ def main():
                 b.measure(1, message, argv, env=down, expect_delivered=False)
                 flushes += b.measure(1, None, [b.sendmail, "-q"]).runs
             queue = bench.Samples(flushes)
+            client, daemon = system_mode(b, binary, message, mib)
             print(f"{mib} MiB: peak RSS direct {direct.rss_mib:.1f} MiB, "
-                  f"sendmail -q {queue.rss_mib:.1f} MiB "
-                  f"(wall {direct.wall_ms:.0f} / {queue.wall_ms:.0f} ms)", flush=True)
+                  f"sendmail -q {queue.rss_mib:.1f} MiB, "
+                  f"system mode client {client.rss_mib:.1f} MiB, service {daemon:.1f} MiB "
+                  f"(wall {direct.wall_ms:.0f} / {queue.wall_ms:.0f} / "
+                  f"{client.wall_ms:.0f} ms)", flush=True)
     finally:
         b.target.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -12,7 +12,7 @@
 //! `mailq` lists it there until a person looks.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -199,15 +199,11 @@ impl Queue {
     /// Writes a message and its entry durably; once this returns, the message is safe.
     pub fn add(&self, entry: &QueueEntry, message: &Prepared) -> Result<()> {
         // The message first: an entry never points at a missing or half-written message.
-        // Only intake's messages are added (a body in memory): borrowed, not copied.
-        let body = message
-            .body
-            .whole()
-            .map_err(crate::message::envelope::unreadable)?;
-        files::write_private_parts(
-            &self.dir.join(format!("{}.msg", entry.id)),
-            &[&message.head, &body],
-        )
+        // A body in a file (spilled from stdin) is copied in the kernel, never held.
+        files::write_private_with(&self.dir.join(format!("{}.msg", entry.id)), |file| {
+            file.write_all(&message.head)?;
+            copy_body(message.body, file)
+        })
         .and_then(|()| {
             files::write_private(
                 &self.dir.join(format!("{}.json", entry.id)),
@@ -428,6 +424,25 @@ impl Queue {
             format!("cannot use the queue {}", self.dir.display()),
             e,
         )
+    }
+}
+
+/// Writes `body` to `out`: a file's from its start (copy_file_range where the kernel can),
+/// all of it or an error, never a message cut short.
+fn copy_body(body: Body, out: &mut File) -> io::Result<()> {
+    match body {
+        Body::Bytes(bytes) => out.write_all(bytes),
+        Body::File { mut file, len } => {
+            file.seek(io::SeekFrom::Start(0))?;
+            let copied = io::copy(&mut file.take(len), out)?;
+            match copied == len {
+                true => Ok(()),
+                false => Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the message's file holds {copied} of its {len} bytes"),
+                )),
+            }
+        }
     }
 }
 

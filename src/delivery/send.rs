@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crate::config::{Account, Config, QueueMode};
+use crate::config::{Account, Config, QueueMode, QueueSettings};
 use crate::delivery::attempt::{self, Route};
 use crate::delivery::flush::{Flusher, Selection};
 use crate::delivery::hold::Holds;
@@ -17,6 +17,7 @@ use crate::delivery::{bounce, dead_letter};
 use crate::error::{Error, Kind, Result};
 use crate::message::address::Resolver;
 use crate::message::envelope::{Envelope, Prepared};
+use crate::message::input::{self, Raw};
 use crate::message::intake;
 use crate::smtp::client::Delivery;
 use crate::sys::signals;
@@ -36,13 +37,22 @@ pub enum Accepted {
 
 /// Reads the message, then delivers it or keeps it.
 pub fn send(invocation: &Invocation) -> Result<()> {
-    let raw = intake::read_message(io::stdin().lock(), invocation.ignore_dots)
-        .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
+    // The configuration first, for where a large body is spilled (the queue's file
+    // system); an error in it counts once the message is read, and keeps it, as always.
+    let config = Config::load(invocation.config.as_deref());
+    let spill_dir = match &config {
+        Ok(config) => config.queue.dir.clone(),
+        Err(_) => QueueSettings::default().dir,
+    };
+    let input = input::read_stdin(
+        invocation.ignore_dots,
+        &mut input::spill_in_queue(&spill_dir),
+    )?;
+    let raw = input.raw();
     // The message is ours now: a stop signal waits until it is sent or queued.
     signals::defer_stop();
-    let config = Config::load(invocation.config.as_deref());
     let result = match &config {
-        Ok(config) => deliver(config, invocation, &raw),
+        Ok(config) => deliver(config, invocation, raw),
         Err(err) => Err(err.clone()),
     };
     match result {
@@ -53,17 +63,17 @@ pub fn send(invocation: &Invocation) -> Result<()> {
             Ok(())
         }
         Err(err) if invocation.dry_run || err.is_message_kept() => Err(err),
-        Err(err) if awaits_setup(&err) => match hold(config.as_ref().ok(), invocation, &raw, &err) {
+        Err(err) if awaits_setup(&err) => match hold(config.as_ref().ok(), invocation, raw, &err) {
             Ok(Some(id)) => Err(err
                 .hint(format!(
                     "the message is queued as {id} and goes out with `sendmail -q` once this is fixed"
                 ))
                 .message_kept()),
-            Ok(None) => Err(keep(err, &raw, invocation)),
-            Err(queue_err) => Err(keep(err, &raw, invocation)
+            Ok(None) => Err(keep(err, raw, invocation)),
+            Err(queue_err) => Err(keep(err, raw, invocation)
                 .hint(format!("it could not be queued: {}", queue_err.summary()))),
         },
-        Err(err) => Err(keep(err, &raw, invocation)),
+        Err(err) => Err(keep(err, raw, invocation)),
     }
 }
 
@@ -80,22 +90,28 @@ pub fn awaits_setup(err: &Error) -> bool {
 fn hold(
     config: Option<&Config>,
     invocation: &Invocation,
-    raw: &[u8],
+    raw: Raw,
     why: &Error,
 ) -> Result<Option<String>> {
     let settings = config.map_or_else(Default::default, |c| c.queue.clone());
     let no_recipients = invocation.recipients.is_empty() && !invocation.extract_recipients;
-    if settings.mode == QueueMode::Never || no_recipients || raw.trim_ascii().is_empty() {
+    if settings.mode == QueueMode::Never || no_recipients || raw.is_blank() {
         return Ok(None);
     }
+    // As read: the spill file after what is in memory, copied into the queue as it is.
+    let [first, rest] = raw.parts();
+    let (head, body) = match raw.spill() {
+        None => (Vec::new(), first),
+        Some(_) => (raw.memory().to_vec(), rest),
+    };
     let input = Prepared {
         envelope: Envelope {
             sender: invocation.sender.clone().unwrap_or_default(),
             recipients: Vec::new(),
         },
-        head: Vec::new(),
-        body: crate::message::envelope::Body::Bytes(raw),
-        eight_bit: !raw.is_ascii(),
+        head,
+        body,
+        eight_bit: raw.eight_bit(),
         message_id: None,
     };
     let options = crate::delivery::queue::Intake {
@@ -115,8 +131,9 @@ fn hold(
 pub fn prepare<'c, 'm>(
     config: &'c Config,
     invocation: &Invocation,
-    raw: &'m [u8],
+    raw: impl Into<Raw<'m>>,
 ) -> Result<(&'c Account, Prepared<'m>)> {
+    let raw = raw.into();
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
     let account = choose_account(config, invocation, &resolver)?;
     let prepared = run_intake(invocation, &resolver, account.address(), raw)?;
@@ -138,7 +155,12 @@ fn choose_account<'c>(
 }
 
 /// Delivers one message as sendmail would: `Ok` once it is sent or safely queued.
-pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
+pub fn deliver<'m>(
+    config: &Config,
+    invocation: &Invocation,
+    raw: impl Into<Raw<'m>>,
+) -> Result<Accepted> {
+    let raw = raw.into();
     if invocation.dry_run {
         return dry_run(config, invocation, raw);
     }
@@ -151,7 +173,7 @@ pub fn deliver(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<A
 
 /// `--dry-run`: what intake makes of the message, sent nowhere. It needs no account;
 /// without one the sender is the local user's, as a local sendmail would use.
-fn dry_run(config: &Config, invocation: &Invocation, raw: &[u8]) -> Result<Accepted> {
+fn dry_run(config: &Config, invocation: &Invocation, raw: Raw) -> Result<Accepted> {
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
     let account = choose_account(config, invocation, &resolver).ok();
     let default_sender = account.map_or_else(local_sender, |a| a.address().to_string());
@@ -348,7 +370,7 @@ fn run_intake<'m>(
     invocation: &Invocation,
     resolver: &Resolver,
     default_sender: &str,
-    raw: &'m [u8],
+    raw: Raw<'m>,
 ) -> Result<Prepared<'m>> {
     let options = intake::Options {
         extract_recipients: invocation.extract_recipients,
@@ -362,7 +384,7 @@ fn run_intake<'m>(
 }
 
 /// Saves a message that could not be sent, and says where in the error.
-fn keep(err: Error, raw: &[u8], invocation: &Invocation) -> Error {
+fn keep(err: Error, raw: Raw, invocation: &Invocation) -> Error {
     let temporary = err.is_transient();
     let sender = invocation.sender.as_deref().unwrap_or("");
     let err = match dead_letter::save(raw, sender, &invocation.recipients) {

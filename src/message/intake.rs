@@ -29,7 +29,6 @@
 //! message/rfc822, or in a base64/quoted-printable part) is refused with exit 65.
 
 use std::borrow::Cow;
-use std::io::{self, BufRead};
 
 use mail_builder::headers::address::Address as BuiltAddress;
 use mail_builder::headers::date::Date;
@@ -38,7 +37,8 @@ use mail_parser::{Encoding, MessageParser, PartType};
 
 use crate::error::{Error, Kind, Result};
 use crate::message::address::{self, Entry, Mailbox, Resolver};
-use crate::message::envelope::{Envelope, Prepared};
+use crate::message::envelope::{Body, Envelope, Prepared};
+use crate::message::input::{self, Raw, Spill};
 
 /// What intake needs to know beyond the message itself.
 pub struct Options<'a> {
@@ -57,42 +57,35 @@ pub struct Options<'a> {
 }
 
 /// RFC 5322's limit on a line, CRLF excluded.
-const MAX_LINE: usize = 998;
+pub(super) const MAX_LINE: usize = 998;
 
-/// Reads the message: to EOF with `-i`, else up to a line holding only "." (sendmail's
-/// rule; a trailing CR is ignored for that test), which is not part of the message.
-/// Line ends become CRLF as the lines come in (as [`crlf_lines`] makes them), so that
-/// [`prepare`] can send the body from this one buffer.
-pub fn read_message(mut input: impl BufRead, ignore_dots: bool) -> io::Result<Vec<u8>> {
-    let mut message = Vec::new();
-    let mut header = HeaderLines::default();
-    loop {
-        let start = message.len();
-        if input.read_until(b'\n', &mut message)? == 0 {
-            return Ok(message);
-        }
-        let end = start + trim_line_end(&message[start..]).len();
-        if !ignore_dots && &message[start..end] == b"." {
-            message.truncate(start);
-            return Ok(message);
-        }
-        let in_header = header.holds(&message[start..end]);
-        if memchr::memchr(b'\r', &message[start..end]).is_some() {
-            let line = message[start..end].to_vec();
-            // A line with no LF at the very start is the whole input: old Mac text.
-            let old_mac = start == 0 && !message.ends_with(b"\n");
-            message.truncate(start);
-            push_crlf_line(&mut message, &line, in_header && !old_mac);
-        } else {
-            message.truncate(end);
-            message.extend_from_slice(b"\r\n");
-        }
+/// Turns raw input into the envelope and the bytes to send. The body is borrowed from
+/// `raw` when its lines already end in CRLF (as [`input::read`] leaves them). A message
+/// spilled to a file (past [`input::SPILL_AFTER`]) has its header block in memory, made
+/// as any other, and its body goes out from the file as it is, never read into memory,
+/// unless it must be re-encoded ([`reencode_spilled`]).
+pub fn prepare<'a>(raw: impl Into<Raw<'a>>, options: &Options) -> Result<Prepared<'a>> {
+    let raw = raw.into();
+    match raw.spill() {
+        Some(spill) if spill.header_over() => Err(Error::new(
+            Kind::BadInput,
+            "the message's header block is too large",
+            format!(
+                "it is over {} MiB, the most a header is allowed here",
+                input::MAX_HEADER >> 20
+            ),
+        )
+        .hint("put the data in the body (as an attachment, for instance)")),
+        spill => prepare_with(raw.memory(), spill, options),
     }
 }
 
-/// Turns raw input into the envelope and the bytes to send. The body is borrowed from
-/// `raw` when its lines already end in CRLF (as [`read_message`] leaves them).
-pub fn prepare<'a>(raw: &'a [u8], options: &Options) -> Result<Prepared<'a>> {
+/// [`prepare`] of `raw`, followed by the body in `spill` when there is one.
+fn prepare_with<'a>(
+    raw: &'a [u8],
+    spill: Option<&'a Spill>,
+    options: &Options,
+) -> Result<Prepared<'a>> {
     let lines = crlf_lines(raw);
     let (fields, body) = split_header(without_mbox_line(&lines));
     let body_start = lines.len() - body.len();
@@ -172,16 +165,54 @@ pub fn prepare<'a>(raw: &'a [u8], options: &Options) -> Result<Prepared<'a>> {
             (header, &[][..])
         }
     };
-    let (head, body) = reencode_unsendable(head, body)?;
-    check_wire(&head, body)?;
-    let eight_bit = !head.is_ascii() || !body.is_ascii();
+    let (head, body, eight_bit) = match spill {
+        None => {
+            let (head, body) = reencode_unsendable(head, body)?;
+            check_wire(&head, body)?;
+            let eight_bit = !head.is_ascii() || !body.is_ascii();
+            (head, Body::Bytes(body), eight_bit)
+        }
+        Some(spill) => {
+            // What of the body is in memory (the line that ended the header block) goes
+            // with the head; the file follows it as it is.
+            let mut head = head;
+            head.extend_from_slice(body);
+            match spill.unsendable() || unsendable(&head) {
+                true => reencode_spilled(head, spill)?,
+                false => {
+                    check_wire(&head, &[])?;
+                    let eight_bit = !head.is_ascii() || spill.eight_bit();
+                    (head, spill.body(), eight_bit)
+                }
+            }
+        }
+    };
     Ok(Prepared {
         envelope: Envelope { sender, recipients },
         head,
-        body: crate::message::envelope::Body::Bytes(body),
+        body,
         eight_bit,
         message_id,
     })
+}
+
+/// The one case a spilled message is held whole (not constant memory): its body has a
+/// NUL or a line over 998 octets, so it is read back into memory and re-encoded as a
+/// message in memory is. Returns the head, the body and whether it has 8-bit bytes. (A
+/// streaming re-encoder can take this function's place: same arguments, same result.)
+fn reencode_spilled<'a>(head: Vec<u8>, spill: &'a Spill) -> Result<(Vec<u8>, Body<'a>, bool)> {
+    let body = spill.body().whole().map_err(|e| {
+        Error::new(
+            Kind::Io,
+            "cannot read the message back from its temporary file",
+            e,
+        )
+    })?;
+    let (mut message, rest) = reencode_unsendable(head, &body)?;
+    message.extend_from_slice(rest);
+    check_wire(&message, &[])?;
+    let eight_bit = !message.is_ascii();
+    Ok((message, Body::Bytes(&[]), eight_bit))
 }
 
 /// The recipients: argv, plus with `-t` the To/Cc/Bcc headers (Resent-To/Cc/Bcc when
@@ -406,7 +437,7 @@ fn crlf_lines(raw: &[u8]) -> Cow<'_, [u8]> {
 
 /// Follows the lines of a message (without their line ends) to tell those of its header
 /// block, as [`split_header`] will read it, from the body's.
-struct HeaderLines {
+pub(super) struct HeaderLines {
     first: bool,
     in_header: bool,
     fields: bool,
@@ -424,7 +455,7 @@ impl Default for HeaderLines {
 
 impl HeaderLines {
     /// Whether `line`, the next one, belongs to the header block.
-    fn holds(&mut self, line: &[u8]) -> bool {
+    pub(super) fn holds(&mut self, line: &[u8]) -> bool {
         let mbox = self.first && line.starts_with(b"From ");
         self.first = false;
         if !self.in_header || mbox {
@@ -439,13 +470,30 @@ impl HeaderLines {
         self.fields |= field;
         self.in_header
     }
+
+    /// Whether a line that starts with `prefix` and goes on past it could belong to the
+    /// header block; `false` only when nothing after the prefix could make it a header
+    /// line (so a reader need not hold the rest of it to know).
+    pub(super) fn may_hold(&self, prefix: &[u8]) -> bool {
+        if !self.in_header || (self.first && prefix.starts_with(b"From ")) {
+            return self.in_header;
+        }
+        match prefix.first() {
+            None => true,
+            Some(&b) if is_wsp(b) => self.fields,
+            Some(_) => match memchr::memchr(b':', prefix) {
+                Some(_) => field_name(prefix).is_some(),
+                None => prefix.iter().all(|b| (33..=126).contains(b)),
+            },
+        }
+    }
 }
 
 /// Appends a line without its line end, then CRLF. Servers refuse a CR alone since the
 /// SMTP smuggling fixes: in the body it is a line break too (old Mac text); in a header
 /// line it becomes a space, since breaking the line there would end the header block
 /// early and send the fields after it (a `Bcc:`) as body text.
-fn push_crlf_line(out: &mut Vec<u8>, line: &[u8], in_header: bool) {
+pub(super) fn push_crlf_line(out: &mut Vec<u8>, line: &[u8], in_header: bool) {
     if in_header {
         out.extend(line.iter().map(|&b| if b == b'\r' { b' ' } else { b }));
         out.extend_from_slice(b"\r\n");
@@ -457,7 +505,7 @@ fn push_crlf_line(out: &mut Vec<u8>, line: &[u8], in_header: bool) {
     }
 }
 
-fn trim_line_end(line: &[u8]) -> &[u8] {
+pub(super) fn trim_line_end(line: &[u8]) -> &[u8] {
     let mut end = line.len();
     if end > 0 && line[end - 1] == b'\n' {
         end -= 1;
@@ -1174,6 +1222,7 @@ fn quoted_printable(text: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::input::read_message;
     use std::collections::BTreeMap;
 
     fn aliases() -> BTreeMap<String, Vec<String>> {

@@ -13,7 +13,7 @@ use crate::delivery::request::Invocation;
 use crate::delivery::request::SessionOptions;
 use crate::error::{Error, Kind, Result};
 use crate::message::address::Resolver;
-use crate::message::intake;
+use crate::message::input::{self, Raw};
 use crate::service::protocol::{self, Request, Response, Submission};
 use crate::service::{dropdir, Paths};
 use crate::sys::{self, users};
@@ -35,7 +35,7 @@ fn not_running(socket: &Path, e: io::Error) -> Error {
 pub fn command(request: &Request) -> Result<()> {
     let socket = Paths::system().socket();
     let stream = UnixStream::connect(&socket).map_err(|e| not_running(&socket, e))?;
-    match exchange(&stream, request, b"")? {
+    match exchange(&stream, request, Raw::from(&b""[..]))? {
         Response::Output {
             stdout,
             stderr,
@@ -66,9 +66,9 @@ fn strange() -> Error {
 
 /// One request on a connection; the answer. An answer that came although our writing
 /// failed (the service refused early) is still the answer.
-fn exchange(stream: &UnixStream, request: &Request, message: &[u8]) -> Result<Response> {
+fn exchange(stream: &UnixStream, request: &Request, message: Raw) -> Result<Response> {
     let _ = stream.set_read_timeout(Some(ANSWER_WITHIN));
-    let sent = protocol::write_request(&mut &*stream, request, message);
+    let sent = write_submission(&mut &*stream, request, message);
     let answer = protocol::read_response(&mut BufReader::new(stream));
     match (answer, sent) {
         (Ok(response), _) => Ok(response),
@@ -81,24 +81,37 @@ fn exchange(stream: &UnixStream, request: &Request, message: &[u8]) -> Result<Re
     }
 }
 
+/// The request line, then the message a chunk at a time (from its spill file past the
+/// threshold): the framing `protocol::read_request` reads.
+pub fn write_submission(out: &mut impl Write, request: &Request, message: Raw) -> io::Result<()> {
+    protocol::write_request(out, request, message.memory())?;
+    if let Some(spill) = message.spill() {
+        spill.body().each_chunk(&mut |chunk| out.write_all(chunk))?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
 /// `sendmail` in system mode: reads the message, hands it over, exits as the service says.
+/// A large body is spilled beside the drop directory (its file system, not a tmpfs).
 pub fn submit(invocation: &Invocation) -> Result<()> {
-    let raw = intake::read_message(io::stdin().lock(), invocation.ignore_dots)
-        .map_err(|e| Error::new(Kind::Io, "cannot read the message from stdin", e))?;
+    let maildrop = Paths::system().maildrop();
+    let input = input::read_stdin(invocation.ignore_dots, &mut input::spill_beside(&maildrop))?;
+    let raw = input.raw();
     sys::signals::defer_stop();
-    match hand_over(invocation, &raw) {
+    match hand_over(invocation, raw) {
         Ok(notice) => {
             if let Some(notice) = notice {
                 eprintln!("oauth-sendmail: {notice}");
             }
             Ok(())
         }
-        Err(err) => Err(keep(err, &raw, invocation)),
+        Err(err) => Err(keep(err, raw, invocation)),
     }
 }
 
 /// The message was refused or could not be handed over: dead.letter, as in user mode.
-fn keep(err: Error, raw: &[u8], invocation: &Invocation) -> Error {
+fn keep(err: Error, raw: Raw, invocation: &Invocation) -> Error {
     let sender = invocation.sender.as_deref().unwrap_or("");
     match crate::delivery::dead_letter::save(raw, sender, &invocation.recipients) {
         Ok(Some(path)) => err.hint(format!("the message was saved to {}", path.display())),
@@ -121,7 +134,8 @@ pub fn serve_session(options: &SessionOptions) -> Result<()> {
 /// Hands one message to the service (the drop directory when no service answers): what
 /// `sendmail` and each message of `sendmail -bs` do in system mode. `Ok` once the
 /// message is durably spooled (or dropped), with a notice for the caller if any.
-pub fn hand_over(invocation: &Invocation, raw: &[u8]) -> Result<Option<String>> {
+pub fn hand_over<'m>(invocation: &Invocation, raw: impl Into<Raw<'m>>) -> Result<Option<String>> {
+    let raw = raw.into();
     let paths = Paths::system();
     let request = Request::Submit(Submission {
         sender: invocation.sender.clone(),
@@ -129,7 +143,7 @@ pub fn hand_over(invocation: &Invocation, raw: &[u8]) -> Result<Option<String>> 
         extract_recipients: invocation.extract_recipients,
         full_name: invocation.full_name.clone(),
         account: invocation.account.clone(),
-        size: raw.len() as u64,
+        size: raw.len(),
     });
     let socket = paths.socket();
     let stream = match UnixStream::connect(&socket) {
@@ -203,7 +217,7 @@ pub fn login(account: Option<&str>, how: &LoginOptions) -> Result<()> {
                 all: true,
                 ids: Vec::new(),
             },
-            b"",
+            Raw::from(&b""[..]),
         );
     }
     Ok(())

@@ -29,6 +29,7 @@ use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Queue, QueueEntry as Entry};
 use crate::delivery::request::Invocation;
 use crate::error::{Error, Kind, Result};
+use crate::message::input::{self, Raw};
 use crate::service::dropdir::{self, Taken};
 use crate::service::policy::{self, Admission, RateLimiter, Submitter};
 use crate::service::protocol::{self, Failure, Request, Response, Submission};
@@ -53,8 +54,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The delivery thread looks at the queue at least this often.
 const IDLE_WAKE: Duration = Duration::from_secs(60);
 
-/// Connections hold at most this many bytes of messages at once (intake works on the
-/// whole message); a submission that would go over waits within its deadline.
+/// Connections hold at most this many bytes of messages at once (a message's header and
+/// the start of its body; the rest is spilled to a file as it is read, see
+/// [`input::HELD_AT_MOST`]); a submission that would go over waits within its deadline.
 const MESSAGE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The delivery log's note on a message the service accepted; `log` filters on it.
@@ -375,6 +377,7 @@ fn pick_up(shared: &Shared) {
     dropdir::pick_up(
         &paths.maildrop(),
         &paths.quarantine(),
+        &paths.queue(),
         max,
         &mut waiting,
         |dropped| {
@@ -382,7 +385,13 @@ fn pick_up(shared: &Shared) {
                 return Taken::Refused(Error::new(Kind::Protocol, "not a submission", "dropped"));
             };
             let submitter = Submitter::from_ids(dropped.owner, dropped.owner_gid);
-            match accept(shared, &config, &submitter, submission, &dropped.message) {
+            match accept(
+                shared,
+                &config,
+                &submitter,
+                submission,
+                dropped.message.raw(),
+            ) {
                 Ok(_) => Taken::Done,
                 Err(err) if err.is_transient() || err.kind() == Kind::CannotCreate => {
                     Taken::Later(err)
@@ -424,9 +433,15 @@ fn serve(shared: &Shared, stream: UnixStream, peer: sys::peer::Peer) {
             input.get_mut().until = Instant::now() + REQUEST_DEADLINE + extra;
             let max = config.service.max_message_size;
             let until = input.get_ref().until;
-            let answer = reserve(shared, submission.size.min(max), until).and_then(|_held| {
-                protocol::read_body(&mut input, &submission, max)
-                    .and_then(|message| accept(shared, &config, &submitter, &submission, &message))
+            // Memory only for what a message holds in it: a large body is spilled into
+            // the queue directory as it is read.
+            let in_memory = submission.size.min(max).min(input::HELD_AT_MOST);
+            let queue = shared.paths.queue();
+            let answer = reserve(shared, in_memory, until).and_then(|_held| {
+                let mut new_file = input::spill_in_queue(&queue);
+                protocol::read_body(&mut input, &submission, max, &mut new_file).and_then(
+                    |message| accept(shared, &config, &submitter, &submission, message.raw()),
+                )
             });
             match answer {
                 Ok((id, notice)) => Response::Accepted { id, notice },
@@ -491,7 +506,7 @@ fn accept(
     config: &Config,
     submitter: &Submitter,
     submission: &Submission,
-    raw: &[u8],
+    raw: Raw,
 ) -> Result<(String, Option<String>)> {
     let started = Instant::now();
     let settings = &config.service;

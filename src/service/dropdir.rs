@@ -15,6 +15,7 @@ use std::time::Duration;
 use ring::rand::SecureRandom;
 
 use crate::error::{Error, Kind, Result};
+use crate::message::input::{Input, Raw};
 use crate::service::protocol::{self, Request, MAX_REQUEST_LINE};
 
 /// The prefix of a file still being written: not picked up, removed when old.
@@ -37,7 +38,7 @@ fn random_name() -> Result<String> {
 /// Leaves `request` and `message` in `dir`, durably: a temporary name (O_EXCL), written,
 /// fsync'd, renamed to its final name. The directory cannot be opened by us (no read
 /// permission), so syncfs makes the rename durable. Returns the file's name.
-pub fn leave(dir: &Path, request: &Request, message: &[u8]) -> Result<String> {
+pub fn leave(dir: &Path, request: &Request, message: Raw) -> Result<String> {
     let name = random_name()?;
     let temporary = dir.join(format!("{WRITING}{name}"));
     let cannot = |e: std::io::Error| {
@@ -56,7 +57,7 @@ pub fn leave(dir: &Path, request: &Request, message: &[u8]) -> Result<String> {
         .and_then(|mut file| {
             // Whatever the umask: the service reads it as another user.
             file.set_permissions(fs::Permissions::from_mode(0o644))?;
-            protocol::write_request(&mut file, request, message)?;
+            crate::service::client::write_submission(&mut file, request, message)?;
             file.sync_all()?;
             fs::rename(&temporary, dir.join(&name))?;
             // SAFETY: syncfs on a valid open descriptor.
@@ -77,7 +78,7 @@ pub struct Dropped {
     pub owner: u32,
     pub owner_gid: u32,
     pub request: Request,
-    pub message: Vec<u8>,
+    pub message: Input,
 }
 
 /// What the pickup makes of each file: done (removed), a refusal (quarantined), or to
@@ -94,6 +95,7 @@ pub enum Taken {
 pub fn pick_up(
     dir: &Path,
     quarantine: &Path,
+    spill: &Path,
     max_message: u64,
     waiting: &mut HashSet<String>,
     mut take: impl FnMut(Dropped) -> Taken,
@@ -122,7 +124,7 @@ pub fn pick_up(
             }
             continue;
         }
-        let dropped = match read(&path, max_message) {
+        let dropped = match read(&path, max_message, spill) {
             Ok(dropped) => dropped,
             Err(why) => {
                 set_aside(&path, quarantine, &why);
@@ -149,8 +151,9 @@ pub fn pick_up(
 }
 
 /// Opens a drop file as hostile input: no symbolic link, a regular file with one link
-/// (a hard link would lend us someone else's file and name), within the size cap.
-fn read(path: &Path, max_message: u64) -> std::result::Result<Dropped, String> {
+/// (a hard link would lend us someone else's file and name), within the size cap. The
+/// message is read as a submission on the socket is, a large body spilled into `spill`.
+fn read(path: &Path, max_message: u64, spill: &Path) -> std::result::Result<Dropped, String> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -169,11 +172,13 @@ fn read(path: &Path, max_message: u64) -> std::result::Result<Dropped, String> {
         return Err(format!("{} bytes, over the limit", meta.len()));
     }
     let mut input = BufReader::new(file);
-    let (request, message) =
-        protocol::read_request(&mut input, max_message).map_err(|e| e.summary())?;
-    if !matches!(request, Request::Submit(_)) {
+    let request = protocol::read_head(&mut input).map_err(|e| e.summary())?;
+    let Request::Submit(submission) = &request else {
         return Err("not a submission".into());
-    }
+    };
+    let mut new_file = crate::message::input::spill_in_queue(spill);
+    let message = protocol::read_body(&mut input, submission, max_message, &mut new_file)
+        .map_err(|e| e.summary())?;
     if input.read(&mut [0u8; 1]).map_err(|e| e.to_string())? != 0 {
         return Err("bytes after the message".into());
     }
@@ -229,22 +234,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (drop, quarantine) = (dir.path().join("drop"), dir.path().join("q"));
         fs::create_dir(&drop).unwrap();
-        leave(&drop, &submission(3), b"abc").unwrap();
-        leave(&drop, &submission(2), b"de").unwrap();
+        leave(&drop, &submission(5), Raw::from(&b"abc\r\n"[..])).unwrap();
+        leave(&drop, &submission(4), Raw::from(&b"de\r\n"[..])).unwrap();
         let mut seen = Vec::new();
-        let taken = pick_up(&drop, &quarantine, 100, &mut HashSet::new(), |d| {
-            assert_eq!(d.owner, crate::sys::users::effective_uid());
-            seen.push(d.message);
-            Taken::Done
-        });
+        let taken = pick_up(
+            &drop,
+            &quarantine,
+            dir.path(),
+            100,
+            &mut HashSet::new(),
+            |d| {
+                assert_eq!(d.owner, crate::sys::users::effective_uid());
+                seen.push(d.message.raw().memory().to_vec());
+                Taken::Done
+            },
+        );
         assert_eq!(taken, 2);
         seen.sort();
-        assert_eq!(seen, [b"abc".to_vec(), b"de".to_vec()]);
+        assert_eq!(seen, [b"abc\r\n".to_vec(), b"de\r\n".to_vec()]);
         assert_eq!(fs::read_dir(&drop).unwrap().count(), 0);
         assert_eq!(
-            pick_up(&drop, &quarantine, 100, &mut HashSet::new(), |_| {
-                Taken::Done
-            }),
+            pick_up(
+                &drop,
+                &quarantine,
+                dir.path(),
+                100,
+                &mut HashSet::new(),
+                |_| { Taken::Done }
+            ),
             0
         );
     }
@@ -261,14 +278,19 @@ mod tests {
         fs::write(dir.path().join("secret"), b"x").unwrap();
         std::os::unix::fs::symlink(dir.path().join("secret"), drop.join("link")).unwrap();
         fs::hard_link(dir.path().join("secret"), drop.join("hard")).unwrap();
-        leave(&drop, &submission(2), b"ok").unwrap();
-        leave(&drop, &submission(2), b"no").unwrap();
-        let taken = pick_up(&drop, &quarantine, 100, &mut HashSet::new(), |d| {
-            match d.message.as_slice() {
-                b"ok" => Taken::Done,
+        leave(&drop, &submission(4), Raw::from(&b"ok\r\n"[..])).unwrap();
+        leave(&drop, &submission(4), Raw::from(&b"no\r\n"[..])).unwrap();
+        let taken = pick_up(
+            &drop,
+            &quarantine,
+            dir.path(),
+            100,
+            &mut HashSet::new(),
+            |d| match d.message.raw().memory() {
+                b"ok\r\n" => Taken::Done,
                 _ => Taken::Refused(Error::new(Kind::AuthRefused, "refused", "policy")),
-            }
-        });
+            },
+        );
         assert_eq!(taken, 1);
         assert_eq!(fs::read_dir(&drop).unwrap().count(), 0);
         let notes = fs::read_dir(&quarantine)

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::delivery::log::Status;
 use crate::error::{Error, Kind, Result};
+use crate::message::input::Input;
 
 /// The longest request line: an envelope with thousands of recipients fits.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -177,11 +178,17 @@ fn read_line(input: &mut impl BufRead, limit: usize) -> io::Result<Option<Vec<u8
 }
 
 /// Reads a request line and, for a submission, the message (at most `max_message`
-/// bytes).
+/// bytes), as the service and the drop directory's pickup read them.
+#[cfg(test)]
 pub fn read_request(input: &mut impl BufRead, max_message: u64) -> Result<(Request, Vec<u8>)> {
     let request = read_head(input)?;
     let message = match &request {
-        Request::Submit(submission) => read_body(input, submission, max_message)?,
+        Request::Submit(submission) => {
+            let mut new_file = || tempfile::tempfile();
+            let read = read_body(input, submission, max_message, &mut new_file)?;
+            let whole = read.raw().whole().map_err(bad)?.into_owned();
+            whole
+        }
         _ => Vec::new(),
     };
     Ok((request, message))
@@ -195,35 +202,42 @@ pub fn read_head(input: &mut impl BufRead) -> Result<Request> {
     serde_json::from_slice(&line).map_err(bad)
 }
 
-/// The `size` bytes of a submission's message; fewer is an error.
+/// The `size` bytes of a submission's message; fewer is an error. Read as sendmail reads
+/// stdin ([`crate::message::input::read`] with `-i`: the client's lines are CRLF already
+/// and come out the same), the body spilled to a file from `new_file` past the
+/// threshold, so that a large submission is not held in memory.
 pub fn read_body(
-    input: &mut impl Read,
+    input: &mut impl BufRead,
     submission: &Submission,
     max_message: u64,
-) -> Result<Vec<u8>> {
-    if submission.size > max_message {
-        return Err(Error::new(
+    new_file: &mut dyn FnMut() -> io::Result<std::fs::File>,
+) -> Result<Input> {
+    check_size(submission, max_message)?;
+    let mut body = input.take(submission.size);
+    let message = crate::message::input::read(&mut body, true, new_file)
+        .map_err(|e| bad(format!("reading the message: {e}")))?;
+    if body.limit() > 0 {
+        return Err(cut_short(submission.size - body.limit(), submission.size));
+    }
+    Ok(message)
+}
+
+fn check_size(submission: &Submission, max_message: u64) -> Result<()> {
+    match submission.size > max_message {
+        true => Err(Error::new(
             Kind::BadInput,
             "message refused",
             format!(
                 "it is {} bytes, over the service's limit of {max_message}",
                 submission.size
             ),
-        ));
+        )),
+        false => Ok(()),
     }
-    let mut message = Vec::with_capacity(submission.size.min(1 << 20) as usize);
-    input
-        .take(submission.size)
-        .read_to_end(&mut message)
-        .map_err(|e| bad(format!("reading the message: {e}")))?;
-    if (message.len() as u64) < submission.size {
-        return Err(bad(format!(
-            "the message was cut short: {} of {} bytes",
-            message.len(),
-            submission.size
-        )));
-    }
-    Ok(message)
+}
+
+fn cut_short(got: u64, size: u64) -> Error {
+    bad(format!("the message was cut short: {got} of {size} bytes"))
 }
 
 /// Writes a request (and the message of a submission) as [`read_request`] reads it.
@@ -269,10 +283,10 @@ mod tests {
     #[test]
     fn a_submission_round_trips_with_its_message() {
         let mut wire = Vec::new();
-        write_request(&mut wire, &submission(5), b"hello").unwrap();
+        write_request(&mut wire, &submission(7), b"hello\r\n").unwrap();
         let (request, message) = read_request(&mut &wire[..], 100).unwrap();
-        assert_eq!(request, submission(5));
-        assert_eq!(message, b"hello");
+        assert_eq!(request, submission(7));
+        assert_eq!(message, b"hello\r\n");
     }
 
     #[test]

@@ -94,6 +94,17 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 /// `write_private` of `parts` one after the other, so a caller holding a message in two
 /// pieces (rewritten header, body from the input buffer) need not join them.
 pub fn write_private_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
+    write_private_with(path, |file| {
+        parts.iter().try_for_each(|part| file.write_all(part))
+    })
+}
+
+/// `write_private` of what `write` writes into the new file (a message copied from a
+/// file, never held whole).
+pub fn write_private_with(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(Error::new(
             Kind::Internal,
@@ -121,9 +132,7 @@ pub fn write_private_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
         .mode(0o600)
         .open(&temporary)
         .and_then(|mut file| {
-            for part in parts {
-                file.write_all(part)?;
-            }
+            write(&mut file)?;
             file.sync_all()
         })
         .and_then(|()| std::fs::rename(&temporary, path))
@@ -133,6 +142,48 @@ pub fn write_private_parts(path: &Path, parts: &[&[u8]]) -> Result<()> {
         return Err(cannot(e));
     }
     Ok(())
+}
+
+/// A new file in `dir` that has no name (O_TMPFILE), read-write, owner only: gone when
+/// closed, and nothing is left behind by a crash. Where the file system cannot make one,
+/// a named file (`TEMPORARY_PREFIX`, which the queue removes when old) unlinked at once.
+pub fn anonymous_file(dir: &Path) -> std::io::Result<File> {
+    match unnamed_file(dir) {
+        Ok(file) => return Ok(file),
+        // Not a kind of file system (or kernel) that has them: a name, for an instant.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL)
+            ) => {}
+        Err(e) => return Err(e),
+    }
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!(
+        "{TEMPORARY_PREFIX}spill.{}.{n}",
+        std::process::id()
+    ));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
+/// A new file in `dir` without a name (O_TMPFILE), read-write, owner only; an error
+/// where the file system cannot make one.
+pub fn unnamed_file(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
 }
 
 /// Makes a rename or a removal in `dir` durable.
@@ -195,6 +246,21 @@ mod tests {
             std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
             1
         );
+    }
+
+    #[test]
+    fn an_anonymous_file_leaves_no_name_behind() {
+        use std::io::{Read, Seek};
+        let dir = tempfile::tempdir().unwrap();
+        let mut file = anonymous_file(dir.path()).unwrap();
+        file.write_all(b"spilled").unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let mut back = String::new();
+        file.rewind().unwrap();
+        file.read_to_string(&mut back).unwrap();
+        assert_eq!(back, "spilled");
+        assert_eq!(file.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(anonymous_file(&dir.path().join("missing")).is_err());
     }
 
     #[test]
