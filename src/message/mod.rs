@@ -3,3 +3,4 @@
 pub mod address;
 pub mod envelope;
 pub mod intake;
+pub mod reencode;
