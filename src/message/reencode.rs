@@ -170,7 +170,6 @@ fn reencode_in_chunks<S: Source + ?Sized, W: Write>(
     let mut rewriter = Rewriter {
         message: &message,
         chunk,
-        read: Vec::new(),
         out: Output {
             head: Vec::with_capacity(head.len() + 64),
             in_head: true,
@@ -857,7 +856,6 @@ impl<W: Write> Output<W> {
 struct Rewriter<'a, S: ?Sized, W: Write> {
     message: &'a Chain<'a, S>,
     chunk: usize,
-    read: Vec<u8>,
     out: Output<W>,
     /// How far the message is written out.
     copied: u64,
@@ -946,18 +944,11 @@ impl<S: Source + ?Sized, W: Write> Rewriter<'_, S, W> {
 
     /// A part header, read into memory (the scanner has bounded it).
     fn bytes(&mut self, range: Range<u64>) -> Result<Vec<u8>> {
-        let mut text = vec![0; (range.end - range.start) as usize];
-        let mut done = 0;
-        while done < text.len() {
-            let n = self
-                .message
-                .read_at(&mut text[done..], range.start + done as u64)
-                .map_err(read_error)?;
-            if n == 0 {
-                return Err(read_error(io::ErrorKind::UnexpectedEof.into()));
-            }
-            done += n;
-        }
+        let mut text = Vec::with_capacity((range.end - range.start) as usize);
+        self.each_chunk(range, |_, bytes| {
+            text.extend_from_slice(bytes);
+            Ok(())
+        })?;
         Ok(text)
     }
 
@@ -973,31 +964,20 @@ impl<S: Source + ?Sized, W: Write> Rewriter<'_, S, W> {
 
     /// Writes `range` of the message rewritten `how`.
     fn rewrite(&mut self, range: Range<u64>, how: Rewrite) -> Result<()> {
+        let mut encoder: Box<dyn Encoder> = match how {
+            Rewrite::QuotedPrintable => Box::<QuotedPrintable>::default(),
+            Rewrite::Base64Lines => Box::new(LongLines::new(false)),
+            Rewrite::SoftBreaks => Box::new(LongLines::new(true)),
+        };
         let mut encoded = Vec::new();
-        match how {
-            Rewrite::QuotedPrintable => {
-                let mut encoder = QuotedPrintable::default();
-                self.each_chunk(range, |out, bytes| {
-                    encoder.feed(bytes, &mut encoded);
-                    note(encoded.len());
-                    out.put(&encoded)?;
-                    encoded.clear();
-                    Ok(())
-                })?;
-                encoder.finish(&mut encoded);
-            }
-            Rewrite::Base64Lines | Rewrite::SoftBreaks => {
-                let mut lines = LongLines::new(matches!(how, Rewrite::SoftBreaks));
-                self.each_chunk(range, |out, bytes| {
-                    lines.feed(bytes, &mut encoded);
-                    note(encoded.len());
-                    out.put(&encoded)?;
-                    encoded.clear();
-                    Ok(())
-                })?;
-                lines.finish(&mut encoded);
-            }
-        }
+        self.each_chunk(range, |out, bytes| {
+            encoder.feed(bytes, &mut encoded);
+            note(encoded.len());
+            out.put(&encoded)?;
+            encoded.clear();
+            Ok(())
+        })?;
+        encoder.finish(&mut encoded);
         self.out.put(&encoded)
     }
 
@@ -1006,22 +986,22 @@ impl<S: Source + ?Sized, W: Write> Rewriter<'_, S, W> {
         range: Range<u64>,
         mut each: impl FnMut(&mut Output<W>, &[u8]) -> Result<()>,
     ) -> Result<()> {
-        self.read.resize(self.chunk.max(1), 0);
+        let mut reader = Reader::new(self.message, self.chunk);
         let mut at = range.start;
-        while at < range.end {
-            let want = self.read.len().min((range.end - at) as usize);
-            let n = self
-                .message
-                .read_at(&mut self.read[..want], at)
-                .map_err(read_error)?;
-            if n == 0 {
-                return Err(read_error(io::ErrorKind::UnexpectedEof.into()));
-            }
-            each(&mut self.out, &self.read[..n])?;
-            at += n as u64;
+        while let Some(bytes) = reader.read(at, range.end).map_err(read_error)? {
+            at += bytes.len() as u64;
+            each(&mut self.out, bytes)?;
         }
         Ok(())
     }
+}
+
+/// A rewriting of text that comes a chunk at a time.
+trait Encoder {
+    /// Appends to `out` what `text`, the next chunk, makes (some may be held back).
+    fn feed(&mut self, text: &[u8], out: &mut Vec<u8>);
+    /// Appends what was held back: the text has ended.
+    fn finish(&mut self, out: &mut Vec<u8>);
 }
 
 /// `intake::quoted_printable` a chunk at a time: the same bytes for the same text, in
@@ -1034,7 +1014,7 @@ struct QuotedPrintable {
     cr: bool,
 }
 
-impl QuotedPrintable {
+impl Encoder for QuotedPrintable {
     fn feed(&mut self, text: &[u8], out: &mut Vec<u8>) {
         out.reserve(text.len() + text.len() / 8);
         for &byte in text {
@@ -1078,7 +1058,9 @@ impl QuotedPrintable {
         }
         self.cr = false;
     }
+}
 
+impl QuotedPrintable {
     /// A held space or tab that something other than the line end follows: literal.
     fn flush_space(&mut self, out: &mut Vec<u8>) {
         if let Some(space) = self.space.take() {
@@ -1122,6 +1104,42 @@ impl LongLines {
         }
     }
 
+    /// The line is whole in `self.line` (its LF included, if it has one).
+    fn end_line(&mut self, out: &mut Vec<u8>) {
+        let content = intake::without_crlf(&self.line).len();
+        if self.long || content > MAX_LINE {
+            let mut start = 0;
+            while content - start > 76 {
+                start += self.cut(&self.line[start..content], out);
+            }
+            out.extend_from_slice(&self.line[start..]);
+        } else {
+            out.extend_from_slice(&self.line);
+        }
+        self.line.clear();
+        self.long = false;
+    }
+
+    /// Writes the first piece of `rest` (over 76 octets of a long line) with its break;
+    /// how long the piece is.
+    fn cut(&self, rest: &[u8], out: &mut Vec<u8>) -> usize {
+        if !self.soft {
+            out.extend_from_slice(&rest[..76]);
+            out.extend_from_slice(b"\r\n");
+            return 76;
+        }
+        // Never inside an `=XX`.
+        let mut cut = 75;
+        if let Some(back) = rest[cut - 2..cut].iter().position(|&b| b == b'=') {
+            cut -= 2 - back;
+        }
+        out.extend_from_slice(&rest[..cut]);
+        out.extend_from_slice(b"=\r\n");
+        cut
+    }
+}
+
+impl Encoder for LongLines {
     fn feed(&mut self, mut text: &[u8], out: &mut Vec<u8>) {
         while !text.is_empty() {
             let lf = memchr::memchr(b'\n', text);
@@ -1155,40 +1173,6 @@ impl LongLines {
         if !self.line.is_empty() {
             self.end_line(out);
         }
-    }
-
-    /// The line is whole in `self.line` (its LF included, if it has one).
-    fn end_line(&mut self, out: &mut Vec<u8>) {
-        let content = intake::without_crlf(&self.line).len();
-        if self.long || content > MAX_LINE {
-            let mut start = 0;
-            while content - start > 76 {
-                start += self.cut(&self.line[start..content], out);
-            }
-            out.extend_from_slice(&self.line[start..]);
-        } else {
-            out.extend_from_slice(&self.line);
-        }
-        self.line.clear();
-        self.long = false;
-    }
-
-    /// Writes the first piece of `rest` (over 76 octets of a long line) with its break;
-    /// how long the piece is.
-    fn cut(&self, rest: &[u8], out: &mut Vec<u8>) -> usize {
-        if !self.soft {
-            out.extend_from_slice(&rest[..76]);
-            out.extend_from_slice(b"\r\n");
-            return 76;
-        }
-        // Never inside an `=XX`.
-        let mut cut = 75;
-        if let Some(back) = rest[cut - 2..cut].iter().position(|&b| b == b'=') {
-            cut -= 2 - back;
-        }
-        out.extend_from_slice(&rest[..cut]);
-        out.extend_from_slice(b"=\r\n");
-        cut
     }
 }
 
