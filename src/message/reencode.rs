@@ -2,6 +2,12 @@
 //! message in memory, done to a body read from a file (or any bytes that can be read
 //! again) in memory bounded by neither the message's size nor the length of one line.
 //!
+//! [`reencode`] (and [`reencode_file`]) write the new body to a writer and return the new
+//! header block, or say nothing needed changing; what they return has passed the guard
+//! ([`check_wire`]'s, run on the output as it is written), so it can be sent as it is.
+//! The body is read a few times over (is there anything to do; the MIME structure; each
+//! part that is rewritten), a [`CHUNK`] at a time.
+//!
 //! The output is byte for byte the in-memory one wherever this module and mail-parser
 //! 0.11.2 read the MIME structure alike: the scanner below follows mail-parser's own
 //! walk (its boundary search, which is not tied to line starts, its part ends, nested
