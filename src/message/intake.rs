@@ -386,7 +386,7 @@ fn new_message_id(sender: &str) -> String {
 }
 
 /// One header field: its name and its raw lines (continuations included, CRLF ends).
-struct Field {
+pub(super) struct Field {
     name: String,
     raw: Vec<u8>,
 }
@@ -554,7 +554,7 @@ fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     split_lines(text).map(without_crlf)
 }
 
-fn without_crlf(line: &[u8]) -> &[u8] {
+pub(super) fn without_crlf(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r\n").unwrap_or(line)
 }
 
@@ -567,13 +567,13 @@ fn field_name(line: &[u8]) -> Option<&str> {
 }
 
 /// Has a line no server must be sent (RFC 5322 2.1.1) or a NUL (RFC 5322 2.3, 5321 4.5.2).
-fn unsendable(text: &[u8]) -> bool {
+pub(super) fn unsendable(text: &[u8]) -> bool {
     memchr::memchr(0, text).is_some() || long_line(text)
 }
 
 /// The last guard before a message leaves: a line over 998 octets or a NUL byte that
 /// folding and re-encoding could not remove is refused (65), never sent or cut.
-fn check_wire(head: &[u8], body: &[u8]) -> Result<()> {
+pub(super) fn check_wire(head: &[u8], body: &[u8]) -> Result<()> {
     if !unsendable(head) && !unsendable(body) {
         return Ok(());
     }
@@ -598,14 +598,14 @@ fn check_wire(head: &[u8], body: &[u8]) -> Result<()> {
     .hint("have the program encode that data in base64 (as an attachment, for instance)"))
 }
 
-fn long_line(text: &[u8]) -> bool {
+pub(super) fn long_line(text: &[u8]) -> bool {
     split_lines(text).any(|line| line.strip_suffix(b"\n").unwrap_or(line).len() > MAX_LINE + 1)
 }
 
 /// The lines of `text`, each with its LF (the last may have none), as `split_inclusive`
 /// would give them, but found with memchr: byte by byte, the passes over a 20 MiB body
 /// cost more than all the rest of intake.
-fn split_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(super) fn split_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = text;
     std::iter::from_fn(move || {
         let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |at| at + 1);
@@ -1023,7 +1023,7 @@ fn utf8_char_len(first: u8) -> usize {
 /// base64 or quoted-printable cannot have such lines or bytes; what is left is refused by
 /// [`check_wire`]. The message is `head` then `body`; when nothing needs re-encoding both
 /// come back as they are, else the whole new message comes back as the head.
-fn reencode_unsendable(head: Vec<u8>, body: &[u8]) -> Result<(Vec<u8>, &[u8])> {
+pub(super) fn reencode_unsendable(head: Vec<u8>, body: &[u8]) -> Result<(Vec<u8>, &[u8])> {
     if !unsendable(&head) && !unsendable(body) {
         return Ok((head, body));
     }
@@ -1081,14 +1081,14 @@ fn reencode_unsendable(head: Vec<u8>, body: &[u8]) -> Result<(Vec<u8>, &[u8])> {
 }
 
 /// Whether a part's header block is header fields and then the blank line, nothing else.
-fn only_fields(header: &[u8]) -> bool {
+pub(super) fn only_fields(header: &[u8]) -> bool {
     let (fields, _) = split_header(header);
     let consumed: usize = fields.iter().map(|f| f.raw.len()).sum();
     matches!(&header[consumed..], b"" | b"\r\n")
 }
 
 /// The Content-Transfer-Encoding a part's header block declares.
-fn declared_encoding(header: &[u8]) -> Encoding {
+pub(super) fn declared_encoding(header: &[u8]) -> Encoding {
     let (fields, _) = split_header(header);
     let Some(field) = fields
         .iter()
@@ -1109,7 +1109,7 @@ fn declared_encoding(header: &[u8]) -> Encoding {
 
 /// A header block (blank line included) with each field that `keep` accepts fitted to
 /// the line limit, the others left out; whatever follows the fields is kept as it is.
-fn fit_header_block(header: &[u8], keep: impl Fn(&Field) -> bool) -> Result<Vec<u8>> {
+pub(super) fn fit_header_block(header: &[u8], keep: impl Fn(&Field) -> bool) -> Result<Vec<u8>> {
     let (fields, _) = split_header(header);
     let mut out = Vec::with_capacity(header.len() + 64);
     let mut consumed = 0;
@@ -1125,7 +1125,7 @@ fn fit_header_block(header: &[u8], keep: impl Fn(&Field) -> bool) -> Result<Vec<
 
 /// A part's header block (blank line included) saying quoted-printable; the message's
 /// own header also gets MIME-Version when it lacks one.
-fn declare_quoted_printable(header: &[u8], top_level: bool) -> Result<Vec<u8>> {
+pub(super) fn declare_quoted_printable(header: &[u8], top_level: bool) -> Result<Vec<u8>> {
     let (fields, _) = split_header(header);
     let mut out = fit_header_block(header, |f| !f.is("Content-Transfer-Encoding"))?;
     // What followed the fields (the blank line) goes back after the new ones.
@@ -1140,7 +1140,7 @@ fn declare_quoted_printable(header: &[u8], top_level: bool) -> Result<Vec<u8>> {
 
 /// Base64 text with its long lines cut into lines of 76: decoders skip line breaks
 /// (RFC 2045 6.8), so the data stays the same.
-fn rewrap_base64(text: &[u8]) -> Vec<u8> {
+pub(super) fn rewrap_base64(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 38);
     for piece in split_lines(text) {
         let line = without_crlf(piece);
@@ -1161,7 +1161,7 @@ fn rewrap_base64(text: &[u8]) -> Vec<u8> {
 
 /// Quoted-printable text with its long lines cut by soft line breaks (`=` CRLF, RFC 2045
 /// 6.7 rule 5), never inside an `=XX`, so the data stays the same.
-fn soft_break(text: &[u8]) -> Vec<u8> {
+pub(super) fn soft_break(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 25);
     for piece in split_lines(text) {
         let mut line = without_crlf(piece);
@@ -1186,7 +1186,7 @@ fn soft_break(text: &[u8]) -> Vec<u8> {
 
 /// Quoted-printable (RFC 2045 6.7) of CRLF text: line breaks stay hard breaks, long
 /// lines get soft breaks before 76 characters.
-fn quoted_printable(text: &[u8]) -> Vec<u8> {
+pub(super) fn quoted_printable(text: &[u8]) -> Vec<u8> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = Vec::with_capacity(text.len() + text.len() / 8);
     for piece in split_lines(text) {

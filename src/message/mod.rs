@@ -4,3 +4,4 @@ pub mod address;
 pub mod envelope;
 pub mod input;
 pub mod intake;
+pub mod reencode;
