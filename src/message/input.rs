@@ -52,6 +52,8 @@ pub struct Spill {
     eight_bit: bool,
     unsendable: bool,
     header_over: bool,
+    /// An empty file of the same kind, for the re-encoded body when `unsendable`.
+    spare: Option<File>,
 }
 
 impl Spill {
@@ -71,6 +73,11 @@ impl Spill {
     /// Has a NUL or a line over 998 octets: intake must re-encode (or refuse) it.
     pub fn unsendable(&self) -> bool {
         self.unsendable
+    }
+
+    /// Where the body re-encoded goes, when it must be and a file could be made.
+    pub fn spare(&self) -> Option<&File> {
+        self.spare.as_ref()
     }
 
     /// The header block went on past [`MAX_HEADER`]: the rest of it is in the file.
@@ -332,7 +339,12 @@ fn read_with(
         input.consume(n);
         body_read += n;
     }
-    out.finish(header_over)
+    let mut message = out.finish(header_over)?;
+    if let Some(spill) = message.spill.as_mut().filter(|spill| spill.unsendable) {
+        // Somewhere for intake's re-encoding to write, made while there is the means to.
+        spill.spare = new_file().ok();
+    }
+    Ok(message)
 }
 
 /// Where the body goes: memory after the header, then the file.
@@ -446,6 +458,7 @@ impl Out {
             eight_bit: writer.scan.eight_bit,
             unsendable: writer.scan.nul || writer.scan.long,
             header_over,
+            spare: None,
         });
         Ok(Input {
             memory: self.memory,
@@ -776,7 +789,8 @@ mod tests {
     }
 
     /// Intake makes the same message of a spilled input as of the same bytes in memory:
-    /// the body sent from the file as it is, or (a long line) re-encoded from it.
+    /// the body sent from the file as it is, or (a long line) re-encoded from it into the
+    /// spare file, never into memory.
     #[test]
     fn intake_makes_the_same_message_of_a_spilled_input() {
         use crate::message::intake::{prepare, Options};
@@ -793,7 +807,7 @@ mod tests {
         let header = b"From: a@x.org\nTo: b@x.org\nBcc: c@x.org\n\
                        Date: Tue, 1 Dec 2026 22:09:23 +0000\nMessage-ID: <1@x.org>\n\n";
         let lines = b"caf\xc3\xa9 line\r\n.dot\n".repeat(20);
-        for (last, from_file) in [(&b"end\n"[..], true), (&[b'z'; 1200][..], false)] {
+        for (last, as_it_is) in [(&b"end\n"[..], true), (&[b'z'; 1200][..], false)] {
             let text = [&header[..], &lines, last].concat();
             let spilled = read_limited(&text, true, 16, 1 << 20, 7);
             assert!(spilled.spill.is_some());
@@ -805,8 +819,17 @@ mod tests {
             assert_eq!(a.to_vec().unwrap(), b.to_vec().unwrap());
             assert_eq!((a.eight_bit, &a.envelope), (b.eight_bit, &b.envelope));
             // Re-encoded as quoted-printable, the 8-bit text is 7-bit.
-            assert_eq!(a.eight_bit, from_file);
-            assert_eq!(matches!(a.body, Body::File { .. }), from_file);
+            assert_eq!(a.eight_bit, as_it_is);
+            let spill = spilled.spill.as_ref().unwrap();
+            let sent_from = match a.body {
+                Body::File { file, .. } => file,
+                Body::Bytes(_) => panic!("the body went into memory"),
+            };
+            let expected = match as_it_is {
+                true => &spill.file,
+                false => spill.spare().expect("no spare file for the re-encoding"),
+            };
+            assert!(std::ptr::eq(sent_from, expected));
         }
         // A header over the limit is refused (65), not sent cut.
         let long = [&b"To: b@x.org\nX: "[..], &[b'y'; 100], b"\n\nbody\n"].concat();

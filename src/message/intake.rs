@@ -33,12 +33,15 @@ use std::borrow::Cow;
 use mail_builder::headers::address::Address as BuiltAddress;
 use mail_builder::headers::date::Date;
 use mail_builder::headers::Header;
-use mail_parser::{Encoding, MessageParser, PartType};
+use mail_parser::Encoding;
+#[cfg(test)]
+use mail_parser::{MessageParser, PartType};
 
 use crate::error::{Error, Kind, Result};
 use crate::message::address::{self, Entry, Mailbox, Resolver};
 use crate::message::envelope::{Body, Envelope, Prepared};
 use crate::message::input::{self, Raw, Spill};
+use crate::message::reencode::{self, Outcome};
 
 /// What intake needs to know beyond the message itself.
 pub struct Options<'a> {
@@ -166,11 +169,23 @@ fn prepare_with<'a>(
         }
     };
     let (head, body, eight_bit) = match spill {
-        None => {
-            let (head, body) = reencode_unsendable(head, body)?;
-            check_wire(&head, body)?;
+        None if !unsendable(&head) && !unsendable(body) => {
             let eight_bit = !head.is_ascii() || !body.is_ascii();
             (head, Body::Bytes(body), eight_bit)
+        }
+        None => {
+            let mut new_body = Vec::new();
+            match reencode::reencode(&head, body, &mut new_body)? {
+                Outcome::Unchanged { eight_bit } => (head, Body::Bytes(body), eight_bit),
+                Outcome::Rewritten {
+                    mut head,
+                    eight_bit,
+                    ..
+                } => {
+                    head.extend_from_slice(&new_body);
+                    (head, Body::Bytes(&[]), eight_bit)
+                }
+            }
         }
         Some(spill) => {
             // What of the body is in memory (the line that ended the header block) goes
@@ -180,7 +195,6 @@ fn prepare_with<'a>(
             match spill.unsendable() || unsendable(&head) {
                 true => reencode_spilled(head, spill)?,
                 false => {
-                    check_wire(&head, &[])?;
                     let eight_bit = !head.is_ascii() || spill.eight_bit();
                     (head, spill.body(), eight_bit)
                 }
@@ -196,23 +210,42 @@ fn prepare_with<'a>(
     })
 }
 
-/// The one case a spilled message is held whole (not constant memory): its body has a
-/// NUL or a line over 998 octets, so it is read back into memory and re-encoded as a
-/// message in memory is. Returns the head, the body and whether it has 8-bit bytes. (A
-/// streaming re-encoder can take this function's place: same arguments, same result.)
+/// A spilled body with a NUL or a line over 998 octets: re-encoded as it is read, into
+/// the spare file the reader made for it, so even this message is never held whole.
+/// Returns the head, the body and whether it has 8-bit bytes. Without a spare file (none
+/// could be made) the re-encoded body is held in memory: the one case that is not
+/// constant-memory.
 fn reencode_spilled<'a>(head: Vec<u8>, spill: &'a Spill) -> Result<(Vec<u8>, Body<'a>, bool)> {
-    let body = spill.body().whole().map_err(|e| {
-        Error::new(
-            Kind::Io,
-            "cannot read the message back from its temporary file",
-            e,
-        )
-    })?;
-    let (mut message, rest) = reencode_unsendable(head, &body)?;
-    message.extend_from_slice(rest);
-    check_wire(&message, &[])?;
-    let eight_bit = !message.is_ascii();
-    Ok((message, Body::Bytes(&[]), eight_bit))
+    let Body::File { file, len } = spill.body() else {
+        unreachable!("a spill's body is its file")
+    };
+    let mut in_memory = Vec::new();
+    let outcome = match spill.spare() {
+        Some(mut spare) => reencode::reencode_file(&head, file, len, &mut spare),
+        None => reencode::reencode_file(&head, file, len, &mut in_memory),
+    }?;
+    Ok(match outcome {
+        Outcome::Unchanged { eight_bit } => (head, spill.body(), eight_bit),
+        Outcome::Rewritten {
+            head,
+            body_len,
+            eight_bit,
+        } => match spill.spare() {
+            Some(spare) => (
+                head,
+                Body::File {
+                    file: spare,
+                    len: body_len,
+                },
+                eight_bit,
+            ),
+            None => {
+                let mut head = head;
+                head.extend_from_slice(&in_memory);
+                (head, Body::Bytes(&[]), eight_bit)
+            }
+        },
+    })
 }
 
 /// The recipients: argv, plus with `-t` the To/Cc/Bcc headers (Resent-To/Cc/Bcc when
@@ -573,6 +606,9 @@ pub(super) fn unsendable(text: &[u8]) -> bool {
 
 /// The last guard before a message leaves: a line over 998 octets or a NUL byte that
 /// folding and re-encoding could not remove is refused (65), never sent or cut.
+/// The last guard before a message leaves: a line over 998 octets or a NUL byte that
+/// folding and re-encoding could not remove is refused (65), never sent or cut.
+#[cfg(test)]
 pub(super) fn check_wire(head: &[u8], body: &[u8]) -> Result<()> {
     if !unsendable(head) && !unsendable(body) {
         return Ok(());
@@ -1017,12 +1053,27 @@ fn utf8_char_len(first: u8) -> usize {
     }
 }
 
+/// The in-memory re-encoder intake had before [`reencode`] (kept for the tests, which
+/// compare the streaming one with it, byte for byte, on many messages; mail-parser's
+/// whole parse of the message here is also why it cannot run on a message in a file).
+///
 /// Re-encodes as quoted-printable every MIME leaf part that has a line over 998 octets or
 /// a NUL byte and no transfer encoding of its own; a reader decodes it back to the same
 /// bytes, so nothing is cut (quoted-printable writes a NUL as `=00`). Parts already in
 /// base64 or quoted-printable cannot have such lines or bytes; what is left is refused by
 /// [`check_wire`]. The message is `head` then `body`; when nothing needs re-encoding both
 /// come back as they are, else the whole new message comes back as the head.
+/// The in-memory re-encoder intake had before [`reencode`] (kept for the tests, which
+/// compare the streaming one with it, byte for byte, on many messages; mail-parser's
+/// whole parse of the message here is also why it cannot run on a message in a file).
+///
+/// Re-encodes as quoted-printable every MIME leaf part that has a line over 998 octets or
+/// a NUL byte and no transfer encoding of its own; a reader decodes it back to the same
+/// bytes, so nothing is cut (quoted-printable writes a NUL as `=00`). Parts already in
+/// base64 or quoted-printable cannot have such lines or bytes; what is left is refused by
+/// [`check_wire`]. The message is `head` then `body`; when nothing needs re-encoding both
+/// come back as they are, else the whole new message comes back as the head.
+#[cfg(test)]
 pub(super) fn reencode_unsendable(head: Vec<u8>, body: &[u8]) -> Result<(Vec<u8>, &[u8])> {
     if !unsendable(&head) && !unsendable(body) {
         return Ok((head, body));
@@ -1140,6 +1191,9 @@ pub(super) fn declare_quoted_printable(header: &[u8], top_level: bool) -> Result
 
 /// Base64 text with its long lines cut into lines of 76: decoders skip line breaks
 /// (RFC 2045 6.8), so the data stays the same.
+/// Base64 text with its long lines cut into lines of 76: decoders skip line breaks
+/// (RFC 2045 6.8), so the data stays the same.
+#[cfg(test)]
 pub(super) fn rewrap_base64(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 38);
     for piece in split_lines(text) {
@@ -1161,6 +1215,9 @@ pub(super) fn rewrap_base64(text: &[u8]) -> Vec<u8> {
 
 /// Quoted-printable text with its long lines cut by soft line breaks (`=` CRLF, RFC 2045
 /// 6.7 rule 5), never inside an `=XX`, so the data stays the same.
+/// Quoted-printable text with its long lines cut by soft line breaks (`=` CRLF, RFC 2045
+/// 6.7 rule 5), never inside an `=XX`, so the data stays the same.
+#[cfg(test)]
 pub(super) fn soft_break(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 25);
     for piece in split_lines(text) {
@@ -1186,6 +1243,9 @@ pub(super) fn soft_break(text: &[u8]) -> Vec<u8> {
 
 /// Quoted-printable (RFC 2045 6.7) of CRLF text: line breaks stay hard breaks, long
 /// lines get soft breaks before 76 characters.
+/// Quoted-printable (RFC 2045 6.7) of CRLF text: line breaks stay hard breaks, long
+/// lines get soft breaks before 76 characters.
+#[cfg(test)]
 pub(super) fn quoted_printable(text: &[u8]) -> Vec<u8> {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = Vec::with_capacity(text.len() + text.len() / 8);

@@ -20,9 +20,6 @@
 //! Whatever the input, what leaves passes [`check_wire`]: nothing cut, never a NUL or a
 //! line over 998 octets.
 
-// Nothing calls it yet outside its tests: the spilled-body path (send, intake) will.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::ops::Range;
@@ -141,7 +138,7 @@ pub enum Outcome {
 /// Re-encodes a message given as its header block and a body in a file: the same bytes
 /// as `intake::reencode_unsendable` then `intake::check_wire`, the new body written to
 /// `out` (from where it is, which it does not rewind or truncate).
-pub fn reencode_file(head: &[u8], body: &File, len: u64, out: &mut File) -> Result<Outcome> {
+pub fn reencode_file(head: &[u8], body: &File, len: u64, out: &mut impl Write) -> Result<Outcome> {
     reencode(head, &FileRange { file: body, len }, out)
 }
 
@@ -200,6 +197,7 @@ fn reencode_in_chunks<S: Source + ?Sized, W: Write>(
 /// naming the line. (Where the head does not end with a line end, its last line and the
 /// body's first are one line here, as on the wire; intake counts them as two.) As it reads every byte, it also says whether any is 8-bit (what
 /// `Prepared::eight_bit` records, for BODY=8BITMIME).
+#[cfg(test)]
 pub fn check_wire<S: Source + ?Sized>(head: &[u8], body: &S) -> Result<Checked> {
     check_wire_in_chunks(head, body, CHUNK)
 }
@@ -212,10 +210,12 @@ pub struct Checked {
 }
 
 /// [`check_wire`] for a header block and a body in a file.
+#[cfg(test)]
 pub fn check_wire_file(head: &[u8], body: &File, len: u64) -> Result<Checked> {
     check_wire(head, &FileRange { file: body, len })
 }
 
+#[cfg(test)]
 fn check_wire_in_chunks<S: Source + ?Sized>(
     head: &[u8],
     body: &S,
