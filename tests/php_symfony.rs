@@ -25,6 +25,12 @@ use Symfony\Component\Mailer\Transport;
 use Symfony\Component\Mime\Email;
 
 $mailer = new Mailer(Transport::fromDsn(getenv('MAILER_DSN')));
+// ATTACH_BYTES: the second message carries an attachment of that many bytes, byte i
+// being (7i + 3) mod 256.
+$attachment = '';
+for ($i = 0; $i < (int) getenv('ATTACH_BYTES'); $i++) {
+    $attachment .= chr((7 * $i + 3) % 256);
+}
 foreach ([1, 2] as $i) {
     $email = (new Email())
         ->from('sender@example.com')
@@ -32,6 +38,9 @@ foreach ([1, 2] as $i) {
         ->bcc('hidden@example.com')
         ->subject("Symfony $i")
         ->text("Hello $i\n.leading dot\nCafé");
+    if ($i == 2 && $attachment !== '') {
+        $email->attach($attachment, 'report.bin', 'application/octet-stream');
+    }
     try {
         $mailer->send($email);
         echo "sent $i\n";
@@ -57,6 +66,11 @@ fn php_available() -> bool {
 
 /// Runs the script with Symfony's sendmail DSN, its command being our symlink and `flags`.
 fn run_php(h: &Harness, flags: &str, to: &str) -> Output {
+    run_php_attaching(h, flags, to, 0)
+}
+
+/// The same, the second message with an attachment of `bytes` bytes.
+fn run_php_attaching(h: &Harness, flags: &str, to: &str, bytes: usize) -> Output {
     let script = h.home.path().join("send.php");
     std::fs::write(&script, SCRIPT).expect("write send.php");
     let command = format!("{} {flags}", h.home.path().join("bin/sendmail").display());
@@ -67,7 +81,8 @@ fn run_php(h: &Harness, flags: &str, to: &str) -> Output {
             "MAILER_DSN",
             format!("sendmail://default?command={}", url_encode(&command)),
         )
-        .env("MAIL_TO", to);
+        .env("MAIL_TO", to)
+        .env("ATTACH_BYTES", bytes.to_string());
     h.run(cmd, b"")
 }
 
@@ -153,4 +168,32 @@ fn symfony_sees_a_refused_recipient_and_goes_on() {
     let received = h.server.received();
     assert_eq!(received.len(), 2, "{}", explain(&h, &o));
     assert!(received.iter().all(|m| m.rcpt_to == ["hidden@example.com"]));
+}
+
+/// Issue 15: a large attachment through Symfony's default `-bs` comes through whole: the
+/// session reads a message as stdin is read (its body past a megabyte in a file), and
+/// the next message of the same session goes on as before.
+#[test]
+fn symfony_sends_a_large_attachment_through_bs() {
+    if !php_available() {
+        return;
+    }
+    const BYTES: usize = 3 * 1024 * 1024;
+    let h = Harness::new(ServerOptions::default());
+    let o = run_php_attaching(&h, "-bs", "rcpt@example.com", BYTES);
+    assert_eq!(code(&o), 0, "{}", explain(&h, &o));
+    assert_eq!(stdout(&o), "sent 1\nsent 2\n", "{}", explain(&h, &o));
+    let received = h.server.received();
+    assert_eq!(received.len(), 2, "{}", explain(&h, &o));
+    let message = mail_parser::MessageParser::default()
+        .parse(&received[1].data)
+        .expect("a MIME message");
+    let attachment = message.attachment(0).expect("the attachment");
+    let expected: Vec<u8> = (0..BYTES).map(|i| ((7 * i + 3) % 256) as u8).collect();
+    assert!(
+        attachment.contents() == expected.as_slice(),
+        "the attachment arrived changed ({} bytes)",
+        attachment.contents().len()
+    );
+    assert_eq!(message.subject(), Some("Symfony 2"));
 }

@@ -8,6 +8,7 @@ use crate::delivery::request::{Invocation, SessionOptions};
 use crate::delivery::send;
 use crate::error::{Kind, Result};
 use crate::message::address::Resolver;
+use crate::message::input::{self, Raw};
 use crate::smtp::server::{self, Settings, Transaction};
 use crate::sys::signals;
 
@@ -16,9 +17,12 @@ use crate::sys::signals;
 /// the message unless it got a 250, so nothing goes to dead.letter. A message the queue
 /// took is safe, so it gets its 250.
 pub fn serve(options: &SessionOptions) -> Result<()> {
-    let settings = settings();
+    let mut settings = settings();
     let config = Config::load(options.config.as_deref())
         .map_err(|err| server::refuse(io::stdout().lock(), &settings, err))?;
+    // A large message's body beside the queue, as a piped-in one's.
+    let dir = config.queue.dir.clone();
+    settings.spill = Box::new(move || input::spill_in_queue(&dir)());
     let resolver = Resolver::new(&config.aliases, config.domain.as_deref());
     serve_with(
         options,
@@ -43,7 +47,7 @@ pub fn serve_with(
     options: &SessionOptions,
     settings: &Settings,
     resolver: &Resolver,
-    hand: impl Fn(&Invocation, &[u8]) -> Result<()>,
+    hand: impl Fn(&Invocation, Raw) -> Result<()>,
 ) -> Result<()> {
     // A stop signal ends the session at once while we wait for the client, and after the
     // reply to the message in flight otherwise.
@@ -54,7 +58,7 @@ pub fn serve_with(
         output,
         settings,
         resolver,
-        |message: &Transaction| hand(&invocation(options, message), &message.data),
+        |message: &Transaction| hand(&invocation(options, message), message.data.raw()),
     )
 }
 

@@ -125,7 +125,10 @@ fn keep(err: Error, raw: Raw, invocation: &Invocation) -> Error {
 pub fn serve_session(options: &SessionOptions) -> Result<()> {
     let aliases = Default::default();
     let resolver = Resolver::new(&aliases, Some("localhost"));
-    let settings = crate::delivery::session::settings();
+    let mut settings = crate::delivery::session::settings();
+    // A large message's body beside the drop directory, as a piped-in one's.
+    let maildrop = Paths::system().maildrop();
+    settings.spill = Box::new(move || input::spill_beside(&maildrop)());
     crate::delivery::session::serve_with(options, &settings, &resolver, |invocation, data| {
         hand_over(invocation, data).map(|_| ())
     })

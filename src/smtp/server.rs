@@ -6,10 +6,12 @@
 //! a TCP listener can serve the same code. It trusts nothing it reads: every line is
 //! bounded, every mistake gets a reply, no input makes it panic.
 
+use std::fs::File;
 use std::io::{self, BufRead, Write};
 
 use crate::error::{Error, Kind, Result};
 use crate::message::address::{self, Resolver};
+use crate::message::input::{self, Input};
 
 /// The largest message taken, after dot-unstuffing, advertised as SIZE: a little over what
 /// Gmail (35,882,577 octets) and Microsoft 365 accept by default, so a message refused
@@ -29,16 +31,17 @@ pub const MAX_RECIPIENTS: usize = 1000;
 const MAX_REPLY_TEXT: usize = 480;
 
 /// One message as the client handed it over.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Transaction {
     /// The MAIL FROM address without its angle brackets; empty for the null sender `<>`.
     pub sender: String,
     /// The RCPT TO addresses as the client wrote them (each one resolved once already),
     /// in order.
     pub recipients: Vec<String>,
-    /// The message after dot-unstuffing, line ends as the client sent them (CRLF), the
-    /// final "." line excluded.
-    pub data: Vec<u8>,
+    /// The message after dot-unstuffing, the final "." line excluded, read as stdin is
+    /// ([`input::read`]: CRLF lines, the body past a megabyte in a file), so a large
+    /// message costs no more memory here than piped in.
+    pub data: Input,
 }
 
 /// What the server says about itself.
@@ -47,13 +50,18 @@ pub struct Settings {
     pub hostname: String,
     /// The SIZE limit, in octets after dot-unstuffing.
     pub max_message: usize,
+    /// Makes the file a large message's body goes to (see [`input::read`]).
+    pub spill: Box<dyn Fn() -> io::Result<File>>,
 }
 
 impl Settings {
+    /// Spilling into the system's temporary directory; a caller with a queue sets
+    /// `spill` to put the file beside it.
     pub fn new(hostname: impl Into<String>) -> Settings {
         Settings {
             hostname: hostname.into(),
             max_message: MAX_MESSAGE,
+            spill: Box::new(|| crate::sys::files::anonymous_file(&std::env::temp_dir())),
         }
     }
 }
@@ -367,8 +375,18 @@ where
         }
     }
 
-    fn read_data(&mut self) -> Result<Option<Vec<u8>>> {
-        read_data(&mut self.input, &mut self.line, self.settings.max_message)
+    fn read_data(&mut self) -> Result<Option<Input>> {
+        let limit = self.settings.max_message;
+        let mut text = DataText::new(&mut self.input, &mut self.line, limit);
+        let mut new_file = || (self.settings.spill)();
+        // The final dot is DataText's to find: no line ends the message for the reader.
+        let message = input::read(&mut text, true, &mut new_file);
+        match message {
+            Ok(_) if text.over => Ok(None),
+            Ok(message) => Ok(Some(message)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(went_away()),
+            Err(e) => Err(read_failed(e)),
+        }
     }
 
     /// A failure reply with the error's words, one reply line per line of them.
@@ -531,44 +549,120 @@ pub fn read_line(input: &mut impl BufRead, line: &mut Vec<u8>, max: usize) -> io
     }
 }
 
-/// Reads the message up to the final "." line and undoes dot-stuffing. `None` when it
-/// is over the size limit: the rest is read and dropped, so the dialogue stays in step.
+/// The text after DATA as a stream: dot-stuffing undone line by line, at most `limit`
+/// octets, ending at the final "." line (which is not part of it). Past the limit the
+/// rest is read and dropped up to that line, so the dialogue stays in step, and `over`
+/// says so; input that ends first is an `UnexpectedEof` error.
+struct DataText<'a, R> {
+    input: &'a mut R,
+    line: &'a mut Vec<u8>,
+    limit: usize,
+    taken: usize,
+    /// What of `line` is still to hand out.
+    at: usize,
+    end: usize,
+    after_crlf: bool,
+    done: bool,
+    over: bool,
+}
+
+impl<'a, R: BufRead> DataText<'a, R> {
+    fn new(input: &'a mut R, line: &'a mut Vec<u8>, limit: usize) -> Self {
+        DataText {
+            input,
+            line,
+            limit,
+            taken: 0,
+            at: 0,
+            end: 0,
+            after_crlf: true,
+            done: false,
+            over: false,
+        }
+    }
+
+    /// The next line of text into `line`, or the end.
+    fn next_line(&mut self) -> io::Result<()> {
+        self.at = 0;
+        self.end = 0;
+        loop {
+            // A line longer than the limit is over it whatever came before.
+            let read = read_line(self.input, self.line, self.limit.saturating_add(3))?;
+            let Read::Line { too_long, crlf } = read else {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            };
+            // The end is CRLF "." CRLF exactly: a "." line after a bare LF is text.
+            // Taking it as the end would let a message smuggle in commands of its own
+            // ("SMTP smuggling").
+            if self.after_crlf && self.line.as_slice() == b".\r\n" {
+                self.done = true;
+                return Ok(());
+            }
+            self.after_crlf = crlf;
+            if self.over {
+                continue;
+            }
+            // RFC 5321 4.5.2: the client doubled a leading dot; a "." alone is not stuffed.
+            let stuffed = self.line.starts_with(b".") && strip_line_end(self.line).len() > 1;
+            let start = usize::from(stuffed);
+            let text = self.line.len() - start;
+            if too_long || self.taken + text > self.limit {
+                self.over = true;
+                continue;
+            }
+            self.taken += text;
+            (self.at, self.end) = (start, self.line.len());
+            return Ok(());
+        }
+    }
+}
+
+impl<R: BufRead> io::Read for DataText<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let text = self.fill_buf()?;
+        let n = text.len().min(buf.len());
+        buf[..n].copy_from_slice(&text[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for DataText<'_, R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        // Past the limit, next_line reads on to the final dot and hands out nothing.
+        while self.at == self.end && !self.done {
+            self.next_line()?;
+        }
+        Ok(&self.line[self.at..self.end])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.at = (self.at + n).min(self.end);
+    }
+}
+
+fn went_away() -> Error {
+    Error::new(
+        Kind::Io,
+        "the SMTP client went away in the middle of a message",
+        "the input ended before the final \".\" line; the message was discarded",
+    )
+}
+
+/// Reads the message up to the final "." line and undoes dot-stuffing, into memory (the
+/// relay's, counted against its budget as it arrives). `None` when it is over the size
+/// limit: the rest is read and dropped, so the dialogue stays in step.
 pub fn read_data(
     input: &mut impl BufRead,
     line: &mut Vec<u8>,
     limit: usize,
 ) -> Result<Option<Vec<u8>>> {
+    let mut text = DataText::new(input, line, limit);
     let mut data = Vec::new();
-    let mut oversize = false;
-    // The end is CRLF "." CRLF exactly: a "." line after a bare LF is text. Taking it
-    // as the end would let a message smuggle in commands of its own ("SMTP smuggling").
-    let mut after_crlf = true;
-    loop {
-        // A line longer than the limit is over it whatever came before.
-        let read = read_line(input, line, limit.saturating_add(3)).map_err(read_failed)?;
-        let Read::Line { too_long, crlf } = read else {
-            return Err(Error::new(
-                Kind::Io,
-                "the SMTP client went away in the middle of a message",
-                "the input ended before the final \".\" line; the message was discarded",
-            ));
-        };
-        if after_crlf && line.as_slice() == b".\r\n" {
-            return Ok((!oversize).then_some(data));
-        }
-        after_crlf = crlf;
-        if oversize {
-            continue;
-        }
-        // RFC 5321 4.5.2: the client doubled a leading dot; a "." alone is not stuffed.
-        let stuffed = line.starts_with(b".") && strip_line_end(line).len() > 1;
-        let text = if stuffed { &line[1..] } else { &line[..] };
-        if too_long || data.len() + text.len() > limit {
-            oversize = true;
-            data = Vec::new();
-            continue;
-        }
-        data.extend_from_slice(text);
+    match io::Read::read_to_end(&mut text, &mut data) {
+        Ok(_) => Ok((!text.over).then_some(data)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(went_away()),
+        Err(e) => Err(read_failed(e)),
     }
 }
 
@@ -644,6 +738,27 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
+
+    /// A transaction as the tests look at it: its message read back whole.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Transaction {
+        sender: String,
+        recipients: Vec<String>,
+        data: Vec<u8>,
+        /// Its body came in a file, not in memory.
+        spilled: bool,
+    }
+
+    impl From<&super::Transaction> for Transaction {
+        fn from(t: &super::Transaction) -> Transaction {
+            Transaction {
+                sender: t.sender.clone(),
+                recipients: t.recipients.clone(),
+                data: t.data.raw().whole().unwrap().into_owned(),
+                spilled: t.data.raw().spill().is_some(),
+            }
+        }
+    }
 
     #[test]
     fn data_needs_mail_then_a_recipient_and_no_argument() {
@@ -721,8 +836,9 @@ mod tests {
         let mut delivered = Vec::new();
         let mut output = Vec::new();
         let end = serve(input, &mut output, settings, &resolver, |t| {
+            let t = Transaction::from(t);
             delivered.push(t.clone());
-            answer(t)
+            answer(&t)
         });
         Outcome {
             output: String::from_utf8(output).expect("replies are ASCII"),
@@ -778,6 +894,7 @@ mod tests {
                 // As given: delivery resolves root again, like a command-line recipient.
                 recipients: vec!["b@example.org".into(), "root".into()],
                 data: b"Subject: hi\r\n\r\n.leading dot\r\n.\r\n..\r\nlast\r\n".to_vec(),
+                spilled: false,
             }]
         );
         assert!(
@@ -1124,8 +1241,8 @@ mod tests {
     #[test]
     fn an_over_size_message_gets_552_and_is_not_delivered() {
         let settings = Settings {
-            hostname: "h".into(),
             max_message: 100,
+            ..Settings::new("h")
         };
         let big = "x".repeat(60);
         let input = format!(
@@ -1146,8 +1263,8 @@ mod tests {
     #[test]
     fn an_over_size_single_line_is_dropped_without_losing_the_dialogue() {
         let settings = Settings {
-            hostname: "h".into(),
             max_message: 100,
+            ..Settings::new("h")
         };
         let input = format!("{ENVELOPE}DATA\r\n{}\r\n.\r\nNOOP\r\n", "y".repeat(5000));
         let o = run_with(input.as_bytes(), &settings, |_| Ok(()));
@@ -1190,6 +1307,38 @@ mod tests {
         assert_eq!(o.codes(), [220, 250]);
     }
 
+    /// A large message is read as stdin is: its body past a megabyte in a file, never
+    /// whole in memory, with its dots unstuffed on either side of the spill and the
+    /// session going on after it.
+    #[test]
+    fn a_large_message_comes_in_a_file_whole() {
+        let line = |n: usize| format!("..line {n} {}\r\n", "x".repeat(60));
+        let text: String = (0..40_000).map(line).collect();
+        let input = format!(
+            "{ENVELOPE}DATA\r\nSubject: big\r\n\r\n{text}.\r\n{ENVELOPE}DATA\r\nsmall\r\n.\r\nQUIT\r\n"
+        );
+        let o = run(input.as_bytes());
+        assert_eq!(
+            o.codes(),
+            [220, 250, 250, 250, 354, 250, 250, 250, 250, 354, 250, 221]
+        );
+        assert_eq!(o.delivered.len(), 2);
+        let unstuffed = text.replace("\r\n..line", "\r\n.line");
+        let expected = format!("Subject: big\r\n\r\n{}", &unstuffed[1..]);
+        assert!(
+            o.delivered[0].data == expected.as_bytes(),
+            "the message changed"
+        );
+        assert!(
+            o.delivered[0].spilled,
+            "a 2.7 MB message was held in memory"
+        );
+        assert_eq!(
+            (&o.delivered[1].data[..], o.delivered[1].spilled),
+            (&b"small\r\n"[..], false)
+        );
+    }
+
     #[test]
     fn a_dot_after_a_bare_lf_does_not_end_the_message() {
         // SMTP smuggling: the "." after a bare LF is text, so the MAIL after it is too.
@@ -1199,9 +1348,10 @@ mod tests {
         let o = run(input.as_bytes());
         assert_eq!(o.codes(), [220, 250, 250, 250, 354, 250, 221]);
         assert_eq!(o.delivered.len(), 1);
+        // All of it one message's text, its line ends made CRLF as any message's are.
         assert_eq!(
             o.delivered[0].data,
-            b"first\n.\r\nMAIL FROM:<evil@example.org>\r\n.\n\r\n"
+            b"first\r\n.\r\nMAIL FROM:<evil@example.org>\r\n.\r\n\r\n"
         );
     }
 
@@ -1224,7 +1374,7 @@ mod tests {
         let mut output = Vec::new();
         let reader = io::BufReader::with_capacity(4, Trickle(input.as_bytes()));
         serve(reader, &mut output, &Settings::new("h"), &resolver, |t| {
-            delivered.push(t.data.clone());
+            delivered.push(Transaction::from(t).data);
             Ok(())
         })
         .unwrap();
@@ -1314,8 +1464,8 @@ mod tests {
                 }
             }
             let settings = Settings {
-                hostname: "h".into(),
                 max_message: 64,
+                ..Settings::new("h")
             };
             let o = run_with(&input, &settings, |_| Ok(()));
             assert!(o.output.starts_with("220 "));
