@@ -132,6 +132,8 @@ impl Home {
             .no_aliases()
             .account_field("auth", "xoauth2")
             .account_field("secret", Value::file(&secret))
+            // One message in flight at a time (several: tests/parallel_drain.rs).
+            .account_field("connections", 1)
             .write(&dir.path().join("config.toml"));
         std::fs::create_dir(dir.path().join("bin")).unwrap();
         std::os::unix::fs::symlink(BIN, dir.path().join("bin/sendmail")).unwrap();
