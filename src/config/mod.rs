@@ -392,7 +392,8 @@ mod tests {
                 "[accounts.me]\nprovider = \"{provider}\"\nhost = \"h\"\nfrom = \"a@x.org\"\nsecret = {{ file = \"/s\" }}\n{extra}"
             ))
         };
-        let connections = |provider, extra| account(provider, extra).unwrap().accounts["me"].connections;
+        let connections =
+            |provider, extra| account(provider, extra).unwrap().accounts["me"].connections;
         assert_eq!(connections("gmail", ""), 4);
         assert_eq!(connections("outlook", ""), 3);
         assert_eq!(connections("custom", ""), 2);
@@ -402,14 +403,16 @@ mod tests {
             let err = account("custom", &format!("connections = {bad}\n")).unwrap_err();
             let text = err.to_string();
             assert!(
-                text.contains(&format!("account `me`: connections = {bad} is out of range"))
-                    && text.contains("16"),
+                text.contains(&format!(
+                    "account `me`: connections = {bad} is out of range"
+                )) && text.contains("16"),
                 "{text}"
             );
         }
         let err = account("custom", "connections = \"4\"\n").unwrap_err();
         assert!(
-            err.to_string().contains("a number of connections from 1 to 16"),
+            err.to_string()
+                .contains("a number of connections from 1 to 16"),
             "{err}"
         );
     }

@@ -167,7 +167,12 @@ impl Core<'_> {
         lock(&self.log).append_or_warn(record);
     }
 
-    fn run(&self, lead: &mut Worker, selection: Selection, deadline: Option<Instant>) -> Result<()> {
+    fn run(
+        &self,
+        lead: &mut Worker,
+        selection: Selection,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let Some(_flusher) = self.queue.lock_flusher()? else {
             lead.report.busy = true;
             return Ok(());
@@ -246,7 +251,11 @@ impl Core<'_> {
             let work = Mutex::new(ids);
             // One message after another until the lead has a connection to the account.
             while !lead.is_open_to(&account) && self.next_message(&work, deadline, lead)? {}
-            let connections = self.config.accounts.get(&account).map_or(1, |a| a.connections);
+            let connections = self
+                .config
+                .accounts
+                .get(&account)
+                .map_or(1, |a| a.connections);
             // A connection costs about what two messages do (a TLS handshake, a login):
             // another opens only while at least two more messages wait for it.
             let waiting = lock(&work).len();
@@ -264,7 +273,9 @@ impl Core<'_> {
                 let mut outcomes = vec![self.keep_taking(work, deadline, lead)];
                 for other in others {
                     // A worker's panic is the flusher's: it ends the flush as it would.
-                    let (report, result) = other.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                    let (report, result) = other
+                        .join()
+                        .unwrap_or_else(|p| std::panic::resume_unwind(p));
                     lead.report.merge(report);
                     outcomes.push(result);
                 }
@@ -332,7 +343,7 @@ impl Core<'_> {
     /// Whether a worker may start another message: no stop signal, deadline or failure.
     fn may_go_on(&self, deadline: Option<Instant>) -> bool {
         signals::stop_requested().is_none()
-            && !deadline.is_some_and(|d| Instant::now() >= d)
+            && deadline.is_none_or(|d| Instant::now() < d)
             && !self.failed.load(Ordering::SeqCst)
     }
 
@@ -459,7 +470,10 @@ impl Core<'_> {
         if !failures.is_empty() {
             let told = self.bounce(worker, &entry, account.as_ref(), &failures, data);
             if let Some(err) = refusal {
-                worker.report.refused.push((entry.id.clone(), err.hint(told)));
+                worker
+                    .report
+                    .refused
+                    .push((entry.id.clone(), err.hint(told)));
             }
         }
         let record =
@@ -614,7 +628,9 @@ impl Core<'_> {
                         entry.next_try = hold.until;
                     }
                     if !in_this_flush {
-                        state.unreachable.push((account.to_string(), hold.as_error()));
+                        state
+                            .unreachable
+                            .push((account.to_string(), hold.as_error()));
                     }
                     state.held.retain(|h| h.account != account);
                     state.held.push(hold);
