@@ -5,8 +5,9 @@
 //! an expired token is refreshed once, not once per connection.
 //!
 //! Against aiosmtpd (tests/mta/mailbox_server.py, `--sessions` reports how many sessions
-//! were open at once; under CI=true a missing aiosmtpd fails) and the suite's in-process
-//! server for the quota replies and the token endpoint.
+//! were open at once; under CI=true a missing aiosmtpd fails), the suite's in-process
+//! server for the quota replies and the token endpoint, and the real Postfix + Dovecot
+//! (tests/common/postfix.rs: root; under CI=true it must run).
 
 mod common;
 
@@ -22,9 +23,10 @@ use common::harness::{
     Harness, BIN,
 };
 use common::mailbox;
-use common::oauth_server::{self, harness_with_oauth, OAuthOptions};
+use common::oauth_server::{self, harness_with_oauth, OAuthOptions, OAuthServer};
+use common::postfix::{self, Postfix};
 use common::skip::{self, skip};
-use common::smtp_server::{Fault, QuotaReply, ServerOptions, TEST_TOKEN};
+use common::smtp_server::{Fault, QuotaReply, ServerOptions, TEST_TOKEN, TEST_USER};
 use common::tls;
 
 /// A run of the binary, or a wait for a server, that takes longer is hung: the test fails.
@@ -72,20 +74,7 @@ impl Mailbox {
 
     /// How many times each Message-ID arrived.
     fn arrivals(&self) -> BTreeMap<String, usize> {
-        let mut count = BTreeMap::new();
-        let Ok(dir) = std::fs::read_dir(self.maildir.join("new")) else {
-            return count;
-        };
-        for file in dir.flatten() {
-            let text = String::from_utf8_lossy(&std::fs::read(file.path()).unwrap()).into_owned();
-            let id = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Message-ID: "))
-                .unwrap_or("(none)")
-                .to_string();
-            *count.entry(id).or_default() += 1;
-        }
-        count
+        mailbox::arrivals(&self.maildir)
     }
 
     fn delivered(&self) -> usize {
@@ -94,15 +83,7 @@ impl Mailbox {
 
     /// Waits until `n` messages are stored (the test fails if that never happens).
     fn wait_for(&self, n: usize) {
-        let deadline = Instant::now() + HANG;
-        while self.delivered() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} arrived",
-                self.delivered()
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
+        mailbox::wait_for(&self.maildir, n, HANG)
     }
 
     /// (sessions opened, most open at once), from the server's `--sessions` file.
@@ -452,4 +433,71 @@ fn an_expired_token_is_refreshed_once_for_all_connections() {
         "one refresh for all connections: {}",
         oauth.log()
     );
+}
+
+/// Into the real Postfix (PIPELINING, a smtpd process per session): 40 queued messages
+/// drained over 4 connections arrive once each, through more than one session.
+#[test]
+fn four_connections_into_postfix_deliver_each_message_once() {
+    const MESSAGES: usize = 40;
+    if !postfix::available("four_connections_into_postfix") {
+        return;
+    }
+    let oauth = OAuthServer::start(OAuthOptions::default());
+    let postfix = Postfix::start(&oauth.url("/introspect"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tls::write_ca_file(dir.path());
+    let secret = dir.path().join("secret");
+    write_private(&secret, &format!("{TEST_TOKEN}\n"));
+    let config = |port: u16| {
+        TestConfig::new(port, &ca)
+            .no_aliases()
+            .xoauth2(TEST_USER, &secret)
+            .account_field("timeout", 30)
+            .account_field("connections", 4)
+            .write(&dir.path().join("config.toml"))
+    };
+    let run = |args: &[&str], stdin: &[u8]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        isolate(&mut cmd, dir.path(), &dir.path().join("config.toml"));
+        run_with_limit(cmd, stdin, HANG)
+    };
+    config(free_port());
+    for i in 0..MESSAGES {
+        let text = message(i).replace("rcpt@example.com", "admin@example.com");
+        let o = run(&["send", "-i", "admin@example.com"], text.as_bytes());
+        assert_eq!(code(&o), 0, "queued: {}", stderr(&o));
+    }
+    config(postfix.port);
+    let logged = postfix.postfix_log().len();
+    let o = run(&["queue", "retry", "--all"], b"");
+    assert_eq!(code(&o), 0, "{}\n{}", stderr(&o), postfix.logs());
+    assert!(postfix.wait_until_idle(HANG), "{}", postfix.logs());
+    let mut ids: Vec<String> = postfix
+        .messages("admin")
+        .iter()
+        .filter_map(|m| {
+            String::from_utf8_lossy(m)
+                .lines()
+                .find_map(|l| l.strip_prefix("Message-ID: ").map(str::to_string))
+        })
+        .collect();
+    ids.sort();
+    let mut expected: Vec<String> = (0..MESSAGES)
+        .map(|i| format!("<p{i}@parallel-drain.test>"))
+        .collect();
+    expected.sort();
+    assert_eq!(ids, expected, "each message once");
+    let sessions = postfix.postfix_log()[logged..]
+        .lines()
+        .filter(|l| l.contains("postfix/smtpd") && l.contains(" connect from "))
+        .count();
+    assert!(
+        (2..=4).contains(&sessions),
+        "more than one session, at most 4: {sessions}\n{}",
+        postfix.postfix_log()
+    );
+    let o = run(&["queue", "list"], b"");
+    assert!(queue_ids(&stdout(&o)).is_empty(), "{}", stdout(&o));
 }

@@ -76,20 +76,7 @@ impl SlowMailbox {
 
     /// How many times each Message-ID arrived.
     fn arrivals(&self) -> BTreeMap<String, usize> {
-        let mut count = BTreeMap::new();
-        let Ok(dir) = std::fs::read_dir(self.maildir.join("new")) else {
-            return count;
-        };
-        for file in dir.flatten() {
-            let text = String::from_utf8_lossy(&std::fs::read(file.path()).unwrap()).into_owned();
-            let id = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Message-ID: "))
-                .unwrap_or("(none)")
-                .to_string();
-            *count.entry(id).or_default() += 1;
-        }
-        count
+        mailbox::arrivals(&self.maildir)
     }
 
     fn delivered(&self) -> usize {
@@ -98,15 +85,7 @@ impl SlowMailbox {
 
     /// Waits until `n` messages are stored (the test fails if that never happens).
     fn wait_for(&self, n: usize) {
-        let deadline = Instant::now() + HANG;
-        while self.delivered() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} messages arrived",
-                self.delivered()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        mailbox::wait_for(&self.maildir, n, HANG)
     }
 }
 

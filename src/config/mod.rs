@@ -396,6 +396,7 @@ mod tests {
             |provider, extra| account(provider, extra).unwrap().accounts["me"].connections;
         assert_eq!(connections("gmail", ""), 4);
         assert_eq!(connections("outlook", ""), 3);
+        assert_eq!(connections("outlook", "transport = \"graph\"\n"), 4);
         assert_eq!(connections("custom", ""), 2);
         assert_eq!(connections("outlook", "connections = 1\n"), 1);
         assert_eq!(connections("custom", "connections = 16\n"), 16);

@@ -112,6 +112,9 @@ impl Report {
     }
 }
 
+/// The ids of one account's messages still to take, shared by its connections.
+type Work = Mutex<VecDeque<String>>;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A worker that panicked left nothing half-done that the others could not use.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -294,7 +297,7 @@ impl Core<'_> {
     fn extra_connection(
         &self,
         account: &Account,
-        work: &Mutex<VecDeque<String>>,
+        work: &Work,
         deadline: Option<Instant>,
     ) -> (Report, Result<()>) {
         let mut worker = Worker::default();
@@ -326,7 +329,7 @@ impl Core<'_> {
     /// another worker's failure.
     fn keep_taking(
         &self,
-        work: &Mutex<VecDeque<String>>,
+        work: &Work,
         deadline: Option<Instant>,
         worker: &mut Worker,
     ) -> Result<()> {
@@ -351,7 +354,7 @@ impl Core<'_> {
     /// take (or a stop signal, the deadline, another worker's failure says stop).
     fn next_message(
         &self,
-        work: &Mutex<VecDeque<String>>,
+        work: &Work,
         deadline: Option<Instant>,
         worker: &mut Worker,
     ) -> Result<bool> {

@@ -2,12 +2,13 @@
 //! with TEST_TOKEN, a Maildir) started as a child of the test, with its files in one
 //! directory. Callers check `skip::aiosmtpd_missing` first.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::harness::write_private;
 use super::smtp_server::{TEST_TOKEN, TEST_USER};
@@ -70,4 +71,38 @@ pub fn start(dir: &Path, args: &[String]) -> MailboxServer {
         );
     };
     MailboxServer { child, stdin, port }
+}
+
+/// How many times each Message-ID arrived in the Maildir `maildir` (its `new/`).
+pub fn arrivals(maildir: &Path) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(maildir.join("new")) else {
+        return count;
+    };
+    for file in dir.flatten() {
+        let text = String::from_utf8_lossy(&std::fs::read(file.path()).unwrap()).into_owned();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap_or("(none)")
+            .to_string();
+        *count.entry(id).or_default() += 1;
+    }
+    count
+}
+
+/// Waits until `n` messages are in the Maildir `maildir`; panics after `limit`.
+pub fn wait_for(maildir: &Path, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let delivered: usize = arrivals(maildir).values().sum();
+        if delivered >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {delivered} messages arrived"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
 }
