@@ -49,12 +49,23 @@ struct Mailbox {
 impl Mailbox {
     /// `None` (after `skip`, which fails under CI=true) without aiosmtpd.
     fn start(test: &str, dir: &Path, port: u16, data_delay: Duration) -> Option<Mailbox> {
+        Mailbox::start_with(test, dir, port, data_delay, &[])
+    }
+
+    /// `start`, with more arguments for mailbox_server.py (`--max-sessions N`).
+    fn start_with(
+        test: &str,
+        dir: &Path,
+        port: u16,
+        data_delay: Duration,
+        more: &[&str],
+    ) -> Option<Mailbox> {
         if let Some(why) = skip::aiosmtpd_missing() {
             skip(test, why);
             return None;
         }
         let sessions = dir.join("sessions");
-        let args = [
+        let mut args = vec![
             "--port".to_string(),
             port.to_string(),
             "--data-delay".to_string(),
@@ -62,6 +73,7 @@ impl Mailbox {
             "--sessions".to_string(),
             sessions.display().to_string(),
         ];
+        args.extend(more.iter().map(|a| a.to_string()));
         let server = mailbox::start(dir, &args);
         assert_eq!(server.port, port, "mailbox_server.py took another port");
         Some(Mailbox {
@@ -84,6 +96,12 @@ impl Mailbox {
     /// Waits until `n` messages are stored (the test fails if that never happens).
     fn wait_for(&self, n: usize) {
         mailbox::wait_for(&self.maildir, n, HANG)
+    }
+
+    /// Connections the server turned away (`--max-sessions`).
+    fn refused(&self) -> usize {
+        let text = std::fs::read_to_string(&self.sessions).unwrap_or_default();
+        text.lines().filter(|l| l.starts_with("refused ")).count()
     }
 
     /// (sessions opened, most open at once), from the server's `--sessions` file.
@@ -213,6 +231,34 @@ fn four_connections_deliver_each_message_once_with_several_sessions_at_once() {
     let (opened, most) = server.sessions();
     assert!(opened <= 4, "at most 4 sessions: {opened}");
     assert!(most > 1, "several sessions at once: at most {most} were");
+}
+
+/// A server that allows two sessions at once (Exchange Online allows three) and greets a
+/// third with 432: the connections it refuses are given up quietly, the two it took
+/// deliver everything, and nothing is deferred for it.
+#[test]
+fn connections_the_server_refuses_are_given_up_and_the_others_deliver_all() {
+    const MESSAGES: usize = 40;
+    let port = free_port();
+    let home = Home::new(port, 4);
+    home.queue(MESSAGES);
+    let Some(server) = Mailbox::start_with(
+        "connections_the_server_refuses",
+        home.dir.path(),
+        port,
+        Duration::from_millis(20),
+        &["--max-sessions", "2"],
+    ) else {
+        return;
+    };
+    let o = home.run(&["-q"], b"");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "a refused extra connection is no error");
+    server.assert_each_once(MESSAGES);
+    assert_eq!(home.queued(), 0, "nothing deferred");
+    let (opened, most) = server.sessions();
+    assert!(server.refused() >= 1, "the server turned one away");
+    assert_eq!((opened, most), (2, 2), "two sessions did the work");
 }
 
 #[test]

@@ -36,7 +36,9 @@ the message is delivered, the 250 not yet read).
 With --sessions FILE each connection appends "open N" to FILE when it is made
 and "close N" when it ends, N being how many are open just after (a STARTTLS
 upgrade is the same connection): tests/parallel_drain.rs reads how many
-sessions a client had open at once.
+sessions a client had open at once. With --max-sessions N too, a connection
+beyond N open at once is greeted "432 4.3.2 Concurrent connections limit
+exceeded" (Exchange Online's words) and closed; it appends "refused N".
 
 With --count-only FILE (bench/run uses it) nothing is stored or parsed: each
 accepted message appends one line "SIZE RCPT[,RCPT...]" to FILE, unsynced, so
@@ -149,9 +151,13 @@ class MaildirHandler:
 class SessionCounter:
     """Appends "open N" / "close N" to a file as connections come and go."""
 
-    def __init__(self, path):
+    def __init__(self, path, limit=None):
         self.file = open(path, "a", buffering=1, encoding="utf-8")
         self.open_now = 0
+        self.limit = limit
+
+    def refused(self):
+        self.file.write("refused %d\n" % self.open_now)
 
     def opened(self):
         self.open_now += 1
@@ -170,11 +176,20 @@ class CountedSMTP(SMTP):
 
     def connection_made(self, transport):
         if self._original_transport is None and not getattr(self, "_counted", False):
+            limit = self.counter.limit
+            if limit is not None and self.counter.open_now >= limit:
+                self._refused = True
+                self.counter.refused()
+                transport.write(b"432 4.3.2 Concurrent connections limit exceeded\r\n")
+                transport.close()
+                return
             self._counted = True
             self.counter.opened()
         super().connection_made(transport)
 
     def connection_lost(self, error):
+        if getattr(self, "_refused", False):
+            return
         if getattr(self, "_counted", False):
             self._counted = False
             self.counter.closed()
@@ -238,6 +253,12 @@ def main():
         help="append 'open N' / 'close N' to FILE as connections come and go",
     )
     parser.add_argument(
+        "--max-sessions",
+        type=int,
+        metavar="N",
+        help="with --sessions: greet a connection beyond N open at once with 432 and close it",
+    )
+    parser.add_argument(
         "--no-size-limit",
         action="store_true",
         help="accept a message of any size (aiosmtpd's default limit is 32 MiB)",
@@ -264,7 +285,7 @@ def main():
 
     server_class = SMTP
     if args.sessions:
-        CountedSMTP.counter = SessionCounter(args.sessions)
+        CountedSMTP.counter = SessionCounter(args.sessions, args.max_sessions)
         server_class = CountedSMTP
 
     def new_session():
