@@ -64,6 +64,9 @@ struct Core<'a> {
     verbose: bool,
     holds: Holds,
     state: Mutex<State>,
+    /// Held while a message is appended to dead.letter: one at a time (an append that
+    /// fails is cut back to where it began, which must be where it began).
+    dead_letter: Mutex<()>,
     /// A worker met an error that ends the flush (the queue cannot be written): the
     /// others take no further message.
     failed: AtomicBool,
@@ -141,6 +144,7 @@ impl<'a> Flusher<'a> {
                     // A session handed over has just delivered a message.
                     reached: session.iter().map(|(name, _)| name.clone()).collect(),
                 }),
+                dead_letter: Mutex::new(()),
                 failed: AtomicBool::new(false),
             },
             handed: session,
@@ -262,14 +266,13 @@ impl Core<'_> {
             // A connection costs about what two messages do (a TLS handshake, a login):
             // another opens only while at least two more messages wait for it.
             let waiting = lock(&work).len();
-            let extra = (connections - 1).min(waiting / 2);
+            let extra = connections.saturating_sub(1).min(waiting / 2);
             if extra == 0 || !lead.is_open_to(&account) {
                 while self.next_message(&work, deadline, lead)? {}
                 continue;
             }
-            let account = &self.config.accounts[&account];
-            let (work, failures) = (&work, Mutex::new(Vec::new()));
-            std::thread::scope(|scope| {
+            let (account, work) = (&self.config.accounts[&account], &work);
+            let outcomes = std::thread::scope(|scope| {
                 let others: Vec<_> = (0..extra)
                     .map(|_| scope.spawn(|| self.extra_connection(account, work, deadline)))
                     .collect();
@@ -282,9 +285,9 @@ impl Core<'_> {
                     lead.report.merge(report);
                     outcomes.push(result);
                 }
-                lock(&failures).extend(outcomes.into_iter().filter_map(Result::err));
+                outcomes
             });
-            if let Some(err) = failures.into_inner().unwrap_or_default().into_iter().next() {
+            if let Some(err) = outcomes.into_iter().find_map(Result::err) {
                 return Err(err);
             }
         }
@@ -539,7 +542,7 @@ impl Core<'_> {
             // It cannot ever be prepared (bad input, no recipients), or nobody fixed the
             // setup in time: nobody can be told but the user, through dead.letter.
             true => {
-                let kept = to_dead_letter(data, &held.sender, &intake.recipients);
+                let kept = self.to_dead_letter(data, &held.sender, &intake.recipients);
                 self.queue.remove(&held.id)?;
                 eprintln!(
                     "oauth-sendmail: queued message {} cannot be sent: {why}; {kept}",
@@ -687,6 +690,16 @@ impl Core<'_> {
         }
     }
 
+    /// Saves a message no one else can be given, and says where it went.
+    fn to_dead_letter(&self, message: &[u8], sender: &str, recipients: &[String]) -> String {
+        let _one = lock(&self.dead_letter);
+        match dead_letter::save(message, sender, recipients) {
+            Ok(Some(path)) => format!("saved to {}", path.display()),
+            Ok(None) => "not saved (it was empty)".into(),
+            Err(err) => format!("LOST: {err}"),
+        }
+    }
+
     /// Tells the sender which recipients will not get the message, and returns what was
     /// done. A null sender gets no bounce (that would loop), and a bounce that cannot be
     /// sent: the message goes to dead.letter instead, so someone can still read it.
@@ -723,7 +736,7 @@ impl Core<'_> {
             _ => Err("the message has no sender to tell".to_string()),
         };
         if let Err(why) = sent {
-            let kept = to_dead_letter(original, &entry.sender, &failed_addresses(failures));
+            let kept = self.to_dead_letter(original, &entry.sender, &failed_addresses(failures));
             eprintln!(
                 "oauth-sendmail: cannot bounce queued message {}: {why}; {kept}",
                 entry.id
@@ -731,15 +744,6 @@ impl Core<'_> {
             return format!("the sender could not be told ({why}): the message was {kept}");
         }
         format!("the sender <{told}> was sent a bounce")
-    }
-}
-
-/// Saves a message no one else can be given, and says where it went.
-fn to_dead_letter(message: &[u8], sender: &str, recipients: &[String]) -> String {
-    match dead_letter::save(message, sender, recipients) {
-        Ok(Some(path)) => format!("saved to {}", path.display()),
-        Ok(None) => "not saved (it was empty)".into(),
-        Err(err) => format!("LOST: {err}"),
     }
 }
 
