@@ -12,7 +12,7 @@ use crate::config::{Account, Config};
 use crate::delivery::attempt::{self, Route};
 use crate::delivery::bounce::{self, FailedRecipient};
 use crate::delivery::dead_letter;
-use crate::delivery::hold::{Hold, Holds};
+use crate::delivery::hold::{self, Hold, Holds};
 use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Intake, Queue, QueueEntry};
 use crate::delivery::transport::Transport;
@@ -78,6 +78,8 @@ struct State {
     unreachable: Vec<(String, Error)>,
     /// Accounts whose whole queue waits (see `hold`), as recorded when the flush began.
     held: Vec<Hold>,
+    /// Accounts this flush held (or held again): their hold is in `held`.
+    held_now: Vec<String>,
     /// Accounts a message went out through in this flush: reachable now.
     reached: Vec<String>,
 }
@@ -141,6 +143,7 @@ impl<'a> Flusher<'a> {
                 state: Mutex::new(State {
                     unreachable: Vec::new(),
                     held: Vec::new(),
+                    held_now: Vec::new(),
                     // A session handed over has just delivered a message.
                     reached: session.iter().map(|(name, _)| name.clone()).collect(),
                 }),
@@ -601,7 +604,7 @@ impl Core<'_> {
         let account = account.as_str();
         let mut state = self.state();
         let state = &mut *state;
-        let in_this_flush = state.unreachable.iter().any(|(n, _)| n == account);
+        let held_in_this_flush = state.held_now.iter().any(|n| n == account);
         match result {
             Ok(_) => {
                 if !state.reached.iter().any(|n| n == account) {
@@ -610,20 +613,16 @@ impl Core<'_> {
                 // A message another connection had in flight when this flush held the
                 // account does not end that hold: only one from an earlier flush.
                 let earlier = state.held.iter().position(|h| h.account == account);
-                if let Some(at) = earlier.filter(|_| !in_this_flush) {
+                if let Some(at) = earlier.filter(|_| !held_in_this_flush) {
                     self.holds.clear(account);
                     state.held.remove(at);
                 }
             }
             Err(err) => {
-                let known = state
-                    .held
-                    .iter()
-                    .position(|h| h.account == account && h.is_active(crate::sys::clock::now()));
-                let hold = match known {
+                let hold = match held_in_this_flush {
                     // Already held in this flush: the rest of the account's messages.
-                    Some(at) if in_this_flush => Some(state.held[at].clone()),
-                    _ => self
+                    true => state.held.iter().find(|h| h.account == account).cloned(),
+                    false => self
                         .holds
                         .after_failure(account, err, self.config.queue.quota_hold),
                 };
@@ -633,13 +632,17 @@ impl Core<'_> {
                     if entry.pending().next().is_some() {
                         entry.next_try = hold.until;
                     }
-                    if !in_this_flush {
-                        state
-                            .unreachable
-                            .push((account.to_string(), hold.as_error()));
-                    }
+                    // What the rest of its messages meet in this flush: the hold (in
+                    // place of the failure `send` put there to stop the others at once).
+                    state.unreachable.retain(|(n, _)| n != account);
+                    state
+                        .unreachable
+                        .push((account.to_string(), hold.as_error()));
                     state.held.retain(|h| h.account != account);
                     state.held.push(hold);
+                    if !held_in_this_flush {
+                        state.held_now.push(account.to_string());
+                    }
                 }
             }
         }
@@ -668,8 +671,11 @@ impl Core<'_> {
         let (_, session) = worker.session.as_mut().expect("a session was just opened");
         let result = session.send(message);
         if let Err(err) = &result {
-            // An API that asked for a pause is not asked again in this flush.
-            if err.wait_asked().is_some() {
+            // An API that asked for a pause is not asked again in this flush; nor is an
+            // account whose failure holds it, and the account's other connections learn
+            // it now, before this one's bookkeeping (see `update_hold`).
+            let holds = hold::for_failure(err, self.config.queue.quota_hold).is_some();
+            if holds || err.wait_asked().is_some() {
                 self.set_unreachable(&account.name, err);
             }
         }
