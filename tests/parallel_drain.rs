@@ -17,12 +17,12 @@ use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::config::{TestConfig, Value};
+use common::config::TestConfig;
 use common::harness::{
     code, explain, free_port, isolate, queue_ids, run_with_limit, stderr, stdout, write_private,
     Harness, BIN,
 };
-use common::mailbox;
+use common::mailbox::{self, Home};
 use common::oauth_server::{self, harness_with_oauth, OAuthOptions, OAuthServer};
 use common::postfix::{self, Postfix};
 use common::skip::{self, skip};
@@ -144,64 +144,19 @@ impl Drop for Mailbox {
     }
 }
 
-/// A HOME whose account points at aiosmtpd on `port` with `connections`.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new(port: u16, connections: i64) -> Home {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = tls::write_ca_file(dir.path());
-        let secret = dir.path().join("secret");
-        write_private(&secret, &format!("{TEST_TOKEN}\n"));
-        TestConfig::new(port, &ca)
-            .no_aliases()
-            .account_field("auth", "xoauth2")
-            .account_field("secret", Value::file(&secret))
-            .account_field("connections", connections)
-            .write(&dir.path().join("config.toml"));
-        std::fs::create_dir(dir.path().join("bin")).unwrap();
-        std::os::unix::fs::symlink(BIN, dir.path().join("bin/sendmail")).unwrap();
-        Home { dir }
-    }
-
-    fn sendmail(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(self.dir.path().join("bin/sendmail"));
-        cmd.args(args);
-        isolate(
-            &mut cmd,
-            self.dir.path(),
-            &self.dir.path().join("config.toml"),
+/// `n` messages queued in `home` while nothing listens on its account's port.
+fn queue(home: &Home, n: usize) {
+    for i in 0..n {
+        let o = home.run(&["-i", "rcpt@example.com"], message(i).as_bytes());
+        assert_eq!(
+            code(&o),
+            0,
+            "nothing listens yet, so queued: {}",
+            stderr(&o)
         );
-        cmd
     }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        run_with_limit(self.sendmail(args), stdin, HANG)
-    }
-
-    fn queued(&self) -> usize {
-        let out = self.run(&["-bp"], b"");
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        queue_ids(&stdout(&out)).len()
-    }
-
-    /// `n` messages queued while nothing listens on the account's port.
-    fn queue(&self, n: usize) {
-        for i in 0..n {
-            let o = self.run(&["-i", "rcpt@example.com"], message(i).as_bytes());
-            assert_eq!(
-                code(&o),
-                0,
-                "nothing listens yet, so queued: {}",
-                stderr(&o)
-            );
-        }
-        assert_eq!(self.queued(), n);
-    }
+    assert_eq!(home.queued(), n);
 }
-
 /// A HOME with `n` messages queued for aiosmtpd (started after), `connections` at once.
 fn queued_for_mailbox(
     test: &str,
@@ -210,8 +165,8 @@ fn queued_for_mailbox(
     data_delay: Duration,
 ) -> Option<(Home, Mailbox)> {
     let port = free_port();
-    let home = Home::new(port, connections);
-    home.queue(n);
+    let home = Home::new(port, connections, HANG);
+    queue(&home, n);
     let server = Mailbox::start(test, home.dir.path(), port, data_delay)?;
     Some((home, server))
 }
@@ -240,8 +195,8 @@ fn four_connections_deliver_each_message_once_with_several_sessions_at_once() {
 fn connections_the_server_refuses_are_given_up_and_the_others_deliver_all() {
     const MESSAGES: usize = 40;
     let port = free_port();
-    let home = Home::new(port, 4);
-    home.queue(MESSAGES);
+    let home = Home::new(port, 4, HANG);
+    queue(&home, MESSAGES);
     let Some(server) = Mailbox::start_with(
         "connections_the_server_refuses",
         home.dir.path(),

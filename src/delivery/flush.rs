@@ -64,8 +64,9 @@ struct Core<'a> {
     verbose: bool,
     holds: Holds,
     state: Mutex<State>,
-    /// Held while a message is appended to dead.letter: one at a time (an append that
-    /// fails is cut back to where it began, which must be where it began).
+    /// Held while a message is appended to dead.letter: one at a time, since an append
+    /// that fails is cut back to the length the file had before it, and another append
+    /// meanwhile would be cut with it.
     dead_letter: Mutex<()>,
     /// A worker met an error that ends the flush (the queue cannot be written): the
     /// others take no further message.
