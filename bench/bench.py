@@ -41,7 +41,9 @@ RUNS_BIG = 5
 RUNS_STARTUP = 100
 # Ours drains each size; msmtp sends the smaller one, one process a message.
 QUEUE_SIZES = (200, 1000)
-QUEUE_REPEATS = 2
+QUEUE_REPEATS = 3
+# `connections =` of the account for the drains, in turns.
+DRAIN_CONNECTIONS = (1, 4)
 # Runs of each client are made in this many turns, alternating.
 TURNS = 5
 # The issue's large message: a 20 MiB attachment, about 27 MiB in base64.
@@ -157,6 +159,12 @@ from = "{USER}"
         # The same account reading the token file itself (no shell, no fork).
         self.file_config = self.path("config-file-secret.toml")
         write_private(self.file_config, common + f'secret = {{ file = "{token_file}" }}\n')
+        # For the drains: the default configuration with `connections = N`.
+        self.drain_configs = {}
+        for n in DRAIN_CONNECTIONS:
+            self.drain_configs[n] = self.path(f"config-{n}-connections.toml")
+            write_private(self.drain_configs[n], common + f"connections = {n}\n"
+                          + f'secret = {{ command = "cat {token_file}" }}\n')
         # The same account at a port where nothing listens: each send queues its message.
         self.down_config = self.path("config-down.toml")
         write_private(self.down_config,
@@ -673,26 +681,32 @@ def scenario_big_messages(b):
 
 
 def scenario_queue_drain(b):
-    """4. Queued messages drained by `sendmail -q` against one msmtp run a message."""
+    """4. Queued messages drained by `sendmail -q` over 1 and 4 connections, and msmtp.
+
+    The drains of each count alternate (1, 4, 1, 4 ...); msmtp runs once a message."""
     message = b.cron_message
     down = dict(b.env, OAUTH_SENDMAIL_CONFIG=b.down_config)
     small = min(QUEUE_SIZES)
     for size in QUEUE_SIZES:
-        drains = []
+        drains = {n: [] for n in DRAIN_CONNECTIONS}
         for _ in range(QUEUE_REPEATS):
-            # Nothing listens where the down config points: every run queues its message.
-            shutil.rmtree(b.path("queue"), ignore_errors=True)
-            b.measure(size, message, [b.sendmail, *CRON_ARGS], env=down,
-                      expect_delivered=False)
-            queued = len([n for n in os.listdir(b.path("queue")) if n.endswith(".json")])
-            if queued != size:
-                sys.exit(f"bench: {queued} messages queued, expected {size}")
-            before = b.target.delivered()
-            drains.append(b.measure(1, None, [b.sendmail, "-q"], expect_delivered=False))
-            delivered = b.target.delivered() - before
-            if delivered != size:
-                sys.exit(f"bench: sendmail -q delivered {delivered} of {size}")
-            b.target.clear()
+            for n in DRAIN_CONNECTIONS:
+                # Nothing listens where the down config points: every run queues its message.
+                shutil.rmtree(b.path("queue"), ignore_errors=True)
+                b.measure(size, message, [b.sendmail, *CRON_ARGS], env=down,
+                          expect_delivered=False)
+                queued = len([n for n in os.listdir(b.path("queue")) if n.endswith(".json")])
+                if queued != size:
+                    sys.exit(f"bench: {queued} messages queued, expected {size}")
+                before = b.target.delivered()
+                env = dict(b.env, OAUTH_SENDMAIL_CONFIG=b.drain_configs[n])
+                drains[n].append(b.measure(1, None, [b.sendmail, "-q"], env=env,
+                                           expect_delivered=False))
+                delivered = b.target.delivered() - before
+                if delivered != size:
+                    sys.exit(f"bench: sendmail -q ({n} connections) delivered {delivered} "
+                             f"of {size}")
+                b.target.clear()
         theirs = None
         if size == small:
             # msmtp in turns with a drain of the same size, A B A B.
@@ -701,18 +715,23 @@ def scenario_queue_drain(b):
                 theirs.runs += b.measure(size // QUEUE_REPEATS, message,
                                          ["msmtp", *CRON_ARGS]).runs
             b.target.clear()
-        ours_s = statistics.median(d.total_s for d in drains)
         theirs_s = theirs.total_s * size / len(theirs.runs) if theirs else None
-        name = f"4. {size} queued: sendmail -q"
-        target = "≤ 2 s" if size == 1000 else ""
-        row(name, "total (s)", ours_s, theirs_s, target, ours_s <= 2 if target else None)
-        row(name, "per message (ms)", ours_s * 1000 / size,
-            theirs_s * 1000 / size if theirs else None)
-        row(name, "peak RSS (MiB)", statistics.median(d.rss_mib for d in drains),
-            theirs.rss_mib if theirs else None)
+        for n in DRAIN_CONNECTIONS:
+            ours_s = statistics.median(d.total_s for d in drains[n])
+            name = f"4. {size} queued: sendmail -q, {n} conn."
+            target = "≤ 2 s" if size == 1000 else ""
+            row(name, "total (s)", ours_s, theirs_s, target, ours_s <= 2 if target else None)
+            row(name, "per message (ms)", ours_s * 1000 / size,
+                theirs_s * 1000 / size if theirs else None)
+            row(name, "peak RSS (MiB)", statistics.median(d.rss_mib for d in drains[n]),
+                theirs.rss_mib if theirs else None)
+            if size == max(QUEUE_SIZES):
+                every = ", ".join(f"{d.total_s:.2f}" for d in drains[n])
+                note(f"4: {size} queued, {n} connection(s), each drain (s): {every}")
     note(f"4: ours drains cron mails queued while the account pointed at a closed port "
-         f"(`sendmail -q`, one connection; median of {QUEUE_REPEATS} drains of each size); "
-         f"msmtp sends {small} one process each, in {QUEUE_REPEATS} turns.")
+         f"(`sendmail -q` with connections = {' and '.join(map(str, DRAIN_CONNECTIONS))}, "
+         f"in turns; median of {QUEUE_REPEATS} drains of each size and count); msmtp sends "
+         f"{small} one process each, in {QUEUE_REPEATS} turns.")
 
 
 def scenario_startup(b):

@@ -301,7 +301,13 @@ fn graph_takes_3_mb_and_refuses_more_before_sending() {
 #[test]
 fn the_queue_drains_over_one_connection() {
     for api in APIS {
-        let s = setup(api, OAuthOptions::default(), &[("retry_initial", "0s")]);
+        // One connection, reused for each message (several at once: parallel_drain.rs).
+        let s = setup_with(api, OAuthOptions::default(), |c| {
+            c.settings(&[("retry_initial", "0s")])
+                .account_field("connections", 1)
+        });
+        let o = login(&s.h, &[]);
+        assert_eq!(code(&o), 0, "login: {}", stderr(&o));
         s.api
             .script((0..3).map(|_| Scripted::error(api, 503, "Backend Error")));
         for n in 0..3 {

@@ -11,20 +11,17 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::config::{TestConfig, Value};
 use common::harness::{
-    code, explain, free_port, isolate, queue_ids, run_with_limit, stderr, stdout, write_private,
-    Harness, BIN,
+    code, explain, free_port, isolate, run_with_limit, stderr, stdout, Harness, BIN,
 };
-use common::mailbox;
+use common::mailbox::{self, Home};
 use common::oauth_server::{use_oauth, OAuthOptions, OAuthServer};
 use common::skip::{self, skip};
-use common::smtp_server::{Fault, ServerOptions, TEST_TOKEN, TEST_USER};
-use common::tls;
+use common::smtp_server::{Fault, ServerOptions, TEST_USER};
 use common::tmpfs::Tmpfs;
 
 /// A run of the binary, or a wait for a server, that takes longer is hung: the test fails.
@@ -76,20 +73,7 @@ impl SlowMailbox {
 
     /// How many times each Message-ID arrived.
     fn arrivals(&self) -> BTreeMap<String, usize> {
-        let mut count = BTreeMap::new();
-        let Ok(dir) = std::fs::read_dir(self.maildir.join("new")) else {
-            return count;
-        };
-        for file in dir.flatten() {
-            let text = String::from_utf8_lossy(&std::fs::read(file.path()).unwrap()).into_owned();
-            let id = text
-                .lines()
-                .find_map(|l| l.strip_prefix("Message-ID: "))
-                .unwrap_or("(none)")
-                .to_string();
-            *count.entry(id).or_default() += 1;
-        }
-        count
+        mailbox::arrivals(&self.maildir)
     }
 
     fn delivered(&self) -> usize {
@@ -98,15 +82,7 @@ impl SlowMailbox {
 
     /// Waits until `n` messages are stored (the test fails if that never happens).
     fn wait_for(&self, n: usize) {
-        let deadline = Instant::now() + HANG;
-        while self.delivered() < n {
-            assert!(
-                Instant::now() < deadline,
-                "only {} messages arrived",
-                self.delivered()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+        mailbox::wait_for(&self.maildir, n, HANG)
     }
 }
 
@@ -117,64 +93,12 @@ impl Drop for SlowMailbox {
     }
 }
 
-/// A HOME with a config for aiosmtpd at `port` (STARTTLS, XOAUTH2) and a `sendmail` link.
-struct Home {
-    dir: tempfile::TempDir,
-}
-
-impl Home {
-    fn new(port: u16) -> Home {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = tls::write_ca_file(dir.path());
-        let secret = dir.path().join("secret");
-        write_private(&secret, &format!("{TEST_TOKEN}\n"));
-        TestConfig::new(port, &ca)
-            .no_aliases()
-            .account_field("auth", "xoauth2")
-            .account_field("secret", Value::file(&secret))
-            .write(&dir.path().join("config.toml"));
-        std::fs::create_dir(dir.path().join("bin")).unwrap();
-        std::os::unix::fs::symlink(BIN, dir.path().join("bin/sendmail")).unwrap();
-        Home { dir }
-    }
-
-    fn sendmail(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(self.dir.path().join("bin/sendmail"));
-        cmd.args(args);
-        isolate(
-            &mut cmd,
-            self.dir.path(),
-            &self.dir.path().join("config.toml"),
-        );
-        cmd
-    }
-
-    /// `sendmail ARGS` running, its stdio piped.
-    fn spawn(&self, args: &[&str]) -> Child {
-        self.sendmail(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        run_with_limit(self.sendmail(args), stdin, HANG)
-    }
-
-    fn queued(&self) -> usize {
-        let out = self.run(&["-bp"], b"");
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
-        queue_ids(&stdout(&out)).len()
-    }
-}
-
 /// A HOME whose account points at aiosmtpd replying `delay` late; `None` (after
 /// `skip`) without aiosmtpd.
 fn slow_mailbox(test: &str, delay: Duration) -> Option<(Home, SlowMailbox)> {
     let port = free_port();
-    let home = Home::new(port);
+    // One message in flight at a time (several: tests/parallel_drain.rs).
+    let home = Home::new(port, 1, HANG);
     match SlowMailbox::start(home.dir.path(), port, delay) {
         Ok(server) => Some((home, server)),
         Err(why) => {
@@ -228,7 +152,8 @@ fn wait(mut child: Child) -> Output {
 fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
     const MESSAGES: usize = 12;
     let port = free_port();
-    let home = Home::new(port);
+    // One message in flight at a time (several: tests/parallel_drain.rs).
+    let home = Home::new(port, 1, HANG);
     for i in 0..MESSAGES {
         let o = home.run(&["-i", "rcpt@example.com"], message(i).as_bytes());
         assert_eq!(

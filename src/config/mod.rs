@@ -108,6 +108,9 @@ pub struct Account {
     pub ca_file: Option<PathBuf>,
     pub hello_name: Option<String>,
     pub timeout: Duration,
+    /// How many connections a queue drain may open at once for this account's messages
+    /// (`connections`; providers limit concurrent sessions per mailbox).
+    pub connections: usize,
     /// Addresses this account sends as; the first is the default envelope sender.
     pub addresses: Vec<String>,
     pub user: String,
@@ -380,6 +383,39 @@ mod tests {
         );
         assert_eq!(account.addresses, ["a@x.org", "b@x.org"]);
         assert_eq!(account.user, "login");
+    }
+
+    #[test]
+    fn connections_default_per_provider_and_out_of_range_is_refused_naming_the_key() {
+        let account = |provider: &str, extra: &str| {
+            parse(&format!(
+                "[accounts.me]\nprovider = \"{provider}\"\nhost = \"h\"\nfrom = \"a@x.org\"\nsecret = {{ file = \"/s\" }}\n{extra}"
+            ))
+        };
+        let connections =
+            |provider, extra| account(provider, extra).unwrap().accounts["me"].connections;
+        assert_eq!(connections("gmail", ""), 4);
+        assert_eq!(connections("outlook", ""), 3);
+        assert_eq!(connections("outlook", "transport = \"graph\"\n"), 4);
+        assert_eq!(connections("custom", ""), 2);
+        assert_eq!(connections("outlook", "connections = 1\n"), 1);
+        assert_eq!(connections("custom", "connections = 16\n"), 16);
+        for bad in ["0", "17", "-1"] {
+            let err = account("custom", &format!("connections = {bad}\n")).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!(
+                    "account `me`: connections = {bad} is out of range"
+                )) && text.contains("16"),
+                "{text}"
+            );
+        }
+        let err = account("custom", "connections = \"4\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("a number of connections from 1 to 16"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -670,6 +706,7 @@ mod tests {
             "ca_file",
             "hello_name",
             "timeout",
+            "connections",
             "from",
             "user",
             "auth",

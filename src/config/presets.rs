@@ -7,6 +7,9 @@ use super::schema::{AccountFile, OAuthFile};
 use super::{Account, AuthMethod, Grant, OAuth, Provider, Tls, Transport};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// `connections` may be set to at most this: more is no longer a mail client's share of
+/// a server (and no provider allows it per mailbox).
+pub const MAX_CONNECTIONS: i64 = 16;
 
 impl Account {
     pub(super) fn from_file(name: &str, file: AccountFile) -> std::result::Result<Account, String> {
@@ -70,6 +73,15 @@ impl Account {
                 "tls = \"none\" would send the secret in clear: use starttls or implicit".into(),
             );
         }
+        let connections = match file.connections {
+            None => preset_connections(provider, transport),
+            Some(n) if (1..=MAX_CONNECTIONS).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(format!(
+                    "connections = {n} is out of range: from 1 (one connection, messages one after another) to {MAX_CONNECTIONS}"
+                ))
+            }
+        };
         Ok(Account {
             name: name.to_string(),
             host,
@@ -78,6 +90,7 @@ impl Account {
             ca_file: file.ca_file,
             hello_name: file.hello_name,
             timeout: file.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs),
+            connections,
             addresses,
             user,
             auth,
@@ -87,6 +100,22 @@ impl Account {
             transport,
             api_uri,
         })
+    }
+}
+
+/// How many connections a queue drain opens at once when `connections` is not set: what
+/// each provider lets one mailbox have, with room to spare, else 2.
+fn preset_connections(provider: Provider, transport: Transport) -> usize {
+    match (provider, transport) {
+        // Exchange Online: at most 3 concurrent SMTP AUTH submissions per mailbox, more
+        // are refused with 432 4.3.2 ("Concurrent connections limit exceeded").
+        (Provider::Outlook, Transport::Smtp) => 3,
+        // Graph: 4 concurrent requests per app per mailbox (MailboxConcurrency).
+        (Provider::Outlook, _) => 4,
+        // Google documents no SMTP session limit per account (IMAP: 15); its throttling
+        // is reported from about 16 logins at once, so 4 stays well below it.
+        (Provider::Gmail, _) => 4,
+        (Provider::Custom, _) => 2,
     }
 }
 

@@ -126,6 +126,10 @@ pub(super) struct AccountFile {
     pub(super) hello_name: Option<String>,
     /// Seconds.
     pub(super) timeout: Option<u64>,
+    /// How many connections a queue drain may use at once for the account (1 to 16);
+    /// any integer is read, so that the range check (presets.rs) says what is allowed.
+    #[serde(default, deserialize_with = "any_integer")]
+    pub(super) connections: Option<i64>,
     pub(super) from: OneOrMany,
     pub(super) user: Option<String>,
     pub(super) auth: Option<AuthMethod>,
@@ -152,6 +156,26 @@ pub(super) struct OAuthFile {
     pub(super) subject: Option<String>,
     #[serde(default)]
     pub(super) client_credentials: bool,
+}
+
+/// An integer key whose error, for another type, names what the key takes.
+fn any_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<i64>, D::Error> {
+    struct Integer;
+    impl serde::de::Visitor<'_> for Integer {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number of connections from 1 to 16, without quotes")
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> std::result::Result<i64, E> {
+            Ok(n)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<i64, E> {
+            Ok(i64::try_from(n).unwrap_or(i64::MAX))
+        }
+    }
+    deserializer.deserialize_i64(Integer).map(Some)
 }
 
 #[derive(Deserialize)]

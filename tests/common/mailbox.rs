@@ -1,15 +1,20 @@
 //! tests/mta/mailbox_server.py (aiosmtpd: STARTTLS with the test PKI, XOAUTH2 for TEST_USER
 //! with TEST_TOKEN, a Maildir) started as a child of the test, with its files in one
-//! directory. Callers check `skip::aiosmtpd_missing` first.
+//! directory, and `Home`, a client's HOME pointed at it. Callers check
+//! `skip::aiosmtpd_missing` first.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::harness::write_private;
+use super::config::{TestConfig, Value};
+use super::harness::{
+    code, isolate, queue_ids, run_with_limit, stderr, stdout, write_private, BIN,
+};
 use super::smtp_server::{TEST_TOKEN, TEST_USER};
 use super::tls;
 
@@ -70,4 +75,95 @@ pub fn start(dir: &Path, args: &[String]) -> MailboxServer {
         );
     };
     MailboxServer { child, stdin, port }
+}
+
+/// How many times each Message-ID arrived in the Maildir `maildir` (its `new/`).
+pub fn arrivals(maildir: &Path) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(maildir.join("new")) else {
+        return count;
+    };
+    for file in dir.flatten() {
+        let text = String::from_utf8_lossy(&std::fs::read(file.path()).unwrap()).into_owned();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .unwrap_or("(none)")
+            .to_string();
+        *count.entry(id).or_default() += 1;
+    }
+    count
+}
+
+/// Waits until `n` messages are in the Maildir `maildir`; panics after `limit`.
+pub fn wait_for(maildir: &Path, n: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let delivered: usize = arrivals(maildir).values().sum();
+        if delivered >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {delivered} messages arrived"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A HOME whose config points its account at the server on `port` (STARTTLS, XOAUTH2
+/// with TEST_TOKEN, `connections`), with a `bin/sendmail` link; runs time out at `limit`.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+    limit: Duration,
+}
+
+impl Home {
+    pub fn new(port: u16, connections: i64, limit: Duration) -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = tls::write_ca_file(dir.path());
+        let secret = dir.path().join("secret");
+        write_private(&secret, &format!("{TEST_TOKEN}\n"));
+        TestConfig::new(port, &ca)
+            .no_aliases()
+            .account_field("auth", "xoauth2")
+            .account_field("secret", Value::file(&secret))
+            .account_field("connections", connections)
+            .write(&dir.path().join("config.toml"));
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        std::os::unix::fs::symlink(BIN, dir.path().join("bin/sendmail")).unwrap();
+        Home { dir, limit }
+    }
+
+    pub fn sendmail(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.dir.path().join("bin/sendmail"));
+        cmd.args(args);
+        isolate(
+            &mut cmd,
+            self.dir.path(),
+            &self.dir.path().join("config.toml"),
+        );
+        cmd
+    }
+
+    /// `sendmail ARGS` running, its stdio piped.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.sendmail(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
+        run_with_limit(self.sendmail(args), stdin, self.limit)
+    }
+
+    /// How many messages `mailq` lists.
+    pub fn queued(&self) -> usize {
+        let out = self.run(&["-bp"], b"");
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        queue_ids(&stdout(&out)).len()
+    }
 }

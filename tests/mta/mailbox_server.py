@@ -33,6 +33,13 @@ With --data-delay SECONDS the reply to each final "." comes that long after
 the message is stored (tests/queue_faults.rs stops a flusher while it waits:
 the message is delivered, the 250 not yet read).
 
+With --sessions FILE each connection appends "open N" to FILE when it is made
+and "close N" when it ends, N being how many are open just after (a STARTTLS
+upgrade is the same connection): tests/parallel_drain.rs reads how many
+sessions a client had open at once. With --max-sessions N too, a connection
+beyond N open at once is greeted "432 4.3.2 Concurrent connections limit
+exceeded" (Exchange Online's words) and closed; it appends "refused N".
+
 With --count-only FILE (bench/run uses it) nothing is stored or parsed: each
 accepted message appends one line "SIZE RCPT[,RCPT...]" to FILE, unsynced, so
 that the server's own work per message stays small.
@@ -141,6 +148,54 @@ class MaildirHandler:
         return key
 
 
+class SessionCounter:
+    """Appends "open N" / "close N" to a file as connections come and go."""
+
+    def __init__(self, path, limit=None):
+        self.file = open(path, "a", buffering=1, encoding="utf-8")
+        self.open_now = 0
+        self.limit = limit
+
+    def refused(self):
+        self.file.write("refused %d\n" % self.open_now)
+
+    def opened(self):
+        self.open_now += 1
+        self.file.write("open %d\n" % self.open_now)
+
+    def closed(self):
+        self.open_now -= 1
+        self.file.write("close %d\n" % self.open_now)
+
+
+class CountedSMTP(SMTP):
+    """aiosmtpd's SMTP, each connection counted once (STARTTLS calls connection_made
+    a second time, on the same connection)."""
+
+    counter = None
+
+    def connection_made(self, transport):
+        if self._original_transport is None and not getattr(self, "_counted", False):
+            limit = self.counter.limit
+            if limit is not None and self.counter.open_now >= limit:
+                self._refused = True
+                self.counter.refused()
+                transport.write(b"432 4.3.2 Concurrent connections limit exceeded\r\n")
+                transport.close()
+                return
+            self._counted = True
+            self.counter.opened()
+        super().connection_made(transport)
+
+    def connection_lost(self, error):
+        if getattr(self, "_refused", False):
+            return
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.counter.closed()
+        super().connection_lost(error)
+
+
 def tls_version(session):
     """The TLS protocol version of the session, or "none"."""
     info = session.ssl
@@ -193,6 +248,17 @@ def main():
         help="wait this long after storing a message before replying to its final dot",
     )
     parser.add_argument(
+        "--sessions",
+        metavar="FILE",
+        help="append 'open N' / 'close N' to FILE as connections come and go",
+    )
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        metavar="N",
+        help="with --sessions: greet a connection beyond N open at once with 432 and close it",
+    )
+    parser.add_argument(
         "--no-size-limit",
         action="store_true",
         help="accept a message of any size (aiosmtpd's default limit is 32 MiB)",
@@ -217,8 +283,13 @@ def main():
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
 
+    server_class = SMTP
+    if args.sessions:
+        CountedSMTP.counter = SessionCounter(args.sessions, args.max_sessions)
+        server_class = CountedSMTP
+
     def new_session():
-        return SMTP(
+        return server_class(
             handler,
             hostname=HOSTNAME,
             tls_context=tls_context,
