@@ -4,6 +4,9 @@
 //! refused or the message grows too old.
 
 use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ use crate::delivery::queue::{Intake, Queue, QueueEntry};
 use crate::delivery::transport::Transport;
 use crate::error::{Error, Kind, Result};
 use crate::message::envelope::Body;
+use crate::message::input::{self, Raw};
 use crate::smtp::client::Delivery;
 use crate::sys::signals;
 
@@ -435,9 +439,12 @@ impl Core<'_> {
         // Sent from the file a chunk at a time: a large message is never held whole.
         let data = Body::File { file: &file, len };
         if let Some(intake) = entry.intake.take() {
-            // Intake needs the text whole, as it did when it came (a held message).
-            return match data.whole() {
-                Ok(text) => self.prepare_held(entry, intake, &text, worker),
+            // A held message: read again as it was when it came (its lines are CRLF
+            // already), so intake has its header and a large body stays in a file.
+            let reader = io::BufReader::new(ReadAt { file: &file, at: 0 }.take(len));
+            let dir = self.config.queue.dir.clone();
+            return match input::read(reader, true, &mut input::spill_in_queue(&dir)) {
+                Ok(text) => self.prepare_held(entry, intake, text.raw(), worker),
                 Err(e) => {
                     self.quarantine(id, &e.to_string());
                     Ok(None)
@@ -509,7 +516,7 @@ impl Core<'_> {
         &self,
         mut held: QueueEntry,
         intake: Intake,
-        data: &[u8],
+        data: Raw,
         worker: &mut Worker,
     ) -> Result<Option<Status>> {
         let invocation = crate::delivery::request::Invocation {
@@ -698,7 +705,12 @@ impl Core<'_> {
     }
 
     /// Saves a message no one else can be given, and says where it went.
-    fn to_dead_letter(&self, message: &[u8], sender: &str, recipients: &[String]) -> String {
+    fn to_dead_letter<'m>(
+        &self,
+        message: impl Into<Raw<'m>>,
+        sender: &str,
+        recipients: &[String],
+    ) -> String {
         let _one = lock(&self.dead_letter);
         match dead_letter::save(message, sender, recipients) {
             Ok(Some(path)) => format!("saved to {}", path.display()),
@@ -756,4 +768,18 @@ impl Core<'_> {
 
 fn failed_addresses(failures: &[FailedRecipient]) -> Vec<String> {
     failures.iter().map(|f| f.address.clone()).collect()
+}
+
+/// A file read from a position on, leaving the file's own position alone.
+struct ReadAt<'f> {
+    file: &'f File,
+    at: u64,
+}
+
+impl Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
