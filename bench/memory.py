@@ -1,6 +1,7 @@
 """Peak RSS of one large message (issue 15, target 1): 1, 27 and 100 MiB, sent directly
 (`sendmail -i -f FROM TO`) and through the queue (queued while nothing listens, then
-`sendmail -q`), against the test suite's aiosmtpd server with no size limit; and in
+`sendmail -q`) and as one `sendmail -bs` session (1 and 27 MiB: -bs takes at most 35
+MiB), against the test suite's aiosmtpd server with no size limit; and in
 system mode (bench/service.py's set-up: the daemon under a root of its own), the
 client's peak RSS and the service's (VmHWM of a daemon started for that size, after it
 took and delivered the 3 messages).
@@ -59,6 +60,19 @@ def system_mode(b, binary, message, mib):
     return client, peak
 
 
+def bs_session(message, path):
+    """`message` as one `sendmail -bs` session in the file `path`: CRLF, dot-stuffed."""
+    with open(message, "rb") as f:
+        lines = f.read().split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    text = b"".join((b"." + l if l.startswith(b".") else l) + b"\r\n" for l in lines)
+    envelope = f"EHLO bench\r\nMAIL FROM:<{bench.USER}>\r\nRCPT TO:<{bench.RECIPIENT}>\r\nDATA\r\n"
+    with open(path, "wb") as f:
+        f.write(envelope.encode() + text + b".\r\nQUIT\r\n")
+    return path
+
+
 def main():
     binary, measure = (os.path.abspath(a) for a in sys.argv[1:3])
     root = tempfile.mkdtemp(prefix="oauth-sendmail-memory.")
@@ -77,9 +91,13 @@ def main():
                 b.measure(1, message, argv, env=down, expect_delivered=False)
                 flushes += b.measure(1, None, [b.sendmail, "-q"]).runs
             queue = bench.Samples(flushes)
+            bs = "-"
+            if mib < 35:
+                session = bs_session(message, b.path(f"{mib}mib.bs"))
+                bs = f"{b.measure(RUNS, session, [b.sendmail, '-bs']).rss_mib:.1f} MiB"
             client, daemon = system_mode(b, binary, message, mib)
             print(f"{mib} MiB: peak RSS direct {direct.rss_mib:.1f} MiB, "
-                  f"sendmail -q {queue.rss_mib:.1f} MiB, "
+                  f"sendmail -q {queue.rss_mib:.1f} MiB, -bs {bs}, "
                   f"system mode client {client.rss_mib:.1f} MiB, service {daemon:.1f} MiB "
                   f"(wall {direct.wall_ms:.0f} / {queue.wall_ms:.0f} / "
                   f"{client.wall_ms:.0f} ms)", flush=True)
