@@ -11,9 +11,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,10 +39,16 @@ fn message(i: usize) -> String {
 
 /// aiosmtpd on a port chosen before it starts, counting its sessions into `sessions`.
 struct Mailbox {
-    child: Child,
-    _stdin: ChildStdin,
-    maildir: PathBuf,
+    server: mailbox::OnPort,
     sessions: PathBuf,
+}
+
+impl std::ops::Deref for Mailbox {
+    type Target = mailbox::OnPort;
+
+    fn deref(&self) -> &mailbox::OnPort {
+        &self.server
+    }
 }
 
 impl Mailbox {
@@ -66,36 +71,16 @@ impl Mailbox {
         }
         let sessions = dir.join("sessions");
         let mut args = vec![
-            "--port".to_string(),
-            port.to_string(),
             "--data-delay".to_string(),
             data_delay.as_secs_f64().to_string(),
             "--sessions".to_string(),
             sessions.display().to_string(),
         ];
         args.extend(more.iter().map(|a| a.to_string()));
-        let server = mailbox::start(dir, &args);
-        assert_eq!(server.port, port, "mailbox_server.py took another port");
         Some(Mailbox {
-            child: server.child,
-            _stdin: server.stdin,
-            maildir: dir.join("Maildir"),
+            server: mailbox::OnPort::start(dir, port, &args),
             sessions,
         })
-    }
-
-    /// How many times each Message-ID arrived.
-    fn arrivals(&self) -> BTreeMap<String, usize> {
-        mailbox::arrivals(&self.maildir)
-    }
-
-    fn delivered(&self) -> usize {
-        self.arrivals().values().sum()
-    }
-
-    /// Waits until `n` messages are stored (the test fails if that never happens).
-    fn wait_for(&self, n: usize) {
-        mailbox::wait_for(&self.maildir, n, HANG)
     }
 
     /// Connections the server turned away (`--max-sessions`).
@@ -134,13 +119,6 @@ impl Mailbox {
         );
         let twice: Vec<_> = arrivals.iter().filter(|(_, &n)| n != 1).collect();
         assert!(twice.is_empty(), "each exactly once: {twice:?}");
-    }
-}
-
-impl Drop for Mailbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

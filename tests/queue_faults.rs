@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output};
+use std::process::{Child, Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -40,57 +40,15 @@ fn harness(fault: Fault, settings: &[(&str, &str)]) -> Harness {
 
 /// aiosmtpd on a port chosen before it starts (messages are queued while nothing listens
 /// there), replying to each final dot `delay` after storing the message.
-struct SlowMailbox {
-    child: Child,
-    _stdin: ChildStdin,
-    maildir: PathBuf,
-}
+type SlowMailbox = mailbox::OnPort;
 
-impl SlowMailbox {
-    fn start(dir: &Path, port: u16, delay: Duration) -> Result<SlowMailbox, String> {
-        if let Some(why) = skip::aiosmtpd_missing() {
-            return Err(why);
-        }
-        let args = [
-            "--port".to_string(),
-            port.to_string(),
-            "--data-delay".to_string(),
-            delay.as_secs_f64().to_string(),
-        ];
-        let server = mailbox::start(dir, &args);
-        assert_eq!(
-            server.port,
-            port,
-            "mailbox_server.py did not start: {}",
-            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-        );
-        Ok(SlowMailbox {
-            child: server.child,
-            _stdin: server.stdin,
-            maildir: dir.join("Maildir"),
-        })
+/// Starts it, or says why it cannot (no aiosmtpd).
+fn start_slow(dir: &Path, port: u16, delay: Duration) -> Result<SlowMailbox, String> {
+    if let Some(why) = skip::aiosmtpd_missing() {
+        return Err(why);
     }
-
-    /// How many times each Message-ID arrived.
-    fn arrivals(&self) -> BTreeMap<String, usize> {
-        mailbox::arrivals(&self.maildir)
-    }
-
-    fn delivered(&self) -> usize {
-        self.arrivals().values().sum()
-    }
-
-    /// Waits until `n` messages are stored (the test fails if that never happens).
-    fn wait_for(&self, n: usize) {
-        mailbox::wait_for(&self.maildir, n, HANG)
-    }
-}
-
-impl Drop for SlowMailbox {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let args = ["--data-delay".to_string(), delay.as_secs_f64().to_string()];
+    Ok(SlowMailbox::start(dir, port, &args))
 }
 
 /// A HOME whose account points at aiosmtpd replying `delay` late; `None` (after
@@ -99,7 +57,7 @@ fn slow_mailbox(test: &str, delay: Duration) -> Option<(Home, SlowMailbox)> {
     let port = free_port();
     // One message in flight at a time (several: tests/parallel_drain.rs).
     let home = Home::new(port, 1, HANG);
-    match SlowMailbox::start(home.dir.path(), port, delay) {
+    match start_slow(home.dir.path(), port, delay) {
         Ok(server) => Some((home, server)),
         Err(why) => {
             skip(test, why);
@@ -164,7 +122,7 @@ fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
         );
     }
     assert_eq!(home.queued(), MESSAGES);
-    let server = match SlowMailbox::start(home.dir.path(), port, Duration::from_millis(400)) {
+    let server = match start_slow(home.dir.path(), port, Duration::from_millis(400)) {
         Ok(server) => server,
         Err(why) => return skip("sigterm_mid_flush", why),
     };

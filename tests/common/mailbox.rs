@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -75,6 +75,56 @@ pub fn start(dir: &Path, args: &[String]) -> MailboxServer {
         );
     };
     MailboxServer { child, stdin, port }
+}
+
+/// The server on a port chosen before it started (so that mail can be queued while
+/// nothing listens there), counting what arrives in its Maildir; killed when dropped.
+pub struct OnPort {
+    child: Child,
+    _stdin: ChildStdin,
+    maildir: PathBuf,
+}
+
+impl OnPort {
+    /// [`start`] with `--port port` and `args`; panics, with the server's log, if it
+    /// took another port.
+    pub fn start(dir: &Path, port: u16, args: &[String]) -> OnPort {
+        let mut all = vec!["--port".to_string(), port.to_string()];
+        all.extend_from_slice(args);
+        let server = start(dir, &all);
+        assert_eq!(
+            server.port,
+            port,
+            "mailbox_server.py took another port: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        OnPort {
+            child: server.child,
+            _stdin: server.stdin,
+            maildir: dir.join("Maildir"),
+        }
+    }
+
+    /// How many times each Message-ID arrived.
+    pub fn arrivals(&self) -> BTreeMap<String, usize> {
+        arrivals(&self.maildir)
+    }
+
+    pub fn delivered(&self) -> usize {
+        self.arrivals().values().sum()
+    }
+
+    /// Waits until `n` messages are stored; panics after a minute.
+    pub fn wait_for(&self, n: usize) {
+        wait_for(&self.maildir, n, Duration::from_secs(60))
+    }
+}
+
+impl Drop for OnPort {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// How many times each Message-ID arrived in the Maildir `maildir` (its `new/`).
