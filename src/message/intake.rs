@@ -114,7 +114,7 @@ fn prepare_with<'a>(
         None => options.default_sender.to_string(),
     };
     let recipients = envelope_recipients(&fields, options)?;
-    let fields = merge_repeated_lists(fields);
+    let fields = one_of_each(fields);
 
     let mut header = Vec::with_capacity(body_start + 256);
     let mut has = HasFields::default();
@@ -302,19 +302,37 @@ fn envelope_recipients(fields: &[Field], options: &Options) -> Result<Vec<String
     Ok(recipients)
 }
 
-/// The fields with a repeated To, Cc or Reply-To made one, where the first stood: RFC 5322
-/// allows each once and Gmail refuses a message with two ("duplicate headers"), as PHP's
-/// mail() makes when its caller also passes a To header. Nothing is lost: a list joins a
-/// list. (A repeated From, Subject, Date or Message-ID cannot be joined, and is kept.)
-fn merge_repeated_lists(fields: Vec<Field>) -> Vec<Field> {
+/// The fields RFC 5322 (3.6) allows once, made once: Gmail refuses a message with two
+/// ("There are multiple Subject headers", "duplicate headers"), as PHP's mail() makes when
+/// its caller also passes a To or a Subject header. A repeated To, Cc or Reply-To is
+/// joined into the first (a list joins a list); a repeated From, Sender, Subject, Date,
+/// Message-ID, In-Reply-To or References cannot be joined, so the first stays and each
+/// repeat is kept as `X-Original-NAME`. Nothing is lost either way.
+fn one_of_each(fields: Vec<Field>) -> Vec<Field> {
     const LISTS: [&str; 3] = ["To", "Cc", "Reply-To"];
+    const SINGLE: [&str; 7] = [
+        "From",
+        "Sender",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "In-Reply-To",
+        "References",
+    ];
     let repeated = |name: &str| fields.iter().filter(|f| f.is(name)).count() > 1;
     let merge: Vec<&str> = LISTS.into_iter().filter(|n| repeated(n)).collect();
-    if merge.is_empty() {
+    let single: Vec<&str> = SINGLE.into_iter().filter(|n| repeated(n)).collect();
+    if merge.is_empty() && single.is_empty() {
         return fields;
     }
     let mut out: Vec<Field> = Vec::with_capacity(fields.len());
-    for field in fields {
+    for mut field in fields {
+        if single.iter().any(|n| field.is(n)) && out.iter().any(|f| f.is(&field.name)) {
+            field.raw.splice(..0, *b"X-Original-");
+            field.name.insert_str(0, "X-Original-");
+            out.push(field);
+            continue;
+        }
         let Some(name) = merge.iter().find(|n| field.is(n)) else {
             out.push(field);
             continue;
@@ -1420,6 +1438,43 @@ mod tests {
         );
         assert!(!header_of(&p).to_ascii_lowercase().contains("bcc"));
         assert_eq!(body_of(&p), b"body\r\n");
+    }
+
+    /// A field RFC 5322 allows once and the caller gave twice (Gmail refuses the
+    /// message): the first stays, the repeat is kept as X-Original-NAME.
+    #[test]
+    fn a_repeated_subject_from_or_date_stays_once_and_the_repeat_is_kept_aside() {
+        let raw = b"Subject: first\nFrom: a@x.org\nDate: Tue, 1 Dec 2026 10:00:00 +0000\n\
+                    Message-ID: <1@x.org>\nsubject: second\nFrom: b@x.org\n\
+                    Date: Wed, 2 Dec 2026 10:00:00 +0000\nMessage-ID: <2@x.org>\n\
+                    References: <0@x.org>\nReferences: <9@x.org>\nTo: t@x.org\n\nb\n";
+        let p = prep(raw, true, &[], None).unwrap();
+        let header = header_of(&p);
+        let lines: Vec<&str> = header.split("\r\n").collect();
+        for name in ["Subject:", "From:", "Date:", "Message-ID:", "References:"] {
+            let count = lines
+                .iter()
+                .filter(|l| {
+                    l.to_ascii_lowercase()
+                        .starts_with(&name.to_ascii_lowercase())
+                })
+                .count();
+            assert_eq!(count, 1, "{name} in {header}");
+        }
+        for kept in [
+            "Subject: first",
+            "From: a@x.org",
+            "Message-ID: <1@x.org>",
+            "X-Original-subject: second",
+            "X-Original-From: b@x.org",
+            "X-Original-Date: Wed, 2 Dec 2026 10:00:00 +0000",
+            "X-Original-Message-ID: <2@x.org>",
+            "X-Original-References: <9@x.org>",
+        ] {
+            assert!(lines.contains(&kept), "{kept} in {header}");
+        }
+        assert_eq!(p.message_id.as_deref(), Some("<1@x.org>"));
+        assert_eq!(p.envelope.recipients, ["t@x.org"]);
     }
 
     #[test]
