@@ -694,3 +694,44 @@ fn a_large_message_lost_mid_data_stays_queued_whole_and_goes_out_the_same_from_t
     );
     assert!(queue_files(&h).is_empty());
 }
+
+/// A message queued while the configuration could not be read waits in the default
+/// queue; once the configuration is fixed, and it names a `queue_dir` of its own, `mailq`
+/// and `sendmail -q` take it into that queue and it goes out once (it waited there
+/// unseen before: the flush looked only in the configured queue).
+#[test]
+fn a_message_queued_without_a_configuration_reaches_the_configured_queue() {
+    let mut h = harness(Fault::None, &[]);
+    let custom = h.home.path().join("spool/mine");
+    let good = h.config.clone().set("queue_dir", custom.as_path());
+    std::fs::write(&h.config_path, "[accounts.test\n").unwrap();
+    let o = h.sendmail(&["-i", "late@example.com"], b"Subject: waiting\n\nbody\n");
+    assert_eq!(code(&o), 78, "{}", explain(&h, &o));
+    assert!(stderr(&o).contains("queued as"), "{}", stderr(&o));
+
+    h.write_config(|_| good);
+    let o = h.sendmail(&["-bp"], b"");
+    assert_eq!(code(&o), 0, "{}", explain(&h, &o));
+    assert!(
+        stdout(&o).contains("late@example.com"),
+        "{}",
+        explain(&h, &o)
+    );
+    assert!(
+        stderr(&o).contains("moved 1 message(s)"),
+        "{}",
+        explain(&h, &o)
+    );
+    let o = h.sendmail(&["-q"], b"");
+    assert_eq!(code(&o), 0, "{}", explain(&h, &o));
+    let received = h.server.received();
+    assert_eq!(received.len(), 1, "{}", h.server.transcript());
+    assert_eq!(received[0].rcpt_to, ["late@example.com"]);
+    let o = h.sendmail(&["-q"], b"");
+    assert_eq!(code(&o), 0);
+    assert_eq!(h.server.received().len(), 1, "exactly once");
+    assert!(std::fs::read_dir(&custom)
+        .unwrap()
+        .flatten()
+        .all(|f| !f.file_name().to_string_lossy().ends_with(".json")));
+}

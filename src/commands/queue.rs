@@ -10,10 +10,32 @@ use crate::delivery::flush::{Flusher, Selection};
 use crate::delivery::queue::{Queue, QueueEntry, RecipientState, Unreadable, CORRUPT};
 use crate::error::{Error, Kind, Result};
 
+/// The configured queue, with what waits in the default queue moved into it first (a
+/// message sent while the configuration could not be read is queued there); `None` when
+/// nothing was ever queued.
+fn configured_queue(config: &Config) -> Result<Option<Queue>> {
+    let default = crate::config::QueueSettings::default().dir;
+    if default != config.queue.dir {
+        if let Some(strays) = Queue::existing(&default) {
+            if !strays.ids()?.is_empty() {
+                let moved = Queue::open(&config.queue.dir)?.adopt(&strays)?;
+                if moved > 0 {
+                    eprintln!(
+                        "oauth-sendmail: moved {moved} message(s) from {} into the queue {}",
+                        default.display(),
+                        config.queue.dir.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(Queue::existing(&config.queue.dir))
+}
+
 /// `mailq`: the queue in the layout of Postfix's mailq.
 pub fn list_queue(config_path: Option<&Path>) -> Result<()> {
     let config = Config::load(config_path)?;
-    let (entries, unreadable) = match Queue::existing(&config.queue.dir) {
+    let (entries, unreadable) = match configured_queue(&config)? {
         Some(queue) => queue.scan()?,
         None => Default::default(),
     };
@@ -24,7 +46,7 @@ pub fn list_queue(config_path: Option<&Path>) -> Result<()> {
 /// `sendmail -q`, `queue flush`, `queue retry`: deliver what is selected.
 pub fn flush_queue(config_path: Option<&Path>, selection: Selection, verbose: bool) -> Result<()> {
     let config = Config::load(config_path)?;
-    let Some(queue) = Queue::existing(&config.queue.dir) else {
+    let Some(queue) = configured_queue(&config)? else {
         return Ok(());
     };
     // `systemctl stop`, `timeout`, ^C: the message in flight and its bookkeeping finish,

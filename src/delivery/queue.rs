@@ -357,6 +357,31 @@ impl Queue {
         Ok((file, len))
     }
 
+    /// Moves every entry of `other` into this queue, each written here whole (and made
+    /// durable) before it leaves there, so a crash leaves it in one or in both, never in
+    /// neither; an entry being delivered (locked) or unreadable stays. What a send queues
+    /// when the configuration cannot be read goes to the default queue, and would wait
+    /// there unseen once a configuration with a `queue_dir` of its own is fixed. Returns
+    /// how many moved.
+    pub fn adopt(&self, other: &Queue) -> Result<usize> {
+        let mut moved = 0;
+        for id in other.ids()? {
+            let Some(_lock) = other.lock(&id)? else {
+                continue;
+            };
+            let Ok(Some(entry)) = other.load(&id) else {
+                continue;
+            };
+            let (file, len) = other.message_file(&id)?;
+            if self.load(&id)?.is_none() {
+                self.add(&entry, &entry.prepared(Body::File { file: &file, len }))?;
+            }
+            other.remove(&id)?;
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
     /// Takes a message out of the queue: the entry first, so no flusher picks it up again.
     pub fn remove(&self, id: &str) -> Result<()> {
         for suffix in ["json", "msg"] {
