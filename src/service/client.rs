@@ -51,7 +51,7 @@ pub fn command(request: &Request) -> Result<()> {
                 None => Ok(()),
             }
         }
-        Response::Failed(failure) => Err(failure.to_error()),
+        Response::Failed(failure) | Response::Busy(failure) => Err(failure.to_error()),
         Response::Accepted { .. } => Err(strange()),
     }
 }
@@ -148,6 +148,16 @@ pub fn hand_over<'m>(invocation: &Invocation, raw: impl Into<Raw<'m>>) -> Result
         account: invocation.account.clone(),
         size: raw.len(),
     });
+    // The drop directory, which the service empties on its own, when it cannot take the
+    // message now.
+    let leave = |why: &str| {
+        let dir = paths.maildrop();
+        dropdir::leave(&dir, &request, raw)?;
+        Ok(Some(format!(
+            "{why}; the message waits for it in {}",
+            dir.display()
+        )))
+    };
     let socket = paths.socket();
     let stream = match UnixStream::connect(&socket) {
         Ok(stream) => stream,
@@ -157,18 +167,16 @@ pub fn hand_over<'m>(invocation: &Invocation, raw: impl Into<Raw<'m>>) -> Result
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
             ) =>
         {
-            let dir = paths.maildrop();
-            dropdir::leave(&dir, &request, raw)?;
-            return Ok(Some(format!(
-                "the mail service is not running; the message waits for it in {}",
-                dir.display()
-            )));
+            return leave("the mail service is not running");
         }
         Err(e) => return Err(not_running(&socket, e)),
     };
     match exchange(&stream, &request, raw)? {
         Response::Accepted { notice, .. } => Ok(notice),
         Response::Failed(failure) => Err(failure.to_error()),
+        Response::Busy(failure) => {
+            leave(&format!("the mail service is busy ({})", failure.summary))
+        }
         Response::Output { .. } => Err(strange()),
     }
 }

@@ -258,7 +258,8 @@ fn take(shared: &Arc<Shared>, stream: UnixStream) {
                 format!("the service serves at most {MAX_PER_USER} per user"),
             );
             let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = protocol::write_response(&mut &stream, &failed(&err));
+            let _ =
+                protocol::write_response(&mut &stream, &Response::Busy(Failure::from_error(&err)));
             return;
         }
         *held += 1;
@@ -437,15 +438,19 @@ fn serve(shared: &Shared, stream: UnixStream, peer: sys::peer::Peer) {
             // the queue directory as it is read.
             let in_memory = submission.size.min(max).min(input::HELD_AT_MOST);
             let queue = shared.paths.queue();
-            let answer = reserve(shared, in_memory, until).and_then(|_held| {
-                let mut new_file = input::spill_in_queue(&queue);
-                protocol::read_body(&mut input, &submission, max, &mut new_file).and_then(
-                    |message| accept(shared, &config, &submitter, &submission, message.raw()),
-                )
-            });
-            match answer {
-                Ok((id, notice)) => Response::Accepted { id, notice },
-                Err(err) => failed(&err),
+            match reserve(shared, in_memory, until) {
+                Err(busy) => Response::Busy(Failure::from_error(&busy)),
+                Ok(_held) => {
+                    let mut new_file = input::spill_in_queue(&queue);
+                    let answer = protocol::read_body(&mut input, &submission, max, &mut new_file)
+                        .and_then(|message| {
+                            accept(shared, &config, &submitter, &submission, message.raw())
+                        });
+                    match answer {
+                        Ok((id, notice)) => Response::Accepted { id, notice },
+                        Err(err) => failed(&err),
+                    }
+                }
             }
         }
         Ok(request) => control(shared, &config, &submitter, request),

@@ -97,6 +97,10 @@ pub enum Response {
         failure: Option<Failure>,
     },
     Failed(Failure),
+    /// The service cannot take the message now (the submitter's connections, or the
+    /// memory for messages, are all in use): the client leaves it in the drop directory,
+    /// which the service empties on its own.
+    Busy(Failure),
 }
 
 const KINDS: [(Kind, &str); 14] = [
