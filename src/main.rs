@@ -25,6 +25,7 @@ mod secret;
 mod service;
 mod smtp;
 mod sys;
+mod transcript;
 
 use std::ffi::OsString;
 use std::path::Path;

@@ -157,13 +157,20 @@ fn four_connections_deliver_each_message_once_with_several_sessions_at_once() {
     else {
         return;
     };
-    let o = home.run(&["-q"], b"");
+    let o = home.run(&["-q", "-v"], b"");
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     server.assert_each_once(MESSAGES);
     assert_eq!(home.queued(), 0, "the queue knows what was delivered");
     let (opened, most) = server.sessions();
     assert!(opened <= 4, "at most 4 sessions: {opened}");
     assert!(most > 1, "several sessions at once: at most {most} were");
+    // -v: while they talk at once, each line says which connection's it is.
+    let transcript = stderr(&o);
+    let labelled = |n: usize| transcript.contains(&format!("[{n}] -> MAIL FROM:"));
+    assert!(
+        labelled(1) && labelled(2),
+        "the connections' lines are not told apart:\n{transcript}"
+    );
 }
 
 /// A server that allows two sessions at once (Exchange Online allows three) and greets a

@@ -280,9 +280,16 @@ impl Core<'_> {
                 continue;
             }
             let (account, work) = (&self.config.accounts[&account], &work);
+            // With -v, each line says whose it is while several connections talk at once.
+            crate::transcript::label(Some(1));
             let outcomes = std::thread::scope(|scope| {
                 let others: Vec<_> = (0..extra)
-                    .map(|_| scope.spawn(|| self.extra_connection(account, work, deadline)))
+                    .map(|n| {
+                        scope.spawn(move || {
+                            crate::transcript::label(Some(n + 2));
+                            self.extra_connection(account, work, deadline)
+                        })
+                    })
                     .collect();
                 let mut outcomes = vec![self.keep_taking(work, deadline, lead)];
                 for other in others {
@@ -295,6 +302,7 @@ impl Core<'_> {
                 }
                 outcomes
             });
+            crate::transcript::label(None);
             if let Some(err) = outcomes.into_iter().find_map(Result::err) {
                 return Err(err);
             }

@@ -182,7 +182,7 @@ impl Session {
         let url = format!("{}{}", self.base, call.path);
         let note = |arrow: &str, text: &str| {
             if self.verbose {
-                eprintln!("{arrow} {text}");
+                crate::transcript::line(arrow, text);
             }
         };
         note("->", &format!("{} {}", call.method, call.path));

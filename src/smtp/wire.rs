@@ -621,19 +621,19 @@ pub struct Transcript {
 impl Transcript {
     pub fn sent(&self, line: &str) {
         if self.on {
-            eprintln!("-> {line}");
+            crate::transcript::line("->", line);
         }
     }
 
     fn received(&self, line: &str) {
         if self.on {
-            eprintln!("<- {line}");
+            crate::transcript::line("<-", line);
         }
     }
 
     pub fn note(&self, text: &str) {
         if self.on {
-            eprintln!("-- {text}");
+            crate::transcript::line("--", text);
         }
     }
 }
