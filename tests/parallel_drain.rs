@@ -122,19 +122,6 @@ impl Mailbox {
     }
 }
 
-/// `n` messages queued in `home` while nothing listens on its account's port.
-fn queue(home: &Home, n: usize) {
-    for i in 0..n {
-        let o = home.run(&["-i", "rcpt@example.com"], message(i).as_bytes());
-        assert_eq!(
-            code(&o),
-            0,
-            "nothing listens yet, so queued: {}",
-            stderr(&o)
-        );
-    }
-    assert_eq!(home.queued(), n);
-}
 /// A HOME with `n` messages queued for aiosmtpd (started after), `connections` at once.
 fn queued_for_mailbox(
     test: &str,
@@ -144,7 +131,7 @@ fn queued_for_mailbox(
 ) -> Option<(Home, Mailbox)> {
     let port = free_port();
     let home = Home::new(port, connections, HANG);
-    queue(&home, n);
+    home.queue_while_down((0..n).map(message));
     let server = Mailbox::start(test, home.dir.path(), port, data_delay)?;
     Some((home, server))
 }
@@ -181,7 +168,7 @@ fn connections_the_server_refuses_are_given_up_and_the_others_deliver_all() {
     const MESSAGES: usize = 40;
     let port = free_port();
     let home = Home::new(port, 4, HANG);
-    queue(&home, MESSAGES);
+    home.queue_while_down((0..MESSAGES).map(message));
     let Some(server) = Mailbox::start_with(
         "connections_the_server_refuses",
         home.dir.path(),

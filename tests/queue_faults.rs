@@ -112,16 +112,7 @@ fn sigterm_mid_flush_finishes_the_message_in_flight_and_each_arrives_once() {
     let port = free_port();
     // One message in flight at a time (several: tests/parallel_drain.rs).
     let home = Home::new(port, 1, HANG);
-    for i in 0..MESSAGES {
-        let o = home.run(&["-i", "rcpt@example.com"], message(i).as_bytes());
-        assert_eq!(
-            code(&o),
-            0,
-            "nothing listens yet, so queued: {}",
-            stderr(&o)
-        );
-    }
-    assert_eq!(home.queued(), MESSAGES);
+    home.queue_while_down((0..MESSAGES).map(message));
     let server = match start_slow(home.dir.path(), port, Duration::from_millis(400)) {
         Ok(server) => server,
         Err(why) => return skip("sigterm_mid_flush", why),

@@ -216,4 +216,22 @@ impl Home {
         assert_eq!(code(&out), 0, "{}", stderr(&out));
         queue_ids(&stdout(&out)).len()
     }
+
+    /// Sends each of `messages` (`sendmail -i rcpt@example.com`) while nothing listens on
+    /// the account's port yet: each is queued.
+    pub fn queue_while_down(&self, messages: impl IntoIterator<Item = String>) {
+        let before = self.queued();
+        let mut sent = 0;
+        for message in messages {
+            let o = self.run(&["-i", "rcpt@example.com"], message.as_bytes());
+            assert_eq!(
+                code(&o),
+                0,
+                "nothing listens yet, so queued: {}",
+                stderr(&o)
+            );
+            sent += 1;
+        }
+        assert_eq!(self.queued(), before + sent);
+    }
 }
