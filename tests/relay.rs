@@ -1034,3 +1034,42 @@ fn sigterm_mid_data_answers_the_device_then_stops() {
             .any(|r| text(&r.data).contains("Subject: scan during a stop"))
     });
 }
+
+/// A scanner's large PDF (swaks attaching 6 MiB) is read into a file as it arrives, not
+/// held in the relay's memory, and arrives whole; the message after it on another
+/// connection goes through as well.
+#[test]
+fn a_scanners_large_attachment_is_relayed_whole() {
+    let Some((system, ports, password)) = ready(&["swaks"]) else {
+        return;
+    };
+    const BYTES: usize = 6 * 1024 * 1024;
+    let scan: Vec<u8> = (0..BYTES).map(|i| ((7 * i + 3) % 256) as u8).collect();
+    let file = system.path("scan.pdf");
+    std::fs::write(&file, &scan).unwrap();
+    let attach = format!("@{}", file.display());
+    let mut args = printer(&password).to_vec();
+    args.extend([
+        "--header",
+        "Subject: scan",
+        "--attach-type",
+        "application/pdf",
+        "--attach",
+        &attach,
+    ]);
+    let out = swaks(ports.starttls, &args);
+    assert_eq!(code(&out), 0, "{}\n{}", all_output(&out), system.log());
+    let received = system.wait_received(1, Duration::from_secs(60));
+    let message = mail_parser::MessageParser::default()
+        .parse(&received[0].data)
+        .expect("a MIME message");
+    let attachment = message.attachment(0).expect("the scan");
+    assert!(
+        attachment.contents() == scan.as_slice(),
+        "the scan arrived changed ({} bytes)",
+        attachment.contents().len()
+    );
+    let out = swaks(ports.starttls, &printer(&password));
+    assert_eq!(code(&out), 0, "{}", all_output(&out));
+    assert_eq!(system.wait_received(2, Duration::from_secs(30)).len(), 2);
+}

@@ -105,6 +105,9 @@ pub struct Metered<'a, 'b, R> {
     pub budget: Budget<'b>,
     pub until: Instant,
     used: u64,
+    /// What is read past this stays out of memory (a message's body spilled to a file):
+    /// the budget is charged no more.
+    charge_at_most: u64,
     /// The budget had no room: the message is refused, not cut off.
     pub exhausted: bool,
 }
@@ -116,8 +119,15 @@ impl<'a, 'b, R: io::BufRead> Metered<'a, 'b, R> {
             budget,
             until,
             used: 0,
+            charge_at_most: u64::MAX,
             exhausted: false,
         }
+    }
+
+    /// Charges the budget for at most `bytes` of what is read.
+    pub fn charging_at_most(mut self, bytes: u64) -> Self {
+        self.charge_at_most = bytes;
+        self
     }
 }
 
@@ -137,7 +147,7 @@ impl<R: io::BufRead> Read for Metered<'_, '_, R> {
 impl<R: io::BufRead> io::BufRead for Metered<'_, '_, R> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         let buffer = self.inner.fill_buf()?;
-        let need = self.used + buffer.len() as u64;
+        let need = (self.used + buffer.len() as u64).min(self.charge_at_most);
         if need > self.budget.held {
             let more = (need - self.budget.held).max(CHUNK);
             if !self.budget.grow(more, self.until) {
@@ -315,6 +325,23 @@ mod tests {
         // Cut off long before the trickle's 100 bytes (2 s) were in.
         assert!(line.len() < 50, "not the whole trickle: {line}");
         trickler.join().unwrap();
+    }
+
+    /// A message read into a spill file costs the budget what stays in memory only.
+    #[test]
+    fn what_goes_to_a_file_is_not_charged() {
+        use std::io::Read;
+        let limits = Limits::default();
+        let text = vec![b'x'; 10 * CHUNK as usize];
+        let mut input = io::BufReader::with_capacity(CHUNK as usize, &text[..]);
+        let mut metered =
+            Metered::new(&mut input, limits.budget(), Instant::now()).charging_at_most(2 * CHUNK);
+        let mut read = Vec::new();
+        metered.read_to_end(&mut read).unwrap();
+        assert_eq!(read.len(), text.len());
+        assert_eq!(limits.in_memory(), 2 * CHUNK);
+        drop(metered);
+        assert_eq!(limits.in_memory(), 0);
     }
 
     #[test]

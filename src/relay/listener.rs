@@ -17,6 +17,7 @@ use rustls::{ServerConnection, StreamOwned};
 use crate::config::relay::ListenerTls;
 use crate::config::Config;
 use crate::message::address::{self, Resolver};
+use crate::message::input;
 use crate::smtp::server::{
     failure_reply, mail_parameters, parse_path, read_data, read_line, ready_for_data, reply_lines,
     split_command, strip_line_end, write_reply, Read as Line, Stage, MAX_COMMAND_LINE,
@@ -578,9 +579,14 @@ impl Session<'_> {
             + Duration::from_secs(limit / limits::BYTES_PER_SECOND);
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>")?;
         self.io.get_mut().deadline(until);
-        // Held until the message is spooled; what it holds grows as the bytes arrive.
-        let mut metered = Metered::new(&mut self.io, self.relay.limits.budget(), until);
-        let read = read_data(&mut metered, &mut self.line, limit as usize);
+        // Held until the message is spooled; what it holds grows as the bytes arrive, up
+        // to what a message keeps in memory: a large body goes to a file in the queue
+        // directory as it is read.
+        let mut metered = Metered::new(&mut self.io, self.relay.limits.budget(), until)
+            .charging_at_most(input::HELD_AT_MOST);
+        let queue = self.config.queue.dir.clone();
+        let mut new_file = input::spill_in_queue(&queue);
+        let read = read_data(&mut metered, &mut self.line, limit as usize, &mut new_file);
         let (exhausted, _memory) = (metered.exhausted, metered.budget);
         let data = match read {
             Ok(Some(data)) => data,
@@ -616,7 +622,7 @@ impl Session<'_> {
             protocol,
             claimed: &envelope.claimed,
             recipients: &envelope.recipients,
-            data: &data,
+            data: data.raw(),
             account: self.port.settings.account.as_deref(),
         };
         let config = self.config.clone();

@@ -23,6 +23,7 @@ use crate::delivery::log::{DeliveryLog, Outcome, Record, Status};
 use crate::delivery::queue::{Queue, QueueEntry as Entry};
 use crate::delivery::request::Invocation;
 use crate::error::{Error, Kind, Result};
+use crate::message::input::Raw;
 use crate::smtp::server::{failure_reply, Stage};
 
 use devices::{Devices, Known, RateLimiter};
@@ -247,7 +248,7 @@ pub struct Handed<'a> {
     /// What the device said in MAIL FROM (kept in the trace and the log only).
     pub claimed: &'a str,
     pub recipients: &'a [String],
-    pub data: &'a [u8],
+    pub data: Raw<'a>,
     /// The listener's account, for a device that names none.
     pub account: Option<&'a str>,
 }

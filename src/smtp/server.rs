@@ -376,17 +376,13 @@ where
     }
 
     fn read_data(&mut self) -> Result<Option<Input>> {
-        let limit = self.settings.max_message;
-        let mut text = DataText::new(&mut self.input, &mut self.line, limit);
         let mut new_file = || (self.settings.spill)();
-        // The final dot is DataText's to find: no line ends the message for the reader.
-        let message = input::read(&mut text, true, &mut new_file);
-        match message {
-            Ok(_) if text.over => Ok(None),
-            Ok(message) => Ok(Some(message)),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(went_away()),
-            Err(e) => Err(read_failed(e)),
-        }
+        read_data(
+            &mut self.input,
+            &mut self.line,
+            self.settings.max_message,
+            &mut new_file,
+        )
     }
 
     /// A failure reply with the error's words, one reply line per line of them.
@@ -649,18 +645,21 @@ fn went_away() -> Error {
     )
 }
 
-/// Reads the message up to the final "." line and undoes dot-stuffing, into memory (the
-/// relay's, counted against its budget as it arrives). `None` when it is over the size
-/// limit: the rest is read and dropped, so the dialogue stays in step.
+/// Reads the message up to the final "." line and undoes dot-stuffing, as stdin is read
+/// ([`input::read`]: CRLF lines, the body past a megabyte in a file `new_file` makes).
+/// `None` when it is over the size limit: the rest is read and dropped, so the dialogue
+/// stays in step.
 pub fn read_data(
     input: &mut impl BufRead,
     line: &mut Vec<u8>,
     limit: usize,
-) -> Result<Option<Vec<u8>>> {
+    new_file: &mut dyn FnMut() -> io::Result<File>,
+) -> Result<Option<Input>> {
     let mut text = DataText::new(input, line, limit);
-    let mut data = Vec::new();
-    match io::Read::read_to_end(&mut text, &mut data) {
-        Ok(_) => Ok((!text.over).then_some(data)),
+    // The final dot is DataText's to find: no line ends the message for the reader.
+    match input::read(&mut text, true, new_file) {
+        Ok(_) if text.over => Ok(None),
+        Ok(message) => Ok(Some(message)),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(went_away()),
         Err(e) => Err(read_failed(e)),
     }
