@@ -1338,6 +1338,109 @@ mod tests {
         );
     }
 
+    /// The reader of DATA before it was a stream (kept here as the oracle).
+    fn old_read_data(
+        input: &mut impl BufRead,
+        line: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut data = Vec::new();
+        let mut oversize = false;
+        let mut after_crlf = true;
+        loop {
+            let read = read_line(input, line, limit.saturating_add(3)).map_err(read_failed)?;
+            let Read::Line { too_long, crlf } = read else {
+                return Err(went_away());
+            };
+            if after_crlf && line.as_slice() == b".\r\n" {
+                return Ok((!oversize).then_some(data));
+            }
+            after_crlf = crlf;
+            if oversize {
+                continue;
+            }
+            let stuffed = line.starts_with(b".") && strip_line_end(line).len() > 1;
+            let text = if stuffed { &line[1..] } else { &line[..] };
+            if too_long || data.len() + text.len() > limit {
+                oversize = true;
+                data = Vec::new();
+                continue;
+            }
+            data.extend_from_slice(text);
+        }
+    }
+
+    /// Any DATA text, cut anywhere, with any limit: the stream gives what the reader of
+    /// old gave (its lines then made CRLF, as intake made them), the same verdict (over
+    /// the limit, cut off), and leaves the input at the same place for the next command.
+    #[test]
+    fn the_data_stream_reads_as_the_old_reader_did() {
+        const PIECES: &[&[u8]] = &[
+            b"a",
+            b"text",
+            b"..x",
+            b".",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"\r\n.\r\n",
+            b".\r\n",
+            b"From x",
+            b"Subject: s",
+            b"\xc3\xa9",
+            b"\0",
+            b" ",
+            b"\r\n\r\n",
+            b"QUIT\r\n",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..3000 {
+            let pieces = (next() % 40) as usize;
+            let text: Vec<u8> = (0..pieces)
+                .flat_map(|_| {
+                    PIECES[(next() % PIECES.len() as u64) as usize]
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            let limit = [8, 30, 100, 10_000][(next() % 4) as usize];
+            let capacity = 1 + (next() % 7) as usize;
+            let mut old_input = io::BufReader::with_capacity(capacity, &text[..]);
+            let old = old_read_data(&mut old_input, &mut Vec::new(), limit);
+            let mut new_input = io::BufReader::with_capacity(capacity, &text[..]);
+            let mut no_file = || Err(io::Error::other("no spill here"));
+            let new = read_data(&mut new_input, &mut Vec::new(), limit, &mut no_file);
+            let old = old.map(|d| d.map(|d| input::read_message(&d[..], true).unwrap()));
+            let new = new.map(|d| d.map(|m| m.raw().whole().unwrap().into_owned()));
+            match (&old, &new) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b, "{:?} limit {limit}", String::from_utf8_lossy(&text))
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                _ => panic!(
+                    "{old:?} against {new:?} for {:?}",
+                    String::from_utf8_lossy(&text)
+                ),
+            }
+            let rest = |mut r: io::BufReader<&[u8]>| {
+                let mut rest = Vec::new();
+                io::Read::read_to_end(&mut r, &mut rest).unwrap();
+                rest
+            };
+            assert_eq!(
+                rest(old_input),
+                rest(new_input),
+                "in step after the message"
+            );
+        }
+    }
+
     #[test]
     fn a_dot_after_a_bare_lf_does_not_end_the_message() {
         // SMTP smuggling: the "." after a bare LF is text, so the MAIL after it is too.
