@@ -290,6 +290,26 @@ fn an_unreadable_entry_is_quarantined_and_the_rest_goes_out() {
         .collect();
     assert_eq!(quarantined.len(), 1, "{log}");
     assert!(quarantined[0].contains(&bad), "{log}");
+
+    // It can be looked at and removed by its id, as a queued message is.
+    let o = h.own(&["queue", "show", &bad]);
+    assert_eq!(code(&o), 0, "{}", explain(&h, &o));
+    assert!(
+        stdout(&o).starts_with(&format!("{bad}: quarantined in {}: ", corrupt.display()))
+            && stdout(&o).contains("Subject: "),
+        "{}",
+        stdout(&o)
+    );
+    let o = h.own(&["queue", "remove", &bad]);
+    assert_eq!(code(&o), 0, "{}", explain(&h, &o));
+    assert_eq!(stdout(&o), format!("{bad}: removed (it was quarantined)\n"));
+    assert!(!stdout(&h.own(&["queue", "list"])).contains(&bad));
+    assert_eq!(
+        std::fs::read_dir(&corrupt).unwrap().count(),
+        0,
+        "its files are gone"
+    );
+    assert_eq!(code(&h.own(&["queue", "show", &bad])), 64, "no more");
 }
 
 /// A `.msg` that is gone makes its entry unreadable too: quarantined, the rest delivered.

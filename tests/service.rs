@@ -928,3 +928,57 @@ fn php_mail_as_the_web_user_goes_through_the_service() {
     assert_eq!(got.rcpt_to, ["dest@example.net"]);
     assert_eq!(got.mail_from, TEST_USER, "the account's own address");
 }
+
+/// An entry of the service's queue that cannot be read is quarantined; root sees where,
+/// why and what is left of it with `queue show`, and deletes it with `queue remove`; a
+/// user, who cannot be shown to own it, is told there is no such message.
+#[test]
+fn a_quarantined_entry_is_shown_and_removed_by_root_only() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    system.start();
+    let queue = system.path("var/spool/oauth-sendmail/queue");
+    let id = "0000000AB00000000000001";
+    std::fs::write(
+        queue.join(format!("{id}.msg")),
+        b"Subject: lost\r\n\r\nbody\r\n",
+    )
+    .unwrap();
+    std::fs::write(queue.join(format!("{id}.json")), b"{\"id\": tru").unwrap();
+    let out = system.run(None, &["send", "-q"], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let why = queue.join(format!("corrupt/{id}.why"));
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !why.exists() {
+        assert!(
+            std::time::Instant::now() < until,
+            "not quarantined: {}",
+            system.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let person = Some(&users.person);
+    let out = system.run(person, &["queue", "show", id], b"");
+    assert_eq!(code(&out), 64, "{}{}", stdout(&out), stderr(&out));
+    let out = system.run(person, &["queue", "remove", id], b"");
+    assert_eq!(code(&out), 64, "{}{}", stdout(&out), stderr(&out));
+    assert!(why.exists(), "a user removed it");
+
+    let out = system.run(None, &["queue", "show", id], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("{id}: quarantined in "))
+            && stdout(&out).contains("Subject: lost"),
+        "{}",
+        stdout(&out)
+    );
+    let out = system.run(None, &["queue", "remove", id], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("{id}: removed (it was quarantined)\n")
+    );
+    assert!(!why.exists() && !queue.join(format!("corrupt/{id}.msg")).exists());
+    system.server.expect_unused();
+}

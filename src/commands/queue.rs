@@ -78,20 +78,61 @@ pub fn retry_queued(config_path: Option<&Path>, ids: Vec<String>) -> Result<()> 
     flush_queue(config_path, selection, true)
 }
 
-/// `queue show ID`: the state, then the message.
+/// `queue show ID`: the state, then the message (a quarantined one: why, and what is
+/// left of its message).
 pub fn show_queued(config_path: Option<&Path>, id: &str) -> Result<()> {
-    let (queue, entry) = find_queued(config_path, id)?;
-    let message = queue.message(id)?;
+    let config = Config::load(config_path)?;
     let mut out = io::stdout().lock();
+    if let Some((bad, message)) = quarantined(&config, id) {
+        return render_quarantined(&bad, message.as_deref(), &mut out).map_err(stdout_error);
+    }
+    let (queue, entry) = find_queued(&config, id)?;
+    let message = queue.message(id)?;
     render_entry(&entry, &mut out)
         .and_then(|()| out.write_all(&message))
         .map_err(stdout_error)
 }
 
+/// A quarantined entry of the configured queue, and its message if it has one.
+fn quarantined(config: &Config, id: &str) -> Option<(Unreadable, Option<Vec<u8>>)> {
+    Queue::existing(&config.queue.dir)?.quarantined_one(id)
+}
+
+/// What `queue show` says of a quarantined entry: where and why, then its message.
+pub fn render_quarantined(
+    bad: &Unreadable,
+    message: Option<&[u8]>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "{}: quarantined in {}: {}
+(`oauth-sendmail queue remove {}` deletes it)",
+        bad.id,
+        bad.dir.display(),
+        bad.why,
+        bad.id
+    )?;
+    match message {
+        Some(message) => {
+            writeln!(out)?;
+            out.write_all(message)
+        }
+        None => writeln!(out, "(its message file is gone)"),
+    }
+}
+
 /// `queue remove ID...`: out of the queue, unsent (a message being delivered is left).
 pub fn remove_queued(config_path: Option<&Path>, ids: &[String]) -> Result<()> {
+    let config = Config::load(config_path)?;
     for id in ids {
-        let (queue, _) = find_queued(config_path, id)?;
+        if let Some(queue) = Queue::existing(&config.queue.dir) {
+            if queue.remove_quarantined(id)? {
+                println!("{id}: removed (it was quarantined)");
+                continue;
+            }
+        }
+        let (queue, _) = find_queued(&config, id)?;
         if !remove_one(&queue, id)? {
             return Err(Error::new(
                 Kind::Temporary,
@@ -136,8 +177,7 @@ fn remove_one(queue: &Queue, id: &str) -> Result<bool> {
     Ok(true)
 }
 
-fn find_queued(config_path: Option<&Path>, id: &str) -> Result<(Queue, QueueEntry)> {
-    let config = Config::load(config_path)?;
+fn find_queued(config: &Config, id: &str) -> Result<(Queue, QueueEntry)> {
     let not_queued = || {
         Error::new(
             Kind::Usage,

@@ -345,6 +345,33 @@ impl Queue {
         Ok(dir)
     }
 
+    /// A quarantined entry by its id: why it is there, and its message as far as there
+    /// is one (the entry's own JSON is what could not be read).
+    pub fn quarantined_one(&self, id: &str) -> Option<(Unreadable, Option<Vec<u8>>)> {
+        if !valid_id(id) {
+            return None;
+        }
+        let bad = self.quarantined().into_iter().find(|bad| bad.id == id)?;
+        let message = fs::read(bad.dir.join(format!("{id}.msg"))).ok();
+        Some((bad, message))
+    }
+
+    /// Deletes a quarantined entry's files (the note last: until it goes, it is listed).
+    pub fn remove_quarantined(&self, id: &str) -> Result<bool> {
+        if self.quarantined_one(id).is_none() {
+            return Ok(false);
+        }
+        let dir = self.dir.join(CORRUPT);
+        for suffix in ["json", "msg", "why"] {
+            match fs::remove_file(dir.join(format!("{id}.{suffix}"))) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(self.io_error(e)),
+                _ => {}
+            }
+        }
+        files::sync_dir(&dir).map_err(|e| self.io_error(e))?;
+        Ok(true)
+    }
+
     pub fn message(&self, id: &str) -> Result<Vec<u8>> {
         fs::read(self.dir.join(format!("{id}.msg"))).map_err(|e| self.io_error(e))
     }
