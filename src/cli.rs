@@ -647,7 +647,7 @@ enum DeviceArgs {
 enum QueueArgs {
     /// List the queued messages (what mailq shows)
     List,
-    /// Show one queued message: its state, then its text
+    /// Show one queued message: its state, then its text (a quarantined one: why)
     Show {
         /// Queue id, as `queue list` shows it
         id: String,
@@ -663,7 +663,7 @@ enum QueueArgs {
     },
     /// Remove messages from the queue without sending them
     Remove {
-        /// Queue ids
+        /// Queue ids (a quarantined one's files are deleted)
         #[arg(required_unless_present = "all")]
         ids: Vec<String>,
         /// Every queued message (those being delivered right now are left)
