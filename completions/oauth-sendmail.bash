@@ -233,7 +233,7 @@ _oauth_sendmail() {
             return 0
             ;;
         oauth_sendmail__subcmd__device__subcmd__add)
-            opts="-C -h --network --sender --config --help"
+            opts="-C -h --network --sender --no-password --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -162,6 +162,7 @@ complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand device; an
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand device; and __fish_seen_subcommand_from add" -l network -d 'Also (or, without a password, only) the addresses it may send from, as CIDR' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand device; and __fish_seen_subcommand_from add" -l sender -d 'The one address its mail goes out as (default: the account\'s)' -r
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand device; and __fish_seen_subcommand_from add" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
+complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand device; and __fish_seen_subcommand_from add" -l no-password -d 'No password: it sends from --network without logging in (for a device that cannot do SMTP AUTH)'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand device; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand device; and __fish_seen_subcommand_from list" -s C -l config -d 'Read the configuration from FILE instead of the default locations (before or after the command\'s name)' -r -F
 complete -c oauth-sendmail -n "__fish_oauth_sendmail_using_subcommand device; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'

@@ -633,6 +633,10 @@ enum DeviceArgs {
         /// The one address its mail goes out as (default: the account's)
         #[arg(long, value_name = "ADDRESS")]
         sender: Option<String>,
+        /// No password: it sends from --network without logging in (for a device that
+        /// cannot do SMTP AUTH)
+        #[arg(long, requires = "network")]
+        no_password: bool,
     },
     /// List the devices, their networks, senders and accounts (never a password)
     List,
@@ -805,10 +809,12 @@ pub fn parse(argv: &[OsString]) -> std::result::Result<Action, Rejected> {
                             name,
                             network,
                             sender,
+                            no_password,
                         } => DeviceCommand::Add {
                             name,
                             network,
                             sender,
+                            no_password,
                         },
                         DeviceArgs::List => DeviceCommand::List,
                         DeviceArgs::Remove { name } => DeviceCommand::Remove(name),
@@ -1559,8 +1565,31 @@ mod tests {
                     name: "printer".into(),
                     network: Some("192.168.1.0/24".into()),
                     sender: Some("scan@x.org".into()),
+                    no_password: false,
                 },
             }
+        );
+        assert!(matches!(
+            own(&[
+                "device",
+                "add",
+                "old",
+                "--network",
+                "10.0.0.5/32",
+                "--no-password"
+            ])
+            .unwrap(),
+            Action::Device {
+                command: DeviceCommand::Add {
+                    no_password: true,
+                    ..
+                },
+                ..
+            }
+        ));
+        assert!(
+            own(&["device", "add", "old", "--no-password"]).is_err(),
+            "without a password, the network is what lets it in"
         );
         assert_eq!(
             own(&["device", "list"]).unwrap(),

@@ -54,7 +54,8 @@ fn have(tool: &str) -> bool {
 }
 
 /// The service with its three listeners, the device `printer` added with `device add`
-/// (its password returned) and `scanner`, let in by its address 127.0.0.2 alone.
+/// (its password returned) and `scanner`, added with `--no-password`: let in by its
+/// address 127.0.0.2 alone.
 fn install(opts: ServerOptions, top: &str) -> Option<(System, Ports, String)> {
     let users = require()?;
     let ports = Ports {
@@ -65,8 +66,7 @@ fn install(opts: ServerOptions, top: &str) -> Option<(System, Ports, String)> {
     let extra = format!(
         "[[relay.listener]]\naddress = \"127.0.0.1\"\nport = {}\ntls = \"starttls\"\n\
          [[relay.listener]]\naddress = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\n\
-         [[relay.listener]]\naddress = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
-         [relay.devices.scanner]\nnetwork = \"127.0.0.2/32\"\nsender = \"scanner@example.com\"\n",
+         [[relay.listener]]\naddress = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
         ports.starttls, ports.implicit, ports.plain
     );
     let system = System::install(users, opts, &extra);
@@ -75,6 +75,29 @@ fn install(opts: ServerOptions, top: &str) -> Option<(System, Ports, String)> {
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, format!("{top}\n{text}")).unwrap();
     }
+    let scanner = [
+        "device",
+        "add",
+        "scanner",
+        "--network",
+        "127.0.0.2/32",
+        "--sender",
+        "scanner@example.com",
+        "--no-password",
+    ];
+    let added = system.run(None, &scanner, b"");
+    assert_eq!(
+        code(&added),
+        0,
+        "device add --no-password: {}",
+        stderr(&added)
+    );
+    assert!(
+        stdout(&added).contains("sends from 127.0.0.2/32 without logging in"),
+        "{}",
+        stdout(&added)
+    );
+    // The printer's table last: a test appends keys to it.
     let out = system.run(None, &["device", "add", "printer", "--sender", SENDER], b"");
     assert_eq!(code(&out), 0, "device add: {}", stderr(&out));
     let password = password_of(&out);

@@ -228,6 +228,9 @@ pub enum DeviceCommand {
         name: String,
         network: Option<String>,
         sender: Option<String>,
+        /// `--no-password`: the device logs in by its network alone (one that cannot do
+        /// AUTH: an old printer).
+        no_password: bool,
     },
     List,
     Remove(String),
@@ -242,13 +245,21 @@ pub fn command(path: &Path, command: DeviceCommand, out: &mut impl Write) -> Res
             name,
             network,
             sender,
+            no_password,
         } => {
-            let password = add(path, &name, network.as_deref(), sender.as_deref())?;
-            writeln!(
-                out,
-                "Device `{name}` added. In its SMTP settings: user name {name}, password\n\n    {password}\n\n\
-                 The password is shown only this once; `device remove {name}` and add it again for a new one."
-            )
+            let network = network.as_deref();
+            match add(path, &name, network, sender.as_deref(), !no_password)? {
+                Some(password) => writeln!(
+                    out,
+                    "Device `{name}` added. In its SMTP settings: user name {name}, password\n\n    {password}\n\n\
+                     The password is shown only this once; `device remove {name}` and add it again for a new one."
+                ),
+                None => writeln!(
+                    out,
+                    "Device `{name}` added: it sends from {} without logging in (no AUTH in its SMTP settings).",
+                    network.unwrap_or_default()
+                ),
+            }
             .map_err(written)
         }
         DeviceCommand::Remove(name) => {
@@ -310,8 +321,23 @@ fn header(name: &str) -> String {
 }
 
 /// Adds `[relay.devices.NAME]` with a new password's verifier; returns the password.
-pub fn add(path: &Path, name: &str, network: Option<&str>, sender: Option<&str>) -> Result<String> {
+/// Adds a device's table; its generated password (`None` for one known by its network
+/// alone, `with_password` false).
+pub fn add(
+    path: &Path,
+    name: &str,
+    network: Option<&str>,
+    sender: Option<&str>,
+    with_password: bool,
+) -> Result<Option<String>> {
     check_name(name)?;
+    if !with_password && network.is_none() {
+        return Err(Error::new(
+            Kind::Usage,
+            format!("device `{name}` without a password"),
+            "it needs --network: without a password, its address is all that lets it in",
+        ));
+    }
     if let Some(network) = network {
         if Network::parse(network).is_none() {
             return Err(Error::new(
@@ -335,15 +361,18 @@ pub fn add(path: &Path, name: &str, network: Option<&str>, sender: Option<&str>)
             "oauth-sendmail device remove {name}, then add it again"
         )));
     }
-    let (password, verifier) = generate()?;
+    let password = match with_password {
+        true => Some(generate()?),
+        false => None,
+    };
     let mut text = read(path)?;
     if !text.is_empty() && !text.ends_with('\n') {
         text.push('\n');
     }
-    text.push_str(&format!(
-        "\n{}\npassword_hash = \"{verifier}\"\n",
-        header(name)
-    ));
+    text.push_str(&format!("\n{}\n", header(name)));
+    if let Some((_, verifier)) = &password {
+        text.push_str(&format!("password_hash = \"{verifier}\"\n"));
+    }
     if let Some(network) = network {
         text.push_str(&format!("network = \"{network}\"\n"));
     }
@@ -351,7 +380,7 @@ pub fn add(path: &Path, name: &str, network: Option<&str>, sender: Option<&str>)
         text.push_str(&format!("sender = \"{sender}\"\n"));
     }
     replace(path, &text)?;
-    Ok(password)
+    Ok(password.map(|(password, _)| password))
 }
 
 /// Removes the device's table (its lines up to the next table).
@@ -605,6 +634,7 @@ mod tests {
             name: "printer".into(),
             network: Some("192.168.1.0/24".into()),
             sender: Some("scans@example.com".into()),
+            no_password: false,
         };
         command(&path, add, &mut out).unwrap();
         let shown = String::from_utf8(out).unwrap();
@@ -642,6 +672,7 @@ mod tests {
             name: "printer".into(),
             network: None,
             sender: None,
+            no_password: false,
         };
         assert!(
             command(&path, again, &mut Vec::new()).is_err(),
@@ -651,6 +682,7 @@ mod tests {
             name: "nas".into(),
             network: None,
             sender: None,
+            no_password: false,
         };
         command(&path, other, &mut Vec::new()).unwrap();
         let mut listed = Vec::new();
@@ -685,13 +717,39 @@ mod tests {
                 name: bad.into(),
                 network: None,
                 sender: None,
+                no_password: false,
             };
             assert!(command(&path, add, &mut Vec::new()).is_err(), "{bad:?}");
         }
+        // Known by its address alone: no password made, none stored.
+        let mut out = Vec::new();
+        let old = DeviceCommand::Add {
+            name: "old-printer".into(),
+            network: Some("192.168.1.7/32".into()),
+            sender: None,
+            no_password: true,
+        };
+        command(&path, old, &mut out).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("without logging in"));
+        let config = Config::load(Some(&path)).unwrap();
+        let device = &config.relay.devices["old-printer"];
+        assert!(device.password_hash.is_none());
+        assert_eq!(device.network, ["192.168.1.7/32"]);
+        let no_network = DeviceCommand::Add {
+            name: "nowhere".into(),
+            network: None,
+            sender: None,
+            no_password: true,
+        };
+        let err = command(&path, no_network, &mut Vec::new()).unwrap_err();
+        assert_eq!(err.kind(), Kind::Usage);
         let add = DeviceCommand::Add {
             name: "p".into(),
             network: Some("lan".into()),
             sender: None,
+            no_password: false,
         };
         assert!(command(&path, add, &mut Vec::new()).is_err());
         assert_eq!(
