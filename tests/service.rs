@@ -982,3 +982,46 @@ fn a_quarantined_entry_is_shown_and_removed_by_root_only() {
     assert!(!why.exists() && !queue.join(format!("corrupt/{id}.msg")).exists());
     system.server.expect_unused();
 }
+
+/// `queue show` through the service gives the queued message byte for byte, also when
+/// it is not UTF-8 (a Latin-1 cron mail), as it does in user mode.
+#[test]
+fn queue_show_through_the_service_keeps_8_bit_bytes() {
+    let Some(users) = require() else { return };
+    let opts = ServerOptions {
+        fault: Fault::Data451,
+        ..ServerOptions::default()
+    };
+    let mut system = System::install(users, opts, "");
+    system.start();
+    let person = Some(&users.person);
+    let out = system.run(
+        person,
+        &["send", "-i", "dest@example.net"],
+        b"Subject: latin-1\n\ncaf\xe9 cr\xe8me\n",
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let listing = stdout(&system.run(person, &["queue", "list"], b""));
+        if let Some(id) = common::harness::queue_ids(&listing).into_iter().next() {
+            break id;
+        }
+        assert!(std::time::Instant::now() < until, "not queued: {listing}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let stored =
+        std::fs::read(system.path(&format!("var/spool/oauth-sendmail/queue/{id}.msg"))).unwrap();
+    assert!(
+        stored.windows(10).any(|w| w == b"caf\xe9 cr\xe8me"),
+        "the spool holds it changed: {:?}",
+        String::from_utf8_lossy(&stored)
+    );
+    let out = system.run(person, &["queue", "show", &id], b"");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        out.stdout.windows(10).any(|w| w == b"caf\xe9 cr\xe8me"),
+        "the 8-bit bytes changed: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -40,11 +40,12 @@ pub fn command(request: &Request) -> Result<()> {
             stdout,
             stderr,
             failure,
+            stdout_bytes,
         } => {
             eprint!("{stderr}");
             io::stdout()
                 .lock()
-                .write_all(stdout.as_bytes())
+                .write_all(&protocol::output_bytes(&stdout, stdout_bytes.as_deref()))
                 .map_err(|e| Error::new(Kind::Io, "cannot write to stdout", e))?;
             match failure {
                 Some(failure) => Err(failure.to_error()),

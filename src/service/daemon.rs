@@ -876,10 +876,12 @@ fn control(shared: &Shared, config: &Config, who: &Submitter, request: Request) 
             status(shared, config, who, admin, (check, json), &mut out)
         }
     };
+    let (stdout, stdout_bytes) = protocol::output_of(out);
     Response::Output {
-        stdout: String::from_utf8_lossy(&out).into_owned(),
+        stdout,
         stderr: err,
         failure: result.err().map(|e| Failure::from_error(&e)),
+        stdout_bytes,
     }
 }
 

@@ -95,6 +95,10 @@ pub enum Response {
         stdout: String,
         stderr: String,
         failure: Option<Failure>,
+        /// `stdout` exactly, in base64, when it is not UTF-8 (`queue show` of a Latin-1
+        /// message): `stdout` then holds it with replacement characters.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stdout_bytes: Option<String>,
     },
     Failed(Failure),
     /// The service cannot take the message now (the submitter's connections, or the
@@ -119,6 +123,29 @@ const KINDS: [(Kind, &str); 14] = [
     (Kind::CheckWarning, "check_warning"),
     (Kind::CheckCritical, "check_critical"),
 ];
+
+/// A command's output as [`Response::Output`] carries it: text, and the bytes when they
+/// are not text.
+pub fn output_of(bytes: Vec<u8>) -> (String, Option<String>) {
+    use base64::Engine;
+    match String::from_utf8(bytes) {
+        Ok(text) => (text, None),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let exact = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            (text, Some(exact))
+        }
+    }
+}
+
+/// What [`output_of`] made, back as the bytes the command wrote.
+pub fn output_bytes(text: &str, exact: Option<&str>) -> Vec<u8> {
+    use base64::Engine;
+    exact
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok())
+        .unwrap_or_else(|| text.as_bytes().to_vec())
+}
 
 impl Failure {
     pub fn from_error(err: &Error) -> Failure {
@@ -274,6 +301,27 @@ pub fn read_response(input: &mut impl BufRead) -> Result<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A command's output comes back byte for byte, text or not; text travels as it
+    /// always did (a response without the new field still reads).
+    #[test]
+    fn output_that_is_not_text_comes_back_exact() {
+        for bytes in [&b"plain\n"[..], b"caf\xe9 \xff\x00\n", b"caf\xc3\xa9\n"] {
+            let (text, exact) = output_of(bytes.to_vec());
+            assert_eq!(exact.is_some(), std::str::from_utf8(bytes).is_err());
+            assert_eq!(output_bytes(&text, exact.as_deref()), bytes);
+        }
+        let text = Response::Output {
+            stdout: "ok\n".into(),
+            stderr: String::new(),
+            failure: None,
+            stdout_bytes: None,
+        };
+        let line = serde_json::to_string(&text).unwrap();
+        assert!(!line.contains("stdout_bytes"), "{line}");
+        let old = r#"{"result":"output","stdout":"ok\n","stderr":"","failure":null}"#;
+        assert_eq!(serde_json::from_str::<Response>(old).unwrap(), text);
+    }
 
     fn submission(size: u64) -> Request {
         Request::Submit(Submission {
