@@ -25,6 +25,8 @@ mod secret;
 mod service;
 mod smtp;
 mod sys;
+#[cfg(test)]
+mod testing;
 mod transcript;
 
 use std::ffi::OsString;

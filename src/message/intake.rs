@@ -1877,13 +1877,7 @@ mod tests {
             b"=41",
             b"\\",
         ];
-        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9E37_79B9_7F4A_7C15);
         let mut accepted = 0;
         for _ in 0..3000 {
             let mut input = Vec::new();
@@ -1994,13 +1988,7 @@ mod tests {
     /// has no line over 998 octets, and a reader gets the same content back.
     #[test]
     fn long_headers_without_whitespace_fit_and_keep_their_content() {
-        let mut state = 0x2545_F491_4F6C_DD1D_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x2545_F491_4F6C_DD1D);
         // Token bytes that a Q encoding must escape and ones it keeps.
         const ALPHABET: &[u8] = b"abcXYZ019+/=_?\"()<>,;:@.-!*";
         for size in [999, 1000, 1500, 4096, 20_000, 200_000] {

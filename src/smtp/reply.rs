@@ -228,13 +228,7 @@ mod tests {
     /// Garbage of every kind ends in a reply or an error, never a panic.
     #[test]
     fn random_bytes_never_panic() {
-        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let alphabet = b"2345 -\r\n\x00\xff\xc3a0";
         for _ in 0..20_000 {
             let mut parser = Parser::default();

@@ -1393,13 +1393,7 @@ mod tests {
             b"\r\n\r\n",
             b"QUIT\r\n",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..3000 {
             let pieces = (next() % 40) as usize;
             let text: Vec<u8> = (0..pieces)
@@ -1552,14 +1546,11 @@ mod tests {
             b" SIZE=",
             b"RSET\r\n",
         ];
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..2000 {
             let mut input = Vec::new();
             for _ in 0..40 {
-                // xorshift64: a fixed sequence, so a failure can be replayed.
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
+                let state = next();
                 input.extend_from_slice(pieces[(state % 16) as usize]);
                 if state.is_multiple_of(7) {
                     input.push((state >> 24) as u8);
