@@ -866,7 +866,7 @@ mod tests {
             for _ in 0..next() % 30 {
                 text.extend_from_slice(PIECES[(next() % PIECES.len() as u64) as usize]);
             }
-            let ignore_dots = next() % 2 == 0;
+            let ignore_dots = next().is_multiple_of(2);
             let spill_after = (next() % 40) as usize;
             let chunk = 1 + (next() % 9) as usize;
             let input = read_limited(&text, ignore_dots, spill_after, 1 << 20, chunk);

@@ -1883,7 +1883,7 @@ mod tests {
             let mut input = Vec::new();
             for _ in 0..next() % 40 {
                 let piece = PIECES[(next() % PIECES.len() as u64) as usize];
-                let repeat = if next() % 50 == 0 { 1200 } else { 1 };
+                let repeat = if next().is_multiple_of(50) { 1200 } else { 1 };
                 for _ in 0..repeat {
                     input.extend_from_slice(piece);
                 }
@@ -1891,7 +1891,7 @@ mod tests {
             // What stdin gives prepare() is what it would make of the same bytes.
             let read = read_message(&input[..], true).unwrap();
             assert_eq!(read, &*crlf_lines(&input), "{input:?}");
-            if let Ok(p) = prep(&input, next() % 2 == 0, &["a@x.org"], None) {
+            if let Ok(p) = prep(&input, next().is_multiple_of(2), &["a@x.org"], None) {
                 accepted += 1;
                 let data = p.to_vec().unwrap();
                 let shown = String::from_utf8_lossy(&input);
