@@ -257,16 +257,8 @@ fn sigterm_mid_drain_finishes_each_connections_message_and_none_goes_twice() {
 }
 
 /// Waits for `child` to end by itself (it is killed and the test fails if it hangs).
-fn wait(mut child: Child) -> Output {
-    let deadline = Instant::now() + HANG;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running {HANG:?} after SIGTERM");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+fn wait(child: Child) -> Output {
+    common::harness::wait_for_exit(child, HANG)
 }
 
 /// `n` messages queued in `h` while its server refuses every session at the greeting.

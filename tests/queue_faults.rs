@@ -12,8 +12,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::harness::{
     code, explain, free_port, isolate, run_with_limit, stderr, stdout, Harness, BIN,
@@ -91,16 +90,8 @@ fn stops_by_itself(child: Child) -> Output {
 }
 
 /// Waits for `child` to end by itself (it is killed and the test fails if it hangs).
-fn wait(mut child: Child) -> Output {
-    let deadline = Instant::now() + HANG;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running {HANG:?} after SIGTERM");
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().unwrap()
+fn wait(child: Child) -> Output {
+    common::harness::wait_for_exit(child, HANG)
 }
 
 /// `systemctl stop` or `timeout` sends SIGTERM to a flush in progress: the message in

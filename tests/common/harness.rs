@@ -381,3 +381,17 @@ fn link_binary(link: &Path) {
     #[cfg(not(unix))]
     std::fs::copy(BIN, link).expect("copy the binary to <home>/bin/sendmail");
 }
+
+/// Waits for `child`, which was told to stop (SIGTERM), to end by itself; kills it and
+/// fails the test if it is still running after `limit`.
+pub fn wait_for_exit(mut child: std::process::Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running {limit:?} after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
