@@ -1096,3 +1096,54 @@ fn a_scanners_large_attachment_is_relayed_whole() {
     assert_eq!(code(&out), 0, "{}", all_output(&out));
     assert_eq!(system.wait_received(2, Duration::from_secs(30)).len(), 2);
 }
+
+/// systemd's socket activation for the relay (a .socket unit with the listener's
+/// address): systemd-socket-activate holds the submission socket and the STARTTLS port
+/// and starts the daemon on the first connection, a device's; the daemon serves the port
+/// it was passed rather than binding its own, and the device's message goes out.
+#[test]
+fn socket_activation_passes_a_relay_port_to_the_daemon() {
+    if !have("swaks") || !have("systemd-socket-activate") {
+        return;
+    }
+    let Some((mut system, ports, password)) = install(ServerOptions::default(), "") else {
+        return;
+    };
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(system.path("run/oauth-sendmail/submit.sock"))
+        .arg("-l")
+        .arg(format!("127.0.0.1:{}", ports.starttls))
+        .arg("-E")
+        .arg(format!("OAUTH_SENDMAIL_ROOT={}", system.root.display()))
+        .arg(&system.bin)
+        .arg("daemon");
+    system.start_command(cmd);
+    let out = swaks(ports.starttls, &printer(&password));
+    assert_eq!(code(&out), 0, "{}\n{}", all_output(&out), system.log());
+    assert!(
+        all_output(&out).contains("250 2.0.0 Ok: queued as "),
+        "{}",
+        all_output(&out)
+    );
+    assert_eq!(system.wait_received(1, Duration::from_secs(30)).len(), 1);
+    // The other listeners, not passed, it bound itself.
+    let out = swaks(
+        ports.implicit,
+        &[
+            "--tlsc",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "printer",
+            "--auth-password",
+            &password,
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", all_output(&out), system.log());
+    assert!(
+        !system.log().contains("no [[relay.listener]] names"),
+        "{}",
+        system.log()
+    );
+}

@@ -34,8 +34,9 @@ pub struct Bound {
     listeners: Vec<(Listener, TcpListener)>,
 }
 
-/// Binds every `[[relay.listener]]`; none configured, none bound.
-pub fn bind(config: &Config) -> Result<Bound> {
+/// Binds every `[[relay.listener]]`, or takes the socket systemd passed for its address
+/// (`inherited`, socket activation); none configured, none bound.
+pub fn bind(config: &Config, mut inherited: Vec<TcpListener>) -> Result<Bound> {
     let mut listeners = Vec::new();
     for listener in &config.relay.listener {
         let address = match listener.address.parse::<IpAddr>() {
@@ -48,6 +49,13 @@ pub fn bind(config: &Config) -> Result<Bound> {
                 ))
             }
         };
+        let passed = inherited
+            .iter()
+            .position(|socket| socket.local_addr().ok() == Some(address));
+        if let Some(at) = passed {
+            listeners.push((listener.clone(), inherited.swap_remove(at)));
+            continue;
+        }
         let bound = TcpListener::bind(address).map_err(|e| {
             Error::new(
                 Kind::Unavailable,
@@ -57,6 +65,12 @@ pub fn bind(config: &Config) -> Result<Bound> {
             .hint("below port 1024 the service must start as root or have CAP_NET_BIND_SERVICE")
         })?;
         listeners.push((listener.clone(), bound));
+    }
+    for socket in inherited {
+        let at = socket.local_addr().map_or("?".into(), |a| a.to_string());
+        eprintln!(
+            "oauth-sendmail: warning: systemd passed a socket on {at} that no [[relay.listener]] names; it is closed"
+        );
     }
     Ok(Bound { listeners })
 }

@@ -133,12 +133,14 @@ pub fn run() -> Result<()> {
         false => None,
     };
     prepare_dirs(&paths, user.as_ref())?;
-    let (listener, bound) = match sys::peer::listener_from_systemd() {
+    let inherited = sys::peer::listeners_from_systemd();
+    let (listener, bound) = match inherited.unix {
         Some(listener) => (listener, false),
         None => (bind(&paths, user.as_ref())?, true),
     };
-    // Relay hook (issue 13): privileged ports are bound before the drop to the user.
-    let relay = crate::relay::bind(&config)?;
+    // Relay hook (issue 13): privileged ports are bound before the drop to the user,
+    // unless systemd holds them (a .socket unit with the same addresses).
+    let relay = crate::relay::bind(&config, inherited.tcp)?;
     if let Some(user) = &user {
         users::become_user(user)?;
     }

@@ -51,25 +51,53 @@ pub fn wait_readable(fd: RawFd, timeout: Duration) -> bool {
     rc > 0 && poll.revents & libc::POLLIN != 0
 }
 
-/// The listening socket systemd passed (socket activation: LISTEN_PID is us, LISTEN_FDS
-/// at least 1, the socket is fd 3), if any. The variables are removed so that nothing we
-/// start takes the socket as its own.
-pub fn listener_from_systemd() -> Option<UnixListener> {
-    let pid = std::env::var("LISTEN_PID").ok()?;
-    let fds = std::env::var("LISTEN_FDS").ok()?;
+/// The listening sockets systemd passed (socket activation: LISTEN_PID is us, the
+/// sockets are fds 3 to 3 + LISTEN_FDS - 1): the submission socket, and TCP ones for
+/// the relay's listeners. The variables are removed so that nothing we start takes the
+/// sockets as its own.
+#[derive(Default)]
+pub struct Inherited {
+    pub unix: Option<UnixListener>,
+    pub tcp: Vec<std::net::TcpListener>,
+}
+
+pub fn listeners_from_systemd() -> Inherited {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
     std::env::remove_var("LISTEN_PID");
     std::env::remove_var("LISTEN_FDS");
     std::env::remove_var("LISTEN_FDNAMES");
-    if pid.trim().parse::<u32>().ok()? != std::process::id() || fds.trim().parse::<u32>().ok()? < 1
-    {
-        return None;
+    let ours = pid.and_then(|p| p.trim().parse::<u32>().ok()) == Some(std::process::id());
+    let count = fds
+        .and_then(|n| n.trim().parse::<RawFd>().ok())
+        .unwrap_or(0);
+    let mut inherited = Inherited::default();
+    if !ours {
+        return inherited;
     }
     const SD_LISTEN_FDS_START: RawFd = 3;
-    // SAFETY: systemd handed fd 3 to this process for it to own; it is not used elsewhere.
-    unsafe {
-        libc::fcntl(SD_LISTEN_FDS_START, libc::F_SETFD, libc::FD_CLOEXEC);
-        Some(UnixListener::from_raw_fd(SD_LISTEN_FDS_START))
+    for fd in SD_LISTEN_FDS_START..SD_LISTEN_FDS_START.saturating_add(count.clamp(0, 64)) {
+        // SAFETY: systemd handed these fds to this process for it to own; they are
+        // used nowhere else. getsockname only reads into the storage given.
+        unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            let mut address: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            if libc::getsockname(fd, (&raw mut address).cast(), &mut len) != 0 {
+                continue;
+            }
+            match address.ss_family as libc::c_int {
+                libc::AF_UNIX if inherited.unix.is_none() => {
+                    inherited.unix = Some(UnixListener::from_raw_fd(fd));
+                }
+                libc::AF_INET | libc::AF_INET6 => {
+                    inherited.tcp.push(std::net::TcpListener::from_raw_fd(fd));
+                }
+                _ => {}
+            }
+        }
     }
+    inherited
 }
 
 /// Tells the service manager something (`READY=1`, `RELOADING=1`, `STOPPING=1`), when it
