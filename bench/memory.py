@@ -4,7 +4,9 @@
 MiB), against the test suite's aiosmtpd server with no size limit; and in
 system mode (bench/service.py's set-up: the daemon under a root of its own), the
 client's peak RSS and the service's (VmHWM of a daemon started for that size, after it
-took and delivered the 3 messages).
+took and delivered the 3 messages); and the relay: that daemon's peak RSS once a LAN
+device (Python's smtplib, let in by its address) relayed the message to it 3 times,
+at once over 3 connections.
 
     cargo build --release && cc -O2 -o target/bench/measure bench/measure.c
     python3 bench/memory.py target/release/oauth-sendmail target/bench/measure
@@ -12,8 +14,10 @@ took and delivered the 3 messages).
 Prints one line a size: the medians of 3 runs (bench.py's set-up, server and message)."""
 import os
 import shutil
+import smtplib
 import sys
 import tempfile
+import threading
 
 import bench
 import service
@@ -60,6 +64,46 @@ def system_mode(b, binary, message, mib):
     return client, peak
 
 
+def relay_mode(b, binary, message, mib):
+    """The daemon's peak RSS (MiB) after relaying `message` from a device RUNS times at
+    once (a listener without TLS on 127.0.0.1, the device known by its address)."""
+    system = service.Service(b, binary)
+    port = bench.free_port()
+    config = os.path.join(system.root, "etc", "oauth-sendmail", "config.toml")
+    with open(config, "a") as f:
+        f.write(f"max_message_size = {(mib + 8) << 20}\n\n"
+                f"[[relay.listener]]\naddress = \"127.0.0.1\"\nport = {port}\n"
+                f"tls = \"none\"\nmax_message_size = {(mib + 8) << 20}\n\n"
+                "[relay.devices.bench]\nnetwork = \"127.0.0.1/32\"\n")
+    with open(message, "rb") as f:
+        data = f.read()
+    system.start()
+    try:
+        before = b.target.delivered()
+        errors = []
+
+        def relay_once():
+            try:
+                with smtplib.SMTP("127.0.0.1", port, timeout=600) as s:
+                    s.sendmail(bench.USER, [bench.RECIPIENT], data)
+            except Exception as e:  # reported below: the figure would be wrong
+                errors.append(e)
+
+        threads = [threading.Thread(target=relay_once) for _ in range(RUNS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            sys.exit(f"memory: relaying failed: {errors[0]}; see {b.path('daemon.log')}")
+        service.wait_delivered(b.target, before + RUNS, limit=600)
+        return system.rss_kib("VmHWM") / 1024
+    finally:
+        system.stop()
+        shutil.rmtree(system.root, ignore_errors=True)
+        shutil.rmtree(system.home, ignore_errors=True)
+
+
 def bs_session(message, path):
     """`message` as one `sendmail -bs` session in the file `path`: CRLF, dot-stuffed."""
     with open(message, "rb") as f:
@@ -96,9 +140,11 @@ def main():
                 session = bs_session(message, b.path(f"{mib}mib.bs"))
                 bs = f"{b.measure(RUNS, session, [b.sendmail, '-bs']).rss_mib:.1f} MiB"
             client, daemon = system_mode(b, binary, message, mib)
+            relayed = relay_mode(b, binary, message, mib)
             print(f"{mib} MiB: peak RSS direct {direct.rss_mib:.1f} MiB, "
                   f"sendmail -q {queue.rss_mib:.1f} MiB, -bs {bs}, "
-                  f"system mode client {client.rss_mib:.1f} MiB, service {daemon:.1f} MiB "
+                  f"system mode client {client.rss_mib:.1f} MiB, service {daemon:.1f} MiB, "
+                  f"relay (3 at once) {relayed:.1f} MiB "
                   f"(wall {direct.wall_ms:.0f} / {queue.wall_ms:.0f} / "
                   f"{client.wall_ms:.0f} ms)", flush=True)
     finally:

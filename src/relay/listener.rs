@@ -572,11 +572,15 @@ impl Session<'_> {
             Ok(envelope) => envelope,
             Err((code, status, text)) => return self.reply(code, status, text),
         };
+        // The listener's maximum is the limit, as Postfix's message_size_limit is: a SIZE
+        // declared at MAIL FROM was checked against it there, and is an estimate (Python's
+        // smtplib declares the bytes it was given, then adds the CRLF a message must end
+        // with). The deadline goes by what was declared.
         let max = self.port.settings.max_message_size;
-        let limit = envelope.declared.unwrap_or(max).min(max);
+        let expected = envelope.declared.unwrap_or(max).min(max);
         let until = Instant::now()
             + limits::DATA_DEADLINE
-            + Duration::from_secs(limit / limits::BYTES_PER_SECOND);
+            + Duration::from_secs(expected / limits::BYTES_PER_SECOND);
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>")?;
         self.io.get_mut().deadline(until);
         // Held until the message is spooled; what it holds grows as the bytes arrive, up
@@ -586,7 +590,7 @@ impl Session<'_> {
             .charging_at_most(input::HELD_AT_MOST);
         let queue = self.config.queue.dir.clone();
         let mut new_file = input::spill_in_queue(&queue);
-        let read = read_data(&mut metered, &mut self.line, limit as usize, &mut new_file);
+        let read = read_data(&mut metered, &mut self.line, max as usize, &mut new_file);
         let (exhausted, _memory) = (metered.exhausted, metered.budget);
         let data = match read {
             Ok(Some(data)) => data,
