@@ -76,7 +76,8 @@ def relay_mode(b, binary, message, mib):
                 f"tls = \"none\"\nmax_message_size = {(mib + 8) << 20}\n\n"
                 "[relay.devices.bench]\nnetwork = \"127.0.0.1/32\"\n")
     with open(message, "rb") as f:
-        data = f.read()
+        # As a device sends it: CRLF lines.
+        data = f.read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     system.start()
     try:
         before = b.target.delivered()
