@@ -781,6 +781,20 @@ fn a_full_disk_gets_452_not_250() {
     let said = all_output(&out);
     assert!(said.contains("* 452 4.3.1 "), "{said}\n{}", system.log());
     assert!(!said.contains("250 2.0.0 Ok: queued"), "{said}");
+    // A large scan, whose body the disk has no room for either: refused as it comes, not
+    // held in memory (what many devices at once could fill).
+    let scan = system.path("scan.bin");
+    std::fs::write(&scan, vec![b'x'; 3 << 20]).unwrap();
+    let attach = format!("@{}", scan.display());
+    let mut large = auth.to_vec();
+    large.extend(["--attach", &attach]);
+    let said = all_output(&swaks(ports.starttls, &large));
+    assert!(said.contains("452 4.3.1 "), "{said}\n{}", system.log());
+    assert!(
+        !system.log().contains("held in memory instead"),
+        "{}",
+        system.log()
+    );
     std::fs::remove_file(filler).unwrap();
     let out = swaks(ports.starttls, &auth);
     assert_eq!(code(&out), 0, "with room again: {}", all_output(&out));

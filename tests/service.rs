@@ -1025,3 +1025,41 @@ fn queue_show_through_the_service_keeps_8_bit_bytes() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// A full disk under the service's queue: a large submission's body is refused as it
+/// comes ("busy"), not held in memory (what many submitters at once could fill); the
+/// client leaves it in the drop directory, and it goes out once there is room.
+#[test]
+fn a_large_submission_on_a_full_disk_waits_in_the_drop_directory() {
+    let Some(users) = require() else { return };
+    let mut system = System::install(users, ServerOptions::default(), "");
+    let queue = system.path("var/spool/oauth-sendmail/queue");
+    let tmpfs = match common::tmpfs::Tmpfs::mount(&queue, "8m") {
+        Ok(tmpfs) => tmpfs,
+        Err(why) => {
+            return common::skip::skip("a_large_submission_on_a_full_disk", &why);
+        }
+    };
+    system.start();
+    let filler = tmpfs.fill();
+    let body = "a line of a large report\n".repeat(120_000);
+    let out = system.run(
+        Some(&users.person),
+        &["send", "-i", "dest@example.net"],
+        format!("Subject: large\n\n{body}").as_bytes(),
+    );
+    assert_eq!(code(&out), 0, "{}\n{}", stderr(&out), system.log());
+    assert!(
+        stderr(&out).contains("the mail service is busy")
+            && stderr(&out).contains("waits for it in"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!system.log().contains("held in memory"), "{}", system.log());
+    std::fs::remove_file(filler).unwrap();
+    let received = system.wait_received(1, Duration::from_secs(30));
+    assert_eq!(received.len(), 1, "{}", system.log());
+    assert!(text(&received[0].data).contains("Subject: large"));
+    system.stop();
+    drop(tmpfs);
+}

@@ -195,9 +195,20 @@ pub fn read(
     ignore_dots: bool,
     new_file: &mut dyn FnMut() -> io::Result<File>,
 ) -> io::Result<Input> {
+    read_or(input, ignore_dots, new_file, NoRoom::InMemory)
+}
+
+/// [`read`], with `no_room` saying what a spill that cannot be written does.
+pub fn read_or(
+    input: impl BufRead,
+    ignore_dots: bool,
+    new_file: &mut dyn FnMut() -> io::Result<File>,
+    no_room: NoRoom,
+) -> io::Result<Input> {
     let limits = Limits {
         spill_after: SPILL_AFTER,
         max_header: MAX_HEADER,
+        no_room,
     };
     read_with(input, ignore_dots, limits, new_file)
 }
@@ -222,6 +233,7 @@ pub fn read_message(input: impl BufRead, ignore_dots: bool) -> io::Result<Vec<u8
     let limits = Limits {
         spill_after: usize::MAX,
         max_header: usize::MAX - 1,
+        no_room: NoRoom::InMemory,
     };
     let mut no_file = || Err(io::Error::other("no spill"));
     Ok(read_with(input, ignore_dots, limits, &mut no_file)?.memory)
@@ -249,6 +261,19 @@ pub fn spill_beside(dir: &Path) -> impl FnMut() -> io::Result<File> + '_ {
 struct Limits {
     spill_after: usize,
     max_header: usize,
+    no_room: NoRoom,
+}
+
+/// What a reader does when the spill file cannot be made or written (a full disk).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NoRoom {
+    /// Keeps the body in memory, with a warning: the caller's stdin cannot be read again,
+    /// so the message must not be lost for it.
+    InMemory,
+    /// Fails with `ErrorKind::StorageFull`: a server, whose client can send again, says
+    /// so (4xx) rather than hold what many clients send at once in memory; the queue,
+    /// on the same disk, could not take the message either.
+    Refuse,
 }
 
 fn read_with(
@@ -307,6 +332,7 @@ fn read_with(
         memory,
         file: None,
         memory_only: false,
+        no_room: limits.no_room,
     };
     if header_over {
         out.spill(new_file)?;
@@ -355,6 +381,7 @@ struct Out {
     /// The spill failed (no file, a full disk): the body stays in memory, as it did
     /// before there was a spill, rather than the message being lost for it.
     memory_only: bool,
+    no_room: NoRoom,
 }
 
 /// The spill file and what is not written to it yet (written a chunk at a time, so that
@@ -400,6 +427,7 @@ impl Out {
     fn spill(&mut self, new_file: &mut dyn FnMut() -> io::Result<File>) -> io::Result<()> {
         let file = match new_file() {
             Ok(file) => file,
+            Err(e) if self.no_room == NoRoom::Refuse => return Err(no_room(e)),
             Err(e) => {
                 self.memory_only = true;
                 warn_in_memory(&e);
@@ -426,6 +454,9 @@ impl Out {
     /// of the body stays there. Only a failure to read it back loses the message.
     fn back_to_memory(&mut self, why: io::Error) -> io::Result<()> {
         use std::os::unix::fs::FileExt;
+        if self.no_room == NoRoom::Refuse {
+            return Err(no_room(why));
+        }
         let Some(writer) = self.file.take() else {
             return Ok(());
         };
@@ -465,6 +496,13 @@ impl Out {
             spill,
         })
     }
+}
+
+fn no_room(why: io::Error) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!("no room for the message's body on disk: {why}"),
+    )
 }
 
 fn warn_in_memory(why: &io::Error) {
@@ -634,6 +672,7 @@ mod tests {
         let limits = Limits {
             spill_after,
             max_header,
+            no_room: NoRoom::InMemory,
         };
         let reader = io::BufReader::with_capacity(chunk, input);
         let mut new_file = || tempfile::tempfile();
@@ -772,11 +811,19 @@ mod tests {
     #[test]
     fn a_spill_that_cannot_be_written_leaves_the_message_in_memory() {
         let text = [&b"To: a\n\n"[..], &b"a line of the body\n".repeat(20_000)].concat();
-        let limits = Limits {
+        let mut limits = Limits {
             spill_after: 1000,
             max_header: 1 << 20,
+            no_room: NoRoom::Refuse,
         };
         let mut full = || File::options().read(true).write(true).open("/dev/full");
+        // A server refuses instead: the error says there is no room.
+        let refused = read_with(&text[..], true, limits, &mut full).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::StorageFull);
+        let mut none = || Err(io::Error::other("no temporary directory"));
+        let refused = read_with(&text[..], true, limits, &mut none).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::StorageFull);
+        limits.no_room = NoRoom::InMemory;
         let input = read_with(&text[..], true, limits, &mut full).unwrap();
         assert!(input.spill.is_none());
         assert_eq!(input.memory, old_reader(&text, true));

@@ -590,7 +590,14 @@ impl Session<'_> {
             .charging_at_most(input::HELD_AT_MOST);
         let queue = self.config.queue.dir.clone();
         let mut new_file = input::spill_in_queue(&queue);
-        let read = read_data(&mut metered, &mut self.line, max as usize, &mut new_file);
+        let no_room = input::NoRoom::Refuse;
+        let read = read_data(
+            &mut metered,
+            &mut self.line,
+            max as usize,
+            &mut new_file,
+            no_room,
+        );
         let (exhausted, _memory) = (metered.exhausted, metered.budget);
         let data = match read {
             Ok(Some(data)) => data,
@@ -605,6 +612,12 @@ impl Session<'_> {
                 // The rest of the message is still coming: the dialogue cannot go on.
                 self.reply(452, "4.3.1", "Too busy: try again later")?;
                 return Err(io::Error::new(io::ErrorKind::OutOfMemory, "no room"));
+            }
+            Err(err) if err.kind() == crate::error::Kind::Temporary => {
+                // A full disk: the spool could not take it either. As above, the rest of
+                // the message is unread.
+                self.reply(452, "4.3.1", "Insufficient system storage")?;
+                return Err(io::Error::new(io::ErrorKind::StorageFull, "no room"));
             }
             // A client that goes away before the final dot: nothing is queued.
             Err(_) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cut off")),

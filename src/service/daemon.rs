@@ -444,13 +444,22 @@ fn serve(shared: &Shared, stream: UnixStream, peer: sys::peer::Peer) {
                 Err(busy) => Response::Busy(Failure::from_error(&busy)),
                 Ok(_held) => {
                     let mut new_file = input::spill_in_queue(&queue);
-                    let answer = protocol::read_body(&mut input, &submission, max, &mut new_file)
-                        .and_then(|message| {
-                            accept(shared, &config, &submitter, &submission, message.raw())
-                        });
-                    match answer {
-                        Ok((id, notice)) => Response::Accepted { id, notice },
+                    // Many submitters at once: a body the disk has no room for is refused
+                    // (busy: the client leaves it in the drop directory), not held.
+                    let no_room = input::NoRoom::Refuse;
+                    let read =
+                        protocol::read_body(&mut input, &submission, max, &mut new_file, no_room);
+                    match read {
+                        Err(err) if err.kind() == Kind::Temporary => {
+                            Response::Busy(Failure::from_error(&err))
+                        }
                         Err(err) => failed(&err),
+                        Ok(message) => {
+                            match accept(shared, &config, &submitter, &submission, message.raw()) {
+                                Ok((id, notice)) => Response::Accepted { id, notice },
+                                Err(err) => failed(&err),
+                            }
+                        }
                     }
                 }
             }

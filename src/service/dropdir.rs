@@ -177,7 +177,9 @@ fn read(path: &Path, max_message: u64, spill: &Path) -> std::result::Result<Drop
         return Err("not a submission".into());
     };
     let mut new_file = crate::message::input::spill_in_queue(spill);
-    let message = protocol::read_body(&mut input, submission, max_message, &mut new_file)
+    // One drop file at a time: on a full disk its body may wait in memory for the queue.
+    let no_room = crate::message::input::NoRoom::InMemory;
+    let message = protocol::read_body(&mut input, submission, max_message, &mut new_file, no_room)
         .map_err(|e| e.summary())?;
     if input.read(&mut [0u8; 1]).map_err(|e| e.to_string())? != 0 {
         return Err("bytes after the message".into());

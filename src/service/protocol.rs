@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::delivery::log::Status;
 use crate::error::{Error, Kind, Result};
 use crate::message::input::Input;
+use crate::message::input::NoRoom;
 
 /// The longest request line: an envelope with thousands of recipients fits.
 pub const MAX_REQUEST_LINE: usize = 64 * 1024;
@@ -216,7 +217,13 @@ pub fn read_request(input: &mut impl BufRead, max_message: u64) -> Result<(Reque
     let message = match &request {
         Request::Submit(submission) => {
             let mut new_file = || tempfile::tempfile();
-            let read = read_body(input, submission, max_message, &mut new_file)?;
+            let read = read_body(
+                input,
+                submission,
+                max_message,
+                &mut new_file,
+                NoRoom::InMemory,
+            )?;
             let whole = read.raw().whole().map_err(bad)?.into_owned();
             whole
         }
@@ -242,11 +249,21 @@ pub fn read_body(
     submission: &Submission,
     max_message: u64,
     new_file: &mut dyn FnMut() -> io::Result<std::fs::File>,
+    no_room: NoRoom,
 ) -> Result<Input> {
     check_size(submission, max_message)?;
     let mut body = input.take(submission.size);
-    let message = crate::message::input::read(&mut body, true, new_file)
-        .map_err(|e| bad(format!("reading the message: {e}")))?;
+    let message =
+        crate::message::input::read_or(&mut body, true, new_file, no_room).map_err(|e| match e
+            .kind()
+        {
+            io::ErrorKind::StorageFull => Error::new(
+                Kind::Temporary,
+                "the mail service has no room for it now",
+                e,
+            ),
+            _ => bad(format!("reading the message: {e}")),
+        })?;
     if body.limit() > 0 {
         return Err(cut_short(submission.size - body.limit(), submission.size));
     }

@@ -382,6 +382,7 @@ where
             &mut self.line,
             self.settings.max_message,
             &mut new_file,
+            input::NoRoom::InMemory,
         )
     }
 
@@ -649,18 +650,25 @@ fn went_away() -> Error {
 /// ([`input::read`]: CRLF lines, the body past a megabyte in a file `new_file` makes).
 /// `None` when it is over the size limit: the rest is read and dropped, so the dialogue
 /// stays in step.
+/// A body the disk has no room for: `no_room` says whether it waits in memory (`-bs`,
+/// whose one local client waits) or is refused as `Kind::Temporary` (the relay, with many
+/// clients at once: the rest of the message is then unread, so the session must end).
 pub fn read_data(
     input: &mut impl BufRead,
     line: &mut Vec<u8>,
     limit: usize,
     new_file: &mut dyn FnMut() -> io::Result<File>,
+    no_room: input::NoRoom,
 ) -> Result<Option<Input>> {
     let mut text = DataText::new(input, line, limit);
     // The final dot is DataText's to find: no line ends the message for the reader.
-    match input::read(&mut text, true, new_file) {
+    match input::read_or(&mut text, true, new_file, no_room) {
         Ok(_) if text.over => Ok(None),
         Ok(message) => Ok(Some(message)),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(went_away()),
+        Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+            Err(Error::new(Kind::Temporary, "no room for the message", e))
+        }
         Err(e) => Err(read_failed(e)),
     }
 }
@@ -1409,7 +1417,13 @@ mod tests {
             let old = old_read_data(&mut old_input, &mut Vec::new(), limit);
             let mut new_input = io::BufReader::with_capacity(capacity, &text[..]);
             let mut no_file = || Err(io::Error::other("no spill here"));
-            let new = read_data(&mut new_input, &mut Vec::new(), limit, &mut no_file);
+            let new = read_data(
+                &mut new_input,
+                &mut Vec::new(),
+                limit,
+                &mut no_file,
+                input::NoRoom::InMemory,
+            );
             let old = old.map(|d| d.map(|d| input::read_message(&d[..], true).unwrap()));
             let new = new.map(|d| d.map(|m| m.raw().whole().unwrap().into_owned()));
             match (&old, &new) {
